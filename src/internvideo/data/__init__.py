@@ -1,0 +1,1 @@
+"""Video data: decoding, sampling, transforms, dataset formats, synthetic world."""
