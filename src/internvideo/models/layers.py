@@ -1,0 +1,340 @@
+"""The one set of transformer building blocks shared by every model in the project.
+
+VideoMAE, the CLIP-style video and text encoders, the caption decoder and the
+cross-model fusion all build from the classes here. Module and parameter names
+follow the official VideoMAE code (``qkv``, ``q_bias``/``v_bias``, ``proj``,
+``norm1``/``norm2``, ``mlp.fc1``/``fc2``, ``gamma_1``/``gamma_2``) so that the
+official checkpoints load with few renames; other layouts (HF, OpenAI CLIP) are
+mapped by the converters in :mod:`internvideo.checkpoints`.
+"""
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+BiasMode = Literal["qv", "qkv", "none"]
+Activation = Literal["gelu", "quick_gelu"]
+
+
+def _to_bias_mode(qkv_bias: bool | str) -> BiasMode:
+    # Configs speak the official constructors' language (``qkv_bias=True`` means
+    # the q/v-only bias of VideoMAE); strings pick a layout explicitly.
+    if qkv_bias is True:
+        return "qv"
+    if qkv_bias is False:
+        return "none"
+    if qkv_bias not in ("qv", "qkv", "none"):
+        raise ValueError(f"qkv_bias must be True, False, 'qv', 'qkv' or 'none', got {qkv_bias!r}")
+    return qkv_bias  # type: ignore[return-value]
+
+
+class QuickGELU(nn.Module):
+    """The sigmoid approximation of GELU that OpenAI's CLIP was trained with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def make_activation(name: Activation) -> nn.Module:
+    if name == "gelu":
+        return nn.GELU()
+    if name == "quick_gelu":
+        return QuickGELU()
+    raise ValueError(f"unknown activation {name!r}; expected 'gelu' or 'quick_gelu'")
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops a whole residual branch per sample while training."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class TubeletEmbed(nn.Module):
+    """Video → tokens with a Conv3d whose kernel equals its stride.
+
+    ``tubelet_size=1`` gives per-frame patches (CLIP's 2-D patch embedding inflated
+    to 3-D). Output is ``(B, T' * H' * W', D)`` in (time, row, column) order.
+    """
+
+    def __init__(self, patch_size: int, tubelet_size: int, in_chans: int, embed_dim: int, bias: bool = True):
+        super().__init__()
+        self.patch_size = patch_size
+        self.tubelet_size = tubelet_size
+        self.in_chans = in_chans
+        self.proj = nn.Conv3d(
+            in_chans, embed_dim, kernel_size=(tubelet_size, patch_size, patch_size),
+            stride=(tubelet_size, patch_size, patch_size), bias=bias,
+        )
+
+    def grid(self, video_shape: Sequence[int]) -> tuple[int, int, int]:
+        """Token grid (t, h, w) for a ``(B, C, T, H, W)`` shape; ValueError if it does not tile."""
+        if len(video_shape) != 5:
+            raise ValueError(
+                f"expected a video tensor of shape (B, C, T, H, W) (5 dims), got {len(video_shape)} dims {tuple(video_shape)}"
+            )
+        _, c, t, h, w = video_shape
+        if c != self.in_chans:
+            raise ValueError(f"expected {self.in_chans} channels in dim 1 of (B, C, T, H, W), got shape {tuple(video_shape)}")
+        if t % self.tubelet_size:
+            raise ValueError(f"frame count T={t} is not divisible by tubelet_size={self.tubelet_size}")
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"frame size {h}x{w} is not divisible by patch_size={self.patch_size}")
+        return t // self.tubelet_size, h // self.patch_size, w // self.patch_size
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        self.grid(video.shape)
+        return self.proj(video).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with one fused ``qkv`` projection on SDPA.
+
+    ``bias="qv"`` is the official VideoMAE layout (projection without bias plus
+    learnable ``q_bias``/``v_bias``; the key bias is fixed at zero), ``"qkv"`` the
+    usual fully biased projection (CLIP), ``"none"`` no bias. Passing ``context``
+    turns it into cross-attention: queries from ``x``, keys and values from
+    ``context``, using the same fused weight (this is how CLIP-style
+    ``nn.MultiheadAttention`` cross-attention is laid out).
+    """
+
+    def __init__(self, dim: int, num_heads: int, bias: BiasMode | bool = "qv", attn_drop: float = 0.0,
+                 proj_drop: float = 0.0, head_dim: int | None = None):
+        super().__init__()
+        bias = _to_bias_mode(bias)
+        self.num_heads = num_heads
+        self.head_dim = head_dim or dim // num_heads
+        if head_dim is None and dim % num_heads:
+            raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
+        inner = self.head_dim * num_heads
+        self.inner_dim = inner
+        self.qkv = nn.Linear(dim, inner * 3, bias=bias == "qkv")
+        if bias == "qv":
+            self.q_bias = nn.Parameter(torch.zeros(inner))
+            self.v_bias = nn.Parameter(torch.zeros(inner))
+        else:
+            self.q_bias = self.v_bias = None
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(inner, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def qkv_bias(self) -> torch.Tensor | None:
+        if self.q_bias is not None:
+            return torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
+        return self.qkv.bias
+
+    def _heads(self, t: torch.Tensor, n: int) -> torch.Tensor:
+        # (B, L, n*H*d) -> n tensors (B, H, L, d)
+        b, length, _ = t.shape
+        return t.view(b, length, n, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        bias = self.qkv_bias()
+        if context is None:
+            q, k, v = self._heads(F.linear(x, self.qkv.weight, bias), 3)
+        else:
+            inner = self.inner_dim
+            w_q, w_kv = self.qkv.weight[:inner], self.qkv.weight[inner:]
+            b_q, b_kv = (None, None) if bias is None else (bias[:inner], bias[inner:])
+            q = self._heads(F.linear(x, w_q, b_q), 1)[0]
+            k, v = self._heads(F.linear(context, w_kv, b_kv), 2)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+            dropout_p=self.attn_drop if self.training else 0.0,
+        )
+        out = out.transpose(1, 2).flatten(2)
+        return self.proj_drop(self.proj(out))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int, act: Activation = "gelu", drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = make_activation(act)
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``.
+
+    ``init_values`` enables layer scale (``gamma_1``/``gamma_2``, official names);
+    ``drop_path`` is stochastic depth on both branches. The two residual branches
+    are exposed separately so that models can insert modules between them (the
+    multimodal encoder's local temporal modules).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: BiasMode | bool = "qv",
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
+                 init_values: float | None = None, norm_eps: float = 1e-6, act: Activation = "gelu"):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act=act, drop=drop)
+        self.drop_path = DropPath(drop_path)
+        if init_values:
+            self.gamma_1 = nn.Parameter(torch.full((dim,), float(init_values)))
+            self.gamma_2 = nn.Parameter(torch.full((dim,), float(init_values)))
+        else:
+            self.gamma_1 = self.gamma_2 = None
+
+    def attn_residual(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                      is_causal: bool = False) -> torch.Tensor:
+        y = self.attn(self.norm1(x), attn_mask=attn_mask, is_causal=is_causal)
+        return x + self.drop_path(y if self.gamma_1 is None else self.gamma_1 * y)
+
+    def mlp_residual(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.mlp(self.norm2(x))
+        return x + self.drop_path(y if self.gamma_2 is None else self.gamma_2 * y)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                is_causal: bool = False) -> torch.Tensor:
+        return self.mlp_residual(self.attn_residual(x, attn_mask, is_causal))
+
+
+class CrossBlock(nn.Module):
+    """Pre-norm block in which queries ``x`` read a ``context`` sequence.
+
+    ``x + cross_attn(norm_q(x), norm_kv(context))`` then ``x + mlp(norm2(x))``;
+    with ``self_attn=True`` a (optionally causal) self-attention branch comes first
+    (the caption decoder). With ``gated=True`` each branch is scaled by
+    ``tanh(gate)`` with the gate starting at zero, so a fresh block is the identity
+    (Flamingo-style, used by the cross-model fusion).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: BiasMode | bool = "qkv",
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, norm_eps: float = 1e-5,
+                 act: Activation = "gelu", self_attn: bool = False, gated: bool = False):
+        super().__init__()
+        if self_attn:
+            self.norm_self = nn.LayerNorm(dim, eps=norm_eps)
+            self.self_attn = Attention(dim, num_heads, bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        else:
+            self.norm_self = self.self_attn = None
+        self.norm_q = nn.LayerNorm(dim, eps=norm_eps)
+        self.norm_kv = nn.LayerNorm(dim, eps=norm_eps)
+        self.cross_attn = Attention(dim, num_heads, bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act=act, drop=drop)
+        self.drop_path = DropPath(drop_path)
+        if gated:
+            self.gate_attn = nn.Parameter(torch.zeros(1))
+            self.gate_mlp = nn.Parameter(torch.zeros(1))
+        else:
+            self.gate_attn = self.gate_mlp = None
+
+    @staticmethod
+    def _gate(g: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+        return y if g is None else torch.tanh(g) * y
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, is_causal: bool = False,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.self_attn is not None:
+            x = x + self.drop_path(self.self_attn(self.norm_self(x), attn_mask=attn_mask, is_causal=is_causal))
+        x = x + self.drop_path(self._gate(self.gate_attn, self.cross_attn(self.norm_q(x), self.norm_kv(context))))
+        return x + self.drop_path(self._gate(self.gate_mlp, self.mlp(self.norm2(x))))
+
+
+def run_blocks(blocks: Sequence[nn.Module], x: torch.Tensor, grad_checkpointing: bool = False,
+               **kwargs) -> torch.Tensor:
+    """Apply blocks in order; with checkpointing, recompute activations in backward to save memory."""
+    for blk in blocks:
+        if grad_checkpointing and torch.is_grad_enabled():
+            x = checkpoint(blk, x, use_reentrant=False, **kwargs)
+        else:
+            x = blk(x, **kwargs)
+    return x
+
+
+def sinusoid_table(n_position: int, dim: int) -> torch.Tensor:
+    """The fixed 1-D sin/cos table of VideoMAE, ``(1, n_position, dim)``.
+
+    Position index runs over the flattened (t, h, w) token grid, exactly as the
+    official code, so tables are only meaningful for the grid they were made for.
+    Computed in float64 (as the reference's numpy) and cast to float32.
+    """
+    pos = torch.arange(n_position, dtype=torch.float64)[:, None]
+    j = torch.arange(dim, dtype=torch.float64)[None, :]
+    angles = pos / torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode="floor") / dim)
+    table = torch.empty_like(angles)
+    table[:, 0::2] = torch.sin(angles[:, 0::2])
+    table[:, 1::2] = torch.cos(angles[:, 1::2])
+    return table.float().unsqueeze(0)
+
+
+def interpolate_pos_embed(pos_embed: torch.Tensor, old_grid: Sequence[int], new_grid: Sequence[int],
+                          num_prefix_tokens: int = 0) -> torch.Tensor:
+    """Resize a learnable position table ``(1, prefix + t*h*w, D)`` to another token grid.
+
+    Grids are ``(t, h, w)`` (use ``t=1`` for image models). Space is resized
+    bicubically per time slice and time linearly, the way fine-tuning at another
+    resolution or frame count is usually done; prefix tokens (CLS) are kept.
+    """
+    old_grid, new_grid = tuple(old_grid), tuple(new_grid)
+    if old_grid == new_grid:
+        return pos_embed
+    t0, h0, w0 = old_grid
+    t1, h1, w1 = new_grid
+    d = pos_embed.shape[-1]
+    expected = num_prefix_tokens + t0 * h0 * w0
+    if pos_embed.shape[-2] != expected:
+        raise ValueError(
+            f"position table has {pos_embed.shape[-2]} tokens; grid {old_grid} with {num_prefix_tokens} prefix "
+            f"tokens needs {expected}"
+        )
+    prefix = pos_embed[:, :num_prefix_tokens]
+    grid = pos_embed[:, num_prefix_tokens:].reshape(1, t0, h0, w0, d).float()
+    dtype = pos_embed.dtype
+    if (h0, w0) != (h1, w1):
+        x = grid[0].permute(0, 3, 1, 2)  # (t0, D, h0, w0)
+        x = F.interpolate(x, size=(h1, w1), mode="bicubic", align_corners=False)
+        grid = x.permute(0, 2, 3, 1)[None]
+    if t0 != t1:
+        x = grid[0].permute(1, 2, 3, 0).reshape(1, h1 * w1 * d, t0)  # time as the 1-D axis
+        x = F.interpolate(x, size=t1, mode="linear", align_corners=False)
+        grid = x.reshape(h1, w1, d, t1).permute(3, 0, 1, 2)[None]
+    out = grid.reshape(1, t1 * h1 * w1, d).to(dtype)
+    return torch.cat([prefix.to(dtype), out], dim=1)
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """ViT initialisation: truncated normal linears, zero biases, unit LayerNorms."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        if module.weight is not None:
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = [
+    "Attention", "Block", "CrossBlock", "DropPath", "Mlp", "QuickGELU", "TubeletEmbed",
+    "count_parameters", "init_weights", "interpolate_pos_embed", "make_activation", "run_blocks",
+    "sinusoid_table",
+]
