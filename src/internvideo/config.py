@@ -1,0 +1,225 @@
+"""Typed training configs, loaded from YAML with ``--set key=value`` overrides.
+
+Every section is a dataclass; an unknown or mistyped key is an error that names
+it and lists the valid ones. The resolved config is written beside the
+checkpoints so a run can always be reproduced from its directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+Objective = Literal["mae", "classify", "linear_probe", "contrastive", "fusion"]
+
+
+@dataclass
+class ModelSection:
+    name: str = "videomae_tiny_pretrain"
+    pretrained: str | None = None
+    head: Literal["reinit", "slice", "error"] = "reinit"
+    overrides: dict[str, Any] = field(default_factory=dict)  # config fields of the named model
+    # fusion only: the two frozen backbones (directories of ours or any supported checkpoint)
+    mae_backbone: str | None = None
+    mm_backbone: str | None = None
+
+
+@dataclass
+class DataSection:
+    root: str = ""  # paths in the lists are relative to it
+    train: str = ""  # classification list / video-text JSONL, relative to root
+    val: str | None = None
+    classes: str | None = None  # classes.txt for classification lists
+    # post-pretraining on a union of label sets (Kinetics-710 style): more (list, classes) pairs, merged by name
+    extra_train: list[list[str]] = field(default_factory=list)
+    num_frames: int = 16
+    frame_interval: int = 4
+    sampling: Literal["dense", "segment", "uniform"] = "dense"
+    img_size: int = 224
+    short_side: int = 256  # eval resize before the center crop
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    flip: bool = True  # off for direction-sensitive data (Something-Something, the synthetic world)
+    scale: tuple[float, float] = (0.08, 1.0)  # random resized crop scale (classification)
+    multiscale_crop: bool = False  # VideoMAE pretraining crop (scales 1, .875, .75, .66)
+    randaugment: str | None = None  # e.g. "rand-m7-n4-mstd0.5-inc1" (VideoMAE fine-tuning)
+    random_erasing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    label_smoothing: float = 0.0
+    mask_ratio: float = 0.9
+    # fusion: the multimodal stream's own view of the same clip
+    mm_num_frames: int = 8
+    mm_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    mm_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    strict: bool = False  # raise on an unreadable video instead of skipping it
+    num_workers: int = 2
+
+
+@dataclass
+class OptimSection:
+    lr: float = 1.5e-4  # base learning rate for a global batch of 256 (scaled linearly)
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 0
+    warmup_epochs: float = 0.0
+    layer_decay: float | None = None  # layer-wise lr decay (fine-tuning), e.g. 0.75
+    clip_grad: float | None = None
+    accum_steps: int = 1
+    ema: float | None = None  # e.g. 0.9999
+    caption_weight: float = 1.0  # contrastive objective: weight of the captioning loss
+    scale_lr: bool = True  # lr * global_batch / 256
+
+
+@dataclass
+class RunSection:
+    out_dir: str = "runs/default"
+    epochs: int = 1
+    max_steps: int | None = None  # stops early (counts optimiser steps)
+    batch_size: int = 8  # per process
+    seed: int = 0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    grad_checkpointing: bool = False
+    compile: bool = False
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    log_every: int = 10
+    save_every: int = 100  # steps; a checkpoint is also written at the end
+    keep_last: int = 2
+    eval_every: int | None = None  # steps; None: at the end of every epoch
+    resume: bool = True  # continue from the latest checkpoint in out_dir if there is one
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    objective: Objective = "mae"
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    run: RunSection = field(default_factory=RunSection)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        out = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return _build(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML reads "1e-3" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _build(cls: type, data: dict, where: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"unknown config key {key!r}; valid keys{' of ' + where if where else ''}: {', '.join(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _set_path(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {k!r} is not a section")
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a YAML recipe and apply ``key.sub=value`` overrides (values parsed as YAML)."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"config not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        _set_path(data, key.strip(), yaml.safe_load(raw))
+    return _build(TrainConfig, data)
+
+
+def config_to_dict(cfg: TrainConfig) -> dict:
+    def plain(v):
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
