@@ -1,1 +1,40 @@
-"""Video data: decoding, sampling, transforms, dataset formats, synthetic world."""
+"""Video data: decoding, sampling, transforms, dataset formats, synthetic world.
+
+The names most code needs are re-exported here::
+
+    from internvideo.data import probe, read_frames, VideoError
+    from internvideo.data import VideoClassificationDataset, VideoTextDataset, View, collate_videos, SkipLog
+    from internvideo.data import DenseSampler, SegmentSampler, build_train_transform, make_world
+
+See ``docs/data.md`` for the formats and the design.
+"""
+
+from .datasets import (
+    AnnotationError, AVABox, ClassificationSample, LocalizationVideo, QASample, Segment, SkipLog, SkipSummary,
+    VideoClassificationDataset, VideoDataset, VideoTextDataset, VideoTextSample, View, collate_videos,
+    read_activitynet, read_ava_csv, read_classes, read_classification_list, read_msrvtt, read_qa, read_video_text,
+    write_video_text,
+)
+from .sampling import (
+    DenseSampler, FpsSampler, Sampler, SegmentSampler, UniformSampler, dense_indices, fps_indices, segment_indices,
+    uniform_indices,
+)
+from .synthetic import ACTIONS, HELD_OUT_CLASSES, World, make_world
+from .transforms import (
+    CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, EvalTransformConfig, MixupCutmix, TrainTransformConfig,
+    build_eval_transform, build_train_transform,
+)
+from .video import VideoError, VideoInfo, probe, read_frames, write_video
+
+__all__ = [
+    "probe", "read_frames", "write_video", "VideoError", "VideoInfo",
+    "Sampler", "DenseSampler", "SegmentSampler", "UniformSampler", "FpsSampler",
+    "dense_indices", "segment_indices", "uniform_indices", "fps_indices",
+    "IMAGENET_MEAN", "IMAGENET_STD", "CLIP_MEAN", "CLIP_STD", "TrainTransformConfig", "EvalTransformConfig",
+    "build_train_transform", "build_eval_transform", "MixupCutmix",
+    "AnnotationError", "ClassificationSample", "VideoTextSample", "Segment", "LocalizationVideo", "AVABox", "QASample",
+    "read_classification_list", "read_classes", "read_video_text", "write_video_text", "read_msrvtt",
+    "read_activitynet", "read_ava_csv", "read_qa",
+    "View", "VideoDataset", "VideoClassificationDataset", "VideoTextDataset", "collate_videos", "SkipLog", "SkipSummary",
+    "make_world", "World", "ACTIONS", "HELD_OUT_CLASSES",
+]

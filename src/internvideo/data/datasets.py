@@ -1,0 +1,615 @@
+"""Annotation readers and torch Datasets for video classification and video-text data.
+
+Readers (one per format in ``DESIGN.md``) turn files users already have into
+small frozen dataclasses and stop at the first malformed entry with an
+:class:`AnnotationError` naming the file, the line (or JSON field) and the
+problem. They never touch video files.
+
+Datasets decode with :func:`~internvideo.data.read_frames` and return dicts.
+
+* **Views.** A dataset is built with one or more :class:`View` s, each a
+  sampler plus a transform under a name. All views of a sample come from the
+  same video, decoded in one pass, so a fusion model can ask for
+  ``View("mae", DenseSampler(16, 4), ...)`` and ``View("clip", SegmentSampler(8), ...)``
+  and receive ``batch["mae"]`` and ``batch["clip"]`` of the same video.
+* **Randomness.** Training samples draw everything (frames, crops, captions,
+  replacements) from ``numpy.random.default_rng([seed, epoch, index])``:
+  identical for any number of workers and reproducible across runs. Call
+  :meth:`VideoDataset.set_epoch` before each epoch (with ``persistent_workers=True``
+  the workers keep the epoch they were started with).
+* **Unreadable videos.** With ``strict=False`` (the default in training) a
+  video that fails to decode is logged, recorded and replaced by a randomly
+  chosen other sample. The record travels *inside the sample* (key
+  ``"skipped"``), so it reaches the main process from any worker with no
+  shared state. :func:`collate_videos` merges the records of a batch and
+  :class:`SkipLog` adds them up over an epoch::
+
+      loader = DataLoader(dataset, batch_size=8, num_workers=2, collate_fn=collate_videos)
+      skips = SkipLog()
+      for batch in skips.track(loader):   # or: skips.update(batch) in your loop
+          ...
+      print(skips.summary())               # "2 unreadable videos skipped: ..."
+
+  ``strict=True`` (the default in evaluation, where silently replacing a test
+  video would change the score) raises the :class:`VideoError` instead.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .sampling import DenseSampler, Sampler
+from .transforms import EvalTransformConfig, TrainTransformConfig, as_float, build_eval_transform
+from .transforms import build_train_transform, to_cthw
+from .video import PathLike, VideoError, probe, read_frames
+
+__all__ = [
+    "AnnotationError", "ClassificationSample", "VideoTextSample", "Segment", "LocalizationVideo", "AVABox", "QASample",
+    "read_classification_list", "read_classes", "read_video_text", "write_video_text", "read_msrvtt",
+    "read_activitynet", "read_ava_csv", "read_qa",
+    "View", "VideoDataset", "VideoClassificationDataset", "VideoTextDataset", "collate_videos", "SkipLog",
+    "SkipSummary", "IMAGE_EXTENSIONS",
+]
+
+log = logging.getLogger("internvideo.data")
+
+#: Files with these suffixes are read as one-frame videos (image-text pairs).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"})
+
+
+class AnnotationError(ValueError):
+    """A malformed annotation: the message reads ``file:line: problem`` (or ``file: field: problem``)."""
+
+    def __init__(self, path: PathLike, problem: str, line: int | None = None, field: str | None = None) -> None:
+        self.path, self.line, self.field, self.problem = os.fspath(path), line, field, problem
+        where = self.path + (f":{line}" if line is not None else "") + (f": {field}" if field else "")
+        super().__init__(f"{where}: {problem}")
+
+
+# ----------------------------------------------------------------------------- records
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationSample:
+    path: str
+    label: int  # -1 marks an unknown class (open-set test lists)
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoTextSample:
+    video: str
+    captions: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    start: float  # seconds
+    end: float
+    label: str
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalizationVideo:
+    video_id: str
+    duration: float  # seconds
+    subset: str
+    segments: tuple[Segment, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class AVABox:
+    video_id: str
+    timestamp: float  # seconds
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 as fractions of width/height
+    action_id: int
+    person_id: int
+
+
+@dataclasses.dataclass(frozen=True)
+class QASample:
+    video: str
+    question: str
+    answer: str
+    candidates: tuple[str, ...] | None = None
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def _resolve(root: PathLike | None, path: str) -> str:
+    return path if root is None or os.path.isabs(path) else os.path.join(os.fspath(root), path)
+
+
+def _default_root(annotation: PathLike, root: PathLike | None) -> PathLike:
+    """Relative video paths are relative to ``root``, or else to the annotation file's folder."""
+    return root if root is not None else os.path.dirname(os.path.abspath(os.fspath(annotation)))
+
+
+def _lines(path: PathLike) -> Iterator[tuple[int, str]]:
+    """Numbered non-empty lines, skipping ``#`` comments."""
+    with open(path, encoding="utf-8") as f:
+        for number, raw in enumerate(f, start=1):
+            line = raw.strip()
+            if line and not line.startswith("#"):
+                yield number, line
+
+
+def _json_lines(path: PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, line in _lines(path):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise AnnotationError(path, f"not valid JSON ({e.msg} at column {e.colno})", number) from e
+        if not isinstance(record, dict):
+            raise AnnotationError(path, f"expected a JSON object, got {type(record).__name__}", number)
+        yield number, record
+
+
+def _string_field(record: Mapping[str, Any], key: str, path: PathLike, line: int) -> str:
+    value = record.get(key)
+    if not isinstance(value, str) or not value.strip():
+        got = "missing" if key not in record else f"{type(value).__name__} {value!r}"
+        raise AnnotationError(path, f'field "{key}" must be a non-empty string ({got})', line)
+    return value
+
+
+def _captions(value: Any, path: PathLike, line: int, key: str = "caption") -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(c, str) and c.strip() for c in items):
+        raise AnnotationError(path, f'field "{key}" must be a non-empty string or a non-empty list of strings '
+                                    f"(got {value!r})", line)
+    return tuple(items)
+
+
+def read_classification_list(path: PathLike, root: PathLike | None = None) -> list[ClassificationSample]:
+    """Kinetics-style list: ``relative/path.mp4 label_index`` per line (paths may contain spaces)."""
+    root = _default_root(path, root)
+    samples = []
+    for number, line in _lines(path):
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2:
+            raise AnnotationError(path, f"expected '<video path> <label index>', got {line!r}", number)
+        try:
+            label = int(parts[1])
+        except ValueError:
+            raise AnnotationError(path, f"label must be an integer, got {parts[1]!r}", number) from None
+        if label < -1:
+            raise AnnotationError(path, f"label must be >= 0 (or -1 for unknown), got {label}", number)
+        samples.append(ClassificationSample(_resolve(root, parts[0]), label))
+    return samples
+
+
+def read_classes(path: PathLike) -> list[str]:
+    """``classes.txt``: one human-readable class name per line, line ``i`` naming label ``i``."""
+    with open(path, encoding="utf-8") as f:
+        names = [line.strip() for line in f]
+    while names and not names[-1]:
+        names.pop()
+    for number, name in enumerate(names, start=1):
+        if not name:
+            raise AnnotationError(path, "empty class name", number)
+    return names
+
+
+def read_video_text(path: PathLike, root: PathLike | None = None) -> list[VideoTextSample]:
+    """JSON lines ``{"video": path, "caption": str | [str, ...]}``; ``"image"`` may replace ``"video"``."""
+    root = _default_root(path, root)
+    samples = []
+    for number, record in _json_lines(path):
+        key = "video" if "video" in record or "image" not in record else "image"
+        video = _string_field(record, key, path, number)
+        captions_key = "caption" if "caption" in record or "captions" not in record else "captions"
+        samples.append(VideoTextSample(_resolve(root, video), _captions(record.get(captions_key), path, number,
+                                                                       captions_key)))
+    return samples
+
+
+def write_video_text(samples: Iterable[VideoTextSample], path: PathLike, root: PathLike | None = None) -> None:
+    """Write samples as video-text JSON lines (paths made relative to ``root`` when given)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for s in samples:
+            video = os.path.relpath(s.video, root) if root is not None else s.video
+            caption: str | list[str] = s.captions[0] if len(s.captions) == 1 else list(s.captions)
+            f.write(json.dumps({"video": video, "caption": caption}) + "\n")
+
+
+def read_msrvtt(path: PathLike, video_dir: PathLike, split: str | None = None,
+                extension: str = ".mp4") -> list[VideoTextSample]:
+    """Import MSR-VTT annotations: ``MSRVTT_data.json`` or a JSFusion-style ``.csv``.
+
+    The JSON form (``{"videos": [{"video_id", "split"}], "sentences": [{"video_id", "caption"}]}``)
+    yields one sample per video with all its captions, optionally only
+    ``split`` ("train"/"validate"/"test"). The CSV form (columns including
+    ``video_id`` and ``sentence``, e.g. the 1k-A test split) yields one sample
+    per row. Videos are ``video_dir/<video_id><extension>``.
+    """
+    path = os.fspath(path)
+    if path.endswith(".csv"):
+        samples = []
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            missing = {"video_id", "sentence"} - set(reader.fieldnames or [])
+            if missing:
+                raise AnnotationError(path, f"CSV header lacks column(s) {sorted(missing)}", 1)
+            for number, row in enumerate(reader, start=2):
+                vid, sentence = (row.get("video_id") or "").strip(), (row.get("sentence") or "").strip()
+                if not vid or not sentence:
+                    raise AnnotationError(path, "empty video_id or sentence", number)
+                samples.append(VideoTextSample(os.path.join(os.fspath(video_dir), vid + extension), (sentence,)))
+        return samples
+    data = _load_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("sentences"), list):
+        raise AnnotationError(path, 'expected an object with a "sentences" list (MSRVTT_data.json)')
+    wanted: set[str] | None = None
+    if split is not None:
+        videos = data.get("videos")
+        if not isinstance(videos, list):
+            raise AnnotationError(path, 'a split was requested but there is no "videos" list', field="videos")
+        wanted = {v.get("video_id") for v in videos if isinstance(v, dict) and v.get("split") == split}
+    captions: dict[str, list[str]] = collections.defaultdict(list)
+    for i, sentence in enumerate(data["sentences"]):
+        if not isinstance(sentence, dict) or not isinstance(sentence.get("video_id"), str) \
+                or not isinstance(sentence.get("caption"), str):
+            raise AnnotationError(path, 'needs string "video_id" and "caption"', field=f"sentences[{i}]")
+        if wanted is None or sentence["video_id"] in wanted:
+            captions[sentence["video_id"]].append(sentence["caption"])
+    return [VideoTextSample(os.path.join(os.fspath(video_dir), vid + extension), tuple(caps))
+            for vid, caps in sorted(captions.items(), key=lambda kv: _natural_key(kv[0]))]
+
+
+def _natural_key(name: str) -> tuple[str, int]:
+    """Sort ``video2`` before ``video10``."""
+    stem = name.rstrip("0123456789")
+    digits = name[len(stem):]
+    return stem, int(digits) if digits else -1
+
+
+def _load_json(path: PathLike) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise AnnotationError(path, f"not valid JSON ({e.msg} at column {e.colno})", e.lineno) from e
+
+
+def _number(value: Any, path: PathLike, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise AnnotationError(path, f"must be a number, got {value!r}", field=field)
+    return float(value)
+
+
+def read_activitynet(path: PathLike) -> dict[str, LocalizationVideo]:
+    """ActivityNet-style temporal localization JSON, keyed by video id.
+
+    ``{"database": {id: {"duration": s, "subset": "training", "annotations": [{"segment": [s, e], "label": name}]}}}``.
+    Errors name the offending field, e.g. ``database/v_1/annotations[2]/segment``.
+    """
+    data = _load_json(path)
+    database = data.get("database") if isinstance(data, dict) else None
+    if not isinstance(database, dict):
+        raise AnnotationError(path, 'expected a top-level object with a "database" object')
+    videos = {}
+    for vid, entry in database.items():
+        where = f"database/{vid}"
+        if not isinstance(entry, dict):
+            raise AnnotationError(path, "must be an object", field=where)
+        duration = _number(entry.get("duration"), path, f"{where}/duration")
+        subset = entry.get("subset", "")
+        annotations = entry.get("annotations", [])
+        if not isinstance(annotations, list):
+            raise AnnotationError(path, "must be a list", field=f"{where}/annotations")
+        segments = []
+        for i, ann in enumerate(annotations):
+            field = f"{where}/annotations[{i}]"
+            segment = ann.get("segment") if isinstance(ann, dict) else None
+            if not isinstance(segment, list) or len(segment) != 2:
+                raise AnnotationError(path, f"segment must be [start, end], got {segment!r}", field=f"{field}/segment")
+            start, end = (_number(x, path, f"{field}/segment") for x in segment)
+            if not 0 <= start <= end:
+                raise AnnotationError(path, f"segment [{start}, {end}] must satisfy 0 <= start <= end",
+                                      field=f"{field}/segment")
+            label = ann.get("label")
+            if not isinstance(label, str) or not label:
+                raise AnnotationError(path, f"label must be a non-empty string, got {label!r}", field=f"{field}/label")
+            segments.append(Segment(start, end, label))
+        videos[vid] = LocalizationVideo(vid, duration, str(subset), tuple(segments))
+    return videos
+
+
+def read_ava_csv(path: PathLike) -> list[AVABox]:
+    """AVA-style CSV rows ``video_id, timestamp, x1, y1, x2, y2, action_id, person_id`` (coordinates 0-1)."""
+    boxes = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for number, row in enumerate(csv.reader(f), start=1):
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != 8:
+                raise AnnotationError(path, f"expected 8 columns (video_id, timestamp, x1, y1, x2, y2, action_id, "
+                                            f"person_id), got {len(row)}", number)
+            try:
+                timestamp, x1, y1, x2, y2 = (float(v) for v in row[1:6])
+                action_id, person_id = int(row[6]), int(row[7])
+            except ValueError as e:
+                raise AnnotationError(path, f"bad number ({e})", number) from None
+            if not (0 <= x1 <= x2 <= 1 and 0 <= y1 <= y2 <= 1):
+                raise AnnotationError(path, f"box ({x1}, {y1}, {x2}, {y2}) must satisfy 0 <= x1 <= x2 <= 1 "
+                                            "and 0 <= y1 <= y2 <= 1", number)
+            boxes.append(AVABox(row[0].strip(), timestamp, (x1, y1, x2, y2), action_id, person_id))
+    return boxes
+
+
+def read_qa(path: PathLike, root: PathLike | None = None) -> list[QASample]:
+    """QA JSON lines ``{"video", "question", "answer", "candidates"?}``; the answer must be a candidate."""
+    root = _default_root(path, root)
+    samples = []
+    for number, record in _json_lines(path):
+        video = _string_field(record, "video", path, number)
+        question = record.get("question")
+        if not isinstance(question, str):
+            raise AnnotationError(path, f'field "question" must be a string (got {question!r})', number)
+        answer = _string_field(record, "answer", path, number)
+        candidates = record.get("candidates")
+        if candidates is not None:
+            candidates = _captions(candidates, path, number, "candidates")
+            if answer not in candidates:
+                raise AnnotationError(path, f"answer {answer!r} is not among the candidates", number)
+        samples.append(QASample(_resolve(root, video), question, answer, candidates))
+    return samples
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """One model input made from a video: which frames (``sampler``) and how (``transform``).
+
+    ``transform`` receives the decoded ``(T, H, W, 3)`` uint8 frames and an
+    ``rng``; ``None`` just converts them to ``(C, T, H, W)`` floats in 0-1.
+    The sample (and batch) key is ``name``.
+
+    A sampler that yields several clips at test time (``DenseSampler(num_clips=K)``)
+    gives a ``(K, C, T, H, W)`` tensor, and ``(K * 3, C, T, H, W)`` with three-crop.
+    """
+
+    sampler: Sampler
+    transform: Callable[..., torch.Tensor] | None = None
+    name: str = "video"
+
+
+def default_view(training: bool, img_size: int = 224, sampler: Sampler | None = None) -> View:
+    """16 x 4 dense frames with the standard training or evaluation transform."""
+    transform = (build_train_transform(TrainTransformConfig(img_size=img_size)) if training
+                 else build_eval_transform(EvalTransformConfig(img_size=img_size)))
+    return View(sampler or DenseSampler(16, 4), transform)
+
+
+def _load_image(path: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(2, "image file not found", path)
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))[None]
+    except (UnidentifiedImageError, OSError) as e:
+        raise VideoError(path, f"not a readable image ({e})") from e
+
+
+class VideoDataset(torch.utils.data.Dataset):
+    """Decodes one video per item into every configured :class:`View`.
+
+    Subclasses supply the per-item annotation via :meth:`annotation`. Items
+    are dicts: one tensor per view name, ``"index"`` (the item actually
+    returned, which differs from the requested one after a replacement),
+    ``"path"`` and ``"skipped"`` (``[(path, reason), ...]`` of unreadable
+    videos passed over to produce this item).
+    """
+
+    def __init__(self, videos: Sequence[str], views: View | Sequence[View] | None = None, *, training: bool = False,
+                 seed: int = 0, strict: bool | None = None, max_replacements: int = 10,
+                 decode_short_side: int | None = None, threads: int = 1) -> None:
+        self.videos = list(videos)
+        views = default_view(training) if views is None else views
+        self.views: tuple[View, ...] = (views,) if isinstance(views, View) else tuple(views)
+        names = [v.name for v in self.views]
+        if not self.views or len(set(names)) != len(names):
+            raise ValueError(f"views need distinct names, got {names}")
+        self.training = training
+        self.seed = seed
+        self.epoch = 0
+        self.strict = (not training) if strict is None else strict
+        self.max_replacements = max_replacements
+        self.decode_short_side = decode_short_side
+        self.threads = threads
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the random draws for a new epoch (call before creating the epoch's iterator)."""
+        self.epoch = epoch
+
+    def annotation(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
+        """Extra fields for item ``index`` (labels, captions...); ``rng`` is None in evaluation."""
+        return {}
+
+    def load_frames(self, index: int, rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
+        """Decode the frames of every view of video ``index`` in one pass and transform them."""
+        path = self.videos[index]
+        if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
+            frames_all, num_frames, fps = _load_image(path), 1, 1.0
+            read = lambda idx: frames_all[idx]  # noqa: E731 - a one-frame "video"
+        else:
+            info = probe(path)
+            num_frames, fps = info.num_frames, info.fps
+            read = lambda idx: read_frames(path, idx, threads=self.threads,  # noqa: E731
+                                           short_side=self.decode_short_side)
+        picks = [np.asarray(view.sampler(num_frames, rng=rng, fps=fps), dtype=np.int64) for view in self.views]
+        frames = read(np.concatenate(picks))
+        out: dict[str, torch.Tensor] = {}
+        start = 0
+        for view, pick in zip(self.views, picks):
+            clip = frames[start:start + len(pick)]
+            start += len(pick)
+            out[view.name] = self._transform(view, clip, rng)
+        return out
+
+    def _transform(self, view: View, frames: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
+        clips = view.sampler.clips(rng is not None) if hasattr(view.sampler, "clips") else 1
+        transform = view.transform or (lambda x, _rng=None: as_float(to_cthw(x)))
+        if clips <= 1:
+            return transform(frames, rng)
+        outputs = [transform(part, rng) for part in np.split(frames, clips)]
+        # (K, C, T, H, W), or (K * crops, C, T, H, W) when each clip gives several crops.
+        return torch.cat([o if o.ndim == 5 else o.unsqueeze(0) for o in outputs])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} videos")
+        rng = np.random.default_rng([self.seed, self.epoch, index]) if self.training else None
+        replace_rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+        skipped: list[tuple[str, str]] = []
+        current = index
+        for _ in range(self.max_replacements + 1):
+            try:
+                item = self.load_frames(current, rng)
+                item.update(self.annotation(current, rng))
+                item.update(index=current, path=self.videos[current], skipped=skipped)
+                return item
+            except (VideoError, FileNotFoundError) as e:
+                if self.strict:
+                    raise
+                reason = e.problem if isinstance(e, VideoError) else "file not found"
+                log.warning("skipping unreadable video %s: %s", self.videos[current], reason)
+                skipped.append((self.videos[current], reason))
+                current = int(replace_rng.integers(len(self)))
+        raise VideoError(self.videos[index], f"this and {self.max_replacements} replacement videos were all unreadable "
+                                             f"(last: {skipped[-1][0]}: {skipped[-1][1]})")
+
+
+class VideoClassificationDataset(VideoDataset):
+    """Videos with integer labels, from a Kinetics-style list (see :func:`read_classification_list`).
+
+    Items add ``"label"`` (int). ``classes`` holds the class names when a
+    ``classes.txt`` is given (or sits next to the list file), for zero-shot prompts.
+    """
+
+    def __init__(self, samples: PathLike | Sequence[ClassificationSample], views: View | Sequence[View] | None = None,
+                 *, root: PathLike | None = None, classes: PathLike | Sequence[str] | None = None,
+                 **kwargs: Any) -> None:
+        if isinstance(samples, (str, os.PathLike)):
+            list_file = samples
+            samples = read_classification_list(list_file, root)
+            guess = Path(list_file).with_name("classes.txt")
+            if classes is None and guess.exists():
+                classes = guess
+        self.samples = list(samples)
+        self.classes: list[str] | None = (read_classes(classes) if isinstance(classes, (str, os.PathLike))
+                                          else list(classes) if classes is not None else None)
+        super().__init__([s.path for s in self.samples], views, **kwargs)
+
+    def annotation(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
+        return {"label": self.samples[index].label}
+
+
+class VideoTextDataset(VideoDataset):
+    """Videos (or images, as one-frame videos) with captions, from video-text JSON lines.
+
+    Items add ``"caption"``: a random one of the video's captions in training,
+    the first in evaluation, and ``"captions"``: all of them (for retrieval
+    with several captions per video).
+    """
+
+    def __init__(self, samples: PathLike | Sequence[VideoTextSample], views: View | Sequence[View] | None = None,
+                 *, root: PathLike | None = None, **kwargs: Any) -> None:
+        if isinstance(samples, (str, os.PathLike)):
+            samples = read_video_text(samples, root)
+        self.samples = list(samples)
+        super().__init__([s.video for s in self.samples], views, **kwargs)
+
+    def annotation(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
+        captions = self.samples[index].captions
+        pick = int(rng.integers(len(captions))) if rng is not None else 0
+        return {"caption": captions[pick], "captions": list(captions)}
+
+
+# ----------------------------------------------------------------------------- batching and skip reports
+
+
+def collate_videos(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Batch dataset items: tensors are stacked, numbers become tensors, everything else a list.
+
+    ``"skipped"`` lists are concatenated, so ``batch["skipped"]`` names every
+    unreadable video passed over while building this batch.
+    """
+    if not items:
+        return {}
+    batch: dict[str, Any] = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        if key == "skipped":
+            batch[key] = [entry for v in values for entry in v]
+        elif isinstance(values[0], torch.Tensor):
+            batch[key] = torch.stack(values)
+        elif isinstance(values[0], (bool, int, np.integer)):
+            batch[key] = torch.as_tensor(values, dtype=torch.long)
+        elif isinstance(values[0], (float, np.floating)):
+            batch[key] = torch.as_tensor(values, dtype=torch.float32)
+        else:
+            batch[key] = values
+    return batch
+
+
+@dataclasses.dataclass(frozen=True)
+class SkipSummary:
+    """How many unreadable videos were skipped, and which (path -> times, reason)."""
+
+    count: int
+    videos: dict[str, tuple[int, str]]
+
+    def __str__(self) -> str:
+        if not self.count:
+            return "no unreadable videos skipped"
+        listed = "; ".join(f"{p} x{n} ({reason})" for p, (n, reason) in sorted(self.videos.items()))
+        return f"{self.count} unreadable video(s) skipped ({len(self.videos)} distinct): {listed}"
+
+
+class SkipLog:
+    """Adds up the ``"skipped"`` reports of the batches of one epoch (in the main process)."""
+
+    def __init__(self) -> None:
+        self._times: collections.Counter[str] = collections.Counter()
+        self._reason: dict[str, str] = {}
+
+    def update(self, batch: Mapping[str, Any]) -> None:
+        for path, reason in batch.get("skipped", ()):
+            self._times[path] += 1
+            self._reason[path] = reason
+
+    def track(self, batches: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+        """Yield the batches unchanged while recording them; log the summary at the end."""
+        for batch in batches:
+            self.update(batch)
+            yield batch
+        summary = self.summary()
+        if summary.count:
+            log.warning("%s", summary)
+
+    def summary(self) -> SkipSummary:
+        return SkipSummary(sum(self._times.values()), {p: (n, self._reason[p]) for p, n in self._times.items()})
+
+    def reset(self) -> None:
+        self._times.clear()
+        self._reason.clear()
