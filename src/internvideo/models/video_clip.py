@@ -1,0 +1,455 @@
+"""InternVideo's multimodal model: a CLIP-initialised video encoder, CLIP's text encoder, a caption decoder.
+
+Video encoder (the InternVideo-MM / UniFormerV2 design):
+
+* CLIP's ViT runs on every frame: patch embedding as a Conv3d with kernel
+  ``(1, p, p)`` (2-D CLIP weights inflate into it), class token, a spatial
+  position table shared by all frames, ``ln_pre``, pre-norm blocks.
+* **Local temporal modules** (UniFormerV2 local MHRA) inside chosen blocks, one
+  before the attention and one before the MLP: BatchNorm3d -> 1x1x1 conv to a
+  reduced width -> depthwise temporal conv ``(3, 1, 1)`` -> 1x1x1 conv back, added
+  to the patch tokens. The last conv starts at zero, so a fresh model computes
+  exactly what CLIP computes on each frame.
+* **Global spatiotemporal blocks** after the last ``num_global_layers`` layers:
+  a depthwise 3x3x3 conv position encoding is added to that layer's patch
+  tokens, then one learnable video query cross-attends to every token of every
+  frame (attention + MLP, output projections zero-initialised); the query is
+  carried from one global block to the next.
+* The video feature mixes the query with the frame-averaged CLS token through a
+  learnable per-channel sigmoid ``balance``, then ``ln_post`` and the projection
+  into the joint space. With ``num_global_layers=0`` there is no query and the
+  video embedding is CLIP's image embedding averaged over frames.
+
+Token layout inside the encoder: ``(B * T, 1 + h * w, D)``, i.e. attention is
+per frame; only the local and global modules mix time.
+
+Parameter names follow the project's shared blocks; :mod:`internvideo.checkpoints.clip`
+converts OpenAI, HF transformers and official InternVideo-MM layouts.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .caption import CaptionDecoder, caption_targets
+from .layers import Activation, Block, CrossBlock, TubeletEmbed, init_weights, interpolate_pos_embed
+from .text import TextTransformer
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class InternVideoMMConfig:
+    """Field names follow CLIP's / the official InternVideo constructors where they exist."""
+
+    # vision tower: CLIP ViT applied per frame
+    img_size: int = 224
+    patch_size: int = 16
+    num_frames: int = 8  # the training clip length; any frame count runs (no temporal position table)
+    in_chans: int = 3
+    vision_width: int = 768
+    vision_layers: int = 12
+    vision_heads: int = 12
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.0
+    # local temporal modules (UniFormerV2 local MHRA)
+    use_local: bool = True
+    local_blocks: tuple[int, ...] | None = None  # which blocks carry them; None = every block
+    local_width: int | None = None  # reduced width; None = int(vision_width // 1.5), UniFormerV2's default
+    local_kernel: int = 3
+    double_local: bool = True  # a second module before the MLP (UniFormerV2's double_lmhra)
+    # global spatiotemporal blocks on the last layers
+    num_global_layers: int = 4
+    global_mlp_ratio: float = 4.0
+    # Dropout inside the global blocks (attention output and MLP); the official code drops 0.5 of the
+    # MLP hidden layer only. 0 by default: exact, deterministic features for retrieval and tests.
+    global_dropout: float = 0.0
+    global_drop_path_rate: float = 0.0
+    # joint embedding space
+    embed_dim: int = 512
+    logit_scale_init: float = math.log(1 / 0.07)
+    # text tower
+    context_length: int = 77
+    vocab_size: int = 49408
+    text_width: int = 512
+    text_layers: int = 12
+    text_heads: int = 8
+    text_mlp_ratio: float = 4.0
+    text_mask_embedding: bool = True
+    # caption decoder (CoCa-style); 0 layers = none
+    caption_layers: int = 0
+    caption_queries: int = 256
+    # shared
+    norm_eps: float = 1e-5
+    act: Activation = "quick_gelu"
+
+    def __post_init__(self) -> None:
+        if self.num_global_layers > self.vision_layers:
+            raise ValueError(f"num_global_layers={self.num_global_layers} exceeds vision_layers={self.vision_layers}")
+        if self.local_blocks is not None:
+            self.local_blocks = tuple(int(i) for i in self.local_blocks)
+            bad = [i for i in self.local_blocks if not 0 <= i < self.vision_layers]
+            if bad:
+                raise ValueError(f"local_blocks {bad} out of range for {self.vision_layers} vision layers")
+
+    @property
+    def grid_size(self) -> int:
+        return self.img_size // self.patch_size
+
+    @property
+    def resolved_local_blocks(self) -> tuple[int, ...]:
+        if not self.use_local:
+            return ()
+        return tuple(range(self.vision_layers)) if self.local_blocks is None else tuple(sorted(self.local_blocks))
+
+    @property
+    def resolved_local_width(self) -> int:
+        return self.local_width or int(self.vision_width // 1.5)
+
+    @property
+    def sot_token_id(self) -> int:
+        return self.vocab_size - 2  # CLIP's vocabulary ends with <start_of_text>, <end_of_text>
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.vocab_size - 1
+
+
+class LocalTemporalMHRA(nn.Module):
+    """UniFormerV2's local MHRA: a bottlenecked depthwise temporal conv over patch tokens ``(B, D, T, h, w)``.
+
+    Returns the residual branch only; the output conv starts at zero so the
+    module is an identity at initialisation.
+    """
+
+    def __init__(self, dim: int, reduced: int, kernel: int = 3):
+        super().__init__()
+        self.norm = nn.BatchNorm3d(dim)
+        self.down = nn.Conv3d(dim, reduced, kernel_size=1)
+        self.temporal = nn.Conv3d(reduced, reduced, kernel_size=(kernel, 1, 1), padding=(kernel // 2, 0, 0),
+                                  groups=reduced)
+        self.up = nn.Conv3d(reduced, dim, kernel_size=1)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.temporal(self.down(self.norm(x))))
+
+
+@dataclass
+class VideoFeatures:
+    """What the video encoder computes before pooling.
+
+    ``tokens``: last-layer tokens ``(B, T, 1 + h*w, D)`` (per frame: CLS then
+    patches in row order), before ``ln_post``. ``query``: the global video query
+    ``(B, D)`` after the last global block, or None with ``num_global_layers=0``.
+    """
+
+    tokens: torch.Tensor
+    query: torch.Tensor | None
+
+
+class VideoEncoder(nn.Module):
+    def __init__(self, config: InternVideoMMConfig):
+        super().__init__()
+        c = self.config = config
+        width = c.vision_width
+        self.patch_embed = TubeletEmbed(c.patch_size, 1, c.in_chans, width, bias=False)
+        self.class_embedding = nn.Parameter(torch.randn(width) * width ** -0.5)
+        self.pos_embed = nn.Parameter(torch.randn(1, 1 + c.grid_size ** 2, width) * width ** -0.5)
+        self.ln_pre = nn.LayerNorm(width, eps=c.norm_eps)
+        rates = torch.linspace(0, c.drop_path_rate, c.vision_layers).tolist()
+        self.blocks = nn.ModuleList(
+            Block(width, c.vision_heads, c.mlp_ratio, qkv_bias="qkv", norm_eps=c.norm_eps, act=c.act,
+                  drop_path=rates[i])
+            for i in range(c.vision_layers)
+        )
+        local = c.resolved_local_blocks
+        reduced = c.resolved_local_width
+        # Keyed by block index (ModuleDict keys are strings) so that any subset of blocks can carry them.
+        self.lmhra1 = nn.ModuleDict({str(i): LocalTemporalMHRA(width, reduced, c.local_kernel) for i in local})
+        self.lmhra2 = nn.ModuleDict(
+            {str(i): LocalTemporalMHRA(width, reduced, c.local_kernel) for i in local} if c.double_local else {}
+        )
+        n_global = c.num_global_layers
+        self.first_global = c.vision_layers - n_global
+        if n_global:
+            self.video_query = nn.Parameter(torch.zeros(1, 1, width))
+            self.dpe = nn.ModuleList(
+                nn.Conv3d(width, width, kernel_size=3, padding=1, groups=width) for _ in range(n_global)
+            )
+            global_rates = torch.linspace(0, c.global_drop_path_rate, n_global).tolist()
+            self.dec = nn.ModuleList(
+                CrossBlock(width, c.vision_heads, c.global_mlp_ratio, qkv_bias="qkv", drop=c.global_dropout,
+                           drop_path=global_rates[j], norm_eps=c.norm_eps, act=c.act)
+                for j in range(n_global)
+            )
+            self.balance = nn.Parameter(torch.zeros(width))
+        else:
+            self.video_query = self.dpe = self.dec = self.balance = None
+        self.ln_post = nn.LayerNorm(width, eps=c.norm_eps)
+        self.proj = nn.Linear(width, c.embed_dim, bias=False)
+        self.grad_checkpointing = False
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for blk in self.blocks:
+            blk.apply(init_weights)
+        nn.init.normal_(self.proj.weight, std=self.config.vision_width ** -0.5)
+        if self.dec is not None:
+            for conv in self.dpe:
+                nn.init.zeros_(conv.bias)
+            for blk in self.dec:
+                blk.apply(init_weights)
+                # As the official global blocks: xavier inputs, zero outputs, so a fresh query stays at zero.
+                nn.init.xavier_uniform_(blk.cross_attn.qkv.weight)
+                nn.init.xavier_uniform_(blk.mlp.fc1.weight)
+                for layer in (blk.cross_attn.proj, blk.mlp.fc2):
+                    nn.init.zeros_(layer.weight)
+                    nn.init.zeros_(layer.bias)
+
+    # ------------------------------------------------------------------ pieces
+
+    def _pos_embed(self, h: int, w: int) -> torch.Tensor:
+        g = self.config.grid_size
+        if (h, w) == (g, g):
+            return self.pos_embed
+        return interpolate_pos_embed(self.pos_embed, (1, g, g), (1, h, w), num_prefix_tokens=1)
+
+    @staticmethod
+    def _apply_local(module: nn.Module, drop_path: nn.Module, x: torch.Tensor, grid: tuple[int, int, int, int]
+                     ) -> torch.Tensor:
+        # x: (B*T, 1+h*w, D). The temporal conv needs (B, D, T, h, w); CLS tokens are left alone.
+        b, t, h, w = grid
+        cls, patches = x[:, :1], x[:, 1:]
+        d = x.shape[-1]
+        p = patches.reshape(b, t, h, w, d).permute(0, 4, 1, 2, 3)
+        p = p + drop_path(module(p))
+        return torch.cat([cls, p.permute(0, 2, 3, 4, 1).reshape(b * t, h * w, d)], dim=1)
+
+    def _layer(self, i: int, x: torch.Tensor, grid: tuple[int, int, int, int]) -> torch.Tensor:
+        blk, key = self.blocks[i], str(i)
+        if key in self.lmhra1:
+            x = self._apply_local(self.lmhra1[key], blk.drop_path, x, grid)
+        x = blk.attn_residual(x)
+        if key in self.lmhra2:
+            x = self._apply_local(self.lmhra2[key], blk.drop_path, x, grid)
+        return blk.mlp_residual(x)
+
+    def _global(self, j: int, x: torch.Tensor, query: torch.Tensor, grid: tuple[int, int, int, int]) -> torch.Tensor:
+        b, t, h, w = grid
+        d = x.shape[-1]
+        tokens = x.reshape(b, t, 1 + h * w, d)
+        patches = tokens[:, :, 1:]
+        pos = self.dpe[j](patches.permute(0, 3, 1, 2).reshape(b, d, t, h, w))
+        patches = patches + pos.flatten(3).permute(0, 2, 3, 1)
+        # The query reads every frame's CLS and (position-encoded) patch tokens, frame by frame.
+        context = torch.cat([tokens[:, :, :1], patches], dim=2).flatten(1, 2)
+        return self.dec[j](query, context)
+
+    # ------------------------------------------------------------------ public
+
+    def forward_features(self, video: torch.Tensor) -> VideoFeatures:
+        """Video ``(B, C, T, H, W)`` (or images ``(B, C, H, W)``) -> :class:`VideoFeatures`."""
+        if video.ndim == 4:
+            video = video.unsqueeze(2)
+        t, h, w = self.patch_embed.grid(video.shape)
+        b = video.shape[0]
+        grid = (b, t, h, w)
+        x = self.patch_embed(video)  # (B, T*h*w, D) in (t, row, column) order
+        d = x.shape[-1]
+        x = x.reshape(b * t, h * w, d)
+        cls = self.class_embedding.to(x.dtype).expand(b * t, 1, d)
+        x = torch.cat([cls, x], dim=1) + self._pos_embed(h, w).to(x.dtype)
+        x = self.ln_pre(x)
+        query = None if self.video_query is None else self.video_query.to(x.dtype).expand(b, 1, d)
+        for i in range(len(self.blocks)):
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(self._layer, i, x, grid, use_reentrant=False)
+            else:
+                x = self._layer(i, x, grid)
+            if query is not None and i >= self.first_global:
+                query = self._global(i - self.first_global, x, query, grid)
+        tokens = x.reshape(b, t, 1 + h * w, d)
+        return VideoFeatures(tokens=tokens, query=None if query is None else query[:, 0])
+
+    def pool(self, feats: VideoFeatures) -> torch.Tensor:
+        """Projected video embedding ``(B, embed_dim)`` from :meth:`forward_features`' output."""
+        frame_cls = feats.tokens[:, :, 0]
+        if feats.query is None:
+            return self.proj(self.ln_post(frame_cls)).mean(dim=1)
+        weight = torch.sigmoid(self.balance).to(frame_cls.dtype)
+        mixed = (1 - weight) * feats.query + weight * frame_cls.mean(dim=1)
+        return self.proj(self.ln_post(mixed))
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.forward_features(video))
+
+
+class InternVideoMM(nn.Module):
+    """Video encoder + text encoder (+ caption decoder) in a joint space with a learnable temperature.
+
+    * ``encode_video(video)`` / ``encode_image(images)`` / ``encode_text(ids)``:
+      projected, **not** normalised embeddings ``(B, embed_dim)``.
+      ``encode_video(video, return_tokens=True)`` also returns the last-layer
+      tokens ``(B, T * (1 + h*w), vision_width)``; ``visual.forward_features``
+      gives them per frame together with the global video query.
+    * ``forward(video, ids)`` -> dict with ``video_emb``, ``text_emb``,
+      ``logit_scale`` (the log-scale parameter; losses exponentiate and clamp it)
+      and, with a caption decoder, ``caption_logits`` ``(B, L-1, vocab)`` and
+      ``caption_targets`` ``(B, L-1)`` (-100 where ignored). ``video`` may also be
+      a list of tensors with different frame counts (e.g. images as 1-frame
+      videos next to clips); their embeddings are concatenated in order.
+    * ``generate_caption(video, max_len)``: greedy decoding.
+    """
+
+    # Parameters that plain CLIP weights do not provide; a loader may leave them freshly initialised.
+    NEW_PARAMETER_PREFIXES = ("visual.lmhra1.", "visual.lmhra2.", "visual.video_query", "visual.dpe.", "visual.dec.",
+                              "visual.balance", "text.mask_embedding", "caption.")
+
+    def __init__(self, config: InternVideoMMConfig):
+        super().__init__()
+        c = self.config = config
+        self.visual = VideoEncoder(c)
+        self.text = TextTransformer(
+            vocab_size=c.vocab_size, context_length=c.context_length, width=c.text_width, layers=c.text_layers,
+            heads=c.text_heads, embed_dim=c.embed_dim, mlp_ratio=c.text_mlp_ratio, norm_eps=c.norm_eps, act=c.act,
+            mask_embedding=c.text_mask_embedding,
+        )
+        self.caption = CaptionDecoder(
+            c.text_width, c.vision_width, c.text_heads, c.caption_layers, c.caption_queries, c.vocab_size,
+            mlp_ratio=c.text_mlp_ratio, norm_eps=c.norm_eps, act=c.act,
+        ) if c.caption_layers else None
+        self.logit_scale = nn.Parameter(torch.tensor(float(c.logit_scale_init)))
+
+    # ------------------------------------------------------------------ encoders
+
+    def encode_video(self, video: torch.Tensor, return_tokens: bool = False
+                     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        feats = self.visual.forward_features(video)
+        emb = self.visual.pool(feats)
+        return (emb, feats.tokens.flatten(1, 2)) if return_tokens else emb
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C, H, W)`` as 1-frame videos."""
+        if images.ndim != 4:
+            raise ValueError(f"expected images of shape (B, C, H, W), got {tuple(images.shape)}")
+        return self.visual(images.unsqueeze(2))
+
+    def encode_text(self, ids: torch.Tensor, masked: torch.Tensor | None = None, return_tokens: bool = False
+                    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.text.forward_tokens(ids, masked)
+        emb = self.text.pool(tokens, ids)
+        return (emb, tokens) if return_tokens else emb
+
+    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
+        """Last-layer video tokens ``(B, T * (1 + h*w), vision_width)``, frame by frame, before ``ln_post``."""
+        return self.visual.forward_features(video).tokens.flatten(1, 2)
+
+    # ------------------------------------------------------------------ training
+
+    def forward(self, video: torch.Tensor | Sequence[torch.Tensor], text_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        groups = [video] if isinstance(video, torch.Tensor) else list(video)
+        feats = [self.visual.forward_features(g) for g in groups]
+        video_emb = torch.cat([self.visual.pool(f) for f in feats])
+        if video_emb.shape[0] != text_ids.shape[0]:
+            raise ValueError(f"{video_emb.shape[0]} videos but {text_ids.shape[0]} captions")
+        text_tokens = self.text.forward_tokens(text_ids)
+        out = {"video_emb": video_emb, "text_emb": self.text.pool(text_tokens, text_ids),
+               "logit_scale": self.logit_scale}
+        if self.caption is not None:
+            # Pooled queries have a fixed count, so groups of different frame counts concatenate here.
+            pooled = torch.cat([self.caption.pool_video(f.tokens.flatten(1, 2)) for f in feats])
+            out["caption_logits"] = self.caption(text_tokens[:, :-1], pooled)
+            out["caption_targets"] = caption_targets(text_ids)
+        return out
+
+    @torch.no_grad()
+    def generate_caption(self, video: torch.Tensor, max_len: int = 30) -> torch.Tensor:
+        """Greedy captions ``(B, <= 1 + max_len)``: start token, generated ids (end token included), zeros after.
+
+        Decode with ``internvideo.get_tokenizer("clip").batch_decode``.
+        """
+        if self.caption is None:
+            raise RuntimeError("this model has no caption decoder (caption_layers=0)")
+        c = self.config
+        feats = self.visual.forward_features(video)
+        pooled = self.caption.pool_video(feats.tokens.flatten(1, 2))
+        b = pooled.shape[0]
+        ids = torch.full((b, 1), c.sot_token_id, dtype=torch.long, device=pooled.device)
+        done = torch.zeros(b, dtype=torch.bool, device=pooled.device)
+        for _ in range(min(max_len, c.context_length - 1)):
+            # Without a key/value cache each step re-reads the prefix; captions are short.
+            logits = self.caption(self.text.forward_tokens(ids), pooled)[:, -1]
+            nxt = logits.argmax(dim=-1).masked_fill(done, 0)
+            ids = torch.cat([ids, nxt.unsqueeze(1)], dim=1)
+            done |= nxt == c.eot_token_id
+            if bool(done.all()):
+                break
+        return ids
+
+    # ------------------------------------------------------------------ utilities
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.visual.grad_checkpointing = self.text.grad_checkpointing = enable
+        if self.caption is not None:
+            self.caption.grad_checkpointing = enable
+
+    def no_weight_decay(self) -> set[str]:
+        names = {"logit_scale", "visual.class_embedding", "visual.pos_embed", "text.pos_embed"}
+        optional = ("visual.video_query", "visual.balance", "text.mask_embedding", "caption.queries")
+        params = dict(self.named_parameters())
+        return names | {n for n in optional if n in params}
+
+    def resize_pos_embed(self, key: str, value: torch.Tensor) -> torch.Tensor:
+        """Fit a checkpoint's position table to this model (called by the checkpoint loader)."""
+        if key == "visual.pos_embed":
+            n = value.shape[-2] - 1
+            side = math.isqrt(n)
+            if side * side != n:
+                raise ValueError(f"{key}: {n} patch positions do not form a square grid")
+            g = self.config.grid_size
+            return interpolate_pos_embed(value.reshape(1, n + 1, -1), (1, side, side), (1, g, g), 1)
+        if key == "text.pos_embed":
+            # Positions are absolute and causal: a longer table's prefix is exactly the shorter one.
+            if value.shape[0] >= self.config.context_length:
+                return value[: self.config.context_length]
+            raise ValueError(f"{key}: checkpoint has {value.shape[0]} text positions, model needs "
+                             f"{self.config.context_length}; build the model with context_length={value.shape[0]}")
+        raise ValueError(f"no rule to resize {key} of shape {tuple(value.shape)}")
+
+
+def contrastive_logits(video_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Video-to-text similarity logits ``(B_video, B_text)`` as used for zero-shot and retrieval."""
+    scale = logit_scale.exp().clamp(max=100)
+    return scale * F.normalize(video_emb, dim=-1) @ F.normalize(text_emb, dim=-1).t()
+
+
+NAMED_CONFIGS: dict[str, tuple[type[nn.Module], InternVideoMMConfig]] = {
+    # Small enough for unit tests and the synthetic demo; uses CLIP's real vocabulary so the tokenizer fits.
+    "internvideo_mm_tiny": (InternVideoMM, InternVideoMMConfig(
+        img_size=32, patch_size=8, num_frames=4, vision_width=64, vision_layers=4, vision_heads=4,
+        num_global_layers=2, embed_dim=32, text_width=64, text_layers=2, text_heads=4,
+        caption_layers=2, caption_queries=8)),
+    # ViT-B/16 CLIP with global blocks on layers 8-11 (official B/16 return_list).
+    "internvideo_mm_b16": (InternVideoMM, InternVideoMMConfig(
+        img_size=224, patch_size=16, num_frames=8, vision_width=768, vision_layers=12, vision_heads=12,
+        num_global_layers=4, embed_dim=512, text_width=512, text_layers=12, text_heads=8,
+        caption_layers=4, caption_queries=256)),
+    # The paper's model: ViT-L/14 CLIP, global blocks on layers 20-23, 1024 -> 768 projection.
+    "internvideo_mm_l14": (InternVideoMM, InternVideoMMConfig(
+        img_size=224, patch_size=14, num_frames=8, vision_width=1024, vision_layers=24, vision_heads=16,
+        num_global_layers=4, embed_dim=768, text_width=768, text_layers=12, text_heads=12,
+        caption_layers=4, caption_queries=256)),
+}
+MODEL_CLASSES: dict[str, type[nn.Module]] = {"InternVideoMM": InternVideoMM}
+
+__all__ = ["CLIP_MEAN", "CLIP_STD", "InternVideoMM", "InternVideoMMConfig", "LocalTemporalMHRA", "MODEL_CLASSES",
+           "NAMED_CONFIGS", "VideoEncoder", "VideoFeatures", "contrastive_logits"]
