@@ -51,11 +51,22 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import main as train_main
+
+    return train_main(args.config, args.set)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="internvideo", description="InternVideo: general video foundation models")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list the named models with parameter counts").set_defaults(func=cmd_models)
     sub.add_parser("smoke", help="list models and run a tiny forward pass").set_defaults(func=cmd_smoke)
+    t = sub.add_parser("train", help="train with a YAML recipe (launch with torchrun for several processes)")
+    t.add_argument("config", nargs="?", help="YAML recipe (see configs/); omit to configure with --set only")
+    t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override config fields, e.g. --set optim.lr=1e-4 run.batch_size=8")
+    t.set_defaults(func=cmd_train)
     # Until the end-to-end demo lands, the README's main command is the smoke run.
     sub.add_parser("demo", help="the end-to-end miniature InternVideo (currently: smoke run)").set_defaults(
         func=cmd_smoke)
