@@ -316,10 +316,13 @@ _ENCODER = {"crf": "18", "preset": "veryfast", "bf": "2"}
 
 
 def _split_of(position: int, count: int) -> str:
-    """Stratified 70/15/15 split by position within a class."""
-    if position < round(count * 0.7):
+    """Stratified split by position within a class: 15 % val, 15 % test (one each when possible), rest train."""
+    n_test = max(1, round(0.15 * count)) if count >= 3 else 0
+    n_val = max(1, round(0.15 * count)) if count >= 2 else 0
+    n_train = count - n_val - n_test
+    if position < n_train:
         return "train"
-    return "val" if position < round(count * 0.85) else "test"
+    return "val" if position < n_train + n_val else "test"
 
 
 def _write_jsonl(path: Path, records: Sequence[dict[str, object]]) -> None:

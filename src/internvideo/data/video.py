@@ -306,11 +306,21 @@ class _SeekingDecoder:
         return self.found
 
     def _seek(self, k: int) -> None:
-        """Position the demuxer on keyframe ``keyframes[k]`` or an earlier packet."""
+        """Position the demuxer on keyframe ``keyframes[k]`` or an earlier packet.
+
+        Demuxers index by pts (Matroska) or by something closer to dts (MP4),
+        so we try the keyframe's pts first, then its smaller dts, then earlier
+        keyframes, and check where each seek really landed.
+        """
         table = self.table
         goal = table.keyframes[k]
-        for kk in range(k, -1, -1):  # if the demuxer overshoots, aim at earlier keyframes
-            ts = int(table.seek_ts_by_decode[table.keyframes[kk]])
+        candidates = [int(table.pts_by_decode[goal]), int(table.seek_ts_by_decode[goal])]
+        candidates += [int(table.seek_ts_by_decode[table.keyframes[kk]]) for kk in range(k - 1, -1, -1)]
+        tried: set[int] = set()
+        for ts in candidates:
+            if ts in tried:
+                continue
+            tried.add(ts)
             try:
                 self.container.seek(ts, backward=True, any_frame=False, stream=self.stream)
             except av.FFmpegError:
@@ -321,7 +331,7 @@ class _SeekingDecoder:
             if first is None or first.pts is None:
                 continue
             landed = table.decode_pos_of_pts.get(int(first.pts))
-            if landed is None or landed > goal:
+            if landed is None or landed > goal or not first.is_keyframe:
                 continue
             self.packets = _chain(first, packets)
             self.pos = landed - 1
