@@ -57,6 +57,7 @@ class DataSection:
     mm_num_frames: int = 8
     mm_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     mm_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    feature_cache: str | None = None  # fusion: cache frozen-backbone features here and train from them
     strict: bool = False  # raise on an unreadable video instead of skipping it
     num_workers: int = 2
 

@@ -103,6 +103,10 @@ class Objective:
         return {}
 
 
+def _to(batch: dict, device) -> dict:
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
 def _eval_batches(val_set, batch_size: int, collate):
     loader = torch.utils.data.DataLoader(val_set, batch_size=batch_size, shuffle=False, num_workers=0,
                                          collate_fn=collate)
@@ -189,16 +193,19 @@ class ClassifyObjective(Objective):
                                              classes=self.classes, training=False, strict=True)
         return train, val
 
+    def logits(self, model, batch, video=None):
+        return model(batch[self.video_key] if video is None else video)
+
     def loss(self, model, batch):
         self.skips.update(batch)
-        video, labels = batch[self.video_key], batch["label"]
+        video, labels = batch.get(self.video_key), batch["label"]  # cached features have no video
         if self.mixup is not None:
             gen = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))  # from the checkpointed RNG
             video, targets = self.mixup(video, labels, gen)
-            logits = model(video)
+            logits = self.logits(model, batch, video)
             loss = torch.sum(-targets.to(logits.device) * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
         else:
-            logits = model(video)
+            logits = self.logits(model, batch)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.cfg.data.label_smoothing)
         acc = (logits.argmax(-1) == labels).float().mean().item()
         return loss, {"train_top1": acc}
@@ -208,7 +215,7 @@ class ClassifyObjective(Objective):
         model.eval()
         correct1 = correct5 = n = 0
         for batch in _eval_batches(val_set, self.cfg.run.batch_size, self.collate):
-            logits = model(batch[self.video_key].to(d.device)).float()
+            logits = self.logits(model, _to(batch, d.device)).float()
             labels = batch["label"].to(d.device)
             top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
             correct1 += (top[:, 0] == labels).sum().item()
@@ -300,17 +307,111 @@ class ContrastiveObjective(Objective):
         return {"r1": (t2v + v2t) / 2, "t2v_r1": t2v, "v2t_r1": v2t}
 
 
+class FusionObjective(ClassifyObjective):
+    """CMA over two frozen backbones; only the fusion layers and head train.
+
+    The dataset gives both views of each clip: ``video`` (dense frames,
+    ImageNet statistics, for VideoMAE) and ``mm_video`` (uniform frames, CLIP
+    statistics). With ``data.feature_cache`` set, the backbones run once over
+    the training set (evaluation transforms, no augmentation) and training reads
+    the cached features instead of videos.
+    """
+
+    def build_model(self) -> nn.Module:
+        from .models import apply_overrides
+        from .models.fusion import CMAFusion, FusionConfig
+
+        m = self.cfg.model
+        if not (m.mae_backbone and m.mm_backbone):
+            raise ValueError("objective 'fusion' needs model.mae_backbone and model.mm_backbone (checkpoint dirs)")
+        cfg = apply_overrides(FusionConfig(mae_backbone=m.mae_backbone, mm_backbone=m.mm_backbone,
+                                           num_classes=len(self.classes)), dict(m.overrides), "fusion")
+        self.model = CMAFusion(cfg)
+        return self.model
+
+    def views(self, training: bool) -> list[View]:
+        d = self.cfg.data
+        if training:
+            tf_a, tf_m = self.train_transform(), self.train_transform(d.mm_mean, d.mm_std)
+        else:
+            tf_a, tf_m = self.eval_transform(), self.eval_transform(d.mm_mean, d.mm_std)
+        return [View(self.sampler(), tf_a, "video"), View(UniformSampler(d.mm_num_frames), tf_m, "mm_video")]
+
+    def datasets(self):
+        train, val = super().datasets()
+        if self.cfg.data.feature_cache:
+            train = self._cache(train)
+        return train, val
+
+    def _cache(self, train):
+        from .data.datasets import VideoClassificationDataset as VCD
+
+        cache = Path(self.cfg.data.feature_cache)
+        eval_set = VCD(self.train_samples, self.views(False), classes=self.classes, training=False,
+                       strict=self.cfg.data.strict)
+        return FeatureCache.build(self.model, eval_set, cache, self.cfg.run.batch_size)
+
+    def collate(self, items):
+        return collate_videos(items)
+
+    def batch_size(self, batch) -> int:
+        return int(batch["label"].shape[0])
+
+    def logits(self, model, batch, video=None):
+        if "mm_pooled" in batch:  # cached features
+            feats = {k: v for k, v in batch.items() if k.startswith(("mae_", "mm_")) and isinstance(v, torch.Tensor)}
+            return model.forward_features_cached(feats)
+        return model(batch["video"] if video is None else video, batch.get("mm_video"))
+
+
+class FeatureCache(torch.utils.data.Dataset):
+    """Backbone features of a fixed (un-augmented) pass, one safetensors file per sample."""
+
+    def __init__(self, files: list[Path]):
+        self.files = files
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, model, dataset, directory: Path, batch_size: int) -> FeatureCache:
+        from safetensors.torch import save_file
+
+        directory.mkdir(parents=True, exist_ok=True)
+        files = [directory / f"{i:07d}.safetensors" for i in range(len(dataset))]
+        todo = [i for i, f in enumerate(files) if not f.exists()]
+        if todo:
+            sub = torch.utils.data.Subset(dataset, todo)
+            loader = torch.utils.data.DataLoader(sub, batch_size=batch_size, collate_fn=collate_videos)
+            done = 0
+            for batch in loader:
+                feats = model.backbone_features(batch["video"], batch["mm_video"])
+                for j in range(len(batch["label"])):
+                    item = {k: v[j].contiguous() for k, v in feats.items()}
+                    item["label"] = batch["label"][j]
+                    tmp = files[todo[done]].with_suffix(".tmp")
+                    save_file(item, str(tmp))
+                    tmp.replace(files[todo[done]])
+                    done += 1
+        return cls(files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        from safetensors.torch import load_file
+
+        item = load_file(str(self.files[index]))
+        item["label"] = int(item["label"])
+        return item
+
+
 OBJECTIVES: dict[str, type[Objective]] = {
     "mae": MaskedVideoObjective,
     "classify": ClassifyObjective,
     "linear_probe": LinearProbeObjective,
     "contrastive": ContrastiveObjective,
+    "fusion": FusionObjective,
 }
 
 
 def make_objective(cfg: TrainConfig) -> Objective:
-    if cfg.objective == "fusion":
-        from .models.fusion import FusionObjective
-
-        return FusionObjective(cfg)
     return OBJECTIVES[cfg.objective](cfg)

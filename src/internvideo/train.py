@@ -190,16 +190,15 @@ def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> floa
 
 
 class EMA:
-    """Exponential moving average of the trainable weights (kept in fp32)."""
+    """Exponential moving average of the trainable weights (kept in fp32; frozen parts need none)."""
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
-        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()
-                       if v.dtype.is_floating_point}
+        self.shadow = {k: v.detach().clone().float() for k, v in model.named_parameters() if v.requires_grad}
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        for k, v in model.state_dict().items():
+        for k, v in model.named_parameters():
             if k in self.shadow:
                 self.shadow[k].mul_(self.decay).add_(v.detach().float(), alpha=1 - self.decay)
 

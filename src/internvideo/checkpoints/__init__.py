@@ -79,6 +79,8 @@ def _build_ours(path: Path, overrides: dict) -> tuple[nn.Module, StateDict]:
 def _config_class(cls: type[nn.Module]) -> type:
     from ..models import NAMED_CONFIGS
 
+    if getattr(cls, "config_class", None) is not None:
+        return cls.config_class
     for model_cls, cfg in NAMED_CONFIGS.values():
         if model_cls is cls or issubclass(cls, model_cls) or issubclass(model_cls, cls):
             return type(cfg)
