@@ -108,3 +108,22 @@ def test_fusion_objective_trains_through_the_loop_and_cache_matches(tmp_path):
                                                   f"data.feature_cache={tmp_path / 'cache'}", "data.scale=[0.5, 1.0]"]))
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 8
     assert cached.steps == 2
+
+
+def test_ablation_table(tmp_path):
+    from internvideo.tasks.fusion_ablation import Variant, run_fusion_ablation
+
+    world = make_train_world(tmp_path / "w", n=8)
+    mae, mm = backbones()
+    internvideo.save_model(mae, tmp_path / "mae")
+    internvideo.save_model(mm, tmp_path / "mm")
+    variants = (Variant("mae alone", "mae", 0), Variant("CMA, L=1", "both", 1))
+    report = run_fusion_ablation(tmp_path / "mae", tmp_path / "mm", world, "train.txt", "val.txt", tmp_path / "abl",
+                                 variants=variants, epochs=1, batch_size=4, width=32, progress=False,
+                                 extra=["data.num_frames=4", "data.frame_interval=3", "data.img_size=32",
+                                        "data.mm_num_frames=4", "data.num_workers=0", "data.flip=false"])
+    assert [r["variant"] for r in report["rows"]] == ["mae alone", "CMA, L=1"]
+    assert all(0.0 <= r["top1"] <= r["top5"] <= 1.0 for r in report["rows"])
+    assert report["chance_top1"] == 0.5
+    assert "| CMA, L=1 |" in (tmp_path / "abl" / "ablation.md").read_text()
+    assert len(list((tmp_path / "abl" / "feature_cache").glob("*.safetensors"))) == 8  # built once, shared

@@ -358,7 +358,7 @@ class FusionObjective(ClassifyObjective):
         return int(batch["label"].shape[0])
 
     def logits(self, model, batch, video=None):
-        if "mm_pooled" in batch:  # cached features
+        if "mm_pooled" in batch and "mm_video" not in batch:  # cached features
             feats = {k: v for k, v in batch.items() if k.startswith(("mae_", "mm_")) and isinstance(v, torch.Tensor)}
             return model.forward_features_cached(feats)
         return model(batch["video"] if video is None else video, batch.get("mm_video"))
@@ -383,7 +383,7 @@ class FeatureCache(torch.utils.data.Dataset):
             loader = torch.utils.data.DataLoader(sub, batch_size=batch_size, collate_fn=collate_videos)
             done = 0
             for batch in loader:
-                feats = model.backbone_features(batch["video"], batch["mm_video"])
+                feats = model.backbone_features(batch["video"], batch["mm_video"], all_streams=True)
                 for j in range(len(batch["label"])):
                     item = {k: v[j].contiguous() for k, v in feats.items()}
                     item["label"] = batch["label"][j]

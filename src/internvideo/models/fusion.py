@@ -126,16 +126,21 @@ class CMAFusion(nn.Module):
         return ((x * std_in + mean_in) - mean_out) / std_out
 
     @torch.no_grad()
-    def backbone_features(self, video: torch.Tensor, mm_video: torch.Tensor | None = None) -> FeatureDict:
-        """What fusion needs from the frozen encoders; cache these to train without videos."""
+    def backbone_features(self, video: torch.Tensor, mm_video: torch.Tensor | None = None,
+                          all_streams: bool = False) -> FeatureDict:
+        """What fusion needs from the frozen encoders; cache these to train without videos.
+
+        ``all_streams`` computes both streams even for a single-stream baseline,
+        so one feature cache serves every ablation variant.
+        """
         if mm_video is None:
             mm_video = self.mm_view(video)
         feats: FeatureDict = {}
-        if self.config.streams in ("both", "mae"):
+        if all_streams or self.config.streams in ("both", "mae"):
             tokens = self.mae.forward_features(video)
             feats["mae_tokens"] = tokens
             feats["mae_pooled"] = self.mae.forward_head(tokens, pre_logits=True)
-        if self.config.streams in ("both", "mm"):
+        if all_streams or self.config.streams in ("both", "mm"):
             emb, tokens = self.mm.encode_video(mm_video, return_tokens=True)
             feats["mm_tokens"], feats["mm_pooled"] = tokens, emb
         return feats
