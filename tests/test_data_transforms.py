@@ -9,7 +9,8 @@ import torch
 from internvideo.data import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, EvalTransformConfig, MixupCutmix,
                               TrainTransformConfig, build_eval_transform, build_train_transform)
 from internvideo.data.transforms import (CenterCrop, Compose, MultiScaleCrop, Normalize, RandAugment, RandomErasing,
-                                         RandomHorizontalFlip, RandomResizedCrop, ResizeShortSide, ThreeCrop, to_cthw)
+                                         RandomHorizontalFlip, RandomResizedCrop, ResizeShortSide, ThreeCrop, as_float,
+                                         to_cthw)
 
 
 def _frames(t=6, h=48, w=80, seed=0) -> np.ndarray:
@@ -49,15 +50,17 @@ def test_geometric_transforms_apply_the_same_box_to_different_frames():
     rng = np.random.default_rng(1)
     for _ in range(10):
         out = transform(frames, rng)
-        diff = out[:, 3] - out[:, 0]
-        assert torch.allclose(diff, torch.full_like(diff, 15 / 255), atol=2e-3)
+        assert out.dtype == torch.uint8  # crops and resizes stay uint8
+        diff = out[:, 3].float() - out[:, 0].float()
+        assert torch.allclose(diff, torch.full_like(diff, 15.0), atol=1.01)  # uint8 resize rounds
 
 
 def test_crops_keep_uint8_until_resampling():
     x = to_cthw(_frames())
     assert CenterCrop(40)(x).dtype == torch.uint8
     assert CenterCrop(40)(x).shape == (3, 6, 40, 40)
-    assert ResizeShortSide(24)(x).shape == (3, 6, 24, 40)
+    assert ResizeShortSide(24)(x).shape == (3, 6, 24, 40) and ResizeShortSide(24)(x).dtype == torch.uint8
+    assert ResizeShortSide(24)(as_float(x)).dtype == torch.float32
     assert MultiScaleCrop(32)(x, np.random.default_rng(0)).shape == (3, 6, 32, 32)
 
 
@@ -82,6 +85,7 @@ def test_eval_pipelines():
 def test_normalize_constants():
     grey = torch.full((3, 2, 4, 4), 0.5)
     out = Normalize()(grey)
+    assert torch.equal(grey, torch.full((3, 2, 4, 4), 0.5))  # input untouched
     expected = (0.5 - torch.tensor(IMAGENET_MEAN)) / torch.tensor([0.229, 0.224, 0.225])
     assert torch.allclose(out[:, 0, 0, 0], expected)
     assert torch.allclose(Normalize()(torch.full((3, 1, 1, 1), 128, dtype=torch.uint8))[:, 0, 0, 0],

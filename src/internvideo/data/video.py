@@ -294,6 +294,9 @@ class _SeekingDecoder:
         self.packets: Iterator[av.Packet] | None = None
         self.pos = -1  # decode position of the last packet fed to the decoder
         self.last_out = -1  # presentation index of the last frame the decoder emitted
+        # Per-packet skip decisions are only safe when packets decode in order on one thread.
+        self.skip_unwanted = stream.codec_context.thread_count == 1
+        self.skip_mode = "DEFAULT"
 
     def run(self) -> dict[int, np.ndarray]:
         for target in self.order:
@@ -352,6 +355,8 @@ class _SeekingDecoder:
                 self.pos = pos
             elif packet.size:
                 raise _Fallback
+            if packet.size and self.skip_unwanted:
+                self._set_skip(int(packet.pts))
             for frame in _decode_packet(self.stream, packet if packet.size else None):
                 self._take(frame)
             if self.last_out > target and target not in self.found:
@@ -360,6 +365,20 @@ class _SeekingDecoder:
             # Either the file ends early or the frame was not decodable from
             # where we started; decoding from the very start settles it.
             raise _Fallback
+
+    def _set_skip(self, pts: int) -> None:
+        """Let the decoder drop this packet's frame if it is unwanted and no other frame references it.
+
+        Skipping non-reference frames cannot change any other frame (that is
+        what non-reference means), and with B-frames it saves a large share
+        of the decoding when clips take every 2nd-4th frame.
+        """
+        index = self.table.index_of_pts.get(pts)
+        wanted = index in self.wanted and index not in self.found
+        mode = "DEFAULT" if wanted else "NONREF"
+        if mode != self.skip_mode:
+            self.stream.codec_context.skip_frame = mode
+            self.skip_mode = mode
 
     def _take(self, frame: av.VideoFrame) -> None:
         if frame.pts is None:
