@@ -1,1 +1,37 @@
-"""Downstream tasks: one module per task family."""
+"""Downstream tasks: one module per task family, each a plain Python API plus a CLI pair.
+
+Every task has an ``evaluate_*`` function returning a results dict
+(percentages), a ``results_table``/``print_table`` and, for the command line,
+``add_arguments(parser)`` + ``main(args)``. :data:`EVAL_COMMANDS` lists the
+``internvideo eval TASK`` sub-commands; ``internvideo extract`` is
+:func:`extract.add_arguments` + :func:`extract.main`. Metrics live in
+:mod:`internvideo.tasks.metrics`; see ``docs/evaluation.md``.
+"""
+from __future__ import annotations
+
+from . import extract, metrics, multiple_choice, recognition, retrieval, zeroshot
+from .common import write_json
+from .extract import extract_features, video_features
+from .multiple_choice import evaluate_multiple_choice
+from .recognition import evaluate_recognition, linear_probe
+from .retrieval import evaluate_retrieval, retrieval_embeddings
+from .zeroshot import DEFAULT_TEMPLATES, evaluate_zeroshot, zeroshot_classifier
+
+#: ``internvideo eval NAME``: (help, add_arguments, main) for each task.
+EVAL_COMMANDS = {
+    "recognition": ("multi-view action recognition (top-1/top-5/mean class)", recognition.add_arguments,
+                    recognition.main),
+    "linear-probe": ("logistic regression on frozen features", recognition.add_linear_probe_arguments,
+                     recognition.linear_probe_main),
+    "zeroshot": ("zero-shot recognition from class-name prompts", zeroshot.add_arguments, zeroshot.main),
+    "retrieval": ("video-text retrieval, both directions (R@k, MdR, MnR, optional DSL)", retrieval.add_arguments,
+                  retrieval.main),
+    "multiple-choice": ("zero-shot multiple choice among candidate captions", multiple_choice.add_arguments,
+                        multiple_choice.main),
+}
+
+__all__ = [
+    "EVAL_COMMANDS", "DEFAULT_TEMPLATES", "evaluate_multiple_choice", "evaluate_recognition", "evaluate_retrieval",
+    "evaluate_zeroshot", "extract", "extract_features", "linear_probe", "metrics", "multiple_choice", "recognition",
+    "retrieval", "retrieval_embeddings", "video_features", "write_json", "zeroshot", "zeroshot_classifier",
+]

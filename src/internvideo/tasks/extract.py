@@ -1,0 +1,430 @@
+"""Per-video feature extraction: ``internvideo extract --model DIR --videos LIST --out DIR``.
+
+For every video it writes one ``.npy`` file, and at the end an ``index.jsonl``
+with one line per video (``video``, ``features``, ``shape``, ``status``, and
+``error`` for a video that could not be read). Two modes:
+
+* **clip** (default): one embedding per video, shape ``(D,)``, from the
+  model's test-time view (VideoMAE: the centre dense clip of ``num_frames``
+  frames every ``frame_interval``; multimodal models: ``num_frames`` segments
+  spanning the whole video).
+* **windows** (``window`` given): a sequence of embeddings ``(num_windows, D)``
+  for long videos, e.g. as input to temporal action localisation. Windows are
+  ``window`` frames (or seconds) long, start every ``stride`` frames (or
+  seconds) from frame 0, and the model sees ``num_frames`` frames spread evenly
+  over each window (the middle frame of each of ``num_frames`` equal parts).
+  Window ``i`` covers frames ``[i * stride, i * stride + window)``; windows
+  never run past the end, so up to ``stride - 1`` trailing frames are not
+  covered, and a video shorter than one window gives one window over all of it.
+
+What the embedding is (``pool``): multimodal models give ``encode_video``
+(projected, not normalised); fusion models their unified representation
+(``embed``, the input of their head); VideoMAE classifiers the pooled pre-logits
+(token mean + ``fc_norm``); pretraining encoders (no head) and ``pool="mean"``
+the plain mean of the encoder tokens.
+
+Robustness: a video is written to ``name.npy.tmp`` and renamed when complete,
+so an existing ``name.npy`` is always whole and a rerun skips it (resume after
+an interruption by running the same command). The settings are stored in
+``extract_config.json``; rerunning into the same folder with other settings is
+refused, so one folder never mixes features of two recipes. An unreadable
+video is logged, listed in the index with its error, and skipped; it is tried
+again on the next run.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..data import Sampler, VideoError, probe, read_frames, segment_indices
+from ..data.transforms import Compose
+from ..models.fusion import CMAFusion
+from . import common
+from .common import Precision, Sampling
+
+log = logging.getLogger("internvideo.extract")
+
+Pool = Literal["auto", "pre_logits", "mean", "embed"]
+Unit = Literal["frames", "seconds"]
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv",
+                              ".ts", ".gif"})
+INDEX_NAME = "index.jsonl"
+CONFIG_NAME = "extract_config.json"
+
+__all__ = ["video_features", "dataset_features", "window_starts", "read_video_list", "extract_features",
+           "add_arguments", "main", "INDEX_NAME", "CONFIG_NAME"]
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+
+def video_features(model: nn.Module, clips: torch.Tensor, pool: Pool = "auto") -> torch.Tensor:
+    """One feature vector per clip ``(B, C, T, H, W) -> (B, D)`` from any of our video models (see module doc)."""
+    if pool not in ("auto", "pre_logits", "mean", "embed"):
+        raise ValueError(f"pool must be 'auto', 'pre_logits', 'mean' or 'embed', not {pool!r}")
+    if common.is_multimodal(model) and pool in ("auto", "embed"):
+        return model.encode_video(clips)
+    if isinstance(model, CMAFusion) and pool in ("auto", "embed"):
+        return model.embed(clips)  # the unified representation the fusion head classifies
+    if pool == "embed":
+        raise ValueError(f"pool='embed' needs a multimodal or fusion model; {type(model).__name__} is neither")
+    # A pretraining model wraps its encoder; classifiers are their own encoder.
+    encoder = model if callable(getattr(model, "forward_features", None)) else getattr(model, "encoder", None)
+    if encoder is None:
+        raise TypeError(f"{type(model).__name__} has neither encode_video nor forward_features")
+    tokens = encoder.forward_features(clips)
+    has_head = getattr(encoder, "head", None) is not None and callable(getattr(encoder, "forward_head", None))
+    if pool == "pre_logits" and not has_head:
+        raise ValueError(f"pool='pre_logits' needs a classifier; {type(model).__name__} has no head (use 'mean')")
+    if pool in ("auto", "pre_logits") and has_head:
+        return encoder.forward_head(tokens, pre_logits=True)
+    return tokens.mean(dim=1)
+
+
+def dataset_features(model: nn.Module, dataset: torch.utils.data.Dataset, *, pool: Pool = "auto",
+                     batch_size: int = 8, num_workers: int = 0, device: str | torch.device | None = None,
+                     precision: Precision = "fp32", progress: bool = True, desc: str = "features",
+                     input_key: str = "video") -> np.ndarray:
+    """Features ``(N, D)`` for every item of a dataset (views of one video are averaged), in order."""
+    feats, _ = common.map_views(model, lambda x: video_features(model, x, pool), dataset, batch_size=batch_size,
+                                num_workers=num_workers, device=common.resolve_device(device), precision=precision,
+                                progress=progress, desc=desc, input_key=input_key)
+    return feats.mean(dim=1).numpy()
+
+
+# ----------------------------------------------------------------------------- windows and lists
+
+
+def window_starts(num_frames: int, window: int, stride: int) -> np.ndarray:
+    """First frame of each window: ``0, stride, 2 * stride, ...`` while the window fits (at least one)."""
+    if window < 1 or stride < 1:
+        raise ValueError(f"window and stride must be >= 1 frame, got {window} and {stride}")
+    return np.arange(0, max(num_frames - window, 0) + 1, stride, dtype=np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoEntry:
+    """A video to extract: its file and the relative name its features are stored under."""
+
+    path: str
+    key: str
+
+
+def _key(path: str, root: str | None) -> str:
+    p = Path(os.path.abspath(path))
+    if root is not None:
+        try:
+            return p.relative_to(os.path.abspath(root)).as_posix()
+        except ValueError:
+            pass
+    return p.relative_to(p.anchor).as_posix()
+
+
+def read_video_list(videos: str | os.PathLike | Sequence[str], root: str | os.PathLike | None = None
+                    ) -> list[VideoEntry]:
+    """Videos to extract, from a folder (searched recursively), a list file, or a list of paths.
+
+    List files: ``.jsonl`` with a ``"video"`` field per line (video-text and QA
+    annotations), or text with one path per line, optionally followed by an
+    integer label (a Kinetics-style classification list works as it is).
+    Relative paths are relative to ``root``, default the list file's folder.
+    Duplicates are extracted once.
+    """
+    if isinstance(videos, (str, os.PathLike)) and os.path.isdir(videos):
+        base = os.fspath(videos)
+        found = sorted(str(p) for p in Path(base).rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+        return [VideoEntry(p, _key(p, base)) for p in found]
+    if isinstance(videos, (str, os.PathLike)):
+        list_file = os.fspath(videos)
+        base = os.fspath(root) if root is not None else os.path.dirname(os.path.abspath(list_file))
+        paths = _list_file_paths(list_file)
+    else:
+        base = os.fspath(root) if root is not None else None
+        paths = [os.fspath(p) for p in videos]
+    entries: dict[str, VideoEntry] = {}
+    for p in paths:
+        full = p if base is None or os.path.isabs(p) else os.path.join(base, p)
+        entries.setdefault(os.path.normpath(full), VideoEntry(full, _key(full, base)))
+    return list(entries.values())
+
+
+def _list_file_paths(list_file: str) -> list[str]:
+    with open(list_file, encoding="utf-8") as f:
+        lines = [(n, line.strip()) for n, line in enumerate(f, start=1)]
+    lines = [(n, line) for n, line in lines if line and not line.startswith("#")]
+    if list_file.endswith(".jsonl"):
+        paths = []
+        for n, line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{list_file}:{n}: not valid JSON ({e.msg})") from None
+            video = record.get("video", record.get("image")) if isinstance(record, dict) else None
+            if not isinstance(video, str):
+                raise ValueError(f"{list_file}:{n}: expected a JSON object with a \"video\" path")
+            paths.append(video)
+        return paths
+    paths = []
+    for _, line in lines:
+        parts = line.rsplit(maxsplit=1)
+        # "path label": drop a trailing integer label (paths may contain spaces).
+        paths.append(parts[0] if len(parts) == 2 and parts[1].lstrip("-").isdigit() else line)
+    return paths
+
+
+# ----------------------------------------------------------------------------- decoding (in DataLoader workers)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """How clips are cut from a video; everything a decoding worker needs."""
+
+    num_frames: int  # frames per clip (the model's)
+    window: float | None  # None: clip mode
+    stride: float | None  # given whenever window is
+    unit: Unit
+    sampler: Sampler  # clip mode: the model's test-time sampler
+    transform: Compose
+    chunk: int  # clips per piece handed to the main process
+
+    def layout(self, path: str) -> tuple[list[np.ndarray], dict[str, Any]]:
+        """Frame indices of every clip of the video, and what the index should record about it."""
+        info = probe(path)
+        if self.window is None:
+            return [np.asarray(self.sampler(info.num_frames, fps=info.fps), dtype=np.int64)], {}
+        scale = info.fps if self.unit == "seconds" else 1.0
+        if self.unit == "seconds" and info.fps <= 0:
+            raise VideoError(path, "unknown frame rate; give the window in frames")
+        window = max(1, round(self.window * scale))
+        stride = max(1, round(self.stride * scale))
+        length = min(window, info.num_frames)
+        clips = [s + segment_indices(length, self.num_frames) for s in window_starts(info.num_frames, window, stride)]
+        meta = {"window_frames": window, "stride_frames": stride, "fps": info.fps, "num_frames": info.num_frames}
+        return clips, meta
+
+
+@dataclasses.dataclass
+class _Piece:
+    job: int
+    clips: torch.Tensor | None  # (n, C, T, H, W); None with error set
+    total: int = 0  # clips in the whole video
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    error: str | None = None
+
+
+class _Decoder(torch.utils.data.IterableDataset):
+    """Yields each video's clips in pieces of at most ``plan.chunk``; videos are split across workers."""
+
+    def __init__(self, entries: Sequence[VideoEntry], jobs: Sequence[int], plan: _Plan) -> None:
+        self.entries, self.jobs, self.plan = list(entries), list(jobs), plan
+
+    def __iter__(self) -> Iterator[_Piece]:
+        info = torch.utils.data.get_worker_info()
+        mine = self.jobs if info is None else self.jobs[info.id::info.num_workers]
+        for job in mine:
+            path = self.entries[job].path
+            try:
+                clips, meta = self.plan.layout(path)
+                for i in range(0, len(clips), self.plan.chunk):
+                    part = clips[i:i + self.plan.chunk]
+                    frames = read_frames(path, np.concatenate(part))
+                    t = self.plan.num_frames
+                    tensor = torch.stack([self.plan.transform(frames[k * t:(k + 1) * t]) for k in range(len(part))])
+                    yield _Piece(job, tensor, len(clips), meta)
+            except (VideoError, OSError) as e:
+                yield _Piece(job, None, error=str(e))
+
+
+# ----------------------------------------------------------------------------- extraction
+
+
+def _identity(piece: _Piece) -> _Piece:
+    return piece  # pieces are already batched by video; a module-level function pickles into workers
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
+def _check_config(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
+    cfg = out / CONFIG_NAME
+    if cfg.exists() and not overwrite:
+        before = json.loads(cfg.read_text(encoding="utf-8"))
+        changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
+        if changed:
+            detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            raise ValueError(f"{out} holds features extracted with other settings ({detail}); use another --out "
+                             "folder, or --overwrite to re-extract everything")
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+
+
+def extract_features(model: nn.Module, videos: str | os.PathLike | Sequence[str], out_dir: str | os.PathLike, *,
+                     root: str | os.PathLike | None = None, window: float | None = None, stride: float | None = None,
+                     unit: Unit = "frames", sampling: Sampling = "auto", frame_interval: int = 4,
+                     pool: Pool = "auto", batch_size: int = 16, num_workers: int = 0,
+                     device: str | torch.device | None = None, precision: Precision = "fp32",
+                     dtype: Literal["float32", "float16"] = "float32", overwrite: bool = False,
+                     progress: bool = True, model_name: str | None = None) -> dict[str, Any]:
+    """Extract features of ``videos`` into ``out_dir`` (see the module docstring); returns a summary dict.
+
+    ``batch_size`` counts clips per forward pass (windows of one long video
+    are batched together; short videos are batched with each other).
+    The summary has ``videos``, ``extracted``, ``existing`` (skipped, already
+    done), ``failed`` (``[{"video", "error"}]``), ``out`` and ``index``.
+    """
+    if unit not in ("frames", "seconds"):
+        raise ValueError(f"unit must be 'frames' or 'seconds', not {unit!r}")
+    if window is None and stride is not None:
+        raise ValueError("stride needs a window length")
+    out = Path(out_dir)
+    entries = read_video_list(videos, root)
+    keys = [e.key for e in entries]
+    clash = {k for k in keys if keys.count(k) > 1}
+    if clash:
+        raise ValueError(f"videos would share a feature file name: {sorted(clash)[:5]}")
+    spec = common.input_spec(model)
+    if window is not None and stride is None:
+        stride = window  # back-to-back windows
+    settings = {"model": model_name or type(model).__name__, "mode": "clip" if window is None else "windows",
+                "window": window, "stride": stride, "unit": unit,
+                "sampling": sampling, "frame_interval": frame_interval, "pool": pool, "dtype": dtype,
+                "num_frames": spec.num_frames, "img_size": spec.img_size}
+    _check_config(out, settings, overwrite)
+
+    feature_file = {i: out / (str(Path(e.key).with_suffix("")) + ".npy") for i, e in enumerate(entries)}
+    records: dict[int, dict[str, Any]] = {}
+    todo = []
+    for i, e in enumerate(entries):
+        if feature_file[i].exists() and not overwrite:
+            shape = list(np.load(feature_file[i], mmap_mode="r").shape)
+            records[i] = {"video": e.path, "features": feature_file[i].relative_to(out).as_posix(), "shape": shape,
+                          "status": "exists"}
+        else:
+            todo.append(i)
+
+    view = common.eval_view(model, sampling=sampling, frame_interval=frame_interval)
+    plan = _Plan(spec.num_frames, window, stride, unit, view.sampler, view.transform, max(1, batch_size))
+    dev = common.resolve_device(device)
+    parts: dict[int, list[np.ndarray]] = {}
+    failed: set[int] = set()
+    bar = tqdm(total=len(entries), initial=len(records), desc="extract", disable=not progress, unit="video")
+
+    def finish_video(job: int, array: np.ndarray, meta: dict[str, Any]) -> None:
+        _save_atomic(feature_file[job], array.astype(dtype))
+        records[job] = {"video": entries[job].path, "features": feature_file[job].relative_to(out).as_posix(),
+                        "shape": list(array.shape), "status": "ok", **meta}
+        bar.update()
+
+    def run(pieces: list[_Piece]) -> None:
+        clips = torch.cat([p.clips for p in pieces])
+        feats = common.run_views(lambda x: video_features(model, x, pool), clips.unsqueeze(1), dev, batch_size)
+        feats = feats[:, 0].numpy()
+        start = 0
+        for p in pieces:
+            n = p.clips.shape[0]
+            if p.job not in failed:
+                got = parts.setdefault(p.job, [])
+                got.append(feats[start:start + n])
+                if sum(len(g) for g in got) == p.total:
+                    array = np.concatenate(parts.pop(p.job))
+                    finish_video(p.job, array[0] if window is None else array, p.meta)
+            start += n
+
+    buffer: list[_Piece] = []
+    with common.inference(model, dev, precision):
+        stream = torch.utils.data.DataLoader(_Decoder(entries, todo, plan), batch_size=None, num_workers=num_workers,
+                                             collate_fn=_identity)
+        for piece in stream:
+            if piece.error is not None:
+                failed.add(piece.job)
+                parts.pop(piece.job, None)
+                records[piece.job] = {"video": entries[piece.job].path, "features": None, "shape": None,
+                                      "status": "error", "error": piece.error}
+                log.warning("skipping %s: %s", entries[piece.job].path, piece.error)
+                bar.update()
+                continue
+            buffer.append(piece)
+            if sum(p.clips.shape[0] for p in buffer) >= batch_size:
+                run(buffer)
+                buffer = []
+        if buffer:
+            run(buffer)
+    bar.close()
+
+    index = out / INDEX_NAME
+    tmp = index.with_name(INDEX_NAME + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for i in range(len(entries)):
+            f.write(json.dumps(records[i]) + "\n")
+    os.replace(tmp, index)
+    errors = [{"video": records[i]["video"], "error": records[i]["error"]} for i in sorted(failed)]
+    return {"task": "extract", "videos": len(entries),
+            "extracted": sum(r["status"] == "ok" for r in records.values()),
+            "existing": sum(r["status"] == "exists" for r in records.values()), "failed": errors,
+            "out": str(out), "index": str(index)}
+
+
+def results_table(summary: dict[str, Any]) -> str:
+    rows = [("videos", summary["videos"]), ("extracted", summary["extracted"]),
+            ("already done (skipped)", summary["existing"]), ("unreadable (skipped)", len(summary["failed"])),
+            ("index", summary["index"])]
+    return common.format_table("Feature extraction", rows)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``internvideo extract``."""
+    parser.add_argument("--model", required=True, help="model checkpoint directory/file")
+    parser.add_argument("--videos", required=True, help="a folder of videos, a list file (one path per line, "
+                                                        "optionally with a label) or a .jsonl with \"video\" fields")
+    parser.add_argument("--out", required=True, help="output folder: one .npy per video + index.jsonl")
+    parser.add_argument("--root", default=None, help="folder relative paths in the list start from "
+                                                     "(default: the list file's folder)")
+    parser.add_argument("--window", type=float, default=None,
+                        help="window length for a sequence of features per video (default: one clip-level feature)")
+    parser.add_argument("--stride", type=float, default=None, help="window step (default: the window length)")
+    parser.add_argument("--unit", choices=["frames", "seconds"], default="frames", help="unit of --window/--stride")
+    parser.add_argument("--sampling", choices=["auto", "dense", "segment"], default="auto",
+                        help="clip mode: dense centre clip (VideoMAE default) or segments over the whole video")
+    parser.add_argument("--frame-interval", type=int, default=4, help="frame step of a dense clip")
+    parser.add_argument("--pool", choices=["auto", "pre_logits", "mean", "embed"], default="auto",
+                        help="auto: encode_video for multimodal models, pre-logits for classifiers, else token mean")
+    parser.add_argument("--batch-size", type=int, default=16, help="clips per forward pass")
+    parser.add_argument("--num-workers", type=int, default=0, help="decoding worker processes")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored feature dtype")
+    parser.add_argument("--overwrite", action="store_true", help="re-extract videos that already have features")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def main(args: argparse.Namespace) -> int:
+    model = common.load_model_arg(args.model)
+    summary = extract_features(
+        model, args.videos, args.out, root=args.root, window=args.window, stride=args.stride, unit=args.unit,
+        sampling=args.sampling, frame_interval=args.frame_interval, pool=args.pool, batch_size=args.batch_size,
+        num_workers=args.num_workers, device=args.device, precision=args.precision, dtype=args.dtype,
+        overwrite=args.overwrite, progress=args.progress, model_name=os.path.abspath(args.model)
+        if os.path.exists(args.model) else args.model)
+    print(results_table(summary))
+    for failure in summary["failed"]:
+        print(f"  unreadable: {failure['video']}: {failure['error']}")
+    return 0

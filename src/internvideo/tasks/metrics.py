@@ -1,0 +1,274 @@
+"""Evaluation metrics of the InternVideo benchmark, as pure functions of scores.
+
+Conventions shared by every function here:
+
+* Scores are "higher is better"; accuracies and recalls are **percentages** (0-100),
+  as papers report them; ranks are 1-based.
+* **Ties count against the correct answer (pessimistic rank).** The rank of a
+  correct item is ``1 + (number of wrong items scoring >= it)``. A model that
+  gives every class the same score therefore gets top-1 = 0, not an accuracy
+  that depends on how a sort happens to order equal values. scikit-learn's
+  ``top_k_accuracy_score`` breaks ties by class index instead, which is why the
+  classification metrics are computed from these ranks; on tie-free scores
+  they equal scikit-learn's ``top_k_accuracy_score`` / ``balanced_accuracy_score``
+  (the tests check both).
+* Non-finite scores are not special-cased: NaN compares false, so a NaN score
+  neither beats nor ties anything. Feed finite scores.
+
+Retrieval (see :func:`retrieval_ranks`) works on a text x video similarity
+matrix that may have several captions per video and is computed in row blocks,
+so a 10k x 10k evaluation never holds more than ``chunk_size`` rows at once.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+ArrayLike = np.ndarray | torch.Tensor | Sequence
+
+__all__ = [
+    "average_views", "correct_rank", "topk_accuracy", "mean_class_accuracy", "classification_metrics",
+    "multiple_choice_accuracy", "rank_metrics", "dual_softmax", "retrieval_ranks", "retrieval_ranks_from_sim",
+    "retrieval_metrics",
+]
+
+
+def _np(x: ArrayLike, dtype=None) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def _torch(x: ArrayLike) -> torch.Tensor:
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    return t.float() if t.dtype != torch.float64 else t
+
+
+# ----------------------------------------------------------------------------- classification
+
+
+def average_views(view_logits: ArrayLike) -> np.ndarray:
+    """Multi-view test scores: softmax over classes per view, then the mean over views.
+
+    ``view_logits`` is ``(N, V, C)`` (V = num_clips x num_crops views per
+    video). This is what the official VideoMAE/InternVideo test scripts do
+    (each view's logits are softmaxed before averaging), so one over-confident
+    view cannot outvote the others as it could when averaging raw logits.
+    Returns probabilities ``(N, C)``.
+    """
+    logits = _torch(view_logits)
+    if logits.ndim != 3:
+        raise ValueError(f"expected view logits of shape (N, V, C), got {tuple(logits.shape)}")
+    return logits.double().softmax(dim=-1).mean(dim=1).numpy()
+
+
+def correct_rank(scores: ArrayLike, labels: ArrayLike) -> np.ndarray:
+    """1-based rank of each sample's true class among ``scores (N, C)``, ties pessimistic."""
+    s = _np(scores, np.float64)
+    y = _np(labels, np.int64).reshape(-1)
+    if s.ndim != 2 or s.shape[0] != y.shape[0]:
+        raise ValueError(f"expected scores (N, C) and labels (N,), got {s.shape} and {y.shape}")
+    if y.size and (y.min() < 0 or y.max() >= s.shape[1]):
+        raise ValueError(f"labels must lie in [0, {s.shape[1]}), got range [{y.min()}, {y.max()}]")
+    true = s[np.arange(len(y)), y][:, None]
+    # Every class scoring >= the true one is ranked ahead of it; the true class itself is one of them.
+    return (s >= true).sum(axis=1)
+
+
+def topk_accuracy(scores: ArrayLike, labels: ArrayLike, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
+    """Top-k accuracy (%) for each k: the true class is among the k best (ties pessimistic)."""
+    ranks = correct_rank(scores, labels)
+    if ranks.size == 0:
+        return {k: float("nan") for k in ks}
+    return {k: 100.0 * float((ranks <= k).mean()) for k in ks}
+
+
+def mean_class_accuracy(scores: ArrayLike, labels: ArrayLike) -> float:
+    """Top-1 accuracy (%) per class, averaged over the classes that occur in ``labels``.
+
+    The same as scikit-learn's ``balanced_accuracy_score`` on argmax
+    predictions (without its tie breaking); classes without test samples are
+    left out rather than counted as 0.
+    """
+    y = _np(labels, np.int64).reshape(-1)
+    if y.size == 0:
+        return float("nan")
+    hit = (correct_rank(scores, y) == 1).astype(np.float64)
+    present = np.unique(y)
+    per_class = np.bincount(y, weights=hit)[present] / np.bincount(y)[present]
+    return 100.0 * float(per_class.mean())
+
+
+def classification_metrics(scores: ArrayLike, labels: ArrayLike, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """``{"top1", "top5", ..., "mean_class_acc", "num_samples"}`` from scores ``(N, C)``."""
+    out: dict[str, float] = {f"top{k}": v for k, v in topk_accuracy(scores, labels, ks).items()}
+    out["mean_class_acc"] = mean_class_accuracy(scores, labels)
+    out["num_samples"] = int(_np(labels).size)
+    return out
+
+
+def multiple_choice_accuracy(scores: ArrayLike, answers: ArrayLike) -> float:
+    """Accuracy (%) of picking the answer among K candidates: ``scores (N, K)``, ``answers (N,)``.
+
+    A question counts as right only if its answer scores strictly above every
+    other candidate (ties pessimistic, as everywhere in this module).
+    """
+    ranks = correct_rank(scores, answers)
+    return 100.0 * float((ranks == 1).mean()) if ranks.size else float("nan")
+
+
+# ----------------------------------------------------------------------------- retrieval
+
+
+def rank_metrics(ranks: ArrayLike, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """``R@k`` (%) for each k, median rank ``MdR``, mean rank ``MnR`` and ``num_queries``."""
+    r = _np(ranks, np.float64).reshape(-1)
+    out: dict[str, float] = {f"R@{k}": 100.0 * float((r <= k).mean()) if r.size else float("nan") for k in ks}
+    out["MdR"] = float(np.median(r)) if r.size else float("nan")
+    out["MnR"] = float(r.mean()) if r.size else float("nan")
+    out["num_queries"] = int(r.size)
+    return out
+
+
+def dual_softmax(sim: torch.Tensor, dim: int) -> torch.Tensor:
+    """Dual-softmax re-scoring: ``sim * softmax(sim, dim)``.
+
+    The official InternVideo retrieval evaluation (its CLIP4Clip-based
+    ``main_task_retrieval.py``) applies this to the text x video matrix of
+    *logits* (``logit_scale * cosine``, logit scale clamped at 100): for
+    text-to-video it multiplies in a softmax over the **texts** (``dim=0``),
+    for video-to-text a softmax over the **videos** (``dim=1``), i.e. each
+    ranking is re-weighted by how strongly the other side prefers the pair.
+    The softmax temperature is therefore ``1 / logit_scale``.
+    """
+    return sim * torch.softmax(sim, dim=dim)
+
+
+RowBlocks = Callable[[int, int], torch.Tensor]
+
+
+def _as_index(caption_to_video: ArrayLike, num_texts: int, num_videos: int) -> torch.Tensor:
+    owner = torch.as_tensor(_np(caption_to_video, np.int64).reshape(-1))
+    if owner.numel() != num_texts:
+        raise ValueError(f"caption_to_video has {owner.numel()} entries for {num_texts} captions")
+    if num_texts and (int(owner.min()) < 0 or int(owner.max()) >= num_videos):
+        raise ValueError(f"caption_to_video must index videos in [0, {num_videos})")
+    return owner
+
+
+def _dsl(block: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+    """``block * softmax`` given the softmax's log-normaliser ``lse`` (broadcast along the softmax axis)."""
+    return block * torch.exp(block - lse)
+
+
+def _ranks(blocks: RowBlocks, owner: torch.Tensor, num_videos: int, chunk_size: int, dsl: bool,
+           dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Both directions' ranks from row blocks ``blocks(start, stop) -> sim[start:stop]`` (texts x videos).
+
+    Two passes over the rows, so no more than one block is ever held. Pass 1
+    finds each video's best caption score (the v2t target) and, for DSL, the
+    two softmax normalisers: per text over videos (row-local) and per video
+    over all texts (accumulated as a running log-sum-exp). Pass 2 counts, per
+    query, the wrong items scoring >= the correct one.
+
+    Every score that is compared is recomputed in pass 2 by exactly the same
+    tensor expression on the same block as in pass 1, so the correct pair's
+    score is bit-identical in both and ties are decided by the data, not by
+    rounding differences between code paths.
+    """
+    num_texts = owner.numel()
+    spans = [(s, min(s + chunk_size, num_texts)) for s in range(0, num_texts, chunk_size)]
+    row_lse = torch.zeros(num_texts, 1, dtype=dtype)
+    col_lse = torch.full((1, num_videos), -torch.inf, dtype=dtype)
+    v2t_best = torch.full((num_videos,), -torch.inf, dtype=dtype)
+
+    def v2t_scores(block: torch.Tensor, s: int, e: int) -> torch.Tensor:
+        # Video-to-text DSL multiplies in the softmax over videos: row-local.
+        return _dsl(block, row_lse[s:e]) if dsl else block
+
+    for s, e in spans:
+        block = blocks(s, e)
+        if dsl:
+            row_lse[s:e] = block.logsumexp(dim=1, keepdim=True)
+            col_lse = torch.logaddexp(col_lse, block.logsumexp(dim=0, keepdim=True))
+        pair = v2t_scores(block, s, e)[torch.arange(e - s), owner[s:e]]
+        # A video query is answered by its best caption; videos without captions stay at -inf.
+        v2t_best.scatter_reduce_(0, owner[s:e], pair, reduce="amax")
+
+    t2v_rank = torch.empty(num_texts, dtype=torch.int64)
+    v2t_wrong_ahead = torch.zeros(num_videos, dtype=torch.int64)
+    for s, e in spans:
+        block = blocks(s, e)
+        rows, own = torch.arange(e - s), owner[s:e]
+        # Text-to-video DSL multiplies in the softmax over texts: the column normaliser from pass 1.
+        t2v = _dsl(block, col_lse) if dsl else block
+        # Own video included in the count: rank = 1 + wrong videos scoring >= the correct one.
+        t2v_rank[s:e] = (t2v >= t2v[rows, own][:, None]).sum(dim=1)
+        ahead = v2t_scores(block, s, e) >= v2t_best[None, :]
+        ahead[rows, own] = False  # a video's own captions are never wrong answers
+        v2t_wrong_ahead += ahead.sum(dim=0)
+    has_caption = torch.bincount(owner, minlength=num_videos) > 0
+    return t2v_rank.numpy(), (1 + v2t_wrong_ahead[has_caption]).numpy()
+
+
+def retrieval_ranks_from_sim(sim: ArrayLike, caption_to_video: ArrayLike | None = None, *, chunk_size: int = 1024,
+                             dsl: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`retrieval_ranks` for a similarity matrix you already have: ``sim`` is texts x videos.
+
+    Without ``caption_to_video`` the matrix must be square with caption ``i``
+    describing video ``i``. For DSL, ``sim`` should hold logits
+    (``logit_scale * cosine``), as in the official evaluation.
+    """
+    s = _torch(sim)
+    if s.ndim != 2:
+        raise ValueError(f"expected a (num_texts, num_videos) similarity matrix, got {tuple(s.shape)}")
+    if caption_to_video is None:
+        if s.shape[0] != s.shape[1]:
+            raise ValueError(f"a {tuple(s.shape)} matrix needs caption_to_video (which video each caption describes)")
+        caption_to_video = np.arange(s.shape[0])
+    owner = _as_index(caption_to_video, s.shape[0], s.shape[1])
+    return _ranks(lambda a, b: s[a:b], owner, s.shape[1], max(1, chunk_size), dsl, s.dtype)
+
+
+def retrieval_ranks(text_emb: ArrayLike, video_emb: ArrayLike, caption_to_video: ArrayLike | None = None, *,
+                    scale: float = 100.0, chunk_size: int = 1024, dsl: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks for text-to-video and video-to-text retrieval, similarity computed in row blocks.
+
+    ``sim = scale * text_emb @ video_emb.T`` (pass L2-normalised embeddings for
+    cosine similarity; ``scale`` only matters for DSL, where it is the
+    model's logit scale), computed ``chunk_size`` caption rows at a time: peak
+    memory is ``O(chunk_size x num_videos)``, never the full matrix.
+
+    * **t2v**: each caption is a query over all videos; its rank is that of the
+      one video it describes. One rank per caption.
+    * **v2t**: each video is a query over all captions; any of its captions is
+      a correct answer, so its rank is that of its *best-ranked* caption, i.e.
+      ``1 + (captions of other videos scoring >= its best caption)``. One rank
+      per video that has at least one caption (caption-less videos are only
+      distractors for t2v). With one caption per video both directions are the
+      usual diagonal ranking.
+    * ``dsl``: dual-softmax re-scoring (:func:`dual_softmax`), official InternVideo.
+
+    Returns ``(t2v_ranks (num_texts,), v2t_ranks (num_videos_with_captions,))``.
+    """
+    t, v = _torch(text_emb), _torch(video_emb)
+    if t.ndim != 2 or v.ndim != 2 or t.shape[1] != v.shape[1]:
+        raise ValueError(f"expected (num_texts, D) and (num_videos, D) embeddings, got {tuple(t.shape)}, "
+                         f"{tuple(v.shape)}")
+    if caption_to_video is None:
+        if t.shape[0] != v.shape[0]:
+            raise ValueError("different numbers of captions and videos need caption_to_video")
+        caption_to_video = np.arange(t.shape[0])
+    owner = _as_index(caption_to_video, t.shape[0], v.shape[0])
+    v = v.to(t.dtype)
+    v_t = v.t().contiguous()
+    return _ranks(lambda a, b: scale * (t[a:b] @ v_t), owner, v.shape[0], max(1, chunk_size), dsl, t.dtype)
+
+
+def retrieval_metrics(t2v_ranks: ArrayLike, v2t_ranks: ArrayLike, ks: Sequence[int] = (1, 5, 10)
+                      ) -> dict[str, dict[str, float]]:
+    """``{"t2v": {...}, "v2t": {...}}`` of :func:`rank_metrics`."""
+    return {"t2v": rank_metrics(t2v_ranks, ks), "v2t": rank_metrics(v2t_ranks, ks)}

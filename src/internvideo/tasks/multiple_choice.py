@@ -1,0 +1,108 @@
+"""Zero-shot multiple choice: pick the caption that describes a video among K candidates.
+
+The format is the QA JSON lines of the data layer with ``candidates``
+(``{"video", "question", "answer", "candidates": [...]}``, the answer being
+one of the candidates), as in MSR-VTT multiple choice. Each candidate is
+scored by the cosine similarity of its text embedding with the video's
+embedding; the highest-scoring candidate is the model's answer (a tie with
+a wrong candidate counts as wrong). Questions may have different numbers of
+candidates. With ``with_question=True`` each candidate is embedded as
+``"<question> <candidate>"``, for QA sets whose candidates are short answers.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data import QASample, VideoDataset, read_qa
+from . import common
+from .common import Precision, Sampling
+from .metrics import correct_rank, multiple_choice_accuracy
+
+QAData = str | os.PathLike | Sequence[QASample]
+
+__all__ = ["multiple_choice_scores", "evaluate_multiple_choice", "results_table", "print_table", "add_arguments",
+           "main"]
+
+
+def multiple_choice_scores(model: nn.Module, data: QAData, *, root: str | os.PathLike | None = None,
+                           with_question: bool = False, sampling: Sampling = "auto", frame_interval: int = 4,
+                           batch_size: int = 8, text_batch_size: int = 256, num_workers: int = 0,
+                           device: str | torch.device | None = None, precision: Precision = "fp32",
+                           progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate scores ``(N, K_max)`` (cosine; ``-inf`` pads shorter candidate lists) and answer indices ``(N,)``."""
+    common.require_multimodal(model, "multiple choice")
+    samples = read_qa(data, root) if isinstance(data, (str, os.PathLike)) else list(data)
+    if not samples:
+        raise ValueError("no questions")
+    lacking = [s.video for s in samples if not s.candidates]
+    if lacking:
+        raise ValueError(f"multiple choice needs candidates for every question; {len(lacking)} have none "
+                         f"(first: {lacking[0]})")
+    texts = [f"{s.question} {c}" if with_question else c for s in samples for c in s.candidates]
+    sizes = [len(s.candidates) for s in samples]
+    answers = np.asarray([s.candidates.index(s.answer) for s in samples], dtype=np.int64)
+    view = common.eval_view(model, sampling=sampling, frame_interval=frame_interval)
+    dataset = VideoDataset([s.video for s in samples], view, training=False, strict=True)
+    video, text = common.embed_videos_and_texts(
+        model, dataset, texts, batch_size=batch_size, text_batch_size=text_batch_size, num_workers=num_workers,
+        device=device, precision=precision, progress=progress, text_desc="candidates")
+    scores = np.full((len(samples), max(sizes)), -np.inf)
+    start = 0
+    for i, k in enumerate(sizes):
+        scores[i, :k] = (text[start:start + k] @ video[i]).numpy()
+        start += k
+    return scores, answers
+
+
+def evaluate_multiple_choice(model: nn.Module, data: QAData, **kwargs: Any) -> dict[str, Any]:
+    """``{"accuracy", "chance", "num_questions", ...}`` in percent.
+
+    Keyword arguments are those of :func:`multiple_choice_scores`.
+    """
+    scores, answers = multiple_choice_scores(model, data, **kwargs)
+    num_candidates = np.isfinite(scores).sum(axis=1)
+    return {
+        "task": "multiple_choice",
+        "accuracy": multiple_choice_accuracy(scores, answers),
+        "mean_answer_rank": float(correct_rank(scores, answers).mean()),
+        "num_questions": int(len(answers)),
+        "num_candidates": int(num_candidates.max()),  # the most; chance accounts for shorter lists
+        "chance": float(np.mean(100.0 / num_candidates)),
+    }
+
+
+def results_table(results: dict[str, Any]) -> str:
+    rows = [("accuracy (%)", results["accuracy"]), ("chance (%)", results["chance"]),
+            ("mean rank of the answer", f"{results['mean_answer_rank']:.2f}"),
+            ("questions x candidates", f"{results['num_questions']} x {results['num_candidates']}")]
+    return common.format_table("Zero-shot multiple choice", rows)
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(results_table(results))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``internvideo eval multiple-choice``."""
+    common.add_common_arguments(parser, data_help='QA JSON lines with candidates: {"video", "question", "answer", '
+                                                  '"candidates"}')
+    parser.add_argument("--with-question", action="store_true", help="embed '<question> <candidate>' per candidate")
+    parser.add_argument("--sampling", choices=["auto", "dense", "segment"], default="auto")
+    parser.add_argument("--frame-interval", type=int, default=4)
+
+
+def main(args: argparse.Namespace) -> int:
+    model = common.load_model_arg(args.model)
+    results = evaluate_multiple_choice(
+        model, args.data, root=args.root, with_question=args.with_question, sampling=args.sampling,
+        frame_interval=args.frame_interval, batch_size=args.batch_size, num_workers=args.num_workers,
+        device=args.device, precision=args.precision, progress=args.progress)
+    results.update(model=str(args.model), data=str(args.data))
+    return common.finish(results, results_table(results), args.out)

@@ -1,0 +1,149 @@
+"""Video-text retrieval in both directions, zero-shot or with a fine-tuned model.
+
+Videos and captions are embedded in batches and L2-normalised; the text x
+video similarity is never materialised whole but ranked in blocks of
+``chunk_size`` captions (:func:`~internvideo.tasks.metrics.retrieval_ranks`),
+so 10k x 10k runs in bounded memory. Reported for each direction: R@1/5/10,
+median rank (MdR) and mean rank (MnR).
+
+* ``t2v``: every caption queries all videos; correct = the video it describes.
+* ``v2t``: every video queries all captions; correct = any of its captions
+  (the rank of its best-ranked caption).
+
+``dsl=True`` adds the dual-softmax re-ranked numbers of the official
+InternVideo evaluation (on logits ``logit_scale * cosine``).
+
+Several records naming the same video file (e.g. one line per caption) are
+merged into one video with all their captions.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data import VideoTextDataset, VideoTextSample, read_video_text
+from . import common
+from .common import Precision, Sampling
+from .metrics import retrieval_metrics, retrieval_ranks
+
+VideoTextData = str | os.PathLike | Sequence[VideoTextSample] | VideoTextDataset
+
+__all__ = ["RetrievalEmbeddings", "retrieval_embeddings", "evaluate_retrieval", "metrics_from_embeddings",
+           "merge_captions", "results_table", "print_table", "add_arguments", "main"]
+
+
+@dataclasses.dataclass
+class RetrievalEmbeddings:
+    """L2-normalised embeddings of a retrieval test set.
+
+    ``captions[i]`` (embedding ``text[i]``) describes ``videos[caption_to_video[i]]``
+    (embedding ``video[caption_to_video[i]]``).
+    """
+
+    video: torch.Tensor  # (num_videos, D)
+    text: torch.Tensor  # (num_captions, D)
+    caption_to_video: np.ndarray  # (num_captions,) int64
+    videos: list[str]
+    captions: list[str]
+    logit_scale: float
+
+
+def merge_captions(samples: Sequence[VideoTextSample]) -> list[VideoTextSample]:
+    """One sample per distinct video file, in first-seen order, with all its captions."""
+    merged: dict[str, list[str]] = {}
+    for s in samples:
+        merged.setdefault(os.path.normpath(s.video), []).extend(s.captions)
+    return [VideoTextSample(video, tuple(caps)) for video, caps in merged.items()]
+
+
+def retrieval_embeddings(model: nn.Module, data: VideoTextData, *, root: str | os.PathLike | None = None,
+                         sampling: Sampling = "auto", frame_interval: int = 4, batch_size: int = 8,
+                         text_batch_size: int = 256, num_workers: int = 0, device: str | torch.device | None = None,
+                         precision: Precision = "fp32", progress: bool = True) -> RetrievalEmbeddings:
+    """Embed every video (one test view) and every caption of a video-text set."""
+    common.require_multimodal(model, "retrieval")
+    if isinstance(data, VideoTextDataset):
+        dataset = data
+    else:
+        samples = read_video_text(data, root) if isinstance(data, (str, os.PathLike)) else list(data)
+        view = common.eval_view(model, sampling=sampling, frame_interval=frame_interval)
+        dataset = VideoTextDataset(merge_captions(samples), view, training=False, strict=True)
+    captions = [c for s in dataset.samples for c in s.captions]
+    owner = np.repeat(np.arange(len(dataset.samples)), [len(s.captions) for s in dataset.samples])
+    if not captions:
+        raise ValueError("the retrieval set is empty")
+    video, text = common.embed_videos_and_texts(
+        model, dataset, captions, batch_size=batch_size, text_batch_size=text_batch_size, num_workers=num_workers,
+        device=device, precision=precision, progress=progress, text_desc="captions")
+    return RetrievalEmbeddings(video, text, owner.astype(np.int64), list(dataset.videos), captions,
+                               common.logit_scale(model))
+
+
+def evaluate_retrieval(model: nn.Module, data: VideoTextData, *, dsl: bool = False, chunk_size: int = 1024,
+                       **kwargs: Any) -> dict[str, Any]:
+    """R@1/5/10, MdR, MnR for ``t2v`` and ``v2t`` (and their DSL versions under ``"dsl"``).
+
+    Keyword arguments are those of :func:`retrieval_embeddings`.
+    """
+    emb = retrieval_embeddings(model, data, **kwargs)
+    return metrics_from_embeddings(emb, dsl=dsl, chunk_size=chunk_size)
+
+
+def metrics_from_embeddings(emb: RetrievalEmbeddings, *, dsl: bool = False, chunk_size: int = 1024
+                            ) -> dict[str, Any]:
+    """The retrieval results dict for embeddings you already have."""
+    opts = dict(scale=emb.logit_scale, chunk_size=chunk_size)
+    results: dict[str, Any] = {
+        "task": "retrieval",
+        "num_videos": len(emb.videos),
+        "num_captions": len(emb.captions),
+        **retrieval_metrics(*retrieval_ranks(emb.text, emb.video, emb.caption_to_video, **opts)),
+        "chance_R@1": 100.0 / len(emb.videos),
+    }
+    if dsl:
+        results["dsl"] = retrieval_metrics(*retrieval_ranks(emb.text, emb.video, emb.caption_to_video, dsl=True,
+                                                            **opts))
+    return results
+
+
+def results_table(results: dict[str, Any]) -> str:
+    rows: list[tuple[str, Any]] = []
+    for label, block in [("", results)] + ([("DSL ", results["dsl"])] if "dsl" in results else []):
+        for direction in ("t2v", "v2t"):
+            m = block[direction]
+            rows.append((f"{label}{direction} R@1/R@5/R@10",
+                         f"{m['R@1']:.1f} / {m['R@5']:.1f} / {m['R@10']:.1f}"))
+            rows.append((f"{label}{direction} MdR / MnR", f"{m['MdR']:.1f} / {m['MnR']:.1f}"))
+    rows += [("chance R@1 (%)", results["chance_R@1"]),
+             ("videos / captions", f"{results['num_videos']} / {results['num_captions']}")]
+    return common.format_table("Video-text retrieval", rows)
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(results_table(results))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``internvideo eval retrieval``."""
+    common.add_common_arguments(parser, data_help='video-text JSON lines: {"video": path, "caption": text or [texts]}')
+    parser.add_argument("--dsl", action="store_true", help="also report dual-softmax re-ranked results (official)")
+    parser.add_argument("--chunk-size", type=int, default=1024, help="captions per similarity block")
+    parser.add_argument("--sampling", choices=["auto", "dense", "segment"], default="auto")
+    parser.add_argument("--frame-interval", type=int, default=4)
+
+
+def main(args: argparse.Namespace) -> int:
+    model = common.load_model_arg(args.model)
+    results = evaluate_retrieval(
+        model, args.data, dsl=args.dsl, chunk_size=args.chunk_size, root=args.root, sampling=args.sampling,
+        frame_interval=args.frame_interval, batch_size=args.batch_size, num_workers=args.num_workers,
+        device=args.device, precision=args.precision, progress=args.progress)
+    results.update(model=str(args.model), data=str(args.data))
+    return common.finish(results, results_table(results), args.out)
