@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import struct
 from fractions import Fraction
 from pathlib import Path
 
@@ -139,6 +140,22 @@ def test_probe_counts_packets_when_header_has_no_count(tmp_path):
     assert info.fps == pytest.approx(29.97, abs=0.01)
     assert info.duration == pytest.approx(33 / 29.97, abs=0.05)
     assert probe(path, exact=True).num_frames == 33
+
+
+def test_wrong_header_frame_count_is_not_trusted(tmp_path):
+    """An AVI whose stream header claims 500 frames but holds 40."""
+    path = tmp_path / "liar.avi"
+    write_video(path, index_video(40), fps=25, codec="mpeg4")
+    data = bytearray(path.read_bytes())
+    length_field = data.index(b"strh") + 40  # AVISTREAMHEADER.dwLength
+    data[length_field:length_field + 4] = struct.pack("<I", 500)
+    path.write_bytes(bytes(data))
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].frames == 500
+    assert probe(path).num_frames == 40
+    assert read_indices(read_frames(path, [39, 0])) == [39, 0]
+    with pytest.raises(VideoError, match="frame 41 requested but the video has only 40"):
+        read_frames(path, [41])
 
 
 def test_short_side_resize_and_threads(tmp_path):

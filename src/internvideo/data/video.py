@@ -216,12 +216,21 @@ def _frame_table(path: PathLike) -> _FrameTable:
 # ----------------------------------------------------------------------------- probe
 
 
+def _header_count_is_reliable(format_name: str) -> bool:
+    """MP4/MOV frame counts come from the sample table the demuxer itself reads
+    packets from, so they are right unless the file is cut short. Other
+    containers state counts in free-standing header fields (AVI's dwLength is
+    often wrong) or not at all (Matroska, WebM), so their packets are counted."""
+    return "mp4" in format_name.split(",") or "mov" in format_name.split(",")
+
+
 def probe(path: PathLike, *, exact: bool = False) -> VideoInfo:
     """Read a video's header: frame count, frame rate, size and duration.
 
-    With ``exact=True`` the frame count always comes from counting packets (a
-    demux pass, no decoding), even when the header states one; use it for files
-    whose headers you do not trust. Without it, the header is used when present.
+    The frame count comes from the MP4/MOV sample table when there is one and
+    otherwise from counting the stream's packets (one demux pass, no decoding,
+    cached per process). ``exact=True`` counts packets for MP4 too, which also
+    catches files truncated after their header was written.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -232,6 +241,7 @@ def probe(path: PathLike, *, exact: bool = False) -> VideoInfo:
         stream = _video_stream(container, p)
         ctx = stream.codec_context
         width, height, codec = ctx.width, ctx.height, ctx.name
+        container_format = container.format.name
         header_frames = int(stream.frames or 0)
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         if stream.duration is not None and stream.time_base is not None:
@@ -240,7 +250,8 @@ def probe(path: PathLike, *, exact: bool = False) -> VideoInfo:
             duration = container.duration / av.time_base
         else:
             duration = 0.0
-    num_frames = header_frames if header_frames > 0 and not exact else _frame_table(p).num_frames
+    trusted = header_frames > 0 and not exact and _header_count_is_reliable(container_format)
+    num_frames = header_frames if trusted else _frame_table(p).num_frames
     if num_frames == 0:
         raise VideoError(p, "video stream has no frames")
     fps = float(rate) if rate else (num_frames / duration if duration > 0 else 0.0)
