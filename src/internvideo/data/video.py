@@ -197,7 +197,7 @@ def _scan(path: str) -> _FrameTable:
     pts_dec = np.asarray(pts, dtype=np.int64)
     # Seek by the smaller of pts and dts: demuxers index by one or the other,
     # and seeking backward from the smaller one can only land on this packet or earlier.
-    seek_ts = np.asarray([p if d is None else min(p, d) for p, d in zip(pts, dts)], dtype=np.int64)
+    seek_ts = np.asarray([p if d is None else min(p, d) for p, d in zip(pts, dts, strict=True)], dtype=np.int64)
     order = np.argsort(pts_dec, kind="stable")
     return _FrameTable(n, truncated, pts_dec[order], order, pts_dec, seek_ts, tuple(keyframes))
 
@@ -273,12 +273,16 @@ def _to_rgb(frame: av.VideoFrame, short_side: int | None) -> np.ndarray:
     if short_side is None:
         return frame.to_ndarray(format="rgb24")
     w, h = frame.width, frame.height
-    scale = short_side / min(w, h)
-    # Even sizes keep chroma-subsampled conversions exact.
-    nw, nh = max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)
     if min(w, h) == short_side:
-        nw, nh = w, h
+        return frame.to_ndarray(format="rgb24")
+    nw, nh = _scaled_size(w, h, short_side)
     return frame.to_ndarray(format="rgb24", width=nw, height=nh, interpolation="BILINEAR")
+
+
+def _scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """Size with the given short side; even, so chroma-subsampled conversions stay exact."""
+    scale = short_side / min(width, height)
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
 def _decode_packet(stream: av.video.stream.VideoStream, packet: av.Packet | None) -> list[av.VideoFrame]:
@@ -287,17 +291,18 @@ def _decode_packet(stream: av.video.stream.VideoStream, packet: av.Packet | None
     except av.error.EOFError:
         return []
     except av.FFmpegError:
-        # A damaged packet: skip it. Frames that depended on it are then
-        # missing, which is reported below instead of returning wrong pixels.
+        # A damaged packet: skip it. The decoder conceals the damage in frames
+        # that reference it (right frame, degraded pixels, as any player shows);
+        # a wanted frame that never comes out is reported as an error.
         return []
 
 
 class _SeekingDecoder:
     """Decode the wanted frames of one open container, seeking when it pays."""
 
-    def __init__(self, path: str, container: av.container.InputContainer, stream, table: _FrameTable,
-                 wanted: Sequence[int], short_side: int | None) -> None:
-        self.path, self.container, self.stream, self.table = path, container, stream, table
+    def __init__(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                 table: _FrameTable, wanted: Sequence[int], short_side: int | None) -> None:
+        self.container, self.stream, self.table = container, stream, table
         self.wanted = set(wanted)
         self.order = sorted(wanted)
         self.short_side = short_side
@@ -461,13 +466,13 @@ def read_frames(path: PathLike, indices: Sequence[int] | np.ndarray, *, threads:
         _configure_decoder(stream, threads)
         table = _frame_table(p)
         if idx.size == 0:
-            h, w = stream.codec_context.height, stream.codec_context.width
-            if short_side is not None:
-                s = short_side / min(w, h)
-                w, h = max(2, round(w * s / 2) * 2), max(2, round(h * s / 2) * 2)
+            w, h = stream.codec_context.width, stream.codec_context.height
+            if short_side is not None and min(w, h) != short_side:
+                w, h = _scaled_size(w, h, short_side)
             return np.zeros((0, h, w, 3), dtype=np.uint8)
         if table.num_frames == 0:
-            raise VideoError(p, "video stream has no readable frames" + (" (file truncated)" if table.truncated else ""))
+            cut = " (file truncated)" if table.truncated else ""
+            raise VideoError(p, f"video stream has no readable frames{cut}")
         top = int(idx.max())
         if top >= table.num_frames:
             cut = " (file truncated)" if table.truncated else ""
@@ -476,7 +481,7 @@ def read_frames(path: PathLike, indices: Sequence[int] | np.ndarray, *, threads:
         found: dict[int, np.ndarray] | None = None
         if table.pts is not None:
             try:
-                found = _SeekingDecoder(p, container, stream, table, wanted, short_side).run()
+                found = _SeekingDecoder(container, stream, table, wanted, short_side).run()
             except _Fallback:
                 found = None
     if found is None:
