@@ -40,7 +40,7 @@ def test_recognition_single_and_multi_view(colours):
     assert logits.shape == (8, 6, 4)  # 2 clips x 3 crops per video
     assert labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
     multi = evaluate_recognition(model, colours["list"], num_clips=2, num_crops=3, batch_size=4, **QUIET)
-    assert multi["views"] == "2x3" and multi["top1"] == 100.0
+    assert multi["views"] == "2x3" and multi["num_views"] == 6 and multi["top1"] == 100.0
     # The reported numbers come from the softmax average of the views.
     probs = average_views(logits)
     assert multi["top5"] == 100.0 and np.allclose(probs.sum(1), 1.0)

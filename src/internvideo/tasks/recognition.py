@@ -80,6 +80,7 @@ def evaluate_recognition(model: nn.Module, data: ClassificationData, *, num_clip
     return {
         "task": "recognition",
         "views": f"{num_clips}x{num_crops}",
+        "num_views": int(view_logits.shape[1]),  # per video, as the data delivered them
         "view_averaging": "softmax",
         **classification_metrics(probs, labels),
         "num_classes": num_classes,

@@ -122,6 +122,7 @@ def evaluate_zeroshot(model: nn.Module, data: ClassificationData, classnames: st
     return {
         "task": "zeroshot",
         "views": f"{num_clips}x{num_crops}",
+        "num_views": int(view_logits.shape[1]),  # per video, as the data delivered them
         **classification_metrics(average_views(view_logits), labels),
         "num_classes": len(names),
         "num_templates": len(templates or DEFAULT_TEMPLATES),
