@@ -286,3 +286,14 @@ def test_dataset_items_are_reproducible_regardless_of_workers(data_world):
     loader = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate_videos)
     assert torch.equal(next(iter(loader))["video"], direct)
     np.testing.assert_array_equal(direct.shape, (4, 3, 4, 16, 16))
+
+
+def test_fps_view_and_decode_time_resize(data_world):
+    from internvideo.data import FpsSampler
+
+    ds = VideoTextDataset(data_world.root / "captions_val.jsonl", View(FpsSampler(target_fps=4.0, max_frames=6)),
+                          decode_short_side=16)
+    item = ds[0]
+    assert item["video"].shape == (3, 6, 16, 16)  # 1 s at 8 fps -> 4 frames at 4 fps, padded to 6
+    assert item["video"].dtype == torch.float32 and 0 <= item["video"].min() and item["video"].max() <= 1
+    assert torch.equal(item["video"][:, 3], item["video"][:, 5])  # padding repeats the last frame
