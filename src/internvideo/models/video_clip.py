@@ -39,7 +39,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .caption import CaptionDecoder, caption_targets
 from .layers import Activation, Block, CrossBlock, TubeletEmbed, init_weights, interpolate_pos_embed
-from .text import TextTransformer
+from .text import TextTransformer, init_clip_blocks
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -165,7 +165,7 @@ class VideoEncoder(nn.Module):
         self.class_embedding = nn.Parameter(torch.randn(width) * width ** -0.5)
         self.pos_embed = nn.Parameter(torch.randn(1, 1 + c.grid_size ** 2, width) * width ** -0.5)
         self.ln_pre = nn.LayerNorm(width, eps=c.norm_eps)
-        rates = torch.linspace(0, c.drop_path_rate, c.vision_layers).tolist()
+        rates = torch.linspace(0, c.drop_path_rate, c.vision_layers, device="cpu").tolist()
         self.blocks = nn.ModuleList(
             Block(width, c.vision_heads, c.mlp_ratio, qkv_bias="qkv", norm_eps=c.norm_eps, act=c.act,
                   drop_path=rates[i])
@@ -185,7 +185,7 @@ class VideoEncoder(nn.Module):
             self.dpe = nn.ModuleList(
                 nn.Conv3d(width, width, kernel_size=3, padding=1, groups=width) for _ in range(n_global)
             )
-            global_rates = torch.linspace(0, c.global_drop_path_rate, n_global).tolist()
+            global_rates = torch.linspace(0, c.global_drop_path_rate, n_global, device="cpu").tolist()
             self.dec = nn.ModuleList(
                 CrossBlock(width, c.vision_heads, c.global_mlp_ratio, qkv_bias="qkv", drop=c.global_dropout,
                            drop_path=global_rates[j], norm_eps=c.norm_eps, act=c.act)
@@ -200,8 +200,7 @@ class VideoEncoder(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for blk in self.blocks:
-            blk.apply(init_weights)
+        init_clip_blocks(self.blocks, self.config.vision_width)
         nn.init.normal_(self.proj.weight, std=self.config.vision_width ** -0.5)
         if self.dec is not None:
             for conv in self.dpe:
