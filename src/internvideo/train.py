@@ -454,7 +454,7 @@ def _check_finite(loss: torch.Tensor, step: int, last_good: Path | None, d: Dist
         dist.all_reduce(bad)
     if bad.item():
         where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
-        raise TrainingDiverged(f"non-finite loss ({float(loss)}) at step {step + 1}; stopping without updating "
+        raise TrainingDiverged(f"non-finite loss ({float(loss.detach())}) at step {step + 1}; stopping without updating "
                                f"the weights; {where}. Lower the learning rate or enable clip_grad.")
 
 
