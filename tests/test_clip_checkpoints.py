@@ -337,3 +337,43 @@ def test_average_weights():
     assert set(out) == set(a) and torch.equal(out["only_a"], a["only_a"]) and out["steps"] == 3
     with pytest.raises(CheckpointError, match=r"w: shapes \(2,\) and \(3,\)"):
         average_weights(a, {"w": torch.ones(3)})
+
+
+# ----------------------------------------------------------------------------- through the public loaders
+
+
+@pytest.fixture
+def clip_formats(monkeypatch):
+    """The checkpoint registry with the CLIP layouts in it (whether or not it lists them already)."""
+    import internvideo.checkpoints as ckpt
+    from internvideo.checkpoints import clip
+
+    registered = ckpt._formats()
+    monkeypatch.setattr(ckpt, "_formats", lambda: tuple(registered) + tuple(
+        f for f in clip.FORMATS if f.name not in {r.name for r in registered}))
+
+
+def test_public_loaders_read_every_clip_layout(clip_formats, hf_model, hf_dir, tmp_path):
+    import internvideo
+
+    # HF directory: architecture from config.json; the video modules switched on by override start as identity.
+    model = internvideo.load_model(hf_dir, use_local=True).eval()
+    _check_against_hf(model, hf_model)
+
+    # OpenAI state dict file, run at another resolution: the position table is interpolated when loading.
+    path = tmp_path / "openai.pt"
+    torch.save(_openai_layout(hf_model.state_dict()), path)
+    model = internvideo.load_model(path, img_size=48).eval()
+    assert model.visual.pos_embed.shape == (1, 1 + 36, WIDTH)
+    assert model.encode_video(torch.randn(1, 3, 2, 48, 48)).shape == (1, 48)
+
+    # Official InternVideo-MM checkpoint file, and our own directory format.
+    source = _official_model()
+    path = tmp_path / "InternVideo-MM-tiny.ckpt"
+    torch.save(to_official_internvideo_mm(source.state_dict()), path)
+    video = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        expected = source.encode_video(video)
+        torch.testing.assert_close(internvideo.load_model(path).eval().encode_video(video), expected)
+        internvideo.save_model(source, tmp_path / "ours")
+        torch.testing.assert_close(internvideo.load_model(tmp_path / "ours").eval().encode_video(video), expected)

@@ -271,6 +271,8 @@ class VideoEncoder(nn.Module):
         query = None if self.video_query is None else self.video_query.to(x.dtype).expand(b, 1, d)
         for i in range(len(self.blocks)):
             if self.grad_checkpointing and torch.is_grad_enabled():
+                # The recomputation also updates the local modules' BatchNorm running statistics a second time
+                # (with the same batch), which only shortens their averaging window.
                 x = checkpoint(self._layer, i, x, grid, use_reentrant=False)
             else:
                 x = self._layer(i, x, grid)
