@@ -347,3 +347,10 @@ def test_pretrain_param_count_h16():
     decoder = 4 * (12 * dd * dd + 12 * dd) + 2 * dd + dd * 1536 + 1536
     expected = vit_param_count(d, 32) + d * dd + dd + decoder  # encoder_to_decoder, mask_token
     assert sum(p.numel() for p in m.parameters()) == expected
+
+
+def test_torchscript_refused_unless_allowed(tmp_path):
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+    with pytest.raises(CheckpointError, match="allow_torchscript=True"):
+        internvideo.load_model(path)

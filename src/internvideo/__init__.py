@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 
 def create_model(name: str, pretrained: str | os.PathLike | None = None, head: HeadPolicy = "reinit",
-                 **overrides) -> nn.Module:
+                 allow_torchscript: bool = False, **overrides) -> nn.Module:
     """Build a named model (fields overridable by keyword) and optionally load weights.
 
     ``pretrained`` may be one of our directories, an HF transformers directory or
@@ -26,7 +26,7 @@ def create_model(name: str, pretrained: str | os.PathLike | None = None, head: H
     """
     model = build_model(name, **overrides)
     if pretrained is not None:
-        load_pretrained(model, pretrained, head=head)
+        load_pretrained(model, pretrained, head=head, allow_torchscript=allow_torchscript)
     return model
 
 

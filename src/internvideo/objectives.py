@@ -287,7 +287,7 @@ class ContrastiveObjective(Objective):
         loss = self.clip_loss(out["video_emb"], out["text_emb"], out["logit_scale"])
         logs = {"contrastive": float(loss.detach())}
         if "caption_logits" in out and self.cfg.optim.caption_weight > 0:
-            cap = caption_loss(out["caption_logits"], out["caption_targets"])
+            cap = caption_loss(out["caption_logits"], out["caption_targets"], pad_id=None)  # targets mark padding -100
             loss = loss + self.cfg.optim.caption_weight * cap
             logs["caption"] = float(cap.detach())
         return loss, logs

@@ -120,8 +120,9 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for bad pickles
         raise CheckpointError(
-            f"{path}: could not be read as weights-only checkpoint ({type(e).__name__}: {e}). "
-            "TorchScript archives (e.g. OpenAI's) must be converted first; see the README."
+            f"{path}: could not be read as a weights-only checkpoint ({type(e).__name__}: {e}). "
+            "For a TorchScript archive you trust (OpenAI ships CLIP this way), pass allow_torchscript=True: "
+            "reading it runs code stored in the file."
         ) from None
     return _unwrap(obj, path)
 
@@ -153,9 +154,9 @@ class Format:
 
 
 def _formats() -> tuple[Format, ...]:
-    from . import videomae
+    from . import clip, videomae
 
-    return videomae.FORMATS
+    return videomae.FORMATS + clip.FORMATS
 
 
 def _detect(sd: StateDict, meta: dict | None, source: object) -> Format:
@@ -167,13 +168,17 @@ def _detect(sd: StateDict, meta: dict | None, source: object) -> Format:
                           f"supported: {', '.join(f.name for f in _formats())}, or an internvideo directory")
 
 
-def _read_any(path: Path) -> tuple[StateDict, dict | None]:
+def _read_any(path: Path, allow_torchscript: bool = False) -> tuple[StateDict, dict | None]:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():
         cfg = path / CONFIG_NAME
         meta = json.loads(cfg.read_text()) if cfg.exists() else None
         return _read_dir_weights(path), meta
+    if allow_torchscript:
+        from .clip import read_openai_clip
+
+        return read_openai_clip(path, allow_torchscript=True), None
     return read_state_dict(path), None
 
 
@@ -247,7 +252,8 @@ def load_state_dict_checked(model: nn.Module, sd: StateDict, *, head: HeadPolicy
     return report
 
 
-def load_pretrained(model: nn.Module, path: str | os.PathLike, head: HeadPolicy = "reinit") -> LoadReport:
+def load_pretrained(model: nn.Module, path: str | os.PathLike, head: HeadPolicy = "reinit",
+                    allow_torchscript: bool = False) -> LoadReport:
     """Load weights of any supported layout into an already built ``model``.
 
     Used by ``create_model(name, pretrained=...)``: the named config decides the
@@ -260,7 +266,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, head: HeadPolicy 
         fmt_name = "internvideo"
         sd = _adapt_ours(sd, model)
     else:
-        raw, meta = _read_any(path)
+        raw, meta = _read_any(path, allow_torchscript)
         fmt = _detect(raw, meta, path)
         sd, fmt_name = fmt.convert(raw, meta, model), fmt.name
     return load_state_dict_checked(model, sd, head=head, source=str(path), fmt=fmt_name)
@@ -273,19 +279,22 @@ def _adapt_ours(sd: StateDict, model: nn.Module) -> StateDict:
     return videomae.adapt_layout(sd, model)
 
 
-def load_model(path: str | os.PathLike, head: HeadPolicy = "error", **overrides) -> nn.Module:
+def load_model(path: str | os.PathLike, head: HeadPolicy = "error", allow_torchscript: bool = False,
+               **overrides) -> nn.Module:
     """Build and load a model from a self-describing checkpoint.
 
     Our directories, HF transformers directories, and foreign state dicts whose
     architecture can be inferred from their keys. Config fields may be
     overridden (e.g. ``num_frames`` for a checkpoint that does not store it).
+    ``allow_torchscript`` admits TorchScript archives (OpenAI's CLIP files);
+    reading those runs code stored in the file, so it is off by default.
     """
     path = Path(path)
     if _is_ours(path):
         model, sd = _build_ours(path, overrides)
         load_state_dict_checked(model, sd, head=head, source=str(path), strict=not overrides)
         return model
-    raw, meta = _read_any(path)
+    raw, meta = _read_any(path, allow_torchscript)
     fmt = _detect(raw, meta, path)
     cls, cfg = fmt.infer(raw, meta)
     model = cls(apply_overrides(cfg, overrides))
