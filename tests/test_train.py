@@ -174,3 +174,17 @@ def test_config_errors_name_the_key(tmp_path):
 def test_recipes_parse():
     for path in sorted((ROOT / "configs").glob("**/*.yaml")):
         load_config(path)
+
+
+def test_contrastive_objective_learns(world, tmp_path):
+    cfg = load_config(None, tiny(world, tmp_path, "contrastive", "internvideo_mm_tiny", "data.train=train.jsonl",
+                                 "data.val=train.jsonl", "data.sampling=uniform", "run.epochs=5", "optim.lr=1e-3",
+                                 "run.eval_every=1000",
+                                 "data.mean=[0.481, 0.458, 0.408]", "data.std=[0.269, 0.261, 0.276]",
+                                 "data.scale=[0.5, 1.0]"))
+    result = train(cfg)
+    losses = train_losses(result)
+    assert sum(losses[-4:]) < sum(losses[:4]), losses
+    caption = [r["caption"] for r in result.history if r["kind"] == "train"]
+    assert caption[-1] < caption[0]
+    assert result.metric_name == "r1" and result.best_metric is not None
