@@ -102,6 +102,94 @@ class TubeletEmbed(nn.Module):
         return self.proj(video).flatten(2).transpose(1, 2)
 
 
+def _rows_per_block(num_keys: int) -> int:
+    # About 1 MiB of bf16 scores per block: the block stays in the per-core L2
+    # cache between the two matmuls and the softmax.
+    return max(64, min(num_keys, (1 << 19) // num_keys))
+
+
+class _BlockedAttention(torch.autograd.Function):
+    """Softmax attention as plain matmuls over blocks of query rows, per head.
+
+    Why it exists: on CPUs without AMX, PyTorch's fused (flash) attention kernel
+    runs bf16 no faster than fp32 (~90 GFLOP/s per core here), while bf16
+    matmuls reach ~420. A block of rows sees every key, so its softmax is exact
+    and needs no running maximum; blocks are small enough to stay in cache, so
+    nothing of size N x N is ever materialised. The backward recomputes the
+    probabilities block by block (as flash attention does) and keeps only q, k,
+    v and the output. Scores are rounded to bf16 before the softmax, which
+    doubles the (small) error of bf16 attention; the benchmarks report it.
+    """
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+        b, h, n, _ = q.shape
+        k = k * scale  # folded into the keys once (exact for head_dim 64: scale is a power of two)
+        rows = _rows_per_block(k.shape[-2])
+        # Written as (B, N, H, d) so that the caller's transpose(1, 2).flatten(2) is a free view.
+        out = q.new_empty(b, n, h, q.shape[-1])
+        with torch.autocast(q.device.type, enabled=False):
+            for i in range(b):
+                for j in range(h):
+                    kt, vj = k[i, j].t(), v[i, j]
+                    for r in range(0, n, rows):
+                        p = torch.softmax(torch.mm(q[i, j, r:r + rows], kt), dim=-1)
+                        out[i, r:r + rows, j] = torch.mm(p, vj)
+        out = out.transpose(1, 2)
+        ctx.save_for_backward(q, k, v, out)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        q, k, v, out = ctx.saved_tensors
+        b, h, n, d = q.shape
+        m = k.shape[-2]
+        rows = _rows_per_block(m)
+        # delta = rowsum(dO * O): the softmax backward's correction term, in fp32.
+        delta = (grad_out.float() * out.float()).sum(-1).to(q.dtype)
+        dq = q.new_empty(b, n, h, d)
+        dk = q.new_empty(b, m, h, d)
+        dv = q.new_empty(b, m, h, d)
+        with torch.autocast(q.device.type, enabled=False):
+            for i in range(b):
+                for j in range(h):
+                    kj, vj = k[i, j], v[i, j]
+                    # Key and value gradients sum over all row blocks: accumulate in fp32.
+                    dk_acc = q.new_zeros(m, d, dtype=torch.float32)
+                    dv_acc = torch.zeros_like(dk_acc)
+                    for r in range(0, n, rows):
+                        qr, gr = q[i, j, r:r + rows], grad_out[i, j, r:r + rows]
+                        p = torch.softmax(torch.mm(qr, kj.t()), dim=-1)
+                        dv_acc += torch.mm(p.t(), gr)
+                        # dS = P * (dO V^T - delta), in place on the bf16 block (mixed-dtype
+                        # elementwise ops are an order of magnitude slower on CPU).
+                        ds = torch.mm(gr, vj.t()).sub_(delta[i, j, r:r + rows, None]).mul_(p)
+                        dq[i, r:r + rows, j] = torch.mm(ds, kj)
+                        dk_acc += torch.mm(ds.t(), qr)
+                    dk[i, :, j] = dk_acc
+                    dv[i, :, j] = dv_acc
+        return dq.transpose(1, 2), dk.transpose(1, 2).mul_(ctx.scale), dv.transpose(1, 2), None
+
+
+def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                 attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0,
+                                 is_causal: bool = False) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` on ``(B, H, N, d)``, with a faster bf16 path on CPU.
+
+    bf16 on CPU without a mask, causality or dropout goes through
+    :class:`_BlockedAttention` (1.5-2.5x faster than the fused kernel there,
+    forward and backward, once there are more than ~128 x 128 scores per head;
+    below that the per-head Python loop costs more than it saves); everything
+    else, GPUs and ``torch.compile`` included, uses SDPA unchanged.
+    """
+    if (q.device.type == "cpu" and q.dtype == torch.bfloat16 and attn_mask is None and not is_causal
+            and dropout_p == 0.0 and q.ndim == 4 and q.shape[-2] * k.shape[-2] >= 128 * 128
+            and not torch.compiler.is_compiling()):
+        return _BlockedAttention.apply(q, k, v, q.shape[-1] ** -0.5)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal)
+
+
 class Attention(nn.Module):
     """Multi-head attention with one fused ``qkv`` projection on SDPA.
 
@@ -154,7 +242,7 @@ class Attention(nn.Module):
             b_q, b_kv = (None, None) if bias is None else (bias[:inner], bias[inner:])
             q = self._heads(F.linear(x, w_q, b_q), 1)[0]
             k, v = self._heads(F.linear(context, w_kv, b_kv), 2)
-        out = F.scaled_dot_product_attention(
+        out = scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, is_causal=is_causal,
             dropout_p=self.attn_drop if self.training else 0.0,
         )
@@ -336,5 +424,5 @@ def count_parameters(model: nn.Module) -> int:
 __all__ = [
     "Attention", "Block", "CrossBlock", "DropPath", "Mlp", "QuickGELU", "TubeletEmbed",
     "count_parameters", "init_weights", "interpolate_pos_embed", "make_activation", "run_blocks",
-    "sinusoid_table",
+    "scaled_dot_product_attention", "sinusoid_table",
 ]
