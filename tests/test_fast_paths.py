@@ -3,6 +3,8 @@
 * bf16 attention on CPU (``_BlockedAttention``): forward and gradients against
   float64 SDPA, within what bf16 allows and no worse than a few times SDPA's own
   bf16 error; fp32 and masked/causal calls still go to SDPA unchanged.
+* ``TubeletEmbed(video, keep)``: embedding only the kept tubelets equals
+  embedding all of them and then selecting.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from internvideo.models import layers
-from internvideo.models.layers import Attention, scaled_dot_product_attention
+from internvideo.models.layers import Attention, TubeletEmbed, scaled_dot_product_attention
 
 
 def _qkv(b: int, h: int, n: int, m: int, d: int, seed: int = 0):
@@ -75,3 +77,16 @@ def test_attention_module_trains_under_autocast():
     for g, r in zip((p.grad for p in attn.parameters()), ref_grads):
         assert torch.isfinite(g).all() and (g - r).abs().max() < 0.05 * r.abs().max() + 1e-6
 
+
+def test_tubelet_embed_of_kept_tokens_equals_embed_then_select():
+    torch.manual_seed(0)
+    embed = TubeletEmbed(patch_size=8, tubelet_size=2, in_chans=3, embed_dim=32)
+    video = torch.randn(2, 3, 4, 32, 48)
+    keep = torch.zeros(2, 2 * 4 * 6, dtype=torch.bool)
+    keep[0, [0, 5, 17, 40, 47]] = True
+    keep[1, [1, 2, 3, 30, 46]] = True
+    full = embed(video)
+    torch.testing.assert_close(embed(video, keep), full[keep].reshape(2, 5, 32), rtol=1e-5, atol=1e-5)
+    # A non-contiguous video (e.g. permuted from (B, T, C, H, W)) works too.
+    permuted = video.transpose(1, 2).contiguous().transpose(1, 2)
+    torch.testing.assert_close(embed(permuted, keep), embed(video, keep))

@@ -97,9 +97,24 @@ class TubeletEmbed(nn.Module):
             raise ValueError(f"frame size {h}x{w} is not divisible by patch_size={self.patch_size}")
         return t // self.tubelet_size, h // self.patch_size, w // self.patch_size
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        self.grid(video.shape)
-        return self.proj(video).flatten(2).transpose(1, 2)
+    def forward(self, video: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens ``(B, N, D)``; with ``keep`` (bool ``(B, N)``, the same count per sample) only those.
+
+        With ``keep`` the convolution becomes a matmul over just the gathered
+        tubelets (kernel = stride makes them the same thing), so a pretraining
+        encoder that keeps 10 % of the tokens does not embed the other 90 %.
+        """
+        t, h, w = self.grid(video.shape)
+        if keep is None:
+            return self.proj(video).flatten(2).transpose(1, 2)
+        b, c = video.shape[:2]
+        ts, p = self.tubelet_size, self.patch_size
+        # A view (B, t, h, w, C, ts, p, p): indexing it copies only the kept tubelets.
+        tubes = video.reshape(b, c, t, ts, h, p, w, p).permute(0, 2, 4, 6, 1, 3, 5, 7)
+        bi, n = keep.nonzero(as_tuple=True)
+        hw = h * w
+        patches = tubes[bi, n // hw, (n % hw) // w, n % w].reshape(b, -1, c * ts * p * p)
+        return F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)
 
 
 def _rows_per_block(num_keys: int) -> int:

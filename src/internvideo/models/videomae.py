@@ -203,8 +203,8 @@ class VideoMAEEncoder(nn.Module):
             old = (t, side, side)
         return interpolate_pos_embed(value, old, (t, h, w))
 
-    def embed(self, video: torch.Tensor) -> torch.Tensor:
-        """Tubelet tokens plus position embedding, ``(B, N, D)``."""
+    def embed(self, video: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Tubelet tokens plus position embedding, ``(B, N, D)``; with ``keep`` (bool ``(B, N)``) only those."""
         grid = self.patch_embed.grid(video.shape)
         if grid != self.config.grid:
             raise ValueError(
@@ -213,16 +213,18 @@ class VideoMAEEncoder(nn.Module):
                 f"{self.config.img_size}) (grid {self.config.grid}). Build the model with matching "
                 "num_frames/img_size (learnable position tables are interpolated when loading)."
             )
-        x = self.patch_embed(video)
-        return x + self.pos_embed.to(x.dtype)
+        x = self.patch_embed(video, keep)
+        pos = self.pos_embed.to(x.dtype)
+        if keep is not None:
+            b, _, d = x.shape
+            pos = pos.expand(b, -1, -1)[keep].reshape(b, -1, d)
+        return x + pos
 
     def forward_features(self, video: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Encoder tokens ``(B, N, D)``; with ``mask`` (True = hidden) only visible tokens, in order."""
-        x = self.embed(video)
         if mask is not None:
-            check_mask(mask, x.shape[0], x.shape[1])
-            b, _, d = x.shape
-            x = x[~mask].reshape(b, -1, d)
+            check_mask(mask, video.shape[0], self.config.num_patches)
+        x = self.embed(video, None if mask is None else ~mask)
         x = self.pos_drop(x)
         x = run_blocks(self.blocks, x, self.grad_checkpointing)
         return self.norm(x)
