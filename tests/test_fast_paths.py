@@ -5,6 +5,8 @@
   bf16 error; fp32 and masked/causal calls still go to SDPA unchanged.
 * ``TubeletEmbed(video, keep)``: embedding only the kept tubelets equals
   embedding all of them and then selecting.
+* Without autograd, blocks overwrite their own intermediate buffers (activation,
+  residual sum): the same bits as with autograd, and the input is untouched.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from internvideo.models import layers
-from internvideo.models.layers import Attention, TubeletEmbed, scaled_dot_product_attention
+from internvideo.models.layers import Attention, Block, TubeletEmbed, scaled_dot_product_attention
 
 
 def _qkv(b: int, h: int, n: int, m: int, d: int, seed: int = 0):
@@ -90,3 +92,19 @@ def test_tubelet_embed_of_kept_tokens_equals_embed_then_select():
     # A non-contiguous video (e.g. permuted from (B, T, C, H, W)) works too.
     permuted = video.transpose(1, 2).contiguous().transpose(1, 2)
     torch.testing.assert_close(embed(permuted, keep), embed(video, keep))
+
+
+@pytest.mark.parametrize("act", ["gelu", "quick_gelu"])
+def test_inference_block_works_in_place_with_the_same_bits(act):
+    torch.manual_seed(0)
+    blk = Block(48, 4, qkv_bias="qkv", act=act, init_values=0.5).eval()
+    x = torch.randn(2, 10, 48)
+    kept = x.clone()
+    with_autograd = blk(x)  # parameters require grad: the out-of-place path
+    assert with_autograd.grad_fn is not None
+    with torch.no_grad():
+        without = blk(x)
+    with torch.inference_mode():
+        inference = blk(x)
+    assert torch.equal(without, with_autograd) and torch.equal(inference, with_autograd)
+    assert torch.equal(x, kept)  # only the block's own intermediate buffers are overwritten
