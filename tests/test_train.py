@@ -188,3 +188,27 @@ def test_contrastive_objective_learns(world, tmp_path):
     caption = [r["caption"] for r in result.history if r["kind"] == "train"]
     assert caption[-1] < caption[0]
     assert result.metric_name == "r1" and result.best_metric is not None
+
+
+def test_fsdp_two_processes_save_and_resume(world, tmp_path):
+    import internvideo
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+
+    def launch(epochs: int, port: int):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+               "-m", "internvideo.cli", "train", "--set",
+               *tiny(world, tmp_path, "mae", "videomae_tiny_pretrain", f"run.epochs={epochs}", "optim.lr=2e-3",
+                     "data.mask_ratio=0.75", "run.distributed=fsdp", "run.batch_size=2", "optim.ema=0.9",
+                     "optim.clip_grad=1.0", "run.save_every=2")]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    launch(1, 29531)
+    launch(2, 29532)  # resumes the sharded run from its full checkpoint
+    import json
+
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 9))
+    model = internvideo.load_model(tmp_path / "checkpoints" / "step_0000008")
+    assert type(model).__name__ == "VideoMAEPretrain"

@@ -237,15 +237,15 @@ class Checkpointer:
                       and not p.name.endswith(".tmp") and (p / "train_state.pt").exists())
         return done[-1] if done else None
 
-    def save(self, step: int, model: nn.Module, state: dict, ema: EMA | None) -> Path:
+    def save(self, step: int, model: nn.Module, state: dict, ema: dict | None, weights: dict) -> Path:
         final = self.dir / f"step_{step:07d}"
         tmp = self.dir / f"step_{step:07d}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        save_model(model, tmp)
+        save_model(model, tmp, state_dict=weights)
         if ema is not None:
             from safetensors.torch import save_file
 
-            save_file({k: v.contiguous() for k, v in ema.shadow.items()}, str(tmp / "ema.safetensors"))
+            save_file({k: v.contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
         torch.save(state, tmp / "train_state.pt")
         if final.exists():
             shutil.rmtree(final)
@@ -340,11 +340,12 @@ def train(cfg: TrainConfig, objective=None) -> TrainResult:
     peak_lr = cfg.optim.lr * global_batch / 256 if cfg.optim.scale_lr else cfg.optim.lr
     min_lr = cfg.optim.min_lr * global_batch / 256 if cfg.optim.scale_lr else cfg.optim.min_lr
 
+    # Wrap first: FSDP replaces the parameters with sharded ones, which the optimiser and EMA must hold.
+    wrapped = _wrap(model, cfg, d)
     groups = objective.param_groups(model) if hasattr(objective, "param_groups") else \
         param_groups(model, cfg.optim.weight_decay, cfg.optim.layer_decay)
     optimizer = torch.optim.AdamW(groups, lr=peak_lr, betas=cfg.optim.betas)
     ema = EMA(model, cfg.optim.ema) if cfg.optim.ema else None
-    wrapped = _wrap(model, cfg, d)
     forward_model = torch.compile(wrapped) if cfg.run.compile else wrapped
 
     ckpt = Checkpointer(run_dir, cfg.run.keep_last)
@@ -394,7 +395,8 @@ def train(cfg: TrainConfig, objective=None) -> TrainResult:
                     continue
                 micro = 0
                 if cfg.optim.clip_grad:
-                    logs["grad_norm"] = float(nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad))
+                    norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+                    logs["grad_norm"] = float(_full(norm))
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 if ema is not None:
@@ -458,12 +460,30 @@ def _check_finite(loss: torch.Tensor, step: int, last_good: Path | None, d: Dist
                                f"the weights; {where}. Lower the learning rate or enable clip_grad.")
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    # FSDP shards are DTensors: gather (a collective: every rank calls it) and move to CPU.
+    return (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().cpu()
+
+
+def _state_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
 def _save(ckpt: Checkpointer, step, epoch, pos, model, optimizer, ema, best, history, d: Dist) -> Path | None:
+    """Gather full (unsharded) weights and optimiser state on every rank; rank 0 writes them."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    opts = _state_options()
+    weights = get_model_state_dict(model, options=opts)
+    optim_state = get_optimizer_state_dict(model, optimizer, options=opts)
+    ema_state = {k: _full(v) for k, v in ema.shadow.items()} if ema is not None else None
     state = {"step": step, "epoch": epoch, "pos_in_epoch": pos, "best": best, "history": history,
-             "optimizer": optimizer.state_dict(), "rng": _rng_state()}
+             "optimizer": optim_state, "rng": _rng_state()}
     path = None
     if d.main:
-        path = ckpt.save(step, _unwrap(model), state, ema)
+        path = ckpt.save(step, _unwrap(model), state, ema_state, weights)
     if d.world > 1:
         dist.barrier()
     return path or ckpt.latest()
@@ -471,12 +491,21 @@ def _save(ckpt: Checkpointer, step, epoch, pos, model, optimizer, ema, best, his
 
 def _resume(path: Path, model, optimizer, ema, d: Dist):
     from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    opts = _state_options()
+    set_model_state_dict(model, load_file(str(path / "model.safetensors")), options=opts)
     state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    set_optimizer_state_dict(model, optimizer, state["optimizer"], options=opts)
     if ema is not None and (path / "ema.safetensors").exists():
-        ema.shadow = load_file(str(path / "ema.safetensors"))
+        saved = load_file(str(path / "ema.safetensors"))
+        for k, v in ema.shadow.items():
+            full = saved[k]
+            if hasattr(v, "full_tensor"):  # re-shard like the live parameter
+                from torch.distributed.tensor import distribute_tensor
+
+                full = distribute_tensor(full, v.device_mesh, v.placements)
+            v.copy_(full)
     _set_rng_state(state["rng"])
     return state["step"], state["epoch"], state["pos_in_epoch"], state["best"], state["history"]
 

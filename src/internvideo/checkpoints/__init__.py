@@ -39,15 +39,26 @@ class CheckpointError(ValueError):
 # ----------------------------------------------------------------------------- our format
 
 
-def save_model(model: nn.Module, directory: str | os.PathLike) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` atomically enough for a model directory."""
+def _model_class_name(model: nn.Module) -> str:
+    # FSDP2 swaps the class for a generated subclass ("FSDPVideoMAEPretrain"); name the model's own class.
+    for cls in type(model).__mro__:
+        if cls.__name__ in MODEL_CLASSES:
+            return cls.__name__
+    return type(model).__name__
+
+
+def save_model(model: nn.Module, directory: str | os.PathLike, state_dict: dict | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (weights renamed into place when complete).
+
+    ``state_dict`` supplies the weights when the live ones are sharded (FSDP).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     cfg = getattr(model, "config", None)
     if cfg is None or not dataclasses.is_dataclass(cfg):
         raise TypeError(f"{type(model).__name__} has no dataclass .config; cannot save a self-describing checkpoint")
-    meta = {"format": "internvideo", "class": type(model).__name__, "config": dataclasses.asdict(cfg)}
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"format": "internvideo", "class": _model_class_name(model), "config": dataclasses.asdict(cfg)}
+    state = {k: v.detach().contiguous().cpu() for k, v in (state_dict or model.state_dict()).items()}
     tmp = directory / (WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, directory / WEIGHTS_NAME)
