@@ -164,6 +164,10 @@ class ClassifyObjective(Objective):
             lst_path = self._path(lst)
             cls_path = self._path(cls_file) if cls_file else lst_path.with_name("classes.txt")
             names = read_classes(cls_path) if cls_path.exists() else None
+            for name in names or []:  # every class of a named set, in its file's order: the first set keeps
+                if name not in index:  # its label indices, so val/test lists with the same classes.txt agree
+                    index[name] = len(union)
+                    union.append(name)
             for s in read_classification_list(lst_path, d.root or None):
                 name = names[s.label] if names else str(s.label)
                 if name not in index:
@@ -276,7 +280,11 @@ class ContrastiveObjective(Objective):
 
     def collate(self, items):
         batch = collate_videos(items)
-        batch["text"] = self.tokenizer(batch["caption"])
+        ids = self.tokenizer(batch["caption"])
+        # Drop the all-padding tail: with causal attention and end-token pooling the result is unchanged,
+        # and the caption head no longer scores 77 positions over the whole vocabulary.
+        length = int(ids.argmax(dim=1).max()) + 1  # the end token has the largest id in CLIP's vocabulary
+        batch["text"] = ids[:, :max(length, 2)]
         return batch
 
     def loss(self, model, batch):

@@ -552,8 +552,8 @@ class MixupCutmix:
 class TrainTransformConfig:
     """Training augmentation recipe. Defaults are VideoMAE's fine-tuning recipe.
 
-    Use :meth:`pretrain` for VideoMAE pre-training (multi-scale crop + flip
-    only) and set ``mean``/``std`` to :data:`CLIP_MEAN`/:data:`CLIP_STD` for
+    Use :meth:`pretrain` for VideoMAE pre-training (multi-scale crop only, no
+    flip, as the official code) and set ``mean``/``std`` to :data:`CLIP_MEAN`/:data:`CLIP_STD` for
     CLIP-initialised models. Set ``hflip=False`` for direction-sensitive data.
     """
 
@@ -570,7 +570,7 @@ class TrainTransformConfig:
 
     @classmethod
     def pretrain(cls, img_size: int = 224, **overrides: object) -> TrainTransformConfig:
-        fields = dict(img_size=img_size, crop="multi_scale", randaugment=None, random_erasing=0.0)
+        fields = dict(img_size=img_size, crop="multi_scale", hflip=False, randaugment=None, random_erasing=0.0)
         fields.update(overrides)
         return cls(**fields)  # type: ignore[arg-type]
 
