@@ -57,6 +57,67 @@ def cmd_train(args: argparse.Namespace) -> int:
     return train_main(args.config, args.set)
 
 
+# ----------------------------------------------------------------------------- data, evaluation, demo
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .data.synthetic import make_world
+
+    print(make_world(args.out, num_videos=args.videos, seed=args.seed, size=args.size, num_frames=args.frames,
+                     fps=args.fps, num_long=args.long, num_ava=args.ava, num_images=args.images))
+    return 0
+
+
+def _add_synth(sub) -> None:
+    s = sub.add_parser("synth", help="generate the synthetic video world (clips + every annotation format)",
+                       description="Write the synthetic world: action clips with classification lists, captions, "
+                                   "QA and multiple choice, open-set lists, image-text pairs, long videos with "
+                                   "ActivityNet-style segments and AVA-style boxes (see docs/data.md).")
+    s.add_argument("out", help="output folder (created; files in it are overwritten)")
+    s.add_argument("--videos", type=int, default=600, help="action clips, balanced over the 10 classes")
+    s.add_argument("--seed", type=int, default=0, help="everything is a function of the seed")
+    s.add_argument("--size", type=int, default=64, help="frame side in pixels (even)")
+    s.add_argument("--frames", type=int, default=16, help="frames per clip")
+    s.add_argument("--fps", type=int, default=8, help="frame rate written into the files")
+    s.add_argument("--long", type=int, default=None, help="long videos for localization (default videos/10)")
+    s.add_argument("--ava", type=int, default=None, help="two-actor videos with boxes (default videos/10)")
+    s.add_argument("--images", type=int, default=None, help="image-text pairs (default videos/5)")
+    s.set_defaults(func=cmd_synth)
+
+
+def _add_eval(sub) -> None:
+    from .tasks import EVAL_COMMANDS
+
+    e = sub.add_parser("eval", help="evaluate a model on a downstream task",
+                       description="Evaluate a checkpoint with the paper's protocols; each task prints a table and "
+                                   "writes JSON with --out (see docs/evaluation.md).")
+    tasks = e.add_subparsers(dest="task", required=True, metavar="TASK")
+    for name, (help_text, add_arguments, main) in EVAL_COMMANDS.items():
+        # Both spellings work: multiple-choice / multiple_choice, linear-probe / linear_probe.
+        aliases = [name.replace("-", "_")] if "-" in name else []
+        t = tasks.add_parser(name, aliases=aliases, help=help_text, description=help_text)
+        add_arguments(t)
+        t.set_defaults(func=main)
+
+
+def _add_extract(sub) -> None:
+    from .tasks import extract
+
+    x = sub.add_parser("extract", help="per-video features (.npy + index.jsonl) from any of our models",
+                       description=(extract.__doc__ or "").split("\n\n")[0])
+    extract.add_arguments(x)
+    x.set_defaults(func=extract.main)
+
+
+def _add_demo(sub) -> None:
+    from . import demo
+
+    d = sub.add_parser("demo", help="the end-to-end miniature InternVideo on the synthetic world (CPU minutes)",
+                       description=(demo.__doc__ or "").split("\n\n")[0])
+    demo.add_arguments(d)
+    d.set_defaults(func=demo.main)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="internvideo", description="InternVideo: general video foundation models")
     sub = p.add_subparsers(dest="command", required=True)
@@ -67,9 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override config fields, e.g. --set optim.lr=1e-4 run.batch_size=8")
     t.set_defaults(func=cmd_train)
-    # Until the end-to-end demo lands, the README's main command is the smoke run.
-    sub.add_parser("demo", help="the end-to-end miniature InternVideo (currently: smoke run)").set_defaults(
-        func=cmd_smoke)
+    _add_synth(sub)
+    _add_eval(sub)
+    _add_extract(sub)
+    _add_demo(sub)
     return p
 
 
