@@ -9,7 +9,7 @@ Every task has an ``evaluate_*`` function returning a results dict
 """
 from __future__ import annotations
 
-from . import extract, metrics, multiple_choice, recognition, retrieval, zeroshot
+from . import extract, fusion_ablation, metrics, multiple_choice, recognition, retrieval, zeroshot
 from .common import write_json
 from .extract import extract_features, video_features
 from .multiple_choice import evaluate_multiple_choice
@@ -28,6 +28,8 @@ EVAL_COMMANDS = {
                   retrieval.main),
     "multiple-choice": ("zero-shot multiple choice among candidate captions", multiple_choice.add_arguments,
                         multiple_choice.main),
+    "fusion": ("CMA ablation: each encoder alone, late fusion, CMA with L=1/2/4 (trains each variant)",
+               fusion_ablation.add_arguments, fusion_ablation.main),
 }
 
 __all__ = [
