@@ -1,0 +1,171 @@
+"""Measurement tools shared by the CPU runner (``run.py``) and the GPU script (``gpu.py``).
+
+Timing alternates the implementations inside one process (ours, ref, ref, ours,
+...) so that a slow spell of a shared machine hits both, and reports medians.
+Achieved FLOP rates are compared with a plain matmul timed in the same run, the
+machine's practical peak at that moment. Peak memory is measured per
+implementation in a fresh process (see ``run.py``), because a high-water mark
+can only go up within one process.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+
+@dataclass
+class Runner:
+    """One implementation of one benchmark case, ready to run.
+
+    ``run`` is the timed call. ``output`` returns the result compared across
+    implementations (logits, embeddings, a loss), computed without changing any
+    state; ``fp32_output`` is the same model's output in fp32, the yardstick of
+    bf16 accuracy. ``how`` says in words what runs (shown in the tables).
+    """
+
+    run: Callable[[], object]
+    output: Callable[[], torch.Tensor]
+    how: str
+    fp32_output: Callable[[], torch.Tensor] | None = None
+    state: dict = field(default_factory=dict)  # keeps models alive while the runner is
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_alternating(runners: dict[str, Runner], reps: int, warmup: int, device: torch.device
+                     ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Seconds per call of every runner, interleaved: each repetition runs all of them, in alternating order.
+
+    Returns wall-clock times and process CPU times. On a shared machine the CPU
+    time is the steadier of the two, but it also counts threads that spin while
+    waiting, so the tables report wall time.
+    """
+    for runner in runners.values():
+        for _ in range(warmup):
+            runner.run()
+    synchronize(device)
+    names = list(runners)
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for rep in range(reps):
+        for name in (names if rep % 2 == 0 else names[::-1]):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            runners[name].run()
+            synchronize(device)
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return wall, cpu
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def matmul_rate(dtype: torch.dtype, device: torch.device, size: int, reps: int = 5) -> float:
+    """FLOP/s of a square ``size``³ matmul, the median of ``reps``: the practical peak for ``dtype``."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    wall, _ = time_alternating({"mm": Runner(lambda: a @ b, lambda: a, "mm")}, reps, warmup=2, device=device)
+    return 2 * size ** 3 / median(wall["mm"])
+
+
+# ----------------------------------------------------------------------------- machine
+
+_INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                      "amx_tile", "amx_bf16", "amx_int8")
+
+
+def _cpuinfo() -> dict[str, str]:
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return {}
+    info = {}
+    for line in text.split("\n\n")[0].splitlines():  # the first processor describes them all
+        key, _, value = line.partition(":")
+        info[key.strip()] = value.strip()
+    return info
+
+
+def machine_info(device: torch.device | None = None) -> dict:
+    """Cores, CPU model and flags, library versions; the GPU if one is used."""
+    cpu = _cpuinfo()
+    flags = cpu.get("flags", "").split()
+    info = {
+        "cpu_model": cpu.get("model name") or platform.processor() or platform.machine(),
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_flags_relevant": [f for f in _INTERESTING_FLAGS if f in flags],
+        "cpu_flags": flags,
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1)
+        if hasattr(os, "sysconf") else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onednn": torch.backends.mkldnn.version() if hasattr(torch.backends.mkldnn, "version") else None,
+        "platform": platform.platform(),
+    }
+    try:
+        import transformers
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    if device is not None and device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info["gpu"] = props.name
+        info["gpu_memory_gib"] = round(props.total_memory / 2 ** 30, 1)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def load_average() -> list[float] | None:
+    """1/5/15-minute load; above the core count, other work shared the CPU while we measured."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+# ----------------------------------------------------------------------------- memory
+
+def _status_kib(field_name: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def rss_mib() -> float | None:
+    kib = _status_kib("VmRSS")
+    return None if kib is None else kib / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Restart the resident-set high-water mark (Linux: ``clear_refs`` 5); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float | None:
+    """High-water resident set since the last :func:`reset_peak_rss` (or since start)."""
+    kib = _status_kib("VmHWM")
+    if kib is None:
+        import resource
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib / 1024
