@@ -84,11 +84,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra training overrides")
+    p.add_argument("--width", type=int, default=64, help="common width of the fusion layers")
+    p.add_argument("--heads", type=int, default=4, help="attention heads of the fusion layers")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra training overrides (data.*, optim.*, run.*; the variant sets model.overrides)")
 
 
 def main(args: argparse.Namespace) -> int:
+    if any(item.startswith("model.overrides") for item in args.set):
+        raise SystemExit("--set model.overrides would replace each variant's settings; use --width/--heads")
     report = run_fusion_ablation(args.mae, args.mm, args.root, args.train, args.val, args.out, epochs=args.epochs,
-                                 lr=args.lr, extra=args.set)
+                                 lr=args.lr, width=args.width, num_heads=args.heads, extra=args.set)
     print(format_table(report))
     return 0
