@@ -148,40 +148,48 @@ class TubeletEmbed(nn.Module):
         return F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)
 
 
-def _rows_per_block(num_keys: int) -> int:
-    # About 1 MiB of bf16 scores per block: the block stays in the per-core L2
-    # cache between the two matmuls and the softmax.
-    return max(64, min(num_keys, (1 << 19) // num_keys))
+def _blocking(heads: int, rows: int, keys: int) -> tuple[int, int]:
+    """(heads, query rows) per block: about 2M scores (4 MiB of bf16), the best of 0.5-4 MiB measured here.
+
+    Long sequences get blocks of rows of one head; short ones (a CLIP frame's
+    197 tokens) several heads per batched matmul, so that each matmul is large
+    enough to keep both cores busy.
+    """
+    budget = 1 << 21
+    block_rows = max(64, min(rows, budget // keys))
+    return max(1, min(heads, budget // (block_rows * keys))), block_rows
 
 
 class _BlockedAttention(torch.autograd.Function):
-    """Softmax attention as plain matmuls over blocks of query rows, per head.
+    """Softmax attention as plain matmuls over blocks of query rows.
 
     Why it exists: on CPUs without AMX, PyTorch's fused (flash) attention kernel
     runs bf16 no faster than fp32 (~90 GFLOP/s per core here), while bf16
     matmuls reach ~420. A block of rows sees every key, so its softmax is exact
-    and needs no running maximum; blocks are small enough to stay in cache, so
-    nothing of size N x N is ever materialised. The backward recomputes the
-    probabilities block by block (as flash attention does) and keeps only q, k,
-    v and the output. Scores are rounded to bf16 before the softmax, which
-    doubles the (small) error of bf16 attention; the benchmarks report it.
+    and needs no running maximum; blocks are bounded (see :func:`_blocking`), so
+    nothing of size N x N is materialised for long sequences. The backward
+    recomputes the probabilities block by block (as flash attention does) and
+    keeps only q, k, v and the output. Scores are rounded to bf16 before the
+    softmax, which doubles the (small) error of bf16 attention; the benchmarks
+    report it.
     """
 
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
         b, h, n, _ = q.shape
-        k = k * scale  # folded into the keys once (exact for head_dim 64: scale is a power of two)
-        rows = _rows_per_block(k.shape[-2])
+        heads, rows = _blocking(h, n, k.shape[-2])
         # Written as (B, N, H, d) so that the caller's transpose(1, 2).flatten(2) is a free view.
         out = q.new_empty(b, n, h, q.shape[-1])
         with torch.autocast(q.device.type, enabled=False):
             for i in range(b):
-                for j in range(h):
-                    kt, vj = k[i, j].t(), v[i, j]
+                for j in range(0, h, heads):
+                    kt, vj = k[i, j:j + heads].transpose(1, 2), v[i, j:j + heads]
                     for r in range(0, n, rows):
-                        p = torch.softmax(torch.mm(q[i, j, r:r + rows], kt), dim=-1)
-                        out[i, r:r + rows, j] = torch.mm(p, vj)
+                        # The scale goes on the small query block (exact for head_dim 64: a power of two).
+                        p = torch.softmax(torch.matmul(q[i, j:j + heads, r:r + rows] * scale, kt), dim=-1)
+                        out[i, r:r + rows, j:j + heads] = torch.matmul(p, vj).transpose(0, 1)
         out = out.transpose(1, 2)
+        # q, k, v are usually views of one qkv projection: saving them keeps one buffer alive, no copies.
         ctx.save_for_backward(q, k, v, out)
         ctx.scale = scale
         return out
@@ -191,31 +199,32 @@ class _BlockedAttention(torch.autograd.Function):
         q, k, v, out = ctx.saved_tensors
         b, h, n, d = q.shape
         m = k.shape[-2]
-        rows = _rows_per_block(m)
-        # delta = rowsum(dO * O): the softmax backward's correction term, in fp32.
-        delta = (grad_out.float() * out.float()).sum(-1).to(q.dtype)
+        heads, rows = _blocking(h, n, m)
         dq = q.new_empty(b, n, h, d)
         dk = q.new_empty(b, m, h, d)
         dv = q.new_empty(b, m, h, d)
         with torch.autocast(q.device.type, enabled=False):
             for i in range(b):
-                for j in range(h):
-                    kj, vj = k[i, j], v[i, j]
+                for j in range(0, h, heads):
+                    hs = slice(j, j + heads)
+                    kj, vj = k[i, hs], v[i, hs]
                     # Key and value gradients sum over all row blocks: accumulate in fp32.
-                    dk_acc = q.new_zeros(m, d, dtype=torch.float32)
+                    dk_acc = q.new_zeros(kj.shape, dtype=torch.float32)
                     dv_acc = torch.zeros_like(dk_acc)
                     for r in range(0, n, rows):
-                        qr, gr = q[i, j, r:r + rows], grad_out[i, j, r:r + rows]
-                        p = torch.softmax(torch.mm(qr, kj.t()), dim=-1)
-                        dv_acc += torch.mm(p.t(), gr)
+                        qs, gr = q[i, hs, r:r + rows] * ctx.scale, grad_out[i, hs, r:r + rows]
+                        p = torch.softmax(torch.matmul(qs, kj.transpose(1, 2)), dim=-1)
+                        dv_acc += torch.matmul(p.transpose(1, 2), gr)
+                        # delta = rowsum(dO * O), the softmax backward's correction, in fp32.
+                        delta = (gr.float() * out[i, hs, r:r + rows].float()).sum(-1, keepdim=True)
                         # dS = P * (dO V^T - delta), in place on the bf16 block (mixed-dtype
                         # elementwise ops are an order of magnitude slower on CPU).
-                        ds = torch.mm(gr, vj.t()).sub_(delta[i, j, r:r + rows, None]).mul_(p)
-                        dq[i, r:r + rows, j] = torch.mm(ds, kj)
-                        dk_acc += torch.mm(ds.t(), qr)
-                    dk[i, :, j] = dk_acc
-                    dv[i, :, j] = dv_acc
-        return dq.transpose(1, 2), dk.transpose(1, 2).mul_(ctx.scale), dv.transpose(1, 2), None
+                        ds = torch.matmul(gr, vj.transpose(1, 2)).sub_(delta.to(q.dtype)).mul_(p)
+                        dq[i, r:r + rows, hs] = torch.matmul(ds, kj).mul_(ctx.scale).transpose(0, 1)
+                        dk_acc += torch.matmul(ds.transpose(1, 2), qs)
+                    dk[i, :, hs] = dk_acc.transpose(0, 1)
+                    dv[i, :, hs] = dv_acc.transpose(0, 1)
+        return dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2), None
 
 
 def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
