@@ -56,7 +56,10 @@ SIZES = {
 
 @dataclass(frozen=True)
 class Variant:
-    """One implementation: ``impl`` is ``ref``, ``ours`` or ``ours_full`` (the multimodal encoder with its video modules)."""
+    """One implementation: ``impl`` is ``ref``, ``ours`` or ``ours_full``.
+
+    ``ours_full`` is the multimodal encoder with its video modules (more work than the reference).
+    """
 
     name: str
     impl: str
@@ -148,7 +151,8 @@ def block_flops(tokens: int, width: int, hidden: int, keys: int | None = None, q
 def videomae_inference_flops(s: Size, batch: int) -> float:
     n = (s.frames // s.tubelet) * (s.img // s.patch) ** 2
     patch_dim = 3 * s.tubelet * s.patch ** 2
-    per_clip = 2 * n * patch_dim * s.width + s.depth * block_flops(n, s.width, 4 * s.width) + 2 * s.width * s.num_classes
+    per_clip = (2 * n * patch_dim * s.width + s.depth * block_flops(n, s.width, 4 * s.width)
+                + 2 * s.width * s.num_classes)
     return batch * per_clip
 
 
@@ -169,7 +173,10 @@ def videomae_pretrain_flops(s: Size, batch: int) -> float:
 
 
 def clip_flops(s: Size, batch: int, video_modules: bool = False) -> float:
-    """CLIP's ViT on every frame and the projection; with ``video_modules`` also InternVideo's local and global modules."""
+    """CLIP's ViT on every frame and the projection.
+
+    With ``video_modules``, also InternVideo's local temporal and global spatiotemporal modules.
+    """
     t, hw, d = s.clip_frames, (s.img // s.patch) ** 2, s.width
     total = t * (2 * hw * 3 * s.patch ** 2 * d + s.depth * block_flops(1 + hw, d, 4 * d))
     if not video_modules:

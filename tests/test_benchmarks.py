@@ -57,9 +57,10 @@ def test_runner_quick_writes_results_and_table(tmp_path):
     assert "Hand-written analysis stays." in text
     assert "| precision | batch | implementation |" in text and "HF transformers" in text
     # Rewriting replaces the generated block instead of appending another.
-    run.write_docs(docs, "new table")
+    run.write_docs(docs, "new table", "cpu-quick")
     text = docs.read_text()
-    assert text.count("results:begin") == 1 and "new table" in text and "Hand-written analysis stays." in text
+    assert text.count("results:cpu-quick:begin") == 1
+    assert "new table" in text and "Hand-written analysis stays." in text
 
 
 def test_gpu_script_small_runs_on_cpu(tmp_path):
@@ -77,7 +78,8 @@ def test_gpu_script_small_runs_on_cpu(tmp_path):
 def test_gpu_script_small_compiled_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
     _run(["bash", "benchmarks/gpu.sh", "--small", "--reps", "1", "--warmup", "1", "--out", str(out)], tmp_path)
-    assert {"ref_compiled", "ours_compiled"} <= set(json.loads(out.read_text())["cases"]["clip_video_bf16_b1"]["variants"])
+    variants = json.loads(out.read_text())["cases"]["clip_video_bf16_b1"]["variants"]
+    assert {"ref_compiled", "ours_compiled"} <= set(variants)
 
 
 # ----------------------------------------------------------------------------- FLOP formulas
