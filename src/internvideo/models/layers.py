@@ -160,6 +160,18 @@ def _blocking(heads: int, rows: int, keys: int) -> tuple[int, int]:
     return max(1, min(heads, budget // (block_rows * keys))), block_rows
 
 
+def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched matmul; a batch of one goes through ``mm``.
+
+    ``mm`` takes transposed operands as they are, while ``bmm`` copies them;
+    for the transposed probability and score blocks of the backward that copy
+    costs about as much as the matmul.
+    """
+    if a.shape[0] == 1:
+        return torch.mm(a[0], b[0]).unsqueeze(0)
+    return torch.bmm(a, b)
+
+
 class _BlockedAttention(torch.autograd.Function):
     """Softmax attention as plain matmuls over blocks of query rows.
 
@@ -186,8 +198,8 @@ class _BlockedAttention(torch.autograd.Function):
                     kt, vj = k[i, j:j + heads].transpose(1, 2), v[i, j:j + heads]
                     for r in range(0, n, rows):
                         # The scale goes on the small query block (exact for head_dim 64: a power of two).
-                        p = torch.softmax(torch.matmul(q[i, j:j + heads, r:r + rows] * scale, kt), dim=-1)
-                        out[i, r:r + rows, j:j + heads] = torch.matmul(p, vj).transpose(0, 1)
+                        p = torch.softmax(_bmm(q[i, j:j + heads, r:r + rows] * scale, kt), dim=-1)
+                        out[i, r:r + rows, j:j + heads] = _bmm(p, vj).transpose(0, 1)
         out = out.transpose(1, 2)
         # q, k, v are usually views of one qkv projection: saving them keeps one buffer alive, no copies.
         ctx.save_for_backward(q, k, v, out)
@@ -213,15 +225,15 @@ class _BlockedAttention(torch.autograd.Function):
                     dv_acc = torch.zeros_like(dk_acc)
                     for r in range(0, n, rows):
                         qs, gr = q[i, hs, r:r + rows] * ctx.scale, grad_out[i, hs, r:r + rows]
-                        p = torch.softmax(torch.matmul(qs, kj.transpose(1, 2)), dim=-1)
-                        dv_acc += torch.matmul(p.transpose(1, 2), gr)
+                        p = torch.softmax(_bmm(qs, kj.transpose(1, 2)), dim=-1)
+                        dv_acc += _bmm(p.transpose(1, 2), gr)
                         # delta = rowsum(dO * O), the softmax backward's correction, in fp32.
                         delta = (gr.float() * out[i, hs, r:r + rows].float()).sum(-1, keepdim=True)
                         # dS = P * (dO V^T - delta), in place on the bf16 block (mixed-dtype
                         # elementwise ops are an order of magnitude slower on CPU).
-                        ds = torch.matmul(gr, vj.transpose(1, 2)).sub_(delta.to(q.dtype)).mul_(p)
-                        dq[i, r:r + rows, hs] = torch.matmul(ds, kj).mul_(ctx.scale).transpose(0, 1)
-                        dk_acc += torch.matmul(ds.transpose(1, 2), qs)
+                        ds = _bmm(gr, vj.transpose(1, 2)).sub_(delta.to(q.dtype)).mul_(p)
+                        dq[i, r:r + rows, hs] = _bmm(ds, kj).mul_(ctx.scale).transpose(0, 1)
+                        dk_acc += _bmm(ds.transpose(1, 2), qs)
                     dk[i, :, hs] = dk_acc.transpose(0, 1)
                     dv[i, :, hs] = dv_acc.transpose(0, 1)
         return dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2), None
