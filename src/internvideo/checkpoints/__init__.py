@@ -127,6 +127,11 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         return load_file(str(path))
+    from .clip import _is_torchscript
+
+    if _is_torchscript(path):  # never hand these to torch.load: it would dispatch to torch.jit.load
+        raise CheckpointError(f"{path} is a TorchScript archive (as OpenAI ships CLIP). Reading it runs code stored "
+                              "in the file; if you trust it, pass allow_torchscript=True.")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for bad pickles
