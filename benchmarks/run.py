@@ -179,8 +179,8 @@ def _fmt_err(v: dict) -> str:
     return "—"
 
 
-_NAMES = {"ref": "HF transformers", "ours": "ours", "ours_bf16_weights": "ours, bf16 weights",
-          "ours_full": "ours, with video modules"}
+_NAMES = {"ref": "HF transformers", "ours": "ours", "ours_bf16_weights": "ours",
+          "ours_full": "ours, with InternVideo's video modules"}
 
 
 def markdown(results: dict, data: dict | None) -> str:
@@ -217,9 +217,12 @@ def markdown(results: dict, data: dict | None) -> str:
                     f"| {case['precision']} | {case['batch']} | {_NAMES.get(name, name)} ({v['how']}) | "
                     f"{v['median_s']:.3f} | {v['speedup_vs_ref']:.2f}× | {v['gflops']:.0f} | "
                     f"{v['pct_of_matmul_peak']:.0f} % | {_fmt_mib(mem)} | {_fmt_err(v)} |")
-        peaks = sorted({(c["precision"], round(c["matmul_peak_gflops"])) for c in cases})
-        lines += ["", "Matmul peak measured with these rows (GFLOP/s): "
-                  + ", ".join(f"{p} {g}" for p, g in peaks) + ".", ""]
+        peaks: dict[str, list[float]] = {}
+        for c in cases:
+            peaks.setdefault(c["precision"], []).append(c["matmul_peak_gflops"])
+        lines += ["", "Matmul peak measured with these rows (GFLOP/s): " + ", ".join(
+            f"{p} {min(g):.0f}–{max(g):.0f}" if round(min(g)) != round(max(g)) else f"{p} {g[0]:.0f}"
+            for p, g in sorted(peaks.items(), key=lambda kv: kv[0] != "fp32")) + ".", ""]
     if data and data.get("results"):
         # Columns as bench_data.py records them (its own file; its fields may change).
         columns = list(data["results"][0])
@@ -267,6 +270,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--docs", type=Path, default=None, help="markdown file whose generated block is rewritten "
                    "(default docs/benchmarks.md; quick: none)")
     p.add_argument("--workdir", type=Path, default=None, help="where reference weights are saved (default: temporary)")
+    p.add_argument("--report-only", action="store_true", help="rewrite the tables from the recorded JSON, run nothing")
     p.add_argument("--child", nargs=2, metavar=("CASE", "VARIANT"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -294,9 +298,13 @@ def main(argv: list[str] | None = None) -> dict:
     key = "cpu" + ("-1thread" if args.clock == "cpu" else "") + ("-quick" if args.quick else "")
     json_path = out_dir / f"{key}.json"
     results = json.loads(json_path.read_text()) if json_path.exists() else {"cases": {}}
-    results.update(machine=machine_info(), date=time.strftime("%Y-%m-%d %H:%M"), size=size, clock=args.clock,
-                   load_average=load_average())
-
+    if args.report_only:
+        if not results["cases"]:
+            raise SystemExit(f"no recorded results in {json_path}")
+        selected, want_data = [], False
+    else:
+        results.update(machine=machine_info(), date=time.strftime("%Y-%m-%d %H:%M"), size=size, clock=args.clock,
+                       load_average=load_average())
     with tempfile.TemporaryDirectory(prefix="internvideo-bench-weights-") as tmp:
         ws = Workspace(args.workdir or Path(tmp), device)
         for case in selected:
