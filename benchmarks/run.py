@@ -15,8 +15,13 @@ encoder; fp32 and bf16; batch 1 and 4) the runner
 The data pipeline benchmark (``benchmarks/bench_data.py``) runs as part of the
 suite. Results: ``benchmarks/results/cpu.json`` (merged by case name, so
 ``--only`` refreshes some rows) and the tables between the markers in
-``docs/benchmarks.md``. ``--quick`` runs tiny models in seconds and writes
-elsewhere (a temporary directory unless ``--out``); it is what the tests run.
+``docs/benchmarks.md``; ``--report-only`` rewrites the tables from the JSON.
+
+``--threads 1 --clock cpu`` times process CPU time on one core instead
+(``cpu-1thread.json``, its own table): on a machine shared with other jobs the
+wall clock measures the neighbours as much as the code, CPU time of a single
+thread does not. ``--quick`` runs tiny models in seconds and writes elsewhere
+(a temporary directory unless ``--out``); it is what the tests run.
 """
 from __future__ import annotations
 
@@ -206,17 +211,18 @@ def markdown(results: dict, data: dict | None) -> str:
     for case in results["cases"].values():
         by_group.setdefault(case["group"], []).append(case)
     for group, cases in by_group.items():
+        with_memory = any("memory" in c for c in cases)
+        memory_head = ("| peak memory (MiB) ", "|---") if with_memory else ("", "")
         lines += [f"### {group_title(group, results['size'])}", "",
                   "| precision | batch | implementation | time (s) | vs HF | GFLOP/s | % of peak "
-                  "| peak memory (MiB) | error |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  + memory_head[0] + "| error |", "|---|---|---|---|---|---|---" + memory_head[1] + "|---|"]
         for case in sorted(cases, key=lambda c: (c["precision"] != "fp32", c["batch"])):
             for name, v in case["variants"].items():
-                mem = case.get("memory", {}).get(name)
+                mem = f"| {_fmt_mib(case.get('memory', {}).get(name))} " if with_memory else ""
                 lines.append(
                     f"| {case['precision']} | {case['batch']} | {_NAMES.get(name, name)} ({v['how']}) | "
                     f"{v['median_s']:.3f} | {v['speedup_vs_ref']:.2f}× | {v['gflops']:.0f} | "
-                    f"{v['pct_of_matmul_peak']:.0f} % | {_fmt_mib(mem)} | {_fmt_err(v)} |")
+                    f"{v['pct_of_matmul_peak']:.0f} % {mem}| {_fmt_err(v)} |")
         peaks: dict[str, list[float]] = {}
         for c in cases:
             peaks.setdefault(c["precision"], []).append(c["matmul_peak_gflops"])

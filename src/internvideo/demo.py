@@ -57,7 +57,6 @@ import numpy as np
 import torch
 import yaml
 
-log = logging.getLogger("internvideo.demo")
 
 __all__ = ["Preset", "PRESETS", "run_demo", "add_arguments", "main"]
 
@@ -115,7 +114,7 @@ def demo_threads() -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
-def preset_workers() -> int:
+def decode_workers() -> int:
     """One decoding process beside the compute threads (none on a single core)."""
     return 1 if (os.cpu_count() or 1) > 1 else 0
 
@@ -127,7 +126,7 @@ def _recipe(stage_dir: Path, world: Path, preset: Preset, seed: int, progress: b
         "model": {},
         "data": {"root": str(world), "num_frames": NUM_FRAMES, "frame_interval": FRAME_INTERVAL,
                  "img_size": IMG_SIZE, "short_side": IMG_SIZE, "flip": False, "scale": [0.5, 1.0],
-                 "num_workers": preset_workers()},
+                 "num_workers": decode_workers()},
         "optim": {"scale_lr": False, "warmup_steps": 30, "min_lr": 1e-5, "weight_decay": 0.05,
                   "betas": [0.9, 0.999]},
         "run": {"out_dir": str(stage_dir), "epochs": 10_000, "batch_size": preset.batch_size, "seed": seed,
@@ -212,21 +211,28 @@ def run_demo(out: str | os.PathLike = "demo_out", preset: str | Preset = "defaul
     encoder, as the paper does, instead of from random weights (see
     :data:`NOTES` for why that is not the default at this scale).
     """
+    p = PRESETS[preset] if isinstance(preset, str) else preset
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(demo_threads())
+    try:
+        return _run(out, p, seed, progress, mae_init)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(out: Path, p: Preset, seed: int, progress: bool, mae_init: bool) -> dict[str, Any]:
     from . import load_model
     from .data import make_world
     from .tasks import evaluate_multiple_choice, evaluate_recognition, evaluate_zeroshot, linear_probe
     from .tasks.retrieval import metrics_from_embeddings, retrieval_embeddings
 
-    p = PRESETS[preset] if isinstance(preset, str) else preset
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     world, runs = out / "world", out / "runs"
     torch.manual_seed(seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(demo_threads())  # restored at the end
     started = time.perf_counter()
     stages = _Stages(total=7)
-    opts = dict(progress=progress, batch_size=32, num_workers=preset_workers())
+    opts = dict(progress=progress, batch_size=32, num_workers=decode_workers())
     results: dict[str, Any] = {}
     print(f"InternVideo demo ({p.name}: {p.num_videos} clips, seed {seed}) -> {out.resolve()}")
 
@@ -234,7 +240,7 @@ def run_demo(out: str | os.PathLike = "demo_out", preset: str | Preset = "defaul
         shutil.rmtree(world, ignore_errors=True)
         w = make_world(world, num_videos=p.num_videos, seed=seed, size=IMG_SIZE, num_frames=WORLD_FRAMES,
                        num_long=4, num_ava=4, num_images=10)
-        counts = {s: sum(1 for _ in open(world / f"{s}.txt")) for s in ("train", "val", "test")}
+        counts = {s: len((world / f"{s}.txt").read_text().splitlines()) for s in ("train", "val", "test")}
         st["summary"] = (f"{w.num_clips} clips of {len(w.classes)} actions ({counts['train']} train / "
                          f"{counts['val']} val / {counts['test']} test), {IMG_SIZE} px, {WORLD_FRAMES} frames")
 
@@ -296,7 +302,7 @@ def run_demo(out: str | os.PathLike = "demo_out", preset: str | Preset = "defaul
     wall = time.perf_counter() - started
     report = {
         "preset": dataclasses.asdict(p), "seed": seed, "mae_init": mae_init, "wall_seconds": round(wall, 1),
-        "threads": torch.get_num_threads(), "data_workers": preset_workers(), "table": table_rows(results),
+        "threads": torch.get_num_threads(), "data_workers": decode_workers(), "table": table_rows(results),
         "stages": stages.records,
         "details": results,
     }
@@ -305,7 +311,6 @@ def run_demo(out: str | os.PathLike = "demo_out", preset: str | Preset = "defaul
     print()
     print(format_table(report["table"]))
     print(f"\nwall time {_duration(wall)}; results in {out / 'results.md'} and {out / 'results.json'}")
-    torch.set_num_threads(threads)
     return report
 
 
