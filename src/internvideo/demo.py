@@ -35,9 +35,10 @@ training curves of every stage (``curves_<stage>.png``),
 ``retrieval.png`` (text queries and their top-3 videos), and the world, runs
 and checkpoints under ``world/`` and ``runs/``.
 
-Presets: the default run takes about 15 minutes on 2 CPU cores; ``--quick``
-a few minutes (what the test suite runs, numbers not meaningful);
-``--smoke`` under a minute (the pipeline only).
+Presets: the default run takes 17 minutes on a 2-core machine shared with
+other jobs (11 minutes of CPU time; one compute thread beside one decoding
+process); ``--quick`` a few minutes (numbers not meaningful; the slow test);
+``--smoke`` under a minute (the pipeline only; the default test suite).
 """
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ IMG_SIZE = 32
 WORLD_FRAMES = 16
 NUM_FRAMES = 8
 FRAME_INTERVAL = 2  # VideoMAE: a dense clip of 8 frames every 2 covers the whole 16-frame clip
-MASK_RATIO = 0.75  # of a 4 x 4 tubelet grid, 0.9 would leave one visible patch per time slice
+MASK_RATIO = 0.75  # of a 4 x 4 tubelet grid, 0.9 would leave two visible patches per time slice
 
 #: VideoMAE (pretraining and classifier): the tiny config 4 layers deep (2 layers learn the actions too slowly).
 VIDEOMAE = {"num_frames": NUM_FRAMES, "depth": 4}
@@ -253,7 +254,8 @@ def _run(out: Path, p: Preset, seed: int, progress: bool, mae_init: bool) -> dic
         return result
 
     mae = train_stage(
-        "mae", "masked video pretraining (VideoMAE)", f" (pixel MSE, {MASK_RATIO:.0%} tube masking)", objective="mae",
+        "mae", "masked video pretraining (VideoMAE)", f" (pixel MSE, {MASK_RATIO * 100:.0f} % tube masking)",
+        objective="mae",
         model={"name": "videomae_tiny_pretrain", "overrides": {**VIDEOMAE, "norm_pix_loss": False}},
         data={"train": "train.txt", "mask_ratio": MASK_RATIO},
         optim={"lr": 1.5e-3, "betas": [0.9, 0.95]}, run={"max_steps": p.mae_steps, "eval_every": None})
@@ -391,8 +393,10 @@ def results_markdown(report: dict[str, Any]) -> str:
 
 
 NOTES = (
-    "Scale: 32 px clips, 8 frames, models of 0.1-3.5 M parameters trained for minutes from random weights. The "
-    "numbers show that every stage learns and every task runs; they say nothing about the paper's results.",
+    "Scale: 32 px clips of 8 (VideoMAE) or 4 (multimodal) frames; a 0.23 M-parameter VideoMAE ViT and a "
+    "3.6 M-parameter multimodal model (3.2 M of them its 49k-token vocabulary), trained for minutes from random "
+    "weights. The numbers show that every stage learns and every task runs; they say nothing about the paper's "
+    "results.",
     "The supervised VideoMAE stage starts from random weights by default (`--mae-init` starts it from the masked "
     "autoencoder, as the paper does). At this scale the masked-autoencoder weights made supervised training "
     "slower, not faster: with the same 4-layer ViT, 1,500 supervised steps reached 12-14 % val top-1 from "
@@ -403,8 +407,8 @@ NOTES = (
     "VideoMAE pretrains with plain-pixel targets (norm_pix_loss off): with per-patch normalisation the world's "
     "noisy, flat background is an unpredictable target and the loss stays at 0.99. The reconstruction figure "
     "shows the model's raw predictions, with nothing borrowed from the hidden patches.",
-    f"Mask ratio {MASK_RATIO:.0%} instead of the paper's 90 %: the 32 px clips have a 4 x 4 tubelet grid, where "
-    "90 % leaves one visible patch per time slice.",
+    f"Mask ratio {MASK_RATIO * 100:.0f} % instead of the paper's 90 %: the 32 px clips have a 4 x 4 tubelet "
+    "grid, where 90 % leaves two of the 16 patches visible per time slice.",
     "The multimodal model sees 4 frames (TSN segments) and 32 clips per contrastive batch. In our tuning runs "
     "on this world, 8 frames (16 or 32 per batch, 1,000-1,500 steps) gave an embedding that knew appearance "
     "but hardly motion (linear probe 14-15 %, zero-shot at chance, t2v R@1 5-6 %), while 4 frames with 32 per "
@@ -415,8 +419,10 @@ NOTES = (
     "recognition row is a linear probe (logistic regression on its frozen video embedding, fitted on the "
     "train split).",
     "The fused model trains only the cross-model attention layers and the head (both backbones frozen), from "
-    "backbone features cached once over the training set. Its multimodal view comes from the same dense clip "
-    "(uniform frames, CLIP normalisation).",
+    "backbone features cached once over the training set (test-time views, no augmentation). In training the "
+    "fusion objective decodes 4 uniform frames of each clip for the multimodal stream; at test time the fused "
+    "model takes them from the VideoMAE clip (uniform frames of the dense clip, CLIP normalisation), as "
+    "`internvideo eval recognition` does: frames 0, 4, 10, 14 instead of 0, 5, 10, 15.",
     "Retrieval: each test clip has 4 captions; t2v ranks every clip for each caption, v2t counts a clip as "
     "retrieved when any of its captions ranks first. Chance R@1 is 1 / number of test clips in both directions.",
     f"Zero-shot prompts: {', '.join(repr(t) for t in TEMPLATES)} with the class names of classes.txt. The "
@@ -478,7 +484,7 @@ def reconstruction_figure(checkpoint: str | os.PathLike, test_list: str | os.Pat
     recon, masked = pixels.clone(), pixels.clone()
     recon[mask] = pred.reshape(-1, dim)
     masked[mask] = 0.5
-    rows = [("original", pixels), (f"masked ({mask_ratio:.0%})", masked), ("reconstruction", recon)]
+    rows = [("original", pixels), (f"masked ({mask_ratio * 100:.0f} %)", masked), ("reconstruction", recon)]
     clips = [(name, unpatchify(x, tuple(video.shape), c.patch_size, c.tubelet_size).clamp(0, 1)) for name, x in rows]
 
     plt = _pyplot()
