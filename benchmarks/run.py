@@ -319,6 +319,8 @@ def main(argv: list[str] | None = None) -> dict:
             # Quick mode measures memory for the first case only: each fresh process costs seconds.
             if not args.no_memory and not (args.quick and case is not selected[0]):
                 res["memory"] = measure_memory(case, ws, args.quick, args.memory_runs or (1 if args.quick else 3))
+            elif "memory" in results["cases"].get(case.name, {}):
+                res["memory"] = results["cases"][case.name]["memory"]  # memory does not depend on the timing run
             for name, v in res["variants"].items():
                 mem = res.get("memory", {}).get(name)
                 print(f"   {name:<18} {v['median_s']:8.3f} s  {v['speedup_vs_ref']:5.2f}x  {v['gflops']:7.1f} GFLOP/s "
