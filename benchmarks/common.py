@@ -13,10 +13,13 @@ import os
 import platform
 import statistics
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 @dataclass
@@ -170,3 +173,57 @@ def peak_rss_mib() -> float | None:
         import resource
         kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return kib / 1024
+
+
+def _storage_bytes(tensors) -> dict[int, int]:
+    return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors
+            if isinstance(t, torch.Tensor) and t.device.type != "meta"}
+
+
+def persistent_bytes(state: dict) -> int:
+    """Bytes of the tensors a runner keeps between calls: parameters, buffers, optimizer moments."""
+    storages: dict[int, int] = {}
+    for obj in state.values():
+        if isinstance(obj, torch.nn.Module):
+            storages.update(_storage_bytes(obj.parameters()))
+            storages.update(_storage_bytes(obj.buffers()))
+        elif isinstance(obj, torch.optim.Optimizer):
+            for per_param in obj.state.values():
+                storages.update(_storage_bytes(per_param.values()))
+    return sum(storages.values())
+
+
+class LiveTensorPeak(TorchDispatchMode):
+    """Peak bytes of tensor storage allocated inside the ``with`` block and still alive.
+
+    Every operator's outputs are seen below autograd and autocast, so bf16
+    copies of weights, saved activations, gradients and scratch buffers all
+    count; a view, an in-place result or an ``out=`` result shares an input's
+    storage and is not new. Storage is counted until it is freed (a weak
+    reference on the storage), so the number is the live-tensor high-water mark,
+    independent of how the allocator reuses or returns pages: the part of the
+    resident set that the code decides, repeatable to the byte.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.current = self.peak = 0
+
+    def _freed(self, key: int) -> None:
+        self.current -= self.live.pop(key, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = _storage_bytes(pytree.tree_leaves((args, kwargs)))
+        for t in pytree.tree_leaves(out):
+            if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+                continue
+            storage = t.untyped_storage()
+            key, nbytes = storage.data_ptr(), storage.nbytes()
+            if nbytes and key not in inputs and key not in self.live:
+                self.live[key] = nbytes
+                self.current += nbytes
+                weakref.finalize(storage, self._freed, key)
+        self.peak = max(self.peak, self.current)
+        return out

@@ -38,7 +38,8 @@ import torch
 
 from .cases import BUILDERS, Case, Workspace, cpu_cases, group_title
 from .common import (
-    load_average, machine_info, matmul_rate, median, peak_rss_mib, reset_peak_rss, rss_mib, time_alternating,
+    LiveTensorPeak, load_average, machine_info, matmul_rate, median, peak_rss_mib, persistent_bytes, reset_peak_rss,
+    rss_mib, time_alternating,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,7 +118,11 @@ def child(case: Case, variant_name: str, ws: Workspace) -> dict:
 
     ``model_peak_mib`` is the peak above the process's baseline (interpreter,
     torch, transformers and our code, the same for both sides): weights,
-    activations and workspace of this implementation alone.
+    activations and workspace of this implementation alone. One more call then
+    runs under :class:`LiveTensorPeak`: ``live_tensor_peak_mib`` is the tensor
+    storage alive at the worst moment (weights, buffers and optimizer moments
+    kept between calls, plus the peak of what the call allocates), which does
+    not depend on the allocator and repeats exactly.
     """
     _import_both_sides()
     gc.collect()
@@ -131,8 +136,12 @@ def child(case: Case, variant_name: str, ws: Workspace) -> dict:
     for _ in range(2):
         runner.run()
     peak = peak_rss_mib()
+    tracker = LiveTensorPeak()
+    with tracker:
+        runner.run()
+    live = (persistent_bytes(runner.state) + tracker.peak) / 2**20
     return {"baseline_mib": baseline, "rss_loaded_mib": loaded, "peak_rss_mib": peak,
-            "model_peak_mib": peak - baseline, "peak_is_since_warmup": exact}
+            "model_peak_mib": peak - baseline, "peak_is_since_warmup": exact, "live_tensor_peak_mib": live}
 
 
 def measure_memory(case: Case, ws: Workspace, quick: bool, runs: int) -> dict[str, dict]:
@@ -172,8 +181,8 @@ def run_data_benchmark(out_dir: Path, clips: int) -> dict | None:
 
 # ----------------------------------------------------------------------------- report
 
-def _fmt_mib(mem: dict | None) -> str:
-    return "—" if not mem else f"{mem['model_peak_mib']:,.0f}"
+def _fmt_mib(mem: dict | None, key: str = "model_peak_mib") -> str:
+    return "—" if not mem or key not in mem else f"{mem[key]:,.0f}"
 
 
 def _fmt_err(v: dict) -> str:
@@ -202,7 +211,10 @@ def markdown(results: dict, data: dict | None) -> str:
         "*% of peak* compares the achieved rate with a square matmul of the same dtype timed just before; "
         "*peak memory* is the resident-set high-water mark of a fresh process running only that implementation "
         "(after loading and one warm-up call), less the same process's baseline before the model was built "
-        "(interpreter, torch, transformers and our code: the same for both); the median of several such processes. "
+        "(interpreter, torch, transformers and our code: the same for both); the median of several such processes; "
+        "*live tensors* is the tensor storage alive at the worst moment of one more call (weights, optimizer "
+        "moments, activations, gradients, bf16 copies, scratch), counted operator by operator: exact and "
+        "repeatable, what the resident set would be with an allocator that returned every freed page. "
         "Error: fp32 rows show the largest difference from HF; "
         "bf16 rows the largest difference from the same model in fp32 (relative to the largest output).",
         "",
@@ -212,13 +224,18 @@ def markdown(results: dict, data: dict | None) -> str:
         by_group.setdefault(case["group"], []).append(case)
     for group, cases in by_group.items():
         with_memory = any("memory" in c for c in cases)
+        with_live = any("live_tensor_peak_mib" in m for c in cases for m in c.get("memory", {}).values())
         memory_head = ("| peak memory (MiB) ", "|---") if with_memory else ("", "")
+        if with_live:
+            memory_head = (memory_head[0] + "| live tensors (MiB) ", memory_head[1] + "|---")
         lines += [f"### {group_title(group, results['size'])}", "",
                   "| precision | batch | implementation | time (s) | vs HF | GFLOP/s | % of peak "
                   + memory_head[0] + "| error |", "|---|---|---|---|---|---|---" + memory_head[1] + "|---|"]
         for case in sorted(cases, key=lambda c: (c["precision"] != "fp32", c["batch"])):
             for name, v in case["variants"].items():
-                mem = f"| {_fmt_mib(case.get('memory', {}).get(name))} " if with_memory else ""
+                m = case.get("memory", {}).get(name)
+                mem = f"| {_fmt_mib(m)} " if with_memory else ""
+                mem += f"| {_fmt_mib(m, 'live_tensor_peak_mib')} " if with_live else ""
                 lines.append(
                     f"| {case['precision']} | {case['batch']} | {_NAMES.get(name, name)} ({v['how']}) | "
                     f"{v['median_s']:.3f} | {v['speedup_vs_ref']:.2f}× | {v['gflops']:.0f} | "
@@ -325,7 +342,7 @@ def main(argv: list[str] | None = None) -> dict:
                 mem = res.get("memory", {}).get(name)
                 print(f"   {name:<18} {v['median_s']:8.3f} s  {v['speedup_vs_ref']:5.2f}x  {v['gflops']:7.1f} GFLOP/s "
                       f"({v['pct_of_matmul_peak']:3.0f} % of {res['matmul_peak_gflops']:.0f})  "
-                      f"memory {_fmt_mib(mem)} MiB  {_fmt_err(v)}", flush=True)
+                      f"memory {_fmt_mib(mem)} MiB (live {_fmt_mib(mem, 'live_tensor_peak_mib')})  {_fmt_err(v)}", flush=True)
             results["cases"][case.name] = res
             json_path.write_text(json.dumps(results, indent=1) + "\n")  # after every case: partial runs keep data
     data = run_data_benchmark(out_dir, args.data_clips) if want_data else None

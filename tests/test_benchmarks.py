@@ -53,6 +53,7 @@ def test_runner_quick_writes_results_and_table(tmp_path):
     # Memory is measured in fresh processes for the first case (quick mode).
     memory = results["cases"]["videomae_infer_fp32_b1"]["memory"]
     assert memory["ref"]["model_peak_mib"] > 0 and memory["ours"]["model_peak_mib"] > 0
+    assert memory["ref"]["live_tensor_peak_mib"] > 0 and memory["ours"]["live_tensor_peak_mib"] > 0
     text = docs.read_text()
     assert "Hand-written analysis stays." in text
     assert "| precision | batch | implementation |" in text and "HF transformers" in text
@@ -115,3 +116,23 @@ def test_flop_formulas_match_the_flop_counter():
                                   vision_layers=s.depth, vision_heads=s.heads, embed_dim=512, use_local=full,
                                   num_global_layers=s.global_layers if full else 0)
         assert _counted(VideoEncoder(cfg), clip_video) == cases.clip_flops(s, 2, video_modules=full)
+
+
+def test_live_tensor_peak_counts_new_storage_until_freed():
+    from benchmarks.common import LiveTensorPeak, persistent_bytes
+    kept = torch.zeros(256, 1024)  # 1 MiB from before: its views and in-place results are not new
+    tracker = LiveTensorPeak()
+    with tracker:
+        transient = torch.ones(512, 1024)  # 2 MiB, freed below
+        kept.add_(transient[:256])
+        view = kept.view(-1)
+        copy = kept.t().contiguous()  # 1 MiB, kept
+        del transient
+    assert tracker.peak == 3 * 2**20 and tracker.current == 2**20
+    del copy, view
+    assert tracker.current == 0
+    lin = torch.nn.Linear(4, 2)
+    opt = torch.optim.AdamW(lin.parameters())
+    lin(torch.ones(1, 4)).sum().backward()
+    opt.step()
+    assert persistent_bytes({"model": lin, "opt": opt}) == 4 * (3 * (8 + 2)) + 4 * 2  # params, 2 moments, steps

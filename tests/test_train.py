@@ -212,3 +212,22 @@ def test_fsdp_two_processes_save_and_resume(world, tmp_path):
     assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 9))
     model = internvideo.load_model(tmp_path / "checkpoints" / "step_0000008")
     assert type(model).__name__ == "VideoMAEPretrain"
+
+
+def test_trainer_uses_the_fused_adamw_and_matches_the_default():
+    from internvideo.train import _adamw
+    torch.manual_seed(0)
+    a = torch.nn.Linear(8, 4)
+    b = torch.nn.Linear(8, 4)
+    b.load_state_dict(a.state_dict())
+    fused = _adamw([{"params": a.parameters(), "weight_decay": 0.05}], lr=1e-2)
+    plain = torch.optim.AdamW([{"params": b.parameters(), "weight_decay": 0.05}], lr=1e-2)
+    assert fused.defaults["fused"] and not plain.defaults.get("fused")
+    x = torch.randn(16, 8)
+    for _ in range(3):
+        for model, opt in ((a, fused), (b, plain)):
+            model(x).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb)
