@@ -28,6 +28,7 @@ import av
 import numpy as np
 import torch
 
+from benchmarks.common import peak_rss_mib, reset_peak_rss, rss_mib
 from internvideo.data import DenseSampler, TrainTransformConfig, build_train_transform, probe, read_frames, write_video
 
 SOURCES = {"320x240": (240, 320), "1280x720": (720, 1280)}
@@ -62,17 +63,24 @@ def decode_all(path: Path, indices: np.ndarray) -> np.ndarray:
     return np.stack([kept[int(i)] for i in indices])
 
 
-def measure(fn: Callable[[int], object], clips: int) -> tuple[float, float]:
-    """(clips per CPU-second, clips per wall-second) over ``clips`` calls.
+def measure(fn: Callable[[int], object], clips: int) -> tuple[float, float, float]:
+    """(clips per CPU-second, clips per wall-second, peak MiB) over ``clips`` calls.
 
     CPU time of this single-threaded process is what one core spends per clip
     and, unlike wall time, barely moves when other processes share the machine.
+    The memory is the resident-set high-water mark during the calls less the
+    resident set before them. All rows share one process, so pages an earlier
+    row left mapped are reused and not counted again: an order of magnitude of
+    what a worker adds to its baseline (tens of MiB), not an exact figure.
     """
     fn(0)  # warm up (frame table cache, allocator)
+    before = rss_mib()
+    reset_peak_rss()
     cpu, wall = time.process_time(), time.perf_counter()
     for k in range(clips):
         fn(k + 1)
-    return clips / (time.process_time() - cpu), clips / (time.perf_counter() - wall)
+    rates = clips / (time.process_time() - cpu), clips / (time.perf_counter() - wall)
+    return *rates, max(0.0, peak_rss_mib() - before)
 
 
 def main() -> None:
@@ -106,12 +114,12 @@ def main() -> None:
             }
             for label, fn in rows.items():
                 clips = args.clips if "every" not in label else max(3, args.clips // 4)
-                rate, wall_rate = measure(fn, clips)
+                rate, wall_rate, mib = measure(fn, clips)
                 results.append({"source": name, "pipeline": label, "clips_per_cpu_s": round(rate, 2),
                                 "cpu_ms_per_clip": round(1000 / rate, 1), "clips_per_wall_s": round(wall_rate, 2),
-                                "clips_timed": clips})
+                                "rss_growth_mib": round(mib, 1), "clips_timed": clips})
                 print(f"{name:>9}  {label:<42} {rate:7.2f} clips/s per core  {1000 / rate:8.1f} ms/clip"
-                      f"  (wall {wall_rate:6.2f} clips/s)", flush=True)
+                      f"  (wall {wall_rate:6.2f} clips/s, +{mib:.0f} MiB peak)", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "what": "16x224 training clips (16x4 dense sampling, RRC, flip, RandAugment m7-n4, erasing) per CPU core",
