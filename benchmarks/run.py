@@ -208,7 +208,7 @@ def markdown(results: dict, data: dict | None) -> str:
         f"load average during the run {results.get('load_average')}.",
         "",
         f"Times are medians of alternating runs, in {clock}; *vs HF* is HF's time over ours (higher is better); "
-        "*% of peak* compares the achieved rate with a square matmul of the same dtype timed just before; "
+        "*% of peak* compares the achieved rate with the better of two square matmuls (2048³ and 1024³) of the same dtype timed just before; "
         "*peak memory* is the resident-set high-water mark of a fresh process running only that implementation "
         "(after loading and one warm-up call), less the same process's baseline before the model was built "
         "(interpreter, torch, transformers and our code: the same for both); the median of several such processes; "

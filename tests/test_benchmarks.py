@@ -136,3 +136,5 @@ def test_live_tensor_peak_counts_new_storage_until_freed():
     lin(torch.ones(1, 4)).sum().backward()
     opt.step()
     assert persistent_bytes({"model": lin, "opt": opt}) == 4 * (3 * (8 + 2)) + 4 * 2  # params, 2 moments, steps
+    lin.table = torch.zeros(16)  # a plain tensor attribute is kept between calls too
+    assert persistent_bytes({"model": lin}) == 4 * (8 + 2) + 4 * 16
