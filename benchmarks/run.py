@@ -208,7 +208,8 @@ def markdown(results: dict, data: dict | None) -> str:
         f"load average during the run {results.get('load_average')}.",
         "",
         f"Times are medians of alternating runs, in {clock}; *vs HF* is HF's time over ours (higher is better); "
-        "*% of peak* compares the achieved rate with the better of two square matmuls (2048³ and 1024³) of the same dtype timed just before; "
+        "*% of peak* compares the achieved rate with the better of two square matmuls (2048³ and 1024³) of the "
+        "same dtype timed just before; "
         "*peak memory* is the resident-set high-water mark of a fresh process running only that implementation "
         "(after loading and one warm-up call), less the same process's baseline before the model was built "
         "(interpreter, torch, transformers and our code: the same for both); the median of several such processes; "
@@ -342,7 +343,8 @@ def main(argv: list[str] | None = None) -> dict:
                 mem = res.get("memory", {}).get(name)
                 print(f"   {name:<18} {v['median_s']:8.3f} s  {v['speedup_vs_ref']:5.2f}x  {v['gflops']:7.1f} GFLOP/s "
                       f"({v['pct_of_matmul_peak']:3.0f} % of {res['matmul_peak_gflops']:.0f})  "
-                      f"memory {_fmt_mib(mem)} MiB (live {_fmt_mib(mem, 'live_tensor_peak_mib')})  {_fmt_err(v)}", flush=True)
+                      f"memory {_fmt_mib(mem)} MiB (live {_fmt_mib(mem, 'live_tensor_peak_mib')})  {_fmt_err(v)}",
+                      flush=True)
             results["cases"][case.name] = res
             json_path.write_text(json.dumps(results, indent=1) + "\n")  # after every case: partial runs keep data
     data = run_data_benchmark(out_dir, args.data_clips) if want_data else None
