@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -17,16 +18,36 @@ def _world_files(root):
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
-def test_same_seed_same_world_different_seed_different_world(tmp_path):
+def test_same_seed_same_world_different_seed_different_world(tmp_path, monkeypatch):
+    import internvideo.data.synthetic as synthetic
+    rendered: dict[str, list[np.ndarray]] = {}
+    encode = synthetic.write_video
+
+    def keep_frames(path, frames, **kw):  # what the world asks the encoder to write
+        frames = np.asarray(list(frames))
+        rendered.setdefault(os.path.basename(path), []).append(frames)
+        encode(path, frames, **kw)
+
+    monkeypatch.setattr(synthetic, "write_video", keep_frames)
     kwargs = dict(num_videos=10, size=32, num_frames=6, num_long=1, num_ava=1, num_images=2)
     a = make_world(tmp_path / "a", seed=7, **kwargs).root
     b = make_world(tmp_path / "b", seed=7, **kwargs).root
     c = make_world(tmp_path / "c", seed=8, **kwargs).root
     files_a = [p.relative_to(a) for p in _world_files(a)]
     assert files_a == [p.relative_to(b) for p in _world_files(b)]
+    for frames in rendered.values():  # every pixel given to the encoder is the same for one seed
+        np.testing.assert_array_equal(frames[0], frames[1])
     for rel in files_a:
-        assert (a / rel).read_bytes() == (b / rel).read_bytes(), f"{rel} differs between runs with one seed"
+        if rel.suffix != ".mp4":
+            assert (a / rel).read_bytes() == (b / rel).read_bytes(), f"{rel} differs between runs with one seed"
+            continue
+        # libx264 (PyAV 18.1, one thread) does not always emit the same bitstream for the same frames
+        # (seen here: one of two or three encodings per clip); the decoded pictures stay close.
+        n = probe(a / rel).num_frames
+        da, db = (read_frames(root / rel, list(range(n))).astype(np.int16) for root in (a, b))
+        assert np.abs(da - db).mean() < 4, f"{rel}: decoded frames differ between runs with one seed"
     assert (a / "captions_train.jsonl").read_text() != (c / "captions_train.jsonl").read_text()
+    assert not np.array_equal(rendered["clip_00000.mp4"][0], rendered["clip_00000.mp4"][2])
 
 
 def test_layout_and_every_annotation_file_reads(data_world):
