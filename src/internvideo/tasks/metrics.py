@@ -22,6 +22,7 @@ so a 10k x 10k evaluation never holds more than ``chunk_size`` rows at once.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ ArrayLike = np.ndarray | torch.Tensor | Sequence
 
 __all__ = [
     "average_views", "correct_rank", "topk_accuracy", "mean_class_accuracy", "classification_metrics",
-    "multiple_choice_accuracy", "rank_metrics", "dual_softmax", "retrieval_ranks", "retrieval_ranks_from_sim",
+    "multiple_choice_accuracy", "rank_metrics", "dual_softmax", "retrieval_ranks", "retrieval_ranks_from_sim", "MultiCaption",
     "retrieval_metrics",
 ]
 
@@ -147,6 +148,7 @@ def dual_softmax(sim: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 RowBlocks = Callable[[int, int], torch.Tensor]
+MultiCaption = Literal["captions", "official"]
 
 
 def _as_index(caption_to_video: ArrayLike, num_texts: int, num_videos: int) -> torch.Tensor:
@@ -163,37 +165,68 @@ def _dsl(block: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
     return block * torch.exp(block - lse)
 
 
+def _spans(owner: torch.Tensor, chunk_size: int, whole_groups: bool) -> list[tuple[int, int]]:
+    """Row blocks of about ``chunk_size`` captions; with ``whole_groups`` a video's captions share a block."""
+    n = owner.numel()
+    if not whole_groups:
+        return [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+    ends = (torch.nonzero(owner[1:] != owner[:-1]).flatten() + 1).tolist() + [n]
+    spans, start, prev = [], 0, 0
+    for end in ends:
+        if end - start > chunk_size and prev > start:
+            spans.append((start, prev))
+            start = prev
+        prev = end
+    return spans + [(start, n)] if n else spans
+
+
 def _ranks(blocks: RowBlocks, owner: torch.Tensor, num_videos: int, chunk_size: int, dsl: bool,
-           dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray]:
+           dtype: torch.dtype, multi_caption: MultiCaption = "captions") -> tuple[np.ndarray, np.ndarray]:
     """Both directions' ranks from row blocks ``blocks(start, stop) -> sim[start:stop]`` (texts x videos).
 
-    Two passes over the rows, so no more than one block is ever held. Pass 1
-    finds each video's best caption score (the v2t target) and, for DSL, the
-    two softmax normalisers: per text over videos (row-local) and per video
-    over all texts (accumulated as a running log-sum-exp). Pass 2 counts, per
-    query, the wrong items scoring >= the correct one.
+    Up to three passes over the rows, so no more than one block is ever held:
+    for DSL, the two softmax normalisers (per text over videos, row-local, and
+    per video over all texts, a running log-sum-exp); then each video's best
+    caption score (the v2t target); then, per query, the wrong items scoring
+    >= the correct one. ``multi_caption="official"`` needs each video's
+    captions in consecutive rows (:func:`_grouped` arranges that).
 
-    Every score that is compared is recomputed in pass 2 by exactly the same
-    tensor expression on the same block as in pass 1, so the correct pair's
+    Every score that is compared is recomputed in the last pass by exactly the
+    same tensor expression on the same block as before, so the correct pair's
     score is bit-identical in both and ties are decided by the data, not by
     rounding differences between code paths.
     """
+    if multi_caption not in ("captions", "official"):
+        raise ValueError(f"multi_caption must be 'captions' or 'official', not {multi_caption!r}")
     num_texts = owner.numel()
-    spans = [(s, min(s + chunk_size, num_texts)) for s in range(0, num_texts, chunk_size)]
+    counts = torch.bincount(owner, minlength=num_videos)
+    # With one caption per video the official code takes its single-caption branch, which is ours.
+    official = multi_caption == "official" and bool((counts > 1).any())
+    if official and num_texts > 1 and bool((owner[1:] < owner[:-1]).any()):
+        raise ValueError("multi_caption='official' needs each video's captions in consecutive rows")
+    spans = _spans(owner, chunk_size, official)
     row_lse = torch.zeros(num_texts, 1, dtype=dtype)
     col_lse = torch.full((1, num_videos), -torch.inf, dtype=dtype)
-    v2t_best = torch.full((num_videos,), -torch.inf, dtype=dtype)
-
-    def v2t_scores(block: torch.Tensor, s: int, e: int) -> torch.Tensor:
-        # Video-to-text DSL multiplies in the softmax over videos: row-local.
-        return _dsl(block, row_lse[s:e]) if dsl else block
-
-    for s, e in spans:
-        block = blocks(s, e)
-        if dsl:
+    if dsl:
+        for s, e in spans:
+            block = blocks(s, e)
             row_lse[s:e] = block.logsumexp(dim=1, keepdim=True)
             col_lse = torch.logaddexp(col_lse, block.logsumexp(dim=0, keepdim=True))
-        pair = v2t_scores(block, s, e)[torch.arange(e - s), owner[s:e]]
+
+    def t2v_scores(block: torch.Tensor) -> torch.Tensor:
+        # Text-to-video DSL multiplies in the softmax over texts: the column normaliser.
+        return _dsl(block, col_lse) if dsl else block
+
+    def v2t_scores(block: torch.Tensor, s: int, e: int) -> torch.Tensor:
+        if not dsl:
+            return block
+        # Ours: video-to-text DSL multiplies in the softmax over videos (row-local). The official
+        # multi-caption branch re-uses the text-to-video DSL matrix (softmax over texts) instead.
+        return _dsl(block, col_lse) if official else _dsl(block, row_lse[s:e])
+
+    v2t_best = torch.full((num_videos,), -torch.inf, dtype=dtype)
+    for s, e in spans:
+        pair = v2t_scores(blocks(s, e), s, e)[torch.arange(e - s), owner[s:e]]
         # A video query is answered by its best caption; videos without captions stay at -inf.
         v2t_best.scatter_reduce_(0, owner[s:e], pair, reduce="amax")
 
@@ -202,19 +235,39 @@ def _ranks(blocks: RowBlocks, owner: torch.Tensor, num_videos: int, chunk_size: 
     for s, e in spans:
         block = blocks(s, e)
         rows, own = torch.arange(e - s), owner[s:e]
-        # Text-to-video DSL multiplies in the softmax over texts: the column normaliser from pass 1.
-        t2v = _dsl(block, col_lse) if dsl else block
+        t2v = t2v_scores(block)
         # Own video included in the count: rank = 1 + wrong videos scoring >= the correct one.
         t2v_rank[s:e] = (t2v >= t2v[rows, own][:, None]).sum(dim=1)
         ahead = v2t_scores(block, s, e) >= v2t_best[None, :]
         ahead[rows, own] = False  # a video's own captions are never wrong answers
+        if official:
+            # Official: a video's captions are max-pooled into one candidate, so count other videos, not captions.
+            _, group = torch.unique_consecutive(own, return_inverse=True)
+            per_video = torch.zeros(int(group.max()) + 1, num_videos, dtype=torch.int64)
+            ahead = per_video.index_add_(0, group, ahead.long()) > 0
         v2t_wrong_ahead += ahead.sum(dim=0)
-    has_caption = torch.bincount(owner, minlength=num_videos) > 0
-    return t2v_rank.numpy(), (1 + v2t_wrong_ahead[has_caption]).numpy()
+    return t2v_rank.numpy(), (1 + v2t_wrong_ahead[counts > 0]).numpy()
+
+
+def _grouped(owner: torch.Tensor, multi_caption: MultiCaption) -> torch.Tensor | None:
+    """The row order that puts each video's captions together, when the official mode needs one."""
+    if multi_caption != "official" or owner.numel() < 2 or not bool((owner[1:] < owner[:-1]).any()):
+        return None
+    return torch.sort(owner, stable=True).indices
+
+
+def _in_caption_order(ranks: tuple[np.ndarray, np.ndarray], order: torch.Tensor | None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    if order is None:
+        return ranks
+    t2v = np.empty_like(ranks[0])
+    t2v[order.numpy()] = ranks[0]
+    return t2v, ranks[1]
 
 
 def retrieval_ranks_from_sim(sim: ArrayLike, caption_to_video: ArrayLike | None = None, *, chunk_size: int = 1024,
-                             dsl: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                             dsl: bool = False, multi_caption: MultiCaption = "captions"
+                             ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`retrieval_ranks` for a similarity matrix you already have: ``sim`` is texts x videos.
 
     Without ``caption_to_video`` the matrix must be square with caption ``i``
@@ -229,12 +282,16 @@ def retrieval_ranks_from_sim(sim: ArrayLike, caption_to_video: ArrayLike | None 
             raise ValueError(f"a {tuple(s.shape)} matrix needs caption_to_video (which video each caption describes)")
         caption_to_video = np.arange(s.shape[0])
     owner = _as_index(caption_to_video, s.shape[0], s.shape[1])
-    return _ranks(lambda a, b: s[a:b], owner, s.shape[1], max(1, chunk_size), dsl, s.dtype)
+    order = _grouped(owner, multi_caption)
+    if order is not None:
+        s, owner = s[order], owner[order]
+    ranks = _ranks(lambda a, b: s[a:b], owner, s.shape[1], max(1, chunk_size), dsl, s.dtype, multi_caption)
+    return _in_caption_order(ranks, order)
 
 
 def retrieval_ranks(text_emb: ArrayLike, video_emb: ArrayLike, caption_to_video: ArrayLike | None = None, *,
-                    scale: float = 100.0, chunk_size: int = 1024, dsl: bool = False
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    scale: float = 100.0, chunk_size: int = 1024, dsl: bool = False,
+                    multi_caption: MultiCaption = "captions") -> tuple[np.ndarray, np.ndarray]:
     """Ranks for text-to-video and video-to-text retrieval, similarity computed in row blocks.
 
     ``sim = scale * text_emb @ video_emb.T`` (pass L2-normalised embeddings for
@@ -244,13 +301,28 @@ def retrieval_ranks(text_emb: ArrayLike, video_emb: ArrayLike, caption_to_video:
 
     * **t2v**: each caption is a query over all videos; its rank is that of the
       one video it describes. One rank per caption.
-    * **v2t**: each video is a query over all captions; any of its captions is
-      a correct answer, so its rank is that of its *best-ranked* caption, i.e.
-      ``1 + (captions of other videos scoring >= its best caption)``. One rank
-      per video that has at least one caption (caption-less videos are only
-      distractors for t2v). With one caption per video both directions are the
-      usual diagonal ranking.
+    * **v2t**: each video is a query; any of its captions is a correct answer.
+      One rank per video that has at least one caption (caption-less videos
+      are only distractors for t2v). With one caption per video both
+      directions are the usual diagonal ranking and the two modes below agree.
     * ``dsl``: dual-softmax re-scoring (:func:`dual_softmax`), official InternVideo.
+
+    ``multi_caption`` says how v2t treats videos with several captions:
+
+    * ``"captions"`` (default): the video ranks all captions and its rank is
+      that of its best-ranked caption, ``1 + (captions of other videos scoring
+      >= its best caption)``; v2t DSL multiplies in the softmax over videos,
+      the mirror image of t2v.
+    * ``"official"``: InternVideo's (CLIP4Clip's) multi-sentence branch: each
+      video's captions are max-pooled into one score per video, the video
+      ranks the other videos, ``1 + (other videos whose best caption scores >=
+      its best caption)``, and v2t DSL re-uses the text-to-video DSL matrix
+      (softmax over texts). R@1 without DSL is the same in both modes; R@5/10,
+      the ranks and every v2t DSL number can differ by points. Use it to
+      reproduce published multi-caption tables (e.g. MSVD, VATEX).
+
+    Ties count against the correct answer in both modes (the official code
+    breaks them in its favour; on real-valued scores ties do not occur).
 
     Returns ``(t2v_ranks (num_texts,), v2t_ranks (num_videos_with_captions,))``.
     """
@@ -263,9 +335,14 @@ def retrieval_ranks(text_emb: ArrayLike, video_emb: ArrayLike, caption_to_video:
             raise ValueError("different numbers of captions and videos need caption_to_video")
         caption_to_video = np.arange(t.shape[0])
     owner = _as_index(caption_to_video, t.shape[0], v.shape[0])
+    order = _grouped(owner, multi_caption)
+    if order is not None:
+        t, owner = t[order], owner[order]
     v = v.to(t.dtype)
     v_t = v.t().contiguous()
-    return _ranks(lambda a, b: scale * (t[a:b] @ v_t), owner, v.shape[0], max(1, chunk_size), dsl, t.dtype)
+    ranks = _ranks(lambda a, b: scale * (t[a:b] @ v_t), owner, v.shape[0], max(1, chunk_size), dsl, t.dtype,
+                   multi_caption)
+    return _in_caption_order(ranks, order)
 
 
 def retrieval_metrics(t2v_ranks: ArrayLike, v2t_ranks: ArrayLike, ks: Sequence[int] = (1, 5, 10)

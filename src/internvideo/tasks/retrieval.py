@@ -13,6 +13,12 @@ median rank (MdR) and mean rank (MnR).
 ``dsl=True`` adds the dual-softmax re-ranked numbers of the official
 InternVideo evaluation (on logits ``logit_scale * cosine``).
 
+With several captions per video, ``multi_caption="official"`` scores v2t as
+the official InternVideo (CLIP4Clip) code does: captions max-pooled per video,
+videos ranked, DSL from the text-to-video matrix; the default ``"captions"``
+ranks every caption and mirrors the DSL (see
+:func:`~internvideo.tasks.metrics.retrieval_ranks`).
+
 Several records naming the same video file (e.g. one line per caption) are
 merged into one video with all their captions.
 """
@@ -31,7 +37,7 @@ from torch import nn
 from ..data import VideoTextDataset, VideoTextSample, read_video_text
 from . import common
 from .common import Precision, Sampling
-from .metrics import retrieval_metrics, retrieval_ranks
+from .metrics import MultiCaption, retrieval_metrics, retrieval_ranks
 
 VideoTextData = str | os.PathLike | Sequence[VideoTextSample] | VideoTextDataset
 
@@ -87,21 +93,22 @@ def retrieval_embeddings(model: nn.Module, data: VideoTextData, *, root: str | o
 
 
 def evaluate_retrieval(model: nn.Module, data: VideoTextData, *, dsl: bool = False, chunk_size: int = 1024,
-                       **kwargs: Any) -> dict[str, Any]:
+                       multi_caption: MultiCaption = "captions", **kwargs: Any) -> dict[str, Any]:
     """R@1/5/10, MdR, MnR for ``t2v`` and ``v2t`` (and their DSL versions under ``"dsl"``).
 
     Keyword arguments are those of :func:`retrieval_embeddings`.
     """
     emb = retrieval_embeddings(model, data, **kwargs)
-    return metrics_from_embeddings(emb, dsl=dsl, chunk_size=chunk_size)
+    return metrics_from_embeddings(emb, dsl=dsl, chunk_size=chunk_size, multi_caption=multi_caption)
 
 
-def metrics_from_embeddings(emb: RetrievalEmbeddings, *, dsl: bool = False, chunk_size: int = 1024
-                            ) -> dict[str, Any]:
+def metrics_from_embeddings(emb: RetrievalEmbeddings, *, dsl: bool = False, chunk_size: int = 1024,
+                            multi_caption: MultiCaption = "captions") -> dict[str, Any]:
     """The retrieval results dict for embeddings you already have."""
-    opts = dict(scale=emb.logit_scale, chunk_size=chunk_size)
+    opts = dict(scale=emb.logit_scale, chunk_size=chunk_size, multi_caption=multi_caption)
     results: dict[str, Any] = {
         "task": "retrieval",
+        "multi_caption": multi_caption,
         "num_videos": len(emb.videos),
         "num_captions": len(emb.captions),
         **retrieval_metrics(*retrieval_ranks(emb.text, emb.video, emb.caption_to_video, **opts)),
@@ -135,6 +142,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_common_arguments(parser, data_help='video-text JSON lines: {"video": path, "caption": text or [texts]}')
     parser.add_argument("--dsl", action="store_true", help="also report dual-softmax re-ranked results (official)")
     parser.add_argument("--chunk-size", type=int, default=1024, help="captions per similarity block")
+    parser.add_argument("--multi-caption", choices=["captions", "official"], default="captions",
+                        help="v2t with several captions per video: rank every caption (default) or, as the official "
+                             "InternVideo code, max-pool each video's captions and take v2t DSL from the t2v matrix")
     parser.add_argument("--sampling", choices=["auto", "dense", "segment"], default="auto")
     parser.add_argument("--frame-interval", type=int, default=4)
 
@@ -142,7 +152,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     model = common.load_model_arg(args.model)
     results = evaluate_retrieval(
-        model, args.data, dsl=args.dsl, chunk_size=args.chunk_size, root=args.root, sampling=args.sampling,
+        model, args.data, dsl=args.dsl, chunk_size=args.chunk_size, multi_caption=args.multi_caption, root=args.root,
+        sampling=args.sampling,
         frame_interval=args.frame_interval, batch_size=args.batch_size, num_workers=args.num_workers,
         device=args.device, precision=args.precision, progress=args.progress)
     results.update(model=str(args.model), data=str(args.data))
