@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .memory import DecodedVideos
 from .sampling import DenseSampler, Sampler
 from .transforms import EvalTransformConfig, TrainTransformConfig, as_float, build_eval_transform
 from .transforms import build_train_transform, to_cthw
@@ -424,8 +425,13 @@ class VideoDataset(torch.utils.data.Dataset):
 
     def __init__(self, videos: Sequence[str], views: View | Sequence[View] | None = None, *, training: bool = False,
                  seed: int = 0, strict: bool | None = None, max_replacements: int = 10,
-                 decode_short_side: int | None = None, threads: int = 1) -> None:
+                 decode_short_side: int | None = None, threads: int = 1,
+                 decoded: DecodedVideos | None = None) -> None:
         self.videos = list(videos)
+        if decoded is not None and decoded.short_side != decode_short_side:
+            raise ValueError(f"the decoded videos were decoded at short side {decoded.short_side}, the dataset asks "
+                             f"for {decode_short_side}")
+        self.decoded = decoded  # whole videos decoded once (see internvideo.data.memory)
         views = default_view(training) if views is None else views
         self.views: tuple[View, ...] = (views,) if isinstance(views, View) else tuple(views)
         names = [v.name for v in self.views]
@@ -454,7 +460,10 @@ class VideoDataset(torch.utils.data.Dataset):
         """Decode the frames of every view of video ``index`` in one pass and transform them."""
         path = self.videos[index]
         image = _load_image(path) if Path(path).suffix.lower() in IMAGE_EXTENSIONS else None
-        if image is not None:
+        if image is None and self.decoded is not None:
+            image, fps = self.decoded.get(path)  # the whole video, already in memory
+            num_frames = len(image)
+        elif image is not None:
             num_frames, fps = 1, 1.0
         else:
             info = probe(path)
