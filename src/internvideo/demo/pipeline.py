@@ -50,7 +50,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,26 @@ MULTIMODAL = {"num_frames": MM_FRAMES, "sampling": "segment", "img_size": IMG_SI
 
 #: Cross-model attention sized for the tiny backbones (128- and 64-wide tokens).
 FUSION = {"width": 128, "num_heads": 4, "num_layers": 2}
+
+@dataclasses.dataclass(frozen=True)
+class DemoContext:
+    """What a task family's demo stage gets: the world, its own work folder and the trained backbones."""
+
+    world: Path
+    work: Path
+    seed: int
+    progress: bool
+    mae_checkpoint: Path  # the supervised VideoMAE classifier
+    mae_pretrain_checkpoint: Path  # the masked autoencoder
+    mm_checkpoint: Path  # the multimodal model
+    img_size: int
+    preset: str  # "default", "quick" or "smoke": scale the stage's steps with it
+
+
+#: Task families beyond the core: (stage name, title, function). Each function takes a :class:`DemoContext`
+#: and returns table rows ``{"family", "model", "metric", "short", "value", "chance"}`` (percent; "chance" is
+#: the stated baseline), within its time budget.
+TASK_STAGES: tuple[tuple[str, str, Callable[[DemoContext], list[dict[str, Any]]]], ...] = ()
 
 #: Zero-shot prompts for the world's class names ("moving left", ...).
 TEMPLATES = ("a shape {}.", "a video of a shape {}.", "{}.")
@@ -221,7 +241,7 @@ def _run(out: Path, p: Preset, seed: int, progress: bool, mae_init: bool) -> dic
     world, runs = out / "world", out / "runs"
     torch.manual_seed(seed)
     started = time.perf_counter()
-    stages = _Stages(total=7)
+    stages = _Stages(total=7 + len(TASK_STAGES))
     opts = dict(progress=progress, batch_size=32, num_workers=decode_workers())
     results: dict[str, Any] = {}
     print(f"InternVideo demo ({p.name}: {p.num_videos} clips, seed {seed}) -> {out.resolve()}")
@@ -282,6 +302,15 @@ def _run(out: Path, p: Preset, seed: int, progress: bool, mae_init: bool) -> dic
         rows = table_rows(results)
         st["summary"] = ", ".join(f"{r['short']} {r['value']:.1f}" for r in rows)
 
+    extra_rows: list[dict[str, Any]] = []
+    for name, title, run_stage in TASK_STAGES:
+        with stages.stage(name, title) as st:
+            ctx = DemoContext(world, runs / name, seed, progress, Path(cls.checkpoint), Path(mae.checkpoint),
+                              Path(mm.checkpoint), IMG_SIZE, p.name)
+            rows = run_stage(ctx)
+            extra_rows += rows
+            st["summary"] = ", ".join(f"{r['short']} {r['value']:.1f} (baseline {r['chance']:.1f})" for r in rows)
+
     with stages.stage("figures", "figures") as st:
         reconstruction_figure(load_model(mae.checkpoint), world / "test.txt", out / "reconstructions.png", seed=seed)
         retrieval_figure(emb, world, out / "retrieval.png")
@@ -291,7 +320,7 @@ def _run(out: Path, p: Preset, seed: int, progress: bool, mae_init: bool) -> dic
     wall = time.perf_counter() - started
     report = {
         "preset": dataclasses.asdict(p), "seed": seed, "mae_init": mae_init, "wall_seconds": round(wall, 1),
-        "threads": torch.get_num_threads(), "data_workers": decode_workers(), "table": table_rows(results),
+        "threads": torch.get_num_threads(), "data_workers": decode_workers(), "table": table_rows(results) + extra_rows,
         "stages": stages.records,
         "details": results,
     }
