@@ -42,7 +42,7 @@ from .metrics import MultiCaption, retrieval_metrics, retrieval_ranks
 VideoTextData = str | os.PathLike | Sequence[VideoTextSample] | VideoTextDataset
 
 __all__ = ["RetrievalEmbeddings", "retrieval_embeddings", "evaluate_retrieval", "metrics_from_embeddings",
-           "merge_captions", "results_table", "print_table", "add_arguments", "main"]
+           "merge_captions", "results_table", "add_arguments", "main"]
 
 
 @dataclasses.dataclass
@@ -70,7 +70,7 @@ def merge_captions(samples: Sequence[VideoTextSample]) -> list[VideoTextSample]:
 
 
 def retrieval_embeddings(model: nn.Module, data: VideoTextData, *, root: str | os.PathLike | None = None,
-                         sampling: Sampling = "auto", frame_interval: int = 4, batch_size: int = 8,
+                         sampling: Sampling = "auto", frame_interval: int | None = None, batch_size: int = 8,
                          text_batch_size: int = 256, num_workers: int = 0, device: str | torch.device | None = None,
                          precision: Precision = "fp32", progress: bool = True) -> RetrievalEmbeddings:
     """Embed every video (one test view) and every caption of a video-text set."""
@@ -133,10 +133,6 @@ def results_table(results: dict[str, Any]) -> str:
     return common.format_table("Video-text retrieval", rows)
 
 
-def print_table(results: dict[str, Any]) -> None:
-    print(results_table(results))
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``internvideo eval retrieval``."""
     common.add_common_arguments(parser, data_help='video-text JSON lines: {"video": path, "caption": text or [texts]}')
@@ -145,8 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--multi-caption", choices=["captions", "official"], default="captions",
                         help="v2t with several captions per video: rank every caption (default) or, as the official "
                              "InternVideo code, max-pool each video's captions and take v2t DSL from the t2v matrix")
-    parser.add_argument("--sampling", choices=["auto", "dense", "segment"], default="auto")
-    parser.add_argument("--frame-interval", type=int, default=4)
+    common.add_sampling_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
