@@ -30,6 +30,7 @@ from tqdm import tqdm
 from ..data import DenseSampler, EvalTransformConfig, Sampler, SegmentSampler, UniformSampler, View, \
     build_eval_transform, collate_videos
 from ..factory import create_model, list_models, load_model
+from ..data.sampling import TestLayout
 from ..models.recipe import InputRecipe
 from ..tokenizer import get_tokenizer
 
@@ -113,10 +114,13 @@ def input_recipe(model: nn.Module, *, sampling: Sampling = "auto", frame_interva
     return dataclasses.replace(recipe, **changes) if changes else recipe
 
 
-def clip_sampler(recipe: InputRecipe, *, num_clips: int = 1) -> Sampler:
-    """Test-time frame sampler: ``num_clips`` dense clips, or one clip of segments/uniform frames over the video."""
+def clip_sampler(recipe: InputRecipe, *, num_clips: int = 1, layout: TestLayout = "videomae") -> Sampler:
+    """Test-time frame sampler: ``num_clips`` dense clips, or one clip of segments/uniform frames over the video.
+
+    ``layout`` places several dense clips (official VideoMAE by default; see :mod:`internvideo.data.sampling`).
+    """
     if recipe.sampling == "dense":
-        return DenseSampler(recipe.num_frames, recipe.frame_interval, num_clips=num_clips)
+        return DenseSampler(recipe.num_frames, recipe.frame_interval, num_clips=num_clips, layout=layout)
     if num_clips != 1:
         raise ValueError(f"{recipe.sampling} sampling covers the whole video in one clip; use sampling='dense' for "
                          f"num_clips={num_clips}")
@@ -124,7 +128,8 @@ def clip_sampler(recipe: InputRecipe, *, num_clips: int = 1) -> Sampler:
 
 
 def eval_view(model: nn.Module, *, num_clips: int = 1, num_crops: int = 1, sampling: Sampling = "auto",
-              frame_interval: int | None = None, short_side: int | None = None, name: str = "video") -> View:
+              frame_interval: int | None = None, short_side: int | None = None, name: str = "video",
+              layout: TestLayout = "videomae") -> View:
     """The test-time :class:`~internvideo.data.View` for ``model``: ``num_clips x num_crops`` views per video.
 
     Crops: 1 = centre crop, 3 = three crops along the longer side (after
@@ -135,7 +140,7 @@ def eval_view(model: nn.Module, *, num_clips: int = 1, num_crops: int = 1, sampl
     recipe = input_recipe(model, sampling=sampling, frame_interval=frame_interval)
     cfg = EvalTransformConfig(img_size=recipe.img_size, short_side=short_side, crop="three" if num_crops == 3 else
                               "center", mean=recipe.mean, std=recipe.std)
-    return View(clip_sampler(recipe, num_clips=num_clips), build_eval_transform(cfg), name)
+    return View(clip_sampler(recipe, num_clips=num_clips, layout=layout), build_eval_transform(cfg), name)
 
 
 def clip_embedding(model: nn.Module, clips: torch.Tensor, pool: Pool = "auto") -> torch.Tensor:

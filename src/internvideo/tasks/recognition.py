@@ -1,8 +1,9 @@
 """Action recognition: multi-view testing of a classifier, and linear probing of frozen features.
 
 Multi-view testing follows the official VideoMAE / InternVideo test scripts:
-every video is seen as ``num_clips`` evenly spaced dense clips times
-``num_crops`` spatial crops (Kinetics 5 x 3, Something-Something 2 x 3), each
+every video is seen as ``num_clips`` dense clips (placed as the official test
+loader places them, ``layout="videomae"``; ``"mmaction"`` and ``"centred"`` on
+request) times ``num_crops`` spatial crops (Kinetics 5 x 3, Something-Something 2 x 3), each
 view's logits go through a softmax, and the probabilities are averaged
 (:func:`~internvideo.tasks.metrics.average_views`). Reported: top-1, top-5 and
 mean per-class accuracy, in percent.
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from ..data import ClassificationSample, VideoClassificationDataset
+from ..data.sampling import TestLayout
 from . import common
 from .common import Precision, Sampling
 from .metrics import average_views, classification_metrics
@@ -36,18 +38,20 @@ __all__ = ["recognition_scores", "evaluate_recognition", "linear_probe", "result
 
 def classification_dataset(model: nn.Module, data: ClassificationData, *, root: str | os.PathLike | None = None,
                            num_clips: int = 1, num_crops: int = 1, sampling: Sampling = "auto",
-                           frame_interval: int | None = None, short_side: int | None = None) -> VideoClassificationDataset:
+                           frame_interval: int | None = None, short_side: int | None = None,
+                           layout: TestLayout = "videomae") -> VideoClassificationDataset:
     """A strict (unreadable video = error) test dataset with ``model``'s views; a given dataset passes through."""
     if isinstance(data, VideoClassificationDataset):
         return data
     view = common.eval_view(model, num_clips=num_clips, num_crops=num_crops, sampling=sampling,
-                            frame_interval=frame_interval, short_side=short_side)
+                            frame_interval=frame_interval, short_side=short_side, layout=layout)
     return VideoClassificationDataset(data, view, root=root, training=False, strict=True)
 
 
 def recognition_scores(model: nn.Module, data: ClassificationData, *, root: str | os.PathLike | None = None,
                        num_clips: int = 1, num_crops: int = 1, sampling: Sampling = "auto", frame_interval: int | None = None,
-                       short_side: int | None = None, batch_size: int = 8, num_workers: int = 0,
+                       short_side: int | None = None, layout: TestLayout = "videomae", batch_size: int = 8,
+                       num_workers: int = 0,
                        device: str | torch.device | None = None, precision: Precision = "fp32",
                        progress: bool = True, forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
                        input_key: str = "video") -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +64,8 @@ def recognition_scores(model: nn.Module, data: ClassificationData, *, root: str 
     ``batch_size`` counts clips (views), not videos.
     """
     dataset = classification_dataset(model, data, root=root, num_clips=num_clips, num_crops=num_crops,
-                                     sampling=sampling, frame_interval=frame_interval, short_side=short_side)
+                                     sampling=sampling, frame_interval=frame_interval, short_side=short_side,
+                                     layout=layout)
     logits, fields = common.map_views(
         model, forward or model, dataset, views=num_clips * num_crops, batch_size=batch_size, num_workers=num_workers,
         device=common.resolve_device(device), precision=precision, progress=progress, desc="recognition",
@@ -152,13 +157,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-crops", type=int, choices=[1, 3], default=1, help="spatial views (1 centre, 3 crops)")
     common.add_sampling_arguments(parser)
     parser.add_argument("--short-side", type=int, default=None, help="resize before cropping (default: img_size)")
+    parser.add_argument("--clip-layout", choices=["videomae", "mmaction", "centred"], default="videomae",
+                        help="where several test clips start: the official VideoMAE test loader (default), "
+                             "mmaction2's SampleFrames, or each clip centred in its share of the video")
 
 
 def main(args: argparse.Namespace) -> int:
     model = common.load_model_arg(args.model)
     results = evaluate_recognition(
         model, args.data, root=args.root, num_clips=args.num_clips, num_crops=args.num_crops, sampling=args.sampling,
-        frame_interval=args.frame_interval, short_side=args.short_side, batch_size=args.batch_size,
+        frame_interval=args.frame_interval, short_side=args.short_side, layout=args.clip_layout,
+        batch_size=args.batch_size,
         num_workers=args.num_workers, device=args.device, precision=args.precision, progress=args.progress)
     results.update(model=str(args.model), data=str(args.data))
     return common.finish(results, results_table(results), args.out)
