@@ -22,7 +22,17 @@ import numpy as np
 
 from .video import PathLike, VideoError, probe, read_frames
 
-__all__ = ["DecodedVideos"]
+__all__ = ["DecodedVideos", "shared_decoded_videos"]
+
+_SHARED: dict[int | None, DecodedVideos] = {}
+
+
+def shared_decoded_videos(short_side: int | None = None) -> DecodedVideos:
+    """One cache per process (and decode size), so successive training runs in one process (the demo's
+    stages) decode a world once between them. Entries are keyed by path, modification time and size."""
+    if short_side not in _SHARED:
+        _SHARED[short_side] = DecodedVideos(short_side=short_side)
+    return _SHARED[short_side]
 
 
 class DecodedVideos:
@@ -31,23 +41,31 @@ class DecodedVideos:
     def __init__(self, max_bytes: int = 2 << 30, short_side: int | None = None) -> None:
         self.max_bytes = max_bytes
         self.short_side = short_side  # decode at this short side, as the dataset's decode_short_side
-        self._videos: dict[str, tuple[np.ndarray, float]] = {}
+        self._videos: dict[tuple[str, int, int], tuple[np.ndarray, float]] = {}
         self.nbytes = 0
 
     def __len__(self) -> int:
         return len(self._videos)
 
     def __contains__(self, path: PathLike) -> bool:
-        return os.fspath(path) in self._videos
+        return os.path.exists(path) and self._key(path) in self._videos
+
+    @staticmethod
+    def _key(path: PathLike) -> tuple[str, int, int]:
+        # A file rewritten in place (a world made again with another seed) must not be served from memory.
+        st = os.stat(path)
+        return os.path.abspath(path), st.st_mtime_ns, st.st_size
 
     def get(self, path: PathLike) -> tuple[np.ndarray, float]:
         """``(frames, fps)`` of ``path``: from memory, or decoded now (and kept if it fits)."""
-        key = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(2, "video file not found", os.fspath(path))
+        key = self._key(path)
         found = self._videos.get(key)
         if found is not None:
             return found
-        info = probe(key)
-        frames = read_frames(key, np.arange(info.num_frames), short_side=self.short_side)
+        info = probe(path)
+        frames = read_frames(path, np.arange(info.num_frames), short_side=self.short_side)
         frames.setflags(write=False)  # shared by every item that indexes it
         entry = (frames, float(info.fps))
         if self.nbytes + frames.nbytes <= self.max_bytes:

@@ -57,6 +57,9 @@ class DataSection:
     feature_cache: str | None = None  # fusion: cache frozen-backbone features here and train from them
     strict: bool = False  # raise on an unreadable video instead of skipping it
     num_workers: int = 2
+    # decode every video once, whole, and keep it in memory (small sets such as the synthetic world; videos
+    # beyond 2 GiB in all are decoded on demand as usual)
+    decode_once: bool = False
 
 
 #: Keys that moved to the model's input recipe (an old recipe using them gets an error saying where they went).

@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ...data.datasets import SkipLog, View, collate_videos
+from ...data.memory import DecodedVideos, shared_decoded_videos
 from ...data.sampling import DenseSampler, SegmentSampler, UniformSampler
 from ...data.transforms import EvalTransformConfig, TrainTransformConfig, build_eval_transform, build_train_transform
 from ...factory import create_model
@@ -106,6 +107,19 @@ class VideoObjective:
     @property
     def root(self) -> str | None:
         return self.cfg.data.root or None
+
+    @property
+    def decoded(self) -> DecodedVideos | None:
+        """The in-memory videos when ``data.decode_once`` is set (pass to datasets as ``decoded=``)."""
+        return shared_decoded_videos() if self.cfg.data.decode_once else None
+
+    def preload(self, *datasets: Dataset | None) -> None:
+        """Decode the datasets' videos now, in this process, before loader workers fork and share them."""
+        if self.decoded is None:
+            return
+        for ds in datasets:
+            if ds is not None:
+                self.decoded.preload(ds.videos, progress=self.cfg.run.progress, desc="decoding once")
 
     def sampler(self, recipe: InputRecipe):
         if recipe.sampling == "dense":

@@ -57,7 +57,8 @@ class MaskedVideoObjective(VideoObjective):
         view = View(self.sampler(recipe), self.transform(recipe, training=True, pretrain=True), self.video_key)
         cls = VideoTextDataset if str(d.train).endswith(".jsonl") else VideoClassificationDataset
         train = cls(self.path(d.train), [view], root=self.root, training=True, seed=self.cfg.run.seed,
-                    strict=d.strict)
+                    strict=d.strict, decoded=self.decoded)
+        self.preload(train)
         return MaskedClips(train, c.grid, c.mask_ratio), None
 
     def loss(self, model, batch):
@@ -85,11 +86,14 @@ class ClassifyObjective(VideoObjective):
     def datasets(self):
         d = self.cfg.data
         train = VideoClassificationDataset(self.train_samples, self.views(True), classes=self.classes,
-                                           training=True, seed=self.cfg.run.seed, strict=d.strict)
+                                           training=True, seed=self.cfg.run.seed, strict=d.strict,
+                                           decoded=self.decoded)
         val = None
         if d.val:
             val = VideoClassificationDataset(self.path(d.val), self.views(False), root=self.root,
-                                             classes=self.classes, training=False, strict=True)
+                                             classes=self.classes, training=False, strict=True,
+                                             decoded=self.decoded)
+        self.preload(train, val)
         return train, val
 
     def logits(self, model, batch, video=None):
@@ -174,7 +178,7 @@ class FusionObjective(ClassifyObjective):
         train, val = super().datasets()
         if self.cfg.data.feature_cache:
             eval_set = VideoClassificationDataset(self.train_samples, self.views(False), classes=self.classes,
-                                                  training=False, strict=self.cfg.data.strict)
+                                                  training=False, strict=self.cfg.data.strict, decoded=self.decoded)
             model = self.model
             train = FeatureCache.build(lambda b: model.backbone_features(b["video"], b["mm_video"], all_streams=True),
                                        eval_set, self.cfg.data.feature_cache, self.cfg.run.batch_size)
