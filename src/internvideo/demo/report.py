@@ -57,6 +57,13 @@ def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     return "\n".join([line(head), "  ".join("-" * w for w in widths), *[line(c) for c in cells]])
 
 
+def _load(report: dict[str, Any]) -> str:
+    start, end = report.get("load_average_at_start"), report.get("load_average")
+    if not start or not end:
+        return "?"
+    return f"{start[0]:.2f} at the start, {end[0]:.2f} at the end (1-minute)"
+
+
 def results_markdown(report: dict[str, Any], img_size: int) -> str:
     p = report["preset"]
     d = report["details"]
@@ -67,11 +74,13 @@ def results_markdown(report: dict[str, Any], img_size: int) -> str:
         f"({d['recognition_videomae']['num_samples'] if 'recognition_videomae' in d else '?'} clips). "
         "Every model is trained from scratch by the demo. Chance is what a model guessing uniformly would score.",
         "", format_table(report["table"], markdown=True), "",
-        f"Wall time: {duration(report['wall_seconds'])} ({report['threads']} compute thread(s), "
-        f"{report['data_workers']} video-decoding process(es)).", "",
-        "| stage | what | time | summary |", "|---|---|---:|---|",
+        f"Wall time: {duration(report['wall_seconds'])}, CPU time: {duration(report.get('cpu_seconds', 0.0))} "
+        f"({report['threads']} compute thread(s), {report['data_workers']} video-decoding process(es); "
+        f"{report.get('cpu_count', '?')} cores, load average {_load(report)}).", "",
+        "| stage | what | wall | CPU | summary |", "|---|---|---:|---:|---|",
     ]
-    lines += [f"| {s['stage']} | {s['title']} | {duration(s['seconds'])} | {s['summary']} |" for s in report["stages"]]
+    lines += [f"| {s['stage']} | {s['title']} | {duration(s['seconds'])} | {duration(s.get('cpu_seconds', 0.0))} | "
+              f"{s['summary']} |" for s in report["stages"]]
     lines += ["", "Notes on the choices made at this scale: docs/demo.md.", ""]
     return "\n".join(lines)
 
