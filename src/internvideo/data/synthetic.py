@@ -345,7 +345,7 @@ def _write_list(path: Path, rows: Sequence[tuple[str, int]]) -> None:
 
 def make_world(out_dir: str | os.PathLike, num_videos: int = 600, seed: int = 0, size: int = 64,
                num_frames: int = 16, fps: int = 8, num_long: int | None = None, num_ava: int | None = None,
-               num_images: int | None = None) -> World:
+               num_images: int | None = None, progress: bool = False) -> World:
     """Generate the synthetic world into ``out_dir`` (created if needed; files are overwritten).
 
     Args:
@@ -356,6 +356,7 @@ def make_world(out_dir: str | os.PathLike, num_videos: int = 600, seed: int = 0,
         fps: frame rate written into the files (timestamps in annotations use it).
         num_long, num_ava, num_images: defaults ``max(4, num_videos // 10)``,
             ``max(4, num_videos // 10)`` and ``max(10, num_videos // 5)``.
+        progress: a progress bar over the action clips.
     """
     if size % 2 or size < 16:
         raise ValueError(f"size must be an even number >= 16 (h264 needs even sides), got {size}")
@@ -382,7 +383,9 @@ def make_world(out_dir: str | os.PathLike, num_videos: int = 600, seed: int = 0,
     questions: dict[str, list[dict[str, object]]] = {k: [] for k in lists}
     actors: dict[str, list[tuple[str, Actor]]] = {k: [] for k in lists}
     facts = []
-    for i, label in enumerate(labels.tolist()):
+    from tqdm import tqdm
+
+    for i, label in enumerate(tqdm(labels.tolist(), desc="rendering", unit="clip", disable=not progress)):
         rng = np.random.default_rng([seed, 1, i])
         split = _split_of(int(seen[label]), int(per_class[label]))
         seen[label] += 1
