@@ -67,9 +67,9 @@ from ..train import TrainConfig, train
 from ..train.config import DataSection, ModelSection, OptimSection, RunSection, save_config
 from .context import DemoContext
 from .figures import reconstruction_figure, retrieval_figure
-from .report import duration, format_table, results_markdown, table_rows
+from .report import aggregate_seeds, duration, format_table, results_markdown, seeds_markdown, table_rows
 
-__all__ = ["Preset", "PRESETS", "run_demo", "add_arguments", "main"]
+__all__ = ["Preset", "PRESETS", "run_demo", "run_seeds", "add_arguments", "main"]
 
 
 # ----------------------------------------------------------------------------- settings
@@ -231,6 +231,21 @@ def run_demo(out: str | os.PathLike = "demo_out", preset: str | Preset = "defaul
         torch.set_num_threads(threads)
 
 
+def run_seeds(out: str | os.PathLike = "demo_out", preset: str | Preset = "default", seed: int = 0,
+              num_seeds: int = 3, progress: bool = True, mae_init: bool = False) -> dict[str, Any]:
+    """The demo for seeds ``seed .. seed + num_seeds - 1`` (one folder each, ``seed_<s>/``), then
+    ``summary.json`` and ``summary.md``: every number's mean and spread over the seeds."""
+    out = Path(out)
+    reports = [run_demo(out / f"seed_{s}", preset, seed=s, progress=progress, mae_init=mae_init)
+               for s in range(seed, seed + num_seeds)]
+    summary = aggregate_seeds(reports)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.md").write_text(seeds_markdown(summary))
+    print("\n" + seeds_markdown(summary))
+    return summary
+
+
 def _run(out: Path, p: Preset, seed: int, progress: bool, mae_init: bool) -> dict[str, Any]:
     world, runs = out / "world", out / "runs"
     torch.manual_seed(seed)
@@ -339,6 +354,13 @@ def _evaluate_fused(result, test: Path, videomae, opts: dict[str, Any]) -> dict[
 # ----------------------------------------------------------------------------- CLI
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``internvideo demo``."""
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
@@ -347,6 +369,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                             "(numbers not meaningful; the slow test)")
     size.add_argument("--smoke", action="store_true", help="under a minute: the pipeline only (what the default tests run)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the world and of every training run")
+    parser.add_argument("--seeds", type=_at_least_one, default=1,
+                        help="run the demo for this many seeds (--seed, --seed + 1, ...) into OUT/seed_<s>/ and "
+                             "report every number's mean and spread in OUT/summary.md")
     parser.add_argument("--mae-init", action="store_true",
                         help="start the supervised VideoMAE stage from the masked autoencoder (the paper's "
                              "pipeline; slower to learn at this scale, see results.md)")
@@ -356,5 +381,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     preset = "smoke" if args.smoke else "quick" if args.quick else "default"
-    run_demo(args.out, preset, seed=args.seed, progress=args.progress, mae_init=args.mae_init)
+    if args.seeds > 1:
+        run_seeds(args.out, preset, seed=args.seed, num_seeds=args.seeds, progress=args.progress,
+                  mae_init=args.mae_init)
+    else:
+        run_demo(args.out, preset, seed=args.seed, progress=args.progress, mae_init=args.mae_init)
     return 0
