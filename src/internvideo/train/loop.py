@@ -205,6 +205,17 @@ class TrainResult:
     run_dir: Path
     history: list[dict]
     model: nn.Module
+    #: ``checkpoints/best``: the weights of the best evaluation (None without a validation metric)
+    best_checkpoint: Path | None = None
+    best_step: int | None = None
+
+    def describe(self) -> str:
+        """One line naming the best and the last checkpoint (and which is which)."""
+        last = f"last checkpoint {self.checkpoint}"
+        if self.best_metric is None:
+            return f"{self.steps} steps in {self.seconds:.1f}s (no validation metric); {last}"
+        return (f"{self.steps} steps in {self.seconds:.1f}s; best val {self.metric_name} {self.best_metric:.1f} % "
+                f"at step {self.best_step}: {self.best_checkpoint}; {last}")
 
 
 def train(cfg: TrainConfig, objective: Objective | None = None) -> TrainResult:
@@ -297,7 +308,8 @@ def train(cfg: TrainConfig, objective: Objective | None = None) -> TrainResult:
                 end_of_epoch = progress.pos_in_epoch >= micro_per_epoch
                 if val_set is not None and ((cfg.run.eval_every and step % cfg.run.eval_every == 0)
                                             or (not cfg.run.eval_every and end_of_epoch) or step == sched.total_steps):
-                    _evaluate(objective, model, val_set, d, progress, runlog)
+                    if _evaluate(objective, model, val_set, d, progress, runlog):
+                        ckpt.save_best(progress, model, objective.metric_name, d)
                     set_train_mode()
                 if step % cfg.run.save_every == 0 or step == sched.total_steps:
                     last_good = ckpt.save(progress, model, optimizer, ema, d)
@@ -316,21 +328,40 @@ def train(cfg: TrainConfig, objective: Objective | None = None) -> TrainResult:
     metric_name = objective.metric_name
     if d.main:
         _plot(progress.history, run_dir / "curves.png", metric_name)
+    best_step = _best_step(progress.history, metric_name, progress.best)
+    best_dir = ckpt.dir / "best" if progress.best is not None and (ckpt.dir / "best").exists() else None
+    result = TrainResult(progress.step, seconds, progress.best, metric_name, last_good, run_dir, progress.history,
+                         model, best_dir, best_step)
+    if d.main:
         summary = {"steps": progress.step, "seconds": round(seconds, 1), "best": progress.best, "metric": metric_name,
+                   "best_step": best_step, "best_checkpoint": str(best_dir) if best_dir else None,
                    "checkpoint": str(last_good) if last_good else None}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        log.info("done: %d steps in %.1fs; best %s %s; checkpoint %s", progress.step, seconds, metric_name,
-                 progress.best, last_good)
-    return TrainResult(progress.step, seconds, progress.best, metric_name, last_good, run_dir, progress.history, model)
+        log.info("done: %s", result.describe())
+    return result
 
 
-def _evaluate(objective: Objective, model: nn.Module, val_set, d: Dist, progress: Progress, runlog: RunLog) -> None:
+def _evaluate(objective: Objective, model: nn.Module, val_set, d: Dist, progress: Progress, runlog: RunLog) -> bool:
+    """Evaluate, record and print the metrics; True when the run's metric reached a new best."""
     metrics = all_reduce_mean(objective.evaluate(model, val_set, d.device), d)
     metrics["step"] = progress.step
     runlog.record(metrics, "eval")
     name = objective.metric_name
-    if name and name in metrics:
-        progress.best = metrics[name] if progress.best is None else max(progress.best, metrics[name])
+    if d.main:
+        from tqdm.auto import tqdm
+
+        shown = ", ".join(f"{k} {v:.1f}" + (" %" if k == name else "") for k, v in metrics.items()
+                          if k != "step" and isinstance(v, (int, float)))
+        tqdm.write(f"step {progress.step}: val {shown}")
+    if name and name in metrics and (progress.best is None or metrics[name] > progress.best):
+        progress.best = metrics[name]
+        return True
+    return False
+
+
+def _best_step(history: list[dict], metric: str | None, best: float | None) -> int | None:
+    steps = [r["step"] for r in history if r.get("kind") == "eval" and metric and r.get(metric) == best]
+    return steps[0] if steps else None
 
 
 def _check_finite(loss: torch.Tensor, step: int, last_good: Path | None, d: Dist) -> None:
@@ -374,7 +405,5 @@ def main(config_path: str | None, overrides: list[str]) -> int:
     result = train(cfg)
     if dist.is_initialized():
         dist.destroy_process_group()
-    best = f"{result.best_metric:.2f}" if result.best_metric is not None else "n/a"
-    print(f"trained {result.steps} steps in {result.seconds:.1f}s; best {result.metric_name or 'metric'} {best}; "
-          f"checkpoint {result.checkpoint}; run directory {result.run_dir}")
+    print(f"trained {result.describe()}; run directory {result.run_dir}")
     return 0

@@ -7,6 +7,7 @@ can resume with another number of processes.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -80,6 +81,28 @@ class Checkpointer:
                      and not p.name.endswith(".tmp"))
         for p in old[: max(0, len(old) - self.keep_last)]:
             shutil.rmtree(p, ignore_errors=True)
+        return final
+
+    def save_best(self, progress: Progress, model: nn.Module, metric: str, d: Dist) -> Path | None:
+        """The weights of the best evaluation so far in ``checkpoints/best`` (+ ``best.json``: step, metric, value).
+
+        Weights only (no optimiser), for evaluation; resuming always uses the latest ``step_*``. Written under a
+        temporary name and renamed, like the step checkpoints.
+        """
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        weights = get_model_state_dict(model, options=_state_options())
+        final = self.dir / "best"
+        if d.main:
+            tmp = self.dir / "best.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            save_model(unwrap_model(model), tmp, state_dict=weights)
+            (tmp / "best.json").write_text(json.dumps({"step": progress.step, "metric": metric,
+                                                       "value": progress.best}) + "\n")
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        if d.world > 1:
+            dist.barrier()
         return final
 
     def save(self, progress: Progress, model: nn.Module, optimizer, ema: EMA | None, d: Dist) -> Path | None:

@@ -1,4 +1,4 @@
-"""``data.decode_once``: training from videos decoded once into memory is the same training."""
+"""Trainer frictions: decoding once (the same run), the best checkpoint kept and named, evaluation on the console."""
 
 from __future__ import annotations
 
@@ -46,3 +46,28 @@ def test_decode_once_gives_the_same_run(world, tmp_path, monkeypatch):
     assert len(decoded) == len(set(decoded))  # every readable video decoded exactly once
     again = _run(world, tmp_path / "again", "data.decode_once=true")  # a second run in the process: no decoding
     assert len(decoded) == len(set(decoded)) and again.steps == once.steps
+
+
+def test_best_checkpoint_is_kept_and_named(world, tmp_path, capsys):
+    import json
+
+    result = _run(world, tmp_path / "run")
+    best = tmp_path / "run" / "checkpoints" / "best"
+    info = json.loads((best / "best.json").read_text())
+    evals = [r for r in result.history if r["kind"] == "eval"]
+    assert len(evals) == 2 and info["value"] == result.best_metric == max(r["top1"] for r in evals)
+    assert info["step"] == result.best_step == next(r["step"] for r in evals if r["top1"] == result.best_metric)
+    assert result.best_checkpoint == best and (best / "model.safetensors").is_file()
+    line = result.describe()
+    assert f"best val top1 {result.best_metric:.1f} % at step {result.best_step}" in line and "last checkpoint" in line
+    out = capsys.readouterr()
+    assert "step 3: val" in out.out + out.err  # periodic evaluation reaches the console
+
+
+def test_no_metric_says_so(world, tmp_path):
+    result = train(load_config(None, [
+        "objective=mae", "model.name=videomae_tiny_pretrain", f"data.root={world}", "data.train=train.txt",
+        "model.overrides.frame_interval=3", "model.overrides={norm_pix_loss: false}", "data.num_workers=0",
+        f"run.out_dir={tmp_path}", "run.batch_size=4", "run.progress=false", "run.max_steps=2"]))
+    assert result.best_checkpoint is None and "no validation metric" in result.describe()
+    assert "None" not in result.describe()
