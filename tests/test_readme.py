@@ -94,3 +94,13 @@ def test_tiny_configs_keep_their_data_inside_the_working_folder():
         root = data["data"]["root"]
         assert not os.path.isabs(root), f"{cfg.name}: data.root {root!r} points outside the working folder"
         assert "python -c" not in cfg.read_text(), f"{cfg.name}: tell users to run `internvideo synth`"
+
+
+def test_help_shows_defaults():
+    from internvideo.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    text = sub.choices["synth"].format_help()
+    assert "(default: 600)" in text and "(default: 0)" in text
+    assert "(default: False)" not in sub.choices["demo"].format_help()

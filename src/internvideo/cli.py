@@ -122,8 +122,29 @@ def _add_demo(sub) -> None:
     d.set_defaults(func=demo.main)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """``--help`` shows each option's default, unless its help already says it or there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        # identity, not ==: a default of 0 is worth showing, False (an off switch) is not
+        if (not text or "default" in text.lower() or default is None or default is False
+                or default is argparse.SUPPRESS or default == [] or not action.option_strings):
+            return text
+        return text + " (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub-)command's parser uses :class:`_HelpFormatter`."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="internvideo", description="InternVideo: general video foundation models")
+    p = _Parser(prog="internvideo", description="InternVideo: general video foundation models")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list the named models with parameter counts").set_defaults(func=cmd_models)
     sub.add_parser("smoke", help="list models and run a tiny forward pass").set_defaults(func=cmd_smoke)
