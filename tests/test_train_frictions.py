@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -71,3 +73,17 @@ def test_no_metric_says_so(world, tmp_path):
         f"run.out_dir={tmp_path}", "run.batch_size=4", "run.progress=false", "run.max_steps=2"]))
     assert result.best_checkpoint is None and "no validation metric" in result.describe()
     assert "None" not in result.describe()
+
+
+def test_missing_data_names_the_key(tmp_path, monkeypatch, capsys):
+    from internvideo.cli import main
+    from internvideo.train.config import ConfigError
+
+    monkeypatch.chdir(tmp_path)  # no ./world here
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny" / "classify.yaml"
+    assert main(["train", str(tiny)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("internvideo: error: data.root: no such folder 'world'") and "\n" not in err
+    (tmp_path / "world").mkdir()
+    with pytest.raises(ConfigError, match="data.train: no such file 'train.txt' in data.root"):
+        train(load_config(tiny, []))

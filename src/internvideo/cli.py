@@ -52,8 +52,13 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import main as train_main
+    from .train.config import ConfigError
 
-    return train_main(args.config, args.set)
+    try:
+        return train_main(args.config, args.set)
+    except ConfigError as e:  # a user error: one line, exit 2
+        print(f"internvideo: error: {e}", file=sys.stderr)
+        return 2
 
 
 # ----------------------------------------------------------------------------- data, evaluation, demo

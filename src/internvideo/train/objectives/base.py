@@ -21,7 +21,7 @@ from ...data.sampling import DenseSampler, SegmentSampler, UniformSampler
 from ...data.transforms import EvalTransformConfig, TrainTransformConfig, build_eval_transform, build_train_transform
 from ...factory import create_model
 from ...models.recipe import InputRecipe
-from ..config import TrainConfig
+from ..config import ConfigError, TrainConfig
 from ..optim import param_groups
 
 log = logging.getLogger("internvideo.train")
@@ -75,6 +75,18 @@ class VideoObjective:
         self.cfg = cfg
         self.skips = SkipLog()
         self.model: nn.Module | None = None
+        self._check_data_paths()
+
+    def _check_data_paths(self) -> None:
+        """Name the config key when the data is not where the config says (before any model is built)."""
+        d = self.cfg.data
+        if d.root and not Path(d.root).is_dir():
+            raise ConfigError(f"data.root: no such folder {d.root!r} (relative paths are from {Path.cwd()}); "
+                              "set data.root=DIR, e.g. the folder `internvideo synth DIR` writes")
+        train = self.path(d.train) if d.train else None
+        if train is not None and not train.exists():
+            where = f"in data.root {d.root!r}" if d.root else "(data.root is not set, so relative to the working folder)"
+            raise ConfigError(f"data.train: no such file {d.train!r} {where}")
 
     # -- model
     def build_model(self) -> nn.Module:
