@@ -87,17 +87,20 @@ class Preset:
     fusion_steps: int
     batch_size: int = 16
     contrastive_batch_size: int = 32  # more same-looking clips per batch: the contrast has to use motion
-    eval_every: int | None = None  # validation during training (None: at the end only)
+    eval_every: int | None = None  # validation every so many steps (None: EVAL_POINTS times per stage)
 
 
 PRESETS: dict[str, Preset] = {
     "default": Preset("default", num_videos=2000, mae_steps=400, contrastive_steps=1500, classify_steps=1500,
-                      fusion_steps=400, eval_every=500),
+                      fusion_steps=400),
     "quick": Preset("quick", num_videos=300, mae_steps=50, contrastive_steps=150, classify_steps=150,
                     fusion_steps=50),
     "smoke": Preset("smoke", num_videos=40, mae_steps=4, contrastive_steps=4, classify_steps=4, fusion_steps=4,
                     batch_size=4, contrastive_batch_size=4),
 }
+
+#: Validation points of every training stage's curve.
+EVAL_POINTS = 5
 
 # Clips: 32 px frames; VideoMAE sees 8 of the world's 16 frames, the multimodal model 4 (MM_FRAMES).
 IMG_SIZE = 32
@@ -145,9 +148,12 @@ def _config(stage_dir: Path, world: Path, preset: Preset, seed: int, progress: b
             "num_workers": decode_workers(), "decode_once": True, **data}
     optim = {"scale_lr": False, "warmup_steps": 30, "min_lr": 1e-5, "weight_decay": 0.05, "betas": (0.9, 0.999),
              **(optim or {})}
+    run = run or {}
+    # Five or more validation points per stage, so that every training curve is a curve.
+    eval_every = preset.eval_every or max(1, int(run.get("max_steps") or 1) // EVAL_POINTS)
     run = {"out_dir": str(stage_dir), "epochs": 10_000, "batch_size": preset.batch_size, "seed": seed,
            "log_every": 10, "save_every": 1_000_000, "keep_last": 1, "resume": False, "progress": progress,
-           "eval_every": preset.eval_every, **(run or {})}
+           "eval_every": eval_every, **run}
     return TrainConfig(objective, model, DataSection(**data), OptimSection(**optim), RunSection(**run))
 
 
