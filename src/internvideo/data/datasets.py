@@ -105,6 +105,7 @@ class LocalizationVideo:
     duration: float  # seconds
     subset: str
     segments: tuple[Segment, ...]
+    fps: float | None = None  # frame rate, when the annotation file gives one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,41 +290,67 @@ def _number(value: Any, path: PathLike, field: str) -> float:
     return float(value)
 
 
-def read_activitynet(path: PathLike) -> dict[str, LocalizationVideo]:
+def read_activitynet(path: PathLike, clip: bool = True) -> dict[str, LocalizationVideo]:
     """ActivityNet-style temporal localization JSON, keyed by video id.
 
-    ``{"database": {id: {"duration": s, "subset": "training", "annotations": [{"segment": [s, e], "label": name}]}}}``.
-    Errors name the offending field, e.g. ``database/v_1/annotations[2]/segment``.
+    ``{"database": {id: {"duration": s, "subset": "training", "annotations": [{"segment": [s, e], "label": name}]}}}``
+    (an optional per-video ``"fps"`` is kept). Errors name the offending
+    field, e.g. ``database/v_1/annotations[2]/segment``. With ``clip`` (for
+    training) segments are clipped to ``[0, duration]`` with a warning and
+    those left empty are dropped; without it (for scoring, as the official
+    evaluation does) boundaries are kept as written. ``start > end`` is an error.
     """
     data = _load_json(path)
-    database = data.get("database") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or "database" not in data:
+        raise AnnotationError(path, 'missing key "database": expected a top-level object with a "database" object '
+                                    '(ActivityNet format)')
+    database = data["database"]
     if not isinstance(database, dict):
-        raise AnnotationError(path, 'expected a top-level object with a "database" object')
+        raise AnnotationError(path, "must be an object mapping video ids to entries", field="database")
     videos = {}
+    clipped = dropped = 0
     for vid, entry in database.items():
         where = f"database/{vid}"
         if not isinstance(entry, dict):
             raise AnnotationError(path, "must be an object", field=where)
-        duration = _number(entry.get("duration"), path, f"{where}/duration")
+        if "duration" not in entry:
+            raise AnnotationError(path, 'missing key "duration"', field=where)
+        duration = _number(entry["duration"], path, f"{where}/duration")
         subset = entry.get("subset", "")
+        fps = entry.get("fps")
+        fps = None if fps is None else _number(fps, path, f"{where}/fps")
         annotations = entry.get("annotations", [])
         if not isinstance(annotations, list):
             raise AnnotationError(path, "must be a list", field=f"{where}/annotations")
         segments = []
         for i, ann in enumerate(annotations):
             field = f"{where}/annotations[{i}]"
-            segment = ann.get("segment") if isinstance(ann, dict) else None
+            if not isinstance(ann, dict):
+                raise AnnotationError(path, "must be an object", field=field)
+            for key in ("segment", "label"):
+                if key not in ann:
+                    raise AnnotationError(path, f'missing key "{key}"', field=field)
+            segment = ann["segment"]
             if not isinstance(segment, list) or len(segment) != 2:
                 raise AnnotationError(path, f"segment must be [start, end], got {segment!r}", field=f"{field}/segment")
             start, end = (_number(x, path, f"{field}/segment") for x in segment)
-            if not 0 <= start <= end:
-                raise AnnotationError(path, f"segment [{start}, {end}] must satisfy 0 <= start <= end",
+            if start > end:
+                raise AnnotationError(path, f"segment [{start}, {end}] must satisfy start <= end",
                                       field=f"{field}/segment")
-            label = ann.get("label")
+            label = ann["label"]
             if not isinstance(label, str) or not label:
                 raise AnnotationError(path, f"label must be a non-empty string, got {label!r}", field=f"{field}/label")
+            if clip and (start < 0 or end > duration):
+                start, end = min(max(start, 0.0), duration), min(max(end, 0.0), duration)
+                clipped += 1
+                if end <= start:
+                    dropped += 1
+                    continue
             segments.append(Segment(start, end, label))
-        videos[vid] = LocalizationVideo(vid, duration, str(subset), tuple(segments))
+        videos[vid] = LocalizationVideo(vid, duration, str(subset), tuple(segments), fps)
+    if clipped:
+        log.warning("%s: %d segment(s) outside [0, duration] clipped (%d left empty and dropped)", os.fspath(path),
+                    clipped, dropped)
     return videos
 
 
