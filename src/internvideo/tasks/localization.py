@@ -57,7 +57,8 @@ DUPLICATE_TOL = 1e-3
 __all__ = [
     "Detection", "THUMOS_TIOUS", "ACTIVITYNET_TIOUS", "segment_iou", "interpolated_ap", "remove_duplicate_segments",
     "average_precision_detection", "detection_map", "read_detections", "write_detections", "evaluate_detections",
-    "results_table", "add_arguments", "main",
+    "results_table", "add_arguments", "main", "localize", "random_detections", "chance_map", "evaluate_localization",
+    "timeline_figure",
 ]
 
 
@@ -330,6 +331,125 @@ def results_table(results: Mapping[str, Any]) -> str:
     width = max(len(n) for n, _ in rows)
     lines = [title, "-" * (width + 12)] + [f"{n:<{width}}   {v!s:>8}" for n, v in rows]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- running a model
+
+
+def localize(model: Any, dataset: Any, *, class_scores: Mapping[str, Sequence[float]] | None = None,
+             top_k_classes: int = 2, device: str | None = None) -> list[Detection]:
+    """Detections (seconds, clipped to each video's duration) of an :class:`ActionLocalizer` on a feature dataset.
+
+    ``dataset`` is a :class:`~internvideo.data.localization.FeatureSequenceDataset`
+    (its ``classes`` name the labels). ``class_scores`` maps video id to an
+    external classifier's scores over ``dataset.classes`` (the ActivityNet
+    protocol: the model's segments become class-agnostic proposals fused with
+    each video's ``top_k_classes`` classes).
+    """
+    import torch
+
+    was_training = model.training
+    dev = torch.device(device) if device else next(model.parameters()).device
+    model.eval()
+    out: list[Detection] = []
+    try:
+        with torch.no_grad():
+            for i in range(len(dataset)):
+                item = dataset[i]
+                feats, mask = model.pad([item["feats"].to(dev)])
+                ext = None
+                if class_scores is not None:
+                    if item["video_id"] not in class_scores:
+                        raise ValueError(f"no external class scores for video {item['video_id']}")
+                    ext = torch.as_tensor(class_scores[item["video_id"]], dtype=torch.float32)
+                segs, scores, labels = model.predict(model(feats, mask), 0, class_scores=ext,
+                                                     top_k_classes=top_k_classes)
+                sec = item["timing"].to_seconds(segs.double().cpu()).clamp(0.0, item["duration"])
+                out += [Detection(item["video_id"], dataset.classes[int(c)], float(sc), float(a), float(b))
+                        for (a, b), sc, c in zip(sec.tolist(), scores.tolist(), labels.tolist())]
+    finally:
+        model.train(was_training)
+    return out
+
+
+def random_detections(videos: Mapping[str, LocalizationVideo] | Sequence[LocalizationVideo], classes: Sequence[str],
+                      *, per_video: int = 50, seed: int = 0) -> list[Detection]:
+    """The chance reference: ``per_video`` segments per video, uniform ends, random class and score."""
+    rng = np.random.default_rng(seed)
+    items = videos.values() if isinstance(videos, Mapping) else videos
+    out = []
+    for v in items:
+        ends = np.sort(rng.uniform(0, v.duration, (per_video, 2)), axis=1)
+        labels = rng.integers(len(classes), size=per_video)
+        for (a, b), c, sc in zip(ends, labels, rng.random(per_video)):
+            out.append(Detection(v.video_id, classes[int(c)], float(sc), float(a), float(b)))
+    return out
+
+
+def chance_map(videos: Mapping[str, LocalizationVideo], classes: Sequence[str], *,
+               tiou_thresholds: Sequence[float] = ACTIVITYNET_TIOUS, seeds: Sequence[int] = (0, 1, 2),
+               per_video: int = 50) -> float:
+    """Average mAP (percent) of :func:`random_detections`, averaged over ``seeds``."""
+    return float(np.mean([detection_map(videos, random_detections(videos, classes, per_video=per_video, seed=s),
+                                        tiou_thresholds=tiou_thresholds)["average_mAP"] for s in seeds]))
+
+
+def evaluate_localization(model: Any, dataset: Any, *, tiou_thresholds: Sequence[float] = ACTIVITYNET_TIOUS,
+                          pred_out: str | os.PathLike | None = None,
+                          class_scores: Mapping[str, Sequence[float]] | None = None) -> dict[str, Any]:
+    """Run ``model`` on ``dataset``, score it (percent), optionally write the ActivityNet result file.
+
+    The results also give ``chance_average_mAP``: random segments
+    (:func:`chance_map`) scored the same way, and ``num_missing_features``.
+    """
+    detections = localize(model, dataset, class_scores=class_scores)
+    gt = {v.video_id: v for v in dataset.videos}
+    results = detection_map(gt, detections, tiou_thresholds=tiou_thresholds)
+    results["chance_average_mAP"] = chance_map(gt, dataset.classes, tiou_thresholds=tiou_thresholds)
+    results["num_missing_features"] = len(dataset.missing)
+    if pred_out is not None:
+        results["pred"] = write_detections(detections, pred_out, videos=gt)
+    return results
+
+
+def timeline_figure(videos: Mapping[str, LocalizationVideo], detections: Iterable[Detection],
+                    path: str | os.PathLike, *, video_ids: Sequence[str] | None = None, num_videos: int = 4,
+                    top: int = 5) -> str:
+    """PNG timelines: per video, ground truth (top row) and its ``top`` best predictions with labels and scores."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_video: dict[str, list[Detection]] = defaultdict(list)
+    for d in detections:
+        by_video[d.video_id].append(d)
+    ids = list(video_ids) if video_ids is not None else [v for v in videos if videos[v].segments][:num_videos]
+    labels = sorted({s.label for v in ids for s in videos[v].segments} |
+                    {d.label for v in ids for d in by_video[v]})
+    colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(labels)}
+    fig, axes = plt.subplots(len(ids), 1, figsize=(10, 1.0 + 1.1 * (top + 1) * len(ids) / 3), squeeze=False)
+    for ax, vid in zip(axes[:, 0], ids):
+        video = videos[vid]
+        for s in video.segments:
+            ax.barh(top, s.end - s.start, left=s.start, height=0.8, color=colours[s.label])
+            ax.text(s.start, top, s.label, va="center", fontsize=7)
+        best = sorted(by_video[vid], key=lambda d: -d.score)[:top]
+        for row, d in enumerate(best):
+            y = top - 1 - row
+            ax.barh(y, d.end - d.start, left=d.start, height=0.8, color=colours[d.label], alpha=0.55)
+            ax.text(d.start, y, f"{d.label} {d.score:.2f}", va="center", fontsize=7)
+        ax.set_yticks([top] + [top - 1 - r for r in range(len(best))],
+                      ["ground truth"] + [f"pred {r + 1}" for r in range(len(best))], fontsize=7)
+        ax.set_xlim(0, video.duration)
+        ax.set_title(vid, fontsize=8, loc="left")
+    axes[-1, 0].set_xlabel("seconds")
+    fig.tight_layout()
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 # ----------------------------------------------------------------------------- CLI
