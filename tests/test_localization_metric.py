@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -240,12 +239,15 @@ def test_activitynet_reader_clips_and_names_missing_keys(tmp_path, caplog):
         read_activitynet(f)
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "internvideo.tasks.localization", *args], capture_output=True,
-                          text=True)
+def _cli(capsys, *args):
+    from internvideo.cli import main
+
+    code = main(["eval", "localization", *args])
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
 
 
-def test_eval_cli_scores_a_result_file(tmp_path):
+def test_eval_cli_scores_a_result_file(tmp_path, capsys):
     gt = tmp_path / "gt.json"
     gt.write_text(json.dumps({"database": {
         "v": {"duration": 40, "subset": "validation", "annotations": [{"segment": [0, 10], "label": "a"},
@@ -255,13 +257,13 @@ def test_eval_cli_scores_a_result_file(tmp_path):
                              Detection("v", "a", .7, 20, 29)], tmp_path / "pred.json")
     res = evaluate_detections(gt, pred, subset="validation", tiou_thresholds=[0.5, 0.95])
     assert res["average_mAP"] == pytest.approx(100 * (0.5 + 0.5 * 2 / 3 + 0.5) / 2)
-    out = _cli("--gt", str(gt), "--pred", pred, "--subset", "validation", "--tiou", "0.5", "0.95", "--json")
+    out = _cli(capsys, "--gt", str(gt), "--pred", pred, "--subset", "validation", "--tiou", "0.5", "0.95", "--json")
     assert out.returncode == 0, out.stderr
     printed = json.loads(out.stdout)
     assert printed["mAP"] == {"0.5": pytest.approx(100 * (0.5 + 0.5 * 2 / 3)), "0.95": pytest.approx(50.0)}
     assert printed["average_mAP"] == pytest.approx(res["average_mAP"])
-    table = _cli("--gt", str(gt), "--pred", pred, "--protocol", "thumos")
+    table = _cli(capsys, "--gt", str(gt), "--pred", pred, "--protocol", "thumos")
     assert table.returncode == 0 and "mAP@0.3 (%)" in table.stdout and "average mAP (%)" in table.stdout
-    bad = _cli("--gt", str(pred), "--pred", pred)
+    bad = _cli(capsys, "--gt", str(pred), "--pred", pred)
     assert bad.returncode == 2 and bad.stderr.startswith("internvideo: error: ") and 'database' in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1

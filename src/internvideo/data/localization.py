@@ -118,7 +118,7 @@ class FeatureSequenceDataset(torch.utils.data.Dataset):
                  input_dim: int | None = None, feat_stride: float | None = None, window_frames: float | None = None,
                  fps: float | None = None, prefix: str = "", training: bool = False, max_seq_len: int = 2304,
                  trunc_thresh: float = 0.5, crop_ratio: tuple[float, float] | None = None,
-                 resize_to: int | None = None, seed: int = 0) -> None:
+                 resize_to: int | None = None) -> None:
         database = read_activitynet(annotations) if isinstance(annotations, (str, os.PathLike)) else annotations
         self.folder = Path(features)
         if not self.folder.is_dir():
@@ -131,7 +131,6 @@ class FeatureSequenceDataset(torch.utils.data.Dataset):
         self.training, self.max_seq_len, self.trunc_thresh, self.crop_ratio = training, max_seq_len, trunc_thresh, \
             crop_ratio
         self.resize_to = resize_to
-        self.rng = np.random.default_rng(seed)
         self.videos: list[LocalizationVideo] = []
         self.files: list[Path] = []
         self.timing: list[FeatureTiming] = []
@@ -197,7 +196,9 @@ class FeatureSequenceDataset(torch.utils.data.Dataset):
         segs = timing.to_grid(segs).astype(np.float32)
         labels = np.asarray([self._index[s.label] for s in known], dtype=np.int64)
         if self.training:
-            feats, segs, labels = crop_sequence(feats, segs, labels, self.max_seq_len, self.rng, self.trunc_thresh,
+            # Drawn from the global generator, which the trainer seeds per sample (exact resume).
+            rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))
+            feats, segs, labels = crop_sequence(feats, segs, labels, self.max_seq_len, rng, self.trunc_thresh,
                                                 self.crop_ratio)
         return {"video_id": video.video_id, "feats": torch.from_numpy(np.ascontiguousarray(feats)),
                 "segments": torch.from_numpy(np.ascontiguousarray(segs)), "labels": torch.from_numpy(labels),

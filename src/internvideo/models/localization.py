@@ -53,7 +53,8 @@ NMSMethod = Literal["soft", "hard", "none"]
 
 __all__ = [
     "LocalizerConfig", "ActionLocalizer", "sigmoid_focal_loss", "diou_loss_1d", "nms_1d", "soft_nms_1d",
-    "segment_voting", "batched_nms", "grid_to_seconds", "seconds_to_grid", "fuse_video_scores",
+    "segment_voting", "batched_nms", "grid_to_seconds", "seconds_to_grid", "fuse_video_scores", "NAMED_CONFIGS",
+    "MODEL_CLASSES",
 ]
 
 
@@ -280,9 +281,13 @@ class LocalizerConfig:
     max_seg_num: int = 200
     multiclass_nms: bool = True
     voting_thresh: float = 0.7
+    class_names: tuple[str, ...] = ()  # label order, saved with the model so its predictions can be named
 
     def __post_init__(self) -> None:
         self.arch = tuple(self.arch)
+        self.class_names = tuple(self.class_names)
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for num_classes={self.num_classes}")
         self.regression_range = tuple(tuple(r) for r in self.regression_range)
         levels = self.arch[2] + 1
         if len(self.regression_range) != levels:
@@ -342,6 +347,8 @@ class ActionLocalizer(nn.Module):
     ``T`` must be a multiple of :attr:`time_divisor` (:meth:`pad` does it).
     :meth:`loss` and :meth:`predict` work on those outputs.
     """
+
+    config_class = LocalizerConfig
 
     def __init__(self, config: LocalizerConfig | None = None, **overrides):
         super().__init__()
@@ -537,3 +544,20 @@ class ActionLocalizer(nn.Module):
         if class_scores is not None:
             segs, scores, labels = fuse_video_scores(segs, scores, class_scores.to(scores.device), top_k_classes)
         return segs, scores, labels
+
+
+#: Recipes of ActionFormer's released configs (``configs/thumos_i3d.yaml``, ``configs/anet_tsp.yaml``);
+#: ``input_dim`` / ``num_classes`` follow the data. Not in the video-model registry: these models take features.
+NAMED_CONFIGS: dict[str, tuple[type[nn.Module], LocalizerConfig]] = {
+    "actionformer_thumos14": (ActionLocalizer, LocalizerConfig()),
+    "actionformer_activitynet": (ActionLocalizer, LocalizerConfig(
+        input_dim=512, num_classes=1, embed_dim=256, head_dim=256, num_heads=4, window=(25, 25, 25, 25, 25, -1),
+        max_seq_len=768, use_abs_pe=True, init_loss_norm=400, label_smoothing=0.1, voting_thresh=0.85,
+        max_seg_num=100, multiclass_nms=False, nms_sigma=0.8, duration_thresh=0.1, pre_nms_topk=2000)),
+    # A small model for the synthetic world and tests: 4 levels over sequences of tens of features.
+    "actionformer_small": (ActionLocalizer, LocalizerConfig(
+        input_dim=64, num_classes=10, embed_dim=64, head_dim=64, num_heads=4, arch=(2, 1, 3), window=9,
+        regression_range=((0, 4), (4, 8), (8, 16), (16, 10000)), max_seq_len=64, drop=0.0, drop_path=0.0,
+        init_loss_norm=20)),
+}
+MODEL_CLASSES: dict[str, type[nn.Module]] = {"ActionLocalizer": ActionLocalizer}

@@ -456,15 +456,25 @@ def timeline_figure(videos: Mapping[str, LocalizationVideo], detections: Iterabl
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``internvideo eval localization`` (scoring a result file needs no model)."""
+    """Options of ``internvideo eval localization``: score a result file, or run a model on features first."""
     parser.add_argument("--gt", required=True, help="ActivityNet-style ground truth JSON ({\"database\": ...})")
-    parser.add_argument("--pred", required=True, help="ActivityNet result JSON ({\"results\": ...}) to score")
+    parser.add_argument("--pred", default=None, help="ActivityNet result JSON ({\"results\": ...}) to score; with "
+                                                     "--model, where the model's results are written")
+    parser.add_argument("--model", default=None, help="a trained localizer checkpoint directory: run it on --features")
+    parser.add_argument("--features", default=None, help="folder of per-video .npy features (internvideo extract "
+                                                         "--window output, or your own with --feat-stride ...)")
+    parser.add_argument("--feat-stride", type=float, default=None, help="frames between feature windows")
+    parser.add_argument("--window-frames", type=float, default=None, help="frames per feature window")
+    parser.add_argument("--fps", type=float, default=None, help="frame rate of the videos")
+    parser.add_argument("--class-scores", default=None, help="JSON {video_id: [score per class]} of an external "
+                                                             "video classifier to fuse (ActivityNet protocol)")
     parser.add_argument("--subset", default=None, help="only videos of this subset give ground truth "
                                                        "(e.g. validation, test); default: all")
     parser.add_argument("--tiou", type=float, nargs="+", default=None, metavar="T",
                         help="tIoU thresholds (default ActivityNet 0.5:0.95:0.05; THUMOS14: 0.3 0.4 0.5 0.6 0.7)")
     parser.add_argument("--protocol", choices=["activitynet", "thumos"], default="activitynet",
                         help="default thresholds when --tiou is not given")
+    parser.add_argument("--figure", default=None, help="also draw a PNG timeline of a few videos here")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     parser.add_argument("--out", default=None, help="also write the results JSON here")
 
@@ -475,10 +485,46 @@ def _thresholds(args: argparse.Namespace) -> tuple[float, ...]:
     return THUMOS_TIOUS if args.protocol == "thumos" else ACTIVITYNET_TIOUS
 
 
+def _run_model(args: argparse.Namespace, thresholds: Sequence[float]) -> dict[str, Any]:
+    from ..data.localization import FeatureSequenceDataset
+    from ..factory import load_model
+
+    if not args.features:
+        raise ValueError("--model needs --features (the folder of per-video .npy features)")
+    model = load_model(args.model)
+    classes = list(getattr(model.config, "class_names", ()) or ())
+    if not classes:
+        raise ValueError(f"{args.model}: the model has no class_names; it cannot name its predictions")
+    dataset = FeatureSequenceDataset(args.gt, args.features, subset=args.subset, classes=classes,
+                                     input_dim=model.config.input_dim, feat_stride=args.feat_stride,
+                                     window_frames=args.window_frames, fps=args.fps)
+    scores = None
+    if args.class_scores:
+        with open(args.class_scores, encoding="utf-8") as f:
+            scores = json.load(f)
+        scores = scores.get("results", scores)
+    pred = args.pred or "results.json"
+    results = evaluate_localization(model, dataset, tiou_thresholds=thresholds, pred_out=pred, class_scores=scores)
+    results["model"] = str(args.model)
+    return results
+
+
 def main(args: argparse.Namespace) -> int:
+    thresholds = _thresholds(args)
     try:
-        results = evaluate_detections(args.gt, args.pred, subset=args.subset, tiou_thresholds=_thresholds(args))
-    except (OSError, ValueError) as e:  # AnnotationError is a ValueError
+        if args.model:
+            results = _run_model(args, thresholds)
+        elif args.pred:
+            results = evaluate_detections(args.gt, args.pred, subset=args.subset, tiou_thresholds=thresholds)
+        else:
+            raise ValueError("give --pred RESULTS.json to score, or --model and --features to run a model")
+        if args.figure:
+            gt = read_activitynet(args.gt, clip=False)
+            results["figure"] = timeline_figure(gt, read_detections(results["pred"]), args.figure,
+                                                video_ids=[v for v in gt if gt[v].segments and (
+                                                    args.subset is None or gt[v].subset.lower() == args.subset.lower())
+                                                ][:4])
+    except (OSError, ValueError, TypeError) as e:  # AnnotationError is a ValueError
         print(f"internvideo: error: {e}", file=sys.stderr)
         return 2
     if args.out:
@@ -490,6 +536,8 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(results))
     else:
         print(results_table(results))
+        if args.model:
+            print(f"results written to {results['pred']}")
     return 0
 
 

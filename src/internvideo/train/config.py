@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-ObjectiveName = Literal["mae", "classify", "linear_probe", "contrastive", "fusion"]
+ObjectiveName = Literal["mae", "classify", "linear_probe", "contrastive", "fusion", "localize"]
 
 
 @dataclass
@@ -56,6 +56,17 @@ class DataSection:
     feature_cache: str | None = None  # fusion: cache frozen-backbone features here and train from them
     strict: bool = False  # raise on an unreadable video instead of skipping it
     num_workers: int = 2
+    # localize: `train` (and `val`, default the same file) is an ActivityNet-style JSON; features are one .npy per
+    # video in `features` (`internvideo extract --window` output, or your own with the timing given below)
+    features: str | None = None
+    train_subset: str = "training"
+    val_subset: str = "validation"
+    feat_stride: float | None = None  # frames between feature windows (read from extract's index when present)
+    window_frames: float | None = None  # frames per feature window
+    fps: float | None = None  # frame rate (else the index's, or the JSON's per-video "fps")
+    crop_ratio: tuple[float, float] | None = None  # ActionFormer's random crop fraction, e.g. [0.9, 1.0]
+    resize_to: int | None = None  # resample every sequence to this many features (ActionFormer's ActivityNet)
+    tiou: tuple[float, ...] = ()  # evaluation tIoU thresholds; empty: ActivityNet 0.5:0.95:0.05
 
 
 #: Keys that moved to the model's input recipe (an old recipe using them gets an error saying where they went).
