@@ -36,6 +36,8 @@ from .video import PathLike
 
 log = logging.getLogger("internvideo.data")
 
+AGNOSTIC = "action"
+
 __all__ = ["FeatureTiming", "FeatureSequenceDataset", "collate_sequences", "crop_sequence", "read_thumos14",
            "write_activitynet"]
 
@@ -107,7 +109,9 @@ class FeatureSequenceDataset(torch.utils.data.Dataset):
     """Videos of one or more subsets as ``{"video_id", "feats" (T, D), "segments" (N, 2) grid, "labels" (N,)}``.
 
     ``classes`` fixes the label order (default: every label of the JSON,
-    sorted, as ActionFormer does). ``training`` turns on the random crop to
+    sorted, as ActionFormer does); ``class_agnostic`` maps every label to
+    one class, ``"action"`` (ActionFormer's ActivityNet / HACS setting, whose
+    proposals are named by an external classifier). ``training`` turns on the random crop to
     ``max_seq_len`` (:func:`crop_sequence`); ``resize_to`` resamples every
     sequence to that many features by linear interpolation (ActionFormer's
     ActivityNet setting), adjusting the stride to match.
@@ -118,12 +122,17 @@ class FeatureSequenceDataset(torch.utils.data.Dataset):
                  input_dim: int | None = None, feat_stride: float | None = None, window_frames: float | None = None,
                  fps: float | None = None, prefix: str = "", training: bool = False, max_seq_len: int = 2304,
                  trunc_thresh: float = 0.5, crop_ratio: tuple[float, float] | None = None,
-                 resize_to: int | None = None) -> None:
+                 resize_to: int | None = None, class_agnostic: bool = False) -> None:
         database = read_activitynet(annotations) if isinstance(annotations, (str, os.PathLike)) else annotations
         self.folder = Path(features)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"feature folder {self.folder} does not exist")
         wanted = None if subset is None else {s.lower() for s in ([subset] if isinstance(subset, str) else subset)}
+        if class_agnostic:
+            # One "action" class: the model proposes segments, an external video classifier names them.
+            database = {vid: dataclasses.replace(v, segments=tuple(dataclasses.replace(s, label=AGNOSTIC)
+                                                                 for s in v.segments)) for vid, v in database.items()}
+            classes = [AGNOSTIC]
         self.classes = list(classes) if classes is not None else sorted(
             {s.label for v in database.values() for s in v.segments})
         index = {c: i for i, c in enumerate(self.classes)}

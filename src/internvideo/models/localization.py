@@ -91,9 +91,10 @@ def diou_loss_1d(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) ->
 # ----------------------------------------------------------------------------- NMS
 
 
-def _iou_row(x1: torch.Tensor, x2: torch.Tensor, area: torch.Tensor, i: int) -> torch.Tensor:
-    inter = (torch.minimum(x2[i], x2) - torch.maximum(x1[i], x1)).clamp(min=0)
-    return inter / (area[i] + area - inter)
+def _iou_row(x1: torch.Tensor, x2: torch.Tensor, area: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+    """tIoU of candidate ``i`` (a 0-d index tensor: no host sync) against all; lengths carry ``+ 1e-6``."""
+    inter = (torch.minimum(x2[i], x2) - torch.maximum(x1[i], x1)).clamp_(min=0)
+    return inter.div_(area[i] + area - inter)
 
 
 def nms_1d(segments: torch.Tensor, scores: torch.Tensor, iou_threshold: float, labels: torch.Tensor | None = None,
@@ -104,30 +105,33 @@ def nms_1d(segments: torch.Tensor, scores: torch.Tensor, iou_threshold: float, l
     when ``labels`` is given) with tIoU >= ``iou_threshold``. Lengths get
     ``1e-6`` added as in ActionFormer's kernel. Equal scores keep input order.
     ``max_num`` stops after that many kept segments (the same result as cutting
-    the full list).
+    the full list). Each kept segment costs a few tensor operations over all
+    candidates and no host synchronisation (the end is checked every 16).
     """
     n = scores.numel()
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=scores.device)
     order = torch.sort(scores, descending=True, stable=True).indices
     segs = segments[order].to(torch.promote_types(segments.dtype, torch.float32))
-    x1, x2 = segs[:, 0], segs[:, 1]
+    x1, x2 = segs[:, 0].contiguous(), segs[:, 1].contiguous()
     area = x2 - x1 + 1e-6
     same = None if labels is None else labels[order]
     alive = torch.ones(n, dtype=torch.bool, device=scores.device)
-    keep = []
     limit = n if max_num is None else min(n, max_num)
-    while len(keep) < limit:
-        i = int(torch.argmax(alive.to(torch.uint8)))
-        if not alive[i]:
-            break
-        keep.append(i)
+    kept = torch.empty(limit, dtype=torch.long, device=scores.device)
+    valid = torch.empty(limit, dtype=torch.bool, device=scores.device)
+    for k in range(limit):
+        i = torch.argmax(alive.view(torch.uint8))  # the best remaining: alive ones are in sorted order
+        kept[k], valid[k] = i, alive[i]
         hit = _iou_row(x1, x2, area, i) >= iou_threshold
         if same is not None:
             hit &= same == same[i]
         alive &= ~hit
         alive[i] = False
-    return order[torch.as_tensor(keep, dtype=torch.long, device=scores.device)]
+        if k % 16 == 15 and not bool(alive.any()):
+            kept, valid = kept[:k + 1], valid[:k + 1]
+            break
+    return order[kept[valid]]
 
 
 def soft_nms_1d(segments: torch.Tensor, scores: torch.Tensor, sigma: float = 0.5, min_score: float = 1e-3,
@@ -140,36 +144,35 @@ def soft_nms_1d(segments: torch.Tensor, scores: torch.Tensor, sigma: float = 0.5
     below ``min_score`` -- the semantics of ActionFormer's ``softnms`` kernel
     (method 2). The taken scores never increase, so ``max_num`` stops the loop
     early with the same result as cutting the full list. Equal scores are
-    taken lowest index first.
+    taken lowest index first. Taken and dropped candidates are held at -inf
+    (the decay is >= exp(-1 / sigma) > 0, so they stay there); each pick is
+    an argmax and one row of decays, without host synchronisation.
     """
     n = scores.numel()
     empty = torch.zeros(0, dtype=torch.long, device=scores.device)
     if n == 0:
         return empty, scores.new_zeros(0)
     dtype = torch.promote_types(scores.dtype, torch.float32)  # float64 stays float64
-    x1, x2 = segments[:, 0].to(dtype), segments[:, 1].to(dtype)
+    x1, x2 = segments[:, 0].to(dtype).contiguous(), segments[:, 1].to(dtype).contiguous()
     area = x2 - x1 + 1e-6
     current = scores.to(dtype).clone()
-    alive = torch.ones(n, dtype=torch.bool, device=scores.device)
-    neg_inf = torch.tensor(-math.inf, device=scores.device)
-    picks, picked = [], []
     limit = n if max_num is None else min(n, max_num)
-    for _ in range(limit):
-        i = int(torch.argmax(torch.where(alive, current, neg_inf)))
-        if not alive[i]:
-            break
-        picks.append(i)
-        picked.append(current[i])
-        alive[i] = False
-        iou = _iou_row(x1, x2, area, i)
-        weight = torch.exp(-(iou * iou) / sigma)
+    picks = torch.empty(limit, dtype=torch.long, device=scores.device)
+    picked = torch.empty(limit, dtype=dtype, device=scores.device)
+    for k in range(limit):
+        i = torch.argmax(current)
+        picks[k], picked[k] = i, current[i]
+        current[i] = -math.inf
+        weight = _iou_row(x1, x2, area, i).square_().div_(-sigma).exp_()
         if labels is not None:
-            weight = torch.where(labels == labels[i], weight, torch.ones_like(weight))
-        current = torch.where(alive, current * weight, current)
-        alive &= current >= min_score
-    if not picks:
-        return empty, scores.new_zeros(0)
-    return torch.as_tensor(picks, dtype=torch.long, device=scores.device), torch.stack(picked).to(scores.dtype)
+            weight.masked_fill_(labels != labels[i], 1.0)
+        current.mul_(weight)
+        current.masked_fill_(current < min_score, -math.inf)
+        if k % 16 == 15 and bool(current[torch.argmax(current)] == -math.inf):
+            picks, picked = picks[:k + 1], picked[:k + 1]
+            break
+    valid = picked > -math.inf
+    return picks[valid], picked[valid].to(scores.dtype)
 
 
 def segment_voting(kept: torch.Tensor, segments: torch.Tensor, scores: torch.Tensor, threshold: float
@@ -546,14 +549,15 @@ class ActionLocalizer(nn.Module):
         return segs, scores, labels
 
 
-#: Recipes of ActionFormer's released configs (``configs/thumos_i3d.yaml``, ``configs/anet_tsp.yaml``);
+#: Recipes of ActionFormer's released configs (``configs/thumos_i3d.yaml``, ``configs/anet_tsp.yaml`` at 61ea7eb);
 #: ``input_dim`` / ``num_classes`` follow the data. Not in the video-model registry: these models take features.
 NAMED_CONFIGS: dict[str, tuple[type[nn.Module], LocalizerConfig]] = {
     "actionformer_thumos14": (ActionLocalizer, LocalizerConfig()),
     "actionformer_activitynet": (ActionLocalizer, LocalizerConfig(
-        input_dim=512, num_classes=1, embed_dim=256, head_dim=256, num_heads=4, window=(25, 25, 25, 25, 25, -1),
-        max_seq_len=768, use_abs_pe=True, init_loss_norm=400, label_smoothing=0.1, voting_thresh=0.85,
-        max_seg_num=100, multiclass_nms=False, nms_sigma=0.8, duration_thresh=0.1, pre_nms_topk=2000)),
+        input_dim=512, num_classes=1, embed_dim=256, head_dim=256, num_heads=4, window=(7, 7, 7, 7, 7, -1),
+        max_seq_len=192, use_abs_pe=True, init_loss_norm=200, label_smoothing=0.1, loss_weight=2.0,
+        voting_thresh=0.9, max_seg_num=100, multiclass_nms=False, nms_sigma=0.75, duration_thresh=0.001,
+        pre_nms_topk=2000)),
     # A small model for the synthetic world and tests: 4 levels over sequences of tens of features.
     "actionformer_small": (ActionLocalizer, LocalizerConfig(
         input_dim=64, num_classes=10, embed_dim=64, head_dim=64, num_heads=4, arch=(2, 1, 3), window=9,

@@ -337,15 +337,19 @@ def results_table(results: Mapping[str, Any]) -> str:
 
 
 def localize(model: Any, dataset: Any, *, class_scores: Mapping[str, Sequence[float]] | None = None,
-             top_k_classes: int = 2, device: str | None = None) -> list[Detection]:
+             score_classes: Sequence[str] | None = None, top_k_classes: int = 2,
+             device: str | None = None) -> list[Detection]:
     """Detections (seconds, clipped to each video's duration) of an :class:`ActionLocalizer` on a feature dataset.
 
     ``dataset`` is a :class:`~internvideo.data.localization.FeatureSequenceDataset`
     (its ``classes`` name the labels). ``class_scores`` maps video id to an
-    external classifier's scores over ``dataset.classes`` (the ActivityNet
+    external classifier's scores over ``score_classes`` (the ActivityNet
     protocol: the model's segments become class-agnostic proposals fused with
     each video's ``top_k_classes`` classes).
     """
+    if class_scores is not None and not score_classes:
+        raise ValueError("external class scores need the names of their classes")
+    names = list(score_classes) if class_scores is not None else list(dataset.classes)
     import torch
 
     was_training = model.training
@@ -365,7 +369,7 @@ def localize(model: Any, dataset: Any, *, class_scores: Mapping[str, Sequence[fl
                 segs, scores, labels = model.predict(model(feats, mask), 0, class_scores=ext,
                                                      top_k_classes=top_k_classes)
                 sec = item["timing"].to_seconds(segs.double().cpu()).clamp(0.0, item["duration"])
-                out += [Detection(item["video_id"], dataset.classes[int(c)], float(sc), float(a), float(b))
+                out += [Detection(item["video_id"], names[int(c)], float(sc), float(a), float(b))
                         for (a, b), sc, c in zip(sec.tolist(), scores.tolist(), labels.tolist())]
     finally:
         model.train(was_training)
@@ -396,16 +400,18 @@ def chance_map(videos: Mapping[str, LocalizationVideo], classes: Sequence[str], 
 
 def evaluate_localization(model: Any, dataset: Any, *, tiou_thresholds: Sequence[float] = ACTIVITYNET_TIOUS,
                           pred_out: str | os.PathLike | None = None,
-                          class_scores: Mapping[str, Sequence[float]] | None = None) -> dict[str, Any]:
+                          class_scores: Mapping[str, Sequence[float]] | None = None,
+                          score_classes: Sequence[str] | None = None) -> dict[str, Any]:
     """Run ``model`` on ``dataset``, score it (percent), optionally write the ActivityNet result file.
 
     The results also give ``chance_average_mAP``: random segments
     (:func:`chance_map`) scored the same way, and ``num_missing_features``.
     """
-    detections = localize(model, dataset, class_scores=class_scores)
+    detections = localize(model, dataset, class_scores=class_scores, score_classes=score_classes)
     gt = {v.video_id: v for v in dataset.videos}
     results = detection_map(gt, detections, tiou_thresholds=tiou_thresholds)
-    results["chance_average_mAP"] = chance_map(gt, dataset.classes, tiou_thresholds=tiou_thresholds)
+    labels = sorted({s.label for v in gt.values() for s in v.segments})
+    results["chance_average_mAP"] = chance_map(gt, labels, tiou_thresholds=tiou_thresholds)
     results["num_missing_features"] = len(dataset.missing)
     if pred_out is not None:
         results["pred"] = write_detections(detections, pred_out, videos=gt)
@@ -466,8 +472,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feat-stride", type=float, default=None, help="frames between feature windows")
     parser.add_argument("--window-frames", type=float, default=None, help="frames per feature window")
     parser.add_argument("--fps", type=float, default=None, help="frame rate of the videos")
-    parser.add_argument("--class-scores", default=None, help="JSON {video_id: [score per class]} of an external "
-                                                             "video classifier to fuse (ActivityNet protocol)")
+    parser.add_argument("--class-scores", default=None, help="JSON {\"class\": [names], \"results\": {video_id: "
+                                                             "[score per class]}} of an external video classifier to "
+                                                             "fuse with class-agnostic proposals (ActivityNet protocol)")
     parser.add_argument("--subset", default=None, help="only videos of this subset give ground truth "
                                                        "(e.g. validation, test); default: all")
     parser.add_argument("--tiou", type=float, nargs="+", default=None, metavar="T",
@@ -498,13 +505,16 @@ def _run_model(args: argparse.Namespace, thresholds: Sequence[float]) -> dict[st
     dataset = FeatureSequenceDataset(args.gt, args.features, subset=args.subset, classes=classes,
                                      input_dim=model.config.input_dim, feat_stride=args.feat_stride,
                                      window_frames=args.window_frames, fps=args.fps)
-    scores = None
+    scores = names = None
     if args.class_scores:
         with open(args.class_scores, encoding="utf-8") as f:
-            scores = json.load(f)
-        scores = scores.get("results", scores)
+            data = json.load(f)
+        if not isinstance(data, dict) or "class" not in data or "results" not in data:
+            raise ValueError(f'{args.class_scores}: expected {{"class": [names], "results": {{video_id: [scores]}}}}')
+        scores, names = data["results"], data["class"]
     pred = args.pred or "results.json"
-    results = evaluate_localization(model, dataset, tiou_thresholds=thresholds, pred_out=pred, class_scores=scores)
+    results = evaluate_localization(model, dataset, tiou_thresholds=thresholds, pred_out=pred, class_scores=scores,
+                                    score_classes=names)
     results["model"] = str(args.model)
     return results
 

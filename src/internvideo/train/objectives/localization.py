@@ -6,6 +6,10 @@ or a checkpoint directory to continue from; ``model.overrides`` changes its
 fields. ``input_dim``, ``num_classes`` and ``class_names`` come from the data.
 Sequences of a batch are zero-padded to a common length with a mask. The
 validation metric is the average mAP (percent) over ``data.tiou``.
+``model.overrides.num_classes: 1`` trains class-agnostic proposals (the
+ActivityNet recipe); their in-training mAP is then class-agnostic too, and the
+reported protocol fuses an external classifier's video scores
+(``internvideo eval localization --class-scores``).
 """
 from __future__ import annotations
 
@@ -48,10 +52,13 @@ class LocalizeObjective:
             raise ValueError("the localize objective needs data.features (a folder of per-video .npy features)")
         ann = self._path(d.train if training or not d.val else d.val)
         max_len = self.model.config.max_seq_len if self.model is not None else 2304
+        # num_classes: 1 asks for class-agnostic proposals (ActionFormer's ActivityNet recipe).
+        agnostic = self.cfg.model.overrides.get("num_classes") == 1
         return FeatureSequenceDataset(ann, self._path(d.features), subset=d.train_subset if training else d.val_subset,
-                                      classes=classes, input_dim=input_dim, feat_stride=d.feat_stride,
-                                      window_frames=d.window_frames, fps=d.fps, training=training,
-                                      max_seq_len=max_len, crop_ratio=d.crop_ratio, resize_to=d.resize_to)
+                                      classes=None if agnostic else classes, input_dim=input_dim,
+                                      feat_stride=d.feat_stride, window_frames=d.window_frames, fps=d.fps,
+                                      training=training, max_seq_len=max_len, crop_ratio=d.crop_ratio,
+                                      resize_to=d.resize_to, class_agnostic=agnostic)
 
     def build_model(self) -> nn.Module:
         m = self.cfg.model
@@ -62,6 +69,8 @@ class LocalizeObjective:
                              f"{len(train.missing)} without features)")
         width = int(train.load(0).shape[1])
         from_data = {"input_dim": width, "num_classes": len(train.classes), "class_names": tuple(train.classes)}
+        if m.overrides.get("num_classes") == 1:
+            from_data["class_names"] = tuple(train.classes)  # ("action",)
         if m.name in NAMED_CONFIGS:
             cls, base = NAMED_CONFIGS[m.name]
             model = cls(apply_overrides(base, {**from_data, **m.overrides}, f"model {m.name!r}"))
