@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from internvideo.models.layers import Attention, Block, local_attention
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository's benchmarks/ folder
+# Line-by-line Python loops of ActionFormer's C++ nms_1d / softnms kernels (shared with the benchmark).
+from benchmarks.bench_localization import python_nms, python_soft_nms  # noqa: E402
 from internvideo.models.localization import (
     ActionLocalizer, LocalizerConfig, batched_nms, diou_loss_1d, fuse_video_scores, grid_to_seconds, nms_1d,
     seconds_to_grid, segment_voting, sigmoid_focal_loss, soft_nms_1d,
@@ -67,51 +73,11 @@ def test_attention_window_and_key_mask_options():
 
 
 def naive_nms(segs, scores, thr):
-    """ActionFormer's C++ nms_1d as a plain loop."""
-    order = sorted(range(len(scores)), key=lambda i: -scores[i])
-    area = [s[1] - s[0] + 1e-6 for s in segs]
-    select = [True] * len(order)
-    for a in range(len(order)):
-        if not select[a]:
-            continue
-        i = order[a]
-        for b in range(a + 1, len(order)):
-            if not select[b]:
-                continue
-            j = order[b]
-            inter = max(0.0, min(segs[i][1], segs[j][1]) - max(segs[i][0], segs[j][0]))
-            if inter / (area[i] + area[j] - inter) >= thr:
-                select[b] = False
-    return [order[a] for a in range(len(order)) if select[a]]
+    return python_nms(segs, scores, thr)
 
 
 def naive_soft_nms(segs, scores, sigma, min_score):
-    """ActionFormer's C++ softnms (gaussian) as a plain loop, swaps and all."""
-    x1, x2 = [s[0] for s in segs], [s[1] for s in segs]
-    sc = list(scores)
-    area = [b - a + 1e-6 for a, b in zip(x1, x2)]
-    inds = list(range(len(sc)))
-    out = []
-    n = len(sc)
-    i = 0
-    while i < n:
-        m = max(range(i, n), key=lambda p: (sc[p], -p))
-        for arr in (x1, x2, sc, area, inds):
-            arr[i], arr[m] = arr[m], arr[i]
-        out.append((inds[i], sc[i]))
-        p = i + 1
-        while p < n:
-            inter = max(0.0, min(x2[i], x2[p]) - max(x1[i], x1[p]))
-            iou = inter / (area[i] + area[p] - inter)
-            sc[p] *= math.exp(-(iou * iou) / sigma)
-            if sc[p] < min_score:
-                for arr in (x1, x2, sc, area, inds):
-                    arr[p] = arr[n - 1]
-                n -= 1
-                p -= 1
-            p += 1
-        i += 1
-    return out
+    return python_soft_nms(segs, scores, sigma, min_score, len(scores))
 
 
 def random_segments(n, seed, span=100.0):
@@ -307,3 +273,14 @@ def test_localizer_learns_separable_instances(tmp_path):
     assert evaluate_detections(gt, tmp_path / "pred.json", subset="validation",
                                tiou_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7))["average_mAP"] == \
         pytest.approx(results["average_mAP"])
+
+
+def test_localization_benchmark_quick(tmp_path):
+    from benchmarks.bench_localization import main
+
+    assert main(["--quick", "--threads", "1", "--out", str(tmp_path / "loc.json")]) == 0
+    import json
+
+    r = json.loads((tmp_path / "loc.json").read_text())
+    assert {"soft_nms", "soft_nms_multiclass", "soft_nms_uncapped_one_class", "nms"} <= set(r["nms"])
+    assert r["training"][0]["steps_per_s"] > 0

@@ -63,3 +63,24 @@ def test_localize_objective_errors(tmp_path):
         train(load_config(None, base + ["model.name=actionformer_small"]))
     with pytest.raises(ValueError, match="unknown localization model 'videomae_tiny'"):
         train(load_config(None, base + ["model.name=videomae_tiny", f"data.features={feats}"]))
+
+
+@pytest.mark.slow
+def test_demo_stage_runs_on_synthetic_long_videos(tmp_path, one_thread):
+    from internvideo.data import make_world
+    from internvideo.demo import pipeline
+    from internvideo.demo.context import DemoContext
+    from internvideo.demo.localization import demo_stage
+
+    world = tmp_path / "world"
+    make_world(world, num_videos=10, size=pipeline.IMG_SIZE, num_frames=pipeline.WORLD_FRAMES, num_long=8,
+               num_ava=0, num_images=0)
+    classifier = internvideo.create_model("videomae_tiny", **pipeline.VIDEOMAE)
+    internvideo.save_model(classifier, tmp_path / "cls")
+    ctx = DemoContext(world, tmp_path / "out" / "runs" / "localization", 0, False, tmp_path / "cls",
+                      tmp_path / "cls", tmp_path / "cls", pipeline.IMG_SIZE, "smoke")
+    rows = demo_stage(ctx)
+    assert len(rows) == 1 and 0 <= rows[0]["value"] <= 100 and 0 < rows[0]["chance"] < 20
+    assert (tmp_path / "out" / "localization_timeline.png").exists()
+    results = json.loads((ctx.work / "results.json").read_text())["results"]
+    assert set(results) == {f"long_{i:05d}" for i in (3, 7)}  # the validation videos

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.datasets import AnnotationError, LocalizationVideo, read_activitynet
+from ..data.datasets import AnnotationError, LocalizationVideo, _number, read_activitynet
 
 log = logging.getLogger("internvideo.localization")
 
@@ -238,12 +238,6 @@ def detection_map(ground_truth: Mapping[str, LocalizationVideo], detections: Ite
 
 
 # ----------------------------------------------------------------------------- result files
-
-
-def _number(value: Any, path: str, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise AnnotationError(path, f"must be a number, got {value!r}", field=field)
-    return float(value)
 
 
 def read_detections(path: str | os.PathLike) -> list[Detection]:
