@@ -84,3 +84,33 @@ def test_demo_stage_runs_on_synthetic_long_videos(tmp_path, one_thread):
     assert (tmp_path / "out" / "localization_timeline.png").exists()
     results = json.loads((ctx.work / "results.json").read_text())["results"]
     assert set(results) == {f"long_{i:05d}" for i in (3, 7)}  # the validation videos
+
+
+def test_external_class_scores_name_class_agnostic_proposals(tmp_path):
+    from internvideo.data.localization import FeatureSequenceDataset
+    from internvideo.models.localization import ActionLocalizer, LocalizerConfig
+    from internvideo.tasks.localization import localize
+
+    gt, feats = separable_world(tmp_path / "world", num_videos=8)
+    val = FeatureSequenceDataset(gt, feats, subset="validation", class_agnostic=True, feat_stride=1,
+                                 window_frames=1, fps=1)
+    assert val.classes == ["action"] and {s.label for v in val.videos for s in v.segments} == {"action"}
+    torch.manual_seed(0)
+    model = ActionLocalizer(LocalizerConfig(input_dim=16, num_classes=1, embed_dim=16, head_dim=16, num_heads=2,
+                                            arch=(2, 1, 3), window=5, max_seq_len=64, multiclass_nms=False,
+                                            regression_range=((0, 4), (4, 8), (8, 16), (16, 10000))))
+    plain = localize(model, val)
+    names = ["c0", "c1", "c2"]
+    scores = {v.video_id: [0.1, 0.9, 0.4] for v in val.videos}
+    fused = localize(model, val, class_scores=scores, score_classes=names)
+    assert len(fused) == 2 * len(plain) and {d.label for d in fused} == {"c1", "c2"}
+    # per video: every proposal once with the best class, then once with the second (sqrt(proposal x class))
+    for vid in scores:
+        mine = [d for d in plain if d.video_id == vid]
+        theirs = [d for d in fused if d.video_id == vid]
+        expect = [("c1", (d.start, d.end), (d.score * 0.9) ** .5) for d in mine] + \
+                 [("c2", (d.start, d.end), (d.score * 0.4) ** .5) for d in mine]
+        assert [(d.label, (d.start, d.end)) for d in theirs] == [(c, seg) for c, seg, _ in expect]
+        assert [d.score for d in theirs] == pytest.approx([s for _, _, s in expect], rel=1e-5)
+    with pytest.raises(ValueError, match="names of their classes"):
+        localize(model, val, class_scores=scores)
