@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..data.datasets import read_activitynet
 from ..data.localization import FeatureSequenceDataset
 from ..factory import load_model
 from ..tasks.extract import extract_features
@@ -31,12 +32,14 @@ def demo_stage(ctx: DemoContext) -> list[dict[str, Any]]:
     feats = ctx.work / "features"
     extract_features(load_model(ctx.mae_checkpoint), folder, feats, window=WINDOW, stride=STRIDE, batch_size=64,
                      progress=ctx.progress)
+    # The smoke world has only a few long videos: a batch never exceeds the training set.
+    num_train = sum(v.subset == "training" for v in read_activitynet(folder / "activitynet.json").values())
     cfg = load_config(None, [
         "objective=localize", "model.name=actionformer_small",
         f"data.train={folder / 'activitynet.json'}", f"data.features={feats}", "data.num_workers=0",
         "data.val_subset=none",  # no evaluation inside the loop: the stage scores the final model once below
         f"data.tiou={list(THUMOS_TIOUS)}", "optim.lr=2e-3", "optim.scale_lr=false", "optim.clip_grad=1.0",
-        "optim.warmup_steps=20", "run.batch_size=8", "run.epochs=1000", f"run.max_steps={STEPS.get(ctx.preset, 200)}",
+        "optim.warmup_steps=20", f"run.batch_size={max(1, min(8, num_train))}", "run.epochs=1000", f"run.max_steps={STEPS.get(ctx.preset, 200)}",
         f"run.out_dir={ctx.work / 'run'}", f"run.progress={str(ctx.progress).lower()}", f"run.seed={ctx.seed}",
         "run.eval_every=100000", "run.save_every=100000", "run.resume=false"])
     threads = torch.get_num_threads()
