@@ -53,6 +53,6 @@ def demo_stage(ctx: DemoContext) -> list[dict[str, Any]]:
     r = evaluate_localization(model, val, tiou_thresholds=THUMOS_TIOUS, pred_out=ctx.work / "results.json")
     gt = {v.video_id: v for v in val.videos}
     timeline_figure(gt, read_detections(r["pred"]), ctx.work.parent.parent / "localization_timeline.png")
-    return [{"family": "temporal action localization", "model": "ActionFormer-style on VideoMAE window features",
+    return [{"family": "Temporal action localization", "model": "ActionFormer-style on VideoMAE window features",
              "metric": "average mAP, tIoU 0.3:0.7 (baseline: random segments)", "short": "TAL mAP",
              "value": round(r["average_mAP"], 1), "chance": round(r["chance_average_mAP"], 1)}]
