@@ -121,7 +121,8 @@ def bench_nms(n: int, repeats: int, device: str = "cpu") -> dict:
     out["soft_nms"] = {"ours_ms": 1e3 * t_ours, "python_loop_ms": 1e3 * t_ref, "speedup": t_ref / t_ours,
                        "kept": 200, "multiclass": False}
     # Per class (ActionFormer's multiclass setting, 10 classes of ~n/10 candidates each).
-    ours = lambda: batched_nms(segs, scores, labels, method="soft", sigma=0.5, min_score=1e-3, max_num=200)  # noqa: E731
+    ours = lambda: batched_nms(segs, scores, labels, method="soft", sigma=0.5, min_score=1e-3,  # noqa: E731
+                               max_num=200)
 
     def reference():
         picked = []
@@ -195,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                    "training": [bench_training("actionformer_activitynet", 2304, 192, 16, 5, args.device),
                                 bench_training("actionformer_thumos14", 2304, 192, 2, 5, args.device)]}
     results["machine"] = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                          "cpu_capability": torch.backends.cpu.get_cpu_capability(), "python": platform.python_version(),
+                          "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                          "python": platform.python_version(),
                           "device": args.device}
     out = Path(args.out) if args.out else (Path(tempfile.mkdtemp()) / "localization.json" if args.quick
                                            else ROOT / "results" / "localization.json")
