@@ -314,6 +314,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, data_help: str) -> 
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="bf16 autocast (about 4x faster on CPUs with AVX-512 BF16)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="score clips with NaN/inf model outputs as wrong instead of failing the evaluation")
 
 
 def finish(results: dict[str, Any], table: str, out: str | os.PathLike | None) -> int:

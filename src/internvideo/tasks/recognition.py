@@ -26,7 +26,7 @@ from torch import nn
 from ..data import ClassificationSample, VideoClassificationDataset
 from . import common
 from .common import Precision, Sampling
-from .metrics import average_views, classification_metrics
+from .metrics import average_views, check_finite, classification_metrics
 
 ClassificationData = str | os.PathLike | Sequence[ClassificationSample] | VideoClassificationDataset
 
@@ -69,12 +69,15 @@ def recognition_scores(model: nn.Module, data: ClassificationData, *, root: str 
 
 
 def evaluate_recognition(model: nn.Module, data: ClassificationData, *, num_clips: int = 1, num_crops: int = 1,
-                         **kwargs: Any) -> dict[str, Any]:
+                         allow_nonfinite: bool = False, **kwargs: Any) -> dict[str, Any]:
     """Multi-view recognition accuracy: ``{"top1", "top5", "mean_class_acc", "chance", ...}`` in percent.
 
-    Keyword arguments are those of :func:`recognition_scores`.
+    Keyword arguments are those of :func:`recognition_scores`. Videos with a
+    NaN/inf logit fail the evaluation (:class:`~.metrics.NonFiniteError`)
+    unless ``allow_nonfinite``; then they count as wrong (``num_nonfinite``).
     """
     view_logits, labels = recognition_scores(model, data, num_clips=num_clips, num_crops=num_crops, **kwargs)
+    nonfinite = check_finite(view_logits, "test videos", allow=allow_nonfinite)
     probs = average_views(view_logits)
     num_classes = probs.shape[1]
     return {
@@ -85,6 +88,7 @@ def evaluate_recognition(model: nn.Module, data: ClassificationData, *, num_clip
         **classification_metrics(probs, labels),
         "num_classes": num_classes,
         "chance": 100.0 / num_classes,
+        "num_nonfinite": nonfinite,
     }
 
 
@@ -92,8 +96,11 @@ def linear_probe(model: nn.Module, train: ClassificationData, test: Classificati
                  root: str | os.PathLike | None = None, C: float = 1.0, max_iter: int = 1000, pool: str = "auto",
                  sampling: Sampling = "auto", frame_interval: int | None = None, batch_size: int = 8, num_workers: int = 0,
                  device: str | torch.device | None = None, precision: Precision = "fp32",
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, allow_nonfinite: bool = False) -> dict[str, Any]:
     """Fit a logistic-regression classifier on frozen features of ``train``; accuracy on ``test`` (percent).
+
+    Videos whose features are NaN/inf fail the probe unless ``allow_nonfinite``:
+    then training videos with such features are left out and test videos count as wrong.
 
     One centre view per video. ``C`` is the inverse L2 regularisation
     strength of :class:`sklearn.linear_model.LogisticRegression`; features are
@@ -111,6 +118,12 @@ def linear_probe(model: nn.Module, train: ClassificationData, test: Classificati
         feats = common.dataset_features(model, dataset, desc=f"features ({name})", **opts)
         splits[name] = (feats, np.asarray([s.label for s in dataset.samples], dtype=np.int64))
     (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
+    bad_train = ~np.isfinite(x_train).all(axis=1)
+    nonfinite = check_finite(x_train, "training videos", allow=allow_nonfinite) + \
+        check_finite(x_test, "test videos", allow=allow_nonfinite)
+    x_train, y_train = x_train[~bad_train], y_train[~bad_train]
+    bad_test = ~np.isfinite(x_test).all(axis=1)
+    x_test = np.where(bad_test[:, None], 0.0, x_test)
     if len(np.unique(y_train)) < 2:
         raise ValueError("the linear probe needs at least two classes in the training list")
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
@@ -119,6 +132,7 @@ def linear_probe(model: nn.Module, train: ClassificationData, test: Classificati
     # Classes absent from training cannot be predicted: they score below every trained class.
     scores = np.full((len(x_test), num_classes), -np.inf)
     scores[:, classifier.classes_] = classifier.predict_proba(x_test)
+    scores[bad_test] = np.nan  # the worst score: never a hit
     return {
         "task": "linear_probe",
         **classification_metrics(scores, y_test),
@@ -127,6 +141,7 @@ def linear_probe(model: nn.Module, train: ClassificationData, test: Classificati
         "C": C,
         "num_classes": num_classes,
         "chance": 100.0 / num_classes,
+        "num_nonfinite": nonfinite,
     }
 
 
@@ -159,7 +174,8 @@ def main(args: argparse.Namespace) -> int:
     results = evaluate_recognition(
         model, args.data, root=args.root, num_clips=args.num_clips, num_crops=args.num_crops, sampling=args.sampling,
         frame_interval=args.frame_interval, short_side=args.short_side, batch_size=args.batch_size,
-        num_workers=args.num_workers, device=args.device, precision=args.precision, progress=args.progress)
+        num_workers=args.num_workers, device=args.device, precision=args.precision, progress=args.progress,
+        allow_nonfinite=args.allow_nonfinite)
     results.update(model=str(args.model), data=str(args.data))
     return common.finish(results, results_table(results), args.out)
 
@@ -180,7 +196,7 @@ def linear_probe_main(args: argparse.Namespace) -> int:
     results = linear_probe(model, args.train, args.data, root=args.root, C=args.C, max_iter=args.max_iter,
                            pool=args.pool, sampling=args.sampling, frame_interval=args.frame_interval,
                            batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
-                           precision=args.precision, progress=args.progress)
+                           precision=args.precision, progress=args.progress, allow_nonfinite=args.allow_nonfinite)
     results.update(model=str(args.model), train=str(args.train), data=str(args.data))
     return common.finish(results, results_table(results), args.out)
 

@@ -31,7 +31,7 @@ from torch import nn
 from ..data import VideoTextDataset, VideoTextSample, read_video_text
 from . import common
 from .common import Precision, Sampling
-from .metrics import retrieval_metrics, retrieval_ranks
+from .metrics import check_finite, retrieval_metrics, retrieval_ranks
 
 VideoTextData = str | os.PathLike | Sequence[VideoTextSample] | VideoTextDataset
 
@@ -87,18 +87,23 @@ def retrieval_embeddings(model: nn.Module, data: VideoTextData, *, root: str | o
 
 
 def evaluate_retrieval(model: nn.Module, data: VideoTextData, *, dsl: bool = False, chunk_size: int = 1024,
-                       **kwargs: Any) -> dict[str, Any]:
+                       allow_nonfinite: bool = False, **kwargs: Any) -> dict[str, Any]:
     """R@1/5/10, MdR, MnR for ``t2v`` and ``v2t`` (and their DSL versions under ``"dsl"``).
 
     Keyword arguments are those of :func:`retrieval_embeddings`.
     """
     emb = retrieval_embeddings(model, data, **kwargs)
-    return metrics_from_embeddings(emb, dsl=dsl, chunk_size=chunk_size)
+    return metrics_from_embeddings(emb, dsl=dsl, chunk_size=chunk_size, allow_nonfinite=allow_nonfinite)
 
 
-def metrics_from_embeddings(emb: RetrievalEmbeddings, *, dsl: bool = False, chunk_size: int = 1024
-                            ) -> dict[str, Any]:
-    """The retrieval results dict for embeddings you already have."""
+def metrics_from_embeddings(emb: RetrievalEmbeddings, *, dsl: bool = False, chunk_size: int = 1024,
+                            allow_nonfinite: bool = False) -> dict[str, Any]:
+    """The retrieval results dict for embeddings you already have.
+
+    NaN/inf embeddings fail the evaluation unless ``allow_nonfinite`` (then their pairs score worst).
+    """
+    nonfinite = {"videos": check_finite(emb.video, "videos", allow=allow_nonfinite),
+                 "captions": check_finite(emb.text, "captions", allow=allow_nonfinite)}
     opts = dict(scale=emb.logit_scale, chunk_size=chunk_size)
     results: dict[str, Any] = {
         "task": "retrieval",
@@ -106,6 +111,7 @@ def metrics_from_embeddings(emb: RetrievalEmbeddings, *, dsl: bool = False, chun
         "num_captions": len(emb.captions),
         **retrieval_metrics(*retrieval_ranks(emb.text, emb.video, emb.caption_to_video, **opts)),
         "chance_R@1": 100.0 / len(emb.videos),
+        "num_nonfinite": nonfinite,
     }
     if dsl:
         results["dsl"] = retrieval_metrics(*retrieval_ranks(emb.text, emb.video, emb.caption_to_video, dsl=True,
@@ -139,6 +145,6 @@ def main(args: argparse.Namespace) -> int:
     results = evaluate_retrieval(
         model, args.data, dsl=args.dsl, chunk_size=args.chunk_size, root=args.root, sampling=args.sampling,
         frame_interval=args.frame_interval, batch_size=args.batch_size, num_workers=args.num_workers,
-        device=args.device, precision=args.precision, progress=args.progress)
+        device=args.device, precision=args.precision, progress=args.progress, allow_nonfinite=args.allow_nonfinite)
     results.update(model=str(args.model), data=str(args.data))
     return common.finish(results, results_table(results), args.out)
