@@ -82,3 +82,66 @@ def test_zeroshot_and_retrieval_with_nan_projection(colours):
     r = evaluate_retrieval(_NaNCLIP(), colours["captions"], dsl=True, allow_nonfinite=True, **QUIET)
     assert r["t2v"]["R@1"] == 0.0 and r["v2t"]["R@1"] == 0.0  # was 100 % both ways
     assert r["dsl"]["t2v"]["R@1"] == 0.0 and r["num_nonfinite"] == {"videos": 8, "captions": 0}
+
+
+# ----------------------------------------------------------------------------- 2. labels: -1, gaps, out of range
+
+
+def _write(path, text, mode="w"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+    return path
+
+
+def test_unknown_label_is_left_out_of_training_not_the_last_class(tmp_path, caplog):
+    from internvideo.data.labels import merge_label_sets
+
+    lst = _write(tmp_path / "named/train.txt", "a.mp4 0\nb.mp4 1\nc.mp4 -1\n")
+    _write(tmp_path / "named/classes.txt", "jump\nrun\n")
+    with caplog.at_level("WARNING"):
+        names, samples = merge_label_sets([(lst, None)])
+    # Before: c.mp4 was trained as names[-1] == "run".
+    assert names == ["jump", "run"] and [s.label for s in samples] == [0, 1]
+    assert "1 training line(s) labelled -1" in caplog.text
+
+
+def test_unnamed_labels_keep_their_numbers(tmp_path):
+    from internvideo.data.labels import merge_label_sets
+
+    labels = [9, 3, 7, 8, 0, 6, 2, 5, -1]
+    lst = _write(tmp_path / "train.txt", "".join(f"v{i}.mp4 {y}\n" for i, y in enumerate(labels)))
+    names, samples = merge_label_sets([(lst, None)])
+    # Before: ['9', '3', '7', '8', '0', '6', '2', '5', '-1'] and scrambled indices.
+    assert names == [str(i) for i in range(10)]
+    assert [s.label for s in samples] == labels[:-1]
+
+
+def test_label_beyond_classes_names_file_and_line(tmp_path):
+    from internvideo.data import AnnotationError
+    from internvideo.data.labels import merge_label_sets
+
+    lst = _write(tmp_path / "train.txt", "a.mp4 0\n\nb.mp4 2\n")
+    _write(tmp_path / "classes.txt", "jump\nrun\n")
+    with pytest.raises(AnnotationError, match=r"train\.txt:3: label 2 is out of range: there are 2 classes"):
+        merge_label_sets([(lst, None)])
+
+
+def test_recognition_maps_labels_by_the_saved_class_names(colours, tmp_path):
+    from internvideo.data import read_classes
+    from internvideo.tasks.recognition import align_labels, classification_dataset
+
+    model = ColourClassifier()
+    names = read_classes(colours["classes"])
+    # A test list written against another classes.txt order: labels are indices into *that* file.
+    root = colours["list"].parent
+    order = names[::-1]
+    lines = [f"{root}/videos/{n}_0.mp4 {order.index(n)}" for n in names]
+    _write(tmp_path / "rev/test.txt", "\n".join(lines) + "\n")
+    _write(tmp_path / "rev/classes.txt", "\n".join(order) + "\n")
+    model.config.class_names = tuple(names)  # as a checkpoint of `internvideo train` stores them
+    assert evaluate_recognition(model, tmp_path / "rev/test.txt", **QUIET)["top1"] == 100.0
+    model.config.class_names = None  # without names the list's indices are trusted (and are wrong here)
+    assert evaluate_recognition(model, tmp_path / "rev/test.txt", **QUIET)["top1"] == 0.0
+    ds = classification_dataset(model, tmp_path / "rev/test.txt")
+    with pytest.raises(ValueError, match="not among the model's"):
+        align_labels(ds, ("red", "green"))

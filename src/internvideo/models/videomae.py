@@ -54,6 +54,7 @@ class VideoMAEConfig:
     use_mean_pooling: bool = True
     fc_drop_rate: float = 0.0
     init_scale: float = 0.001  # head weights scaled at init, as the official fine-tuning
+    class_names: tuple[str, ...] | None = None  # head row i's class, saved so evaluation never guesses the mapping
     # pretraining
     decoder_embed_dim: int = 384
     decoder_depth: int = 4

@@ -30,7 +30,7 @@ from .metrics import average_views, check_finite, classification_metrics
 
 ClassificationData = str | os.PathLike | Sequence[ClassificationSample] | VideoClassificationDataset
 
-__all__ = ["recognition_scores", "evaluate_recognition", "linear_probe", "results_table",
+__all__ = ["align_labels", "recognition_scores", "evaluate_recognition", "linear_probe", "results_table",
            "add_arguments", "main", "add_linear_probe_arguments", "linear_probe_main", "classification_dataset"]
 
 
@@ -42,7 +42,32 @@ def classification_dataset(model: nn.Module, data: ClassificationData, *, root: 
         return data
     view = common.eval_view(model, num_clips=num_clips, num_crops=num_crops, sampling=sampling,
                             frame_interval=frame_interval, short_side=short_side)
-    return VideoClassificationDataset(data, view, root=root, training=False, strict=True)
+    dataset = VideoClassificationDataset(data, view, root=root, training=False, strict=True)
+    return align_labels(dataset, getattr(getattr(model, "config", None), "class_names", None), source=data)
+
+
+def align_labels(dataset: VideoClassificationDataset, class_names: Sequence[str] | None, *,
+                 source: object = "the test list") -> VideoClassificationDataset:
+    """Relabel ``dataset`` into the model's classes by name when both name their classes and the orders differ.
+
+    A checkpoint trained by ``internvideo train`` stores its head's class
+    names; a test list whose ``classes.txt`` orders them differently is mapped
+    by name rather than scored against the wrong rows. A test class the model
+    does not know is an error.
+    """
+    if not class_names or not dataset.classes or list(dataset.classes) == list(class_names):
+        return dataset
+    index = {name: i for i, name in enumerate(class_names)}
+    used = sorted({dataset.classes[s.label] for s in dataset.samples if 0 <= s.label < len(dataset.classes)})
+    missing = [n for n in used if n not in index]
+    if missing:
+        raise ValueError(f"{source}: class(es) {missing[:5]} of the test list are not among the model's "
+                         f"{len(class_names)} classes (saved in its config.json)")
+    dataset.samples = [type(s)(s.path, index[dataset.classes[s.label]] if s.label >= 0 else s.label)
+                       for s in dataset.samples]
+    dataset.classes = list(class_names)
+    common.log.info("%s: labels mapped into the model's class order by name", source)
+    return dataset
 
 
 def recognition_scores(model: nn.Module, data: ClassificationData, *, root: str | os.PathLike | None = None,
