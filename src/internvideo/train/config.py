@@ -23,6 +23,7 @@ class ModelSection:
     name: str = "videomae_tiny_pretrain"
     pretrained: str | None = None
     head: Literal["reinit", "slice", "error"] = "reinit"
+    allow_partial_pretrained: bool = False  # accept `pretrained` weights that fill half the model's tensors or fewer
     overrides: dict[str, Any] = field(default_factory=dict)  # config fields of the named model
     # fusion only: the two frozen backbones (directories of ours or any supported checkpoint)
     mae_backbone: str | None = None
