@@ -215,3 +215,25 @@ def test_hostile_pickle_refusal_says_it_holds_code(tmp_path):
         internvideo.load_model(tmp_path / "evil.pth")
     assert "contains pickled code" in str(e.value) and "nothing in it ran" in str(e.value)
     assert "allow_torchscript" not in str(e.value)  # before: wrong advice for a pickle
+
+
+# ----------------------------------------------------------------------------- 5. duplicates in evaluation lists
+
+
+def test_duplicate_lines_are_counted_once_and_reported(colours, tmp_path):
+    from internvideo.tasks import recognition, retrieval
+
+    lines = colours["list"].read_text().splitlines()
+    dup = _write(colours["list"].parent / "dup.txt", "\n".join(lines + lines[:3]) + "\n")  # 11 lines, 8 videos
+    result = evaluate_recognition(ColourClassifier(), dup, **QUIET)
+    assert result["num_samples"] == 8 and result["num_duplicates"] == 3  # before: 11 samples
+    assert "duplicate lines dropped" in recognition.results_table(result)
+    clash = _write(colours["list"].parent / "clash.txt", lines[0] + "\n" + lines[0].rsplit(" ", 1)[0] + " 3\n")
+    with pytest.raises(ValueError, match="is listed with labels 0 and 3"):
+        evaluate_recognition(ColourClassifier(), clash, **QUIET)
+
+    records = colours["captions"].read_text().splitlines()
+    dup_caps = _write(colours["list"].parent / "dup.jsonl", "\n".join(records + records[:2]) + "\n")
+    r = evaluate_retrieval(ColourCLIP(), dup_caps, **QUIET)
+    assert r["num_captions"] == 16 and r["num_duplicates"] == 4  # before: 20 caption queries
+    assert "duplicate pairs dropped" in retrieval.results_table(r)

@@ -30,7 +30,7 @@ from .metrics import average_views, check_finite, classification_metrics
 
 ClassificationData = str | os.PathLike | Sequence[ClassificationSample] | VideoClassificationDataset
 
-__all__ = ["align_labels", "recognition_scores", "evaluate_recognition", "linear_probe", "results_table",
+__all__ = ["align_labels", "drop_duplicates", "recognition_scores", "evaluate_recognition", "linear_probe", "results_table",
            "add_arguments", "main", "add_linear_probe_arguments", "linear_probe_main", "classification_dataset"]
 
 
@@ -43,7 +43,31 @@ def classification_dataset(model: nn.Module, data: ClassificationData, *, root: 
     view = common.eval_view(model, num_clips=num_clips, num_crops=num_crops, sampling=sampling,
                             frame_interval=frame_interval, short_side=short_side)
     dataset = VideoClassificationDataset(data, view, root=root, training=False, strict=True)
+    drop_duplicates(dataset, data if isinstance(data, (str, os.PathLike)) else "the test samples")
     return align_labels(dataset, getattr(getattr(model, "config", None), "class_names", None), source=data)
+
+
+def drop_duplicates(dataset: VideoClassificationDataset, source: object) -> int:
+    """Keep the first of repeated ``(video, label)`` lines (they would re-weight the metric); returns how many went.
+
+    One video listed with two different labels is an error: which one is true cannot be decided here.
+    """
+    seen: dict[str, int] = {}
+    kept = []
+    for s in dataset.samples:
+        key = os.path.normpath(s.path)
+        if key in seen:
+            if seen[key] != s.label:
+                raise ValueError(f"{source}: {s.path} is listed with labels {seen[key]} and {s.label}")
+            continue
+        seen[key] = s.label
+        kept.append(s)
+    removed = len(dataset.samples) - len(kept)
+    if removed:
+        common.log.warning("%s: %d duplicate line(s) of the same (video, label) counted once", source, removed)
+        dataset.samples, dataset.videos = kept, [s.path for s in kept]
+    dataset.num_duplicates = removed
+    return removed
 
 
 def align_labels(dataset: VideoClassificationDataset, class_names: Sequence[str] | None, *,
@@ -101,7 +125,8 @@ def evaluate_recognition(model: nn.Module, data: ClassificationData, *, num_clip
     NaN/inf logit fail the evaluation (:class:`~.metrics.NonFiniteError`)
     unless ``allow_nonfinite``; then they count as wrong (``num_nonfinite``).
     """
-    view_logits, labels = recognition_scores(model, data, num_clips=num_clips, num_crops=num_crops, **kwargs)
+    dataset = classification_dataset(model, data, num_clips=num_clips, num_crops=num_crops, **_view_options(kwargs))
+    view_logits, labels = recognition_scores(model, dataset, num_clips=num_clips, num_crops=num_crops, **kwargs)
     nonfinite = check_finite(view_logits, "test videos", allow=allow_nonfinite)
     probs = average_views(view_logits)
     num_classes = probs.shape[1]
@@ -114,7 +139,13 @@ def evaluate_recognition(model: nn.Module, data: ClassificationData, *, num_clip
         "num_classes": num_classes,
         "chance": 100.0 / num_classes,
         "num_nonfinite": nonfinite,
+        "num_duplicates": getattr(dataset, "num_duplicates", 0),
     }
+
+
+def _view_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pop the options that build the test dataset (the rest go to the forward passes)."""
+    return {k: kwargs.pop(k) for k in ("root", "sampling", "frame_interval", "short_side") if k in kwargs}
 
 
 def linear_probe(model: nn.Module, train: ClassificationData, test: ClassificationData, *,
@@ -177,6 +208,10 @@ def results_table(results: dict[str, Any]) -> str:
     rows = [("top-1 (%)", results["top1"]), ("top-5 (%)", results["top5"]),
             ("mean class acc. (%)", results["mean_class_acc"]), ("chance top-1 (%)", results["chance"]),
             ("test videos", results["num_samples"])]
+    if results.get("num_duplicates"):
+        rows.append(("duplicate lines dropped", results["num_duplicates"]))
+    if results.get("num_nonfinite"):
+        rows.append(("non-finite outputs (scored wrong)", results["num_nonfinite"]))
     if probe:
         rows.append(("train videos", results["num_train"]))
     return common.format_table(title, rows)

@@ -118,7 +118,9 @@ def evaluate_zeroshot(model: nn.Module, data: ClassificationData, classnames: st
 
     Non-finite scores fail the evaluation unless ``allow_nonfinite`` (then they count as wrong).
     """
-    view_logits, labels, names = zeroshot_scores(model, data, classnames, templates, num_clips=num_clips,
+    dataset = classification_dataset(model, data, num_clips=num_clips, num_crops=num_crops,
+                                     **{k: kwargs.pop(k) for k in ("root", "sampling", "frame_interval") if k in kwargs})
+    view_logits, labels, names = zeroshot_scores(model, dataset, classnames, templates, num_clips=num_clips,
                                                  num_crops=num_crops, **kwargs)
     nonfinite = check_finite(view_logits, "test videos", allow=allow_nonfinite)
     if isinstance(templates, (str, os.PathLike)):
@@ -132,6 +134,7 @@ def evaluate_zeroshot(model: nn.Module, data: ClassificationData, classnames: st
         "num_templates": len(templates or DEFAULT_TEMPLATES),
         "chance": 100.0 / len(names),
         "num_nonfinite": nonfinite,
+        "num_duplicates": getattr(dataset, "num_duplicates", 0),
     }
 
 
@@ -140,6 +143,8 @@ def results_table(results: dict[str, Any]) -> str:
             ("mean class acc. (%)", results["mean_class_acc"]), ("chance top-1 (%)", results["chance"]),
             ("classes x templates", f"{results['num_classes']} x {results['num_templates']}"),
             ("test videos", results["num_samples"])]
+    if results.get("num_duplicates"):
+        rows.append(("duplicate lines dropped", results["num_duplicates"]))
     return common.format_table(f"Zero-shot recognition ({results['views']} views)", rows)
 
 
