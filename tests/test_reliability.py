@@ -13,6 +13,7 @@ import torch
 
 from eval_standins import ColourClassifier, ColourCLIP, make_colour_set
 from internvideo.tasks import evaluate_recognition, evaluate_retrieval, evaluate_zeroshot, linear_probe
+from internvideo.train.config import ConfigError
 from internvideo.tasks.metrics import NonFiniteError, correct_rank, retrieval_ranks, topk_accuracy
 
 QUIET = dict(progress=False)
@@ -292,3 +293,59 @@ def test_extract_marks_nan_features_as_errors(ext_videos, tmp_path):
     # Before: NaN features written with status "ok".
     assert row["status"] == "error" and "non-finite" in row["error"] and summary["extracted"] == 0
     assert not list((tmp_path / "n").rglob("*.npy"))
+
+
+# ----------------------------------------------------------------------------- 12, 13. error presentation
+
+
+def _cli_error(capsys, *argv) -> str:
+    from internvideo import cli
+
+    assert cli.main(list(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("internvideo: error: ") and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_cli_user_errors_are_one_line_exit_2(capsys, tmp_path, colours):
+    import internvideo
+    from internvideo import cli
+    from internvideo.checkpoints import save_model
+
+    # Before: every one of these printed a full traceback.
+    assert "run.batch_size: must be >= 1, got -4" in _cli_error(capsys, "train", "--set", "run.batch_size=-4")
+    assert "--set data.train=[a" in _cli_error(capsys, "train", "--set", "data.train=[a")
+    assert str(tmp_path / "none.yaml") in _cli_error(capsys, "train", str(tmp_path / "none.yaml"))
+    bad = _write(tmp_path / "bad.txt", b"videos/red_0.mp4 0\nvideos/caf\xe9.mp4 1\n")
+    assert "bad.txt:2: not valid UTF-8" in _cli_error(capsys, "eval", "recognition", "--model", "videomae_tiny",
+                                                      "--data", str(bad), "--no-progress")
+    err = _cli_error(capsys, "eval", "recognition", "--model", "internvideo_mm_tiny", "--data", str(colours["list"]),
+                     "--no-progress")
+    assert "video-language model: use `eval zeroshot`" in err  # before: forward() missing 'text_ids'
+    save_model(internvideo.create_model("videomae_tiny"), tmp_path / "ckpt")
+    (tmp_path / "ckpt/model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    assert "ckpt/model.safetensors: not a readable safetensors file" in _cli_error(
+        capsys, "eval", "recognition", "--model", str(tmp_path / "ckpt"), "--data", str(colours["list"]))
+    with pytest.raises(ConfigError):
+        cli.main(["--debug", "train", "--set", "run.batch_size=-4"])  # --debug: the traceback
+
+
+def test_cli_bugs_still_show_the_traceback(monkeypatch):
+    from internvideo import cli
+
+    def broken(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(cli, "cmd_models", broken)
+    with pytest.raises(KeyError):
+        cli.main(["models"])
+
+
+def test_utf8_bom_is_stripped_from_lists_and_classes(tmp_path):
+    from internvideo.data import read_classes, read_classification_list
+
+    lst = _write(tmp_path / "l.txt", "\ufeffvideos/a.mp4 0\n".encode())
+    cls = _write(tmp_path / "c.txt", "\ufeffjump\nrun\n".encode())
+    # Before: the first path started with U+FEFF (file not found) and the first class name silently did too.
+    assert read_classification_list(lst)[0].path == str(tmp_path / "videos/a.mp4")
+    assert read_classes(cls) == ["jump", "run"]

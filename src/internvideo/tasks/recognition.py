@@ -108,6 +108,8 @@ def recognition_scores(model: nn.Module, data: ClassificationData, *, root: str 
     ``model(clips)``; pass another for models with other inputs.
     ``batch_size`` counts clips (views), not videos.
     """
+    if forward is None:
+        common.require_classifier(model, "recognition")
     dataset = classification_dataset(model, data, root=root, num_clips=num_clips, num_crops=num_crops,
                                      sampling=sampling, frame_interval=frame_interval, short_side=short_side)
     logits, fields = common.map_views(
