@@ -349,3 +349,10 @@ def test_utf8_bom_is_stripped_from_lists_and_classes(tmp_path):
     # Before: the first path started with U+FEFF (file not found) and the first class name silently did too.
     assert read_classification_list(lst)[0].path == str(tmp_path / "videos/a.mp4")
     assert read_classes(cls) == ["jump", "run"]
+
+
+def test_mask_ratio_hiding_nothing_is_a_clear_error():
+    from internvideo.models.videomae import tube_mask
+
+    with pytest.raises(ValueError, match="hides no token"):  # before: a reshape error in the loss
+        tube_mask(1, (2, 4, 4), 0.0)

@@ -87,6 +87,9 @@ def tube_mask(batch_size: int, grid: tuple[int, int, int], mask_ratio: float = 0
     t, h, w = grid
     per_frame = h * w
     num_hidden = int(mask_ratio * per_frame)
+    if num_hidden == 0:  # nothing to reconstruct: the loss would be over zero tokens
+        raise ValueError(f"mask_ratio {mask_ratio} hides no token of the {h}x{w} patch grid; masked pretraining "
+                         f"needs mask_ratio >= {1 / per_frame:.3g} (VideoMAE: 0.9)")
     scores = torch.rand(batch_size, per_frame, generator=generator)
     ranks = scores.argsort(dim=1).argsort(dim=1)
     spatial = ranks < num_hidden
