@@ -356,3 +356,12 @@ def test_mask_ratio_hiding_nothing_is_a_clear_error():
 
     with pytest.raises(ValueError, match="hides no token"):  # before: a reshape error in the loss
         tube_mask(1, (2, 4, 4), 0.0)
+
+
+def test_multiple_choice_with_nan_projection_fails(colours):
+    from internvideo.tasks import evaluate_multiple_choice
+
+    with pytest.raises(NonFiniteError, match="8 of 8 questions"):
+        evaluate_multiple_choice(_NaNCLIP(), colours["mc"], **QUIET)
+    result = evaluate_multiple_choice(_NaNCLIP(), colours["mc"], allow_nonfinite=True, **QUIET)
+    assert result["accuracy"] == 0.0 and result["chance"] == pytest.approx(100 / 3)
