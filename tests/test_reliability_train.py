@@ -27,7 +27,7 @@ def world(tmp_path_factory):
 
 def tiny(world: Path, out: Path, *extra: str) -> list[str]:
     return ["objective=classify", "model.name=videomae_tiny", f"data.root={world}", "data.train=train.txt",
-            "model.overrides.frame_interval=2", "data.flip=false", "data.num_workers=0", f"run.out_dir={out}",
+            "model.overrides.frame_interval=2", "data.hflip=false", "data.num_workers=0", f"run.out_dir={out}",
             "run.batch_size=4", "run.log_every=1", "run.progress=false", "optim.scale_lr=false", "run.epochs=3",
             *extra]
 
