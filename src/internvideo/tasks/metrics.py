@@ -12,8 +12,12 @@ Conventions shared by every function here:
   classification metrics are computed from these ranks; on tie-free scores
   they equal scikit-learn's ``top_k_accuracy_score`` / ``balanced_accuracy_score``
   (the tests check both).
-* Non-finite scores are not special-cased: NaN compares false, so a NaN score
-  neither beats nor ties anything. Feed finite scores.
+* **Non-finite scores are the worst score.** NaN and +inf are read as -inf
+  before ranking, so with pessimistic ties a sample whose true class scores
+  NaN is ranked last and never counts as a hit (a NaN compares false with
+  everything, so without this it would have no wrong class "ahead" of it and
+  rank first). Evaluations count the clips whose model outputs were
+  non-finite and fail unless asked to continue (:func:`check_finite`).
 
 Retrieval (see :func:`retrieval_ranks`) works on a text x video similarity
 matrix that may have several captions per video and is computed in row blocks,
@@ -30,8 +34,9 @@ import torch
 ArrayLike = np.ndarray | torch.Tensor | Sequence
 
 __all__ = [
-    "average_views", "correct_rank", "topk_accuracy", "mean_class_accuracy", "classification_metrics",
-    "multiple_choice_accuracy", "rank_metrics", "dual_softmax", "retrieval_ranks", "retrieval_ranks_from_sim", "MultiCaption",
+    "NonFiniteError", "check_finite", "worst_if_nonfinite", "average_views", "correct_rank", "topk_accuracy",
+    "mean_class_accuracy", "classification_metrics", "multiple_choice_accuracy", "rank_metrics", "dual_softmax",
+    "retrieval_ranks", "retrieval_ranks_from_sim", "MultiCaption",
     "retrieval_metrics",
 ]
 
@@ -45,6 +50,35 @@ def _np(x: ArrayLike, dtype=None) -> np.ndarray:
 def _torch(x: ArrayLike) -> torch.Tensor:
     t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     return t.float() if t.dtype != torch.float64 else t
+
+
+# ----------------------------------------------------------------------------- non-finite outputs
+
+
+class NonFiniteError(ValueError):
+    """Model outputs were NaN/inf for some clips; scoring them would make the metric meaningless."""
+
+
+def worst_if_nonfinite(scores: np.ndarray | torch.Tensor):
+    """NaN and +inf replaced by -inf (the worst score); -inf is kept (it already is the worst)."""
+    if isinstance(scores, torch.Tensor):
+        return scores.nan_to_num(nan=-torch.inf, posinf=-torch.inf)
+    return np.nan_to_num(scores, nan=-np.inf, posinf=-np.inf, neginf=-np.inf)
+
+
+def check_finite(values: ArrayLike, what: str, *, allow: bool = False) -> int:
+    """Number of rows of ``values`` (first axis = clips/videos/captions) holding any NaN/inf.
+
+    Raises :class:`NonFiniteError` naming how many, unless ``allow`` (then
+    those rows are scored as wrong: :func:`worst_if_nonfinite`).
+    """
+    v = _np(values, np.float64)
+    bad = int((~np.isfinite(v.reshape(len(v), -1))).any(axis=1).sum()) if v.size else 0
+    if bad and not allow:
+        raise NonFiniteError(f"{bad} of {len(v)} {what} gave non-finite model outputs (NaN/inf); the model is "
+                             "probably broken (diverged training, corrupt weights). Pass allow_nonfinite=True "
+                             "(--allow-nonfinite) to score them as wrong and continue")
+    return bad
 
 
 # ----------------------------------------------------------------------------- classification
@@ -62,12 +96,13 @@ def average_views(view_logits: ArrayLike) -> np.ndarray:
     logits = _torch(view_logits)
     if logits.ndim != 3:
         raise ValueError(f"expected view logits of shape (N, V, C), got {tuple(logits.shape)}")
+    # A non-finite logit makes that view's softmax NaN, and the NaN carries into the mean: the video ranks last.
     return logits.double().softmax(dim=-1).mean(dim=1).numpy()
 
 
 def correct_rank(scores: ArrayLike, labels: ArrayLike) -> np.ndarray:
-    """1-based rank of each sample's true class among ``scores (N, C)``, ties pessimistic."""
-    s = _np(scores, np.float64)
+    """1-based rank of each sample's true class among ``scores (N, C)``, ties pessimistic, NaN worst."""
+    s = worst_if_nonfinite(_np(scores, np.float64))
     y = _np(labels, np.int64).reshape(-1)
     if s.ndim != 2 or s.shape[0] != y.shape[0]:
         raise ValueError(f"expected scores (N, C) and labels (N,), got {s.shape} and {y.shape}")
@@ -162,7 +197,8 @@ def _as_index(caption_to_video: ArrayLike, num_texts: int, num_videos: int) -> t
 
 def _dsl(block: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
     """``block * softmax`` given the softmax's log-normaliser ``lse`` (broadcast along the softmax axis)."""
-    return block * torch.exp(block - lse)
+    # -inf * 0 is NaN: keep a worst score worst after re-scoring.
+    return worst_if_nonfinite(block * torch.exp(block - lse))
 
 
 def _spans(owner: torch.Tensor, chunk_size: int, whole_groups: bool) -> list[tuple[int, int]]:
@@ -205,11 +241,15 @@ def _ranks(blocks: RowBlocks, owner: torch.Tensor, num_videos: int, chunk_size: 
     if official and num_texts > 1 and bool((owner[1:] < owner[:-1]).any()):
         raise ValueError("multi_caption='official' needs each video's captions in consecutive rows")
     spans = _spans(owner, chunk_size, official)
+
+    def finite_blocks(s: int, e: int) -> torch.Tensor:  # non-finite scores count as the worst
+        return worst_if_nonfinite(blocks(s, e))
+
     row_lse = torch.zeros(num_texts, 1, dtype=dtype)
     col_lse = torch.full((1, num_videos), -torch.inf, dtype=dtype)
     if dsl:
         for s, e in spans:
-            block = blocks(s, e)
+            block = finite_blocks(s, e)
             row_lse[s:e] = block.logsumexp(dim=1, keepdim=True)
             col_lse = torch.logaddexp(col_lse, block.logsumexp(dim=0, keepdim=True))
 
@@ -226,14 +266,14 @@ def _ranks(blocks: RowBlocks, owner: torch.Tensor, num_videos: int, chunk_size: 
 
     v2t_best = torch.full((num_videos,), -torch.inf, dtype=dtype)
     for s, e in spans:
-        pair = v2t_scores(blocks(s, e), s, e)[torch.arange(e - s), owner[s:e]]
+        pair = v2t_scores(finite_blocks(s, e), s, e)[torch.arange(e - s), owner[s:e]]
         # A video query is answered by its best caption; videos without captions stay at -inf.
         v2t_best.scatter_reduce_(0, owner[s:e], pair, reduce="amax")
 
     t2v_rank = torch.empty(num_texts, dtype=torch.int64)
     v2t_wrong_ahead = torch.zeros(num_videos, dtype=torch.int64)
     for s, e in spans:
-        block = blocks(s, e)
+        block = finite_blocks(s, e)
         rows, own = torch.arange(e - s), owner[s:e]
         t2v = t2v_scores(block)
         # Own video included in the count: rank = 1 + wrong videos scoring >= the correct one.
