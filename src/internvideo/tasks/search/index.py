@@ -279,6 +279,8 @@ def build_index(model: nn.Module, folder: str | os.PathLike, out: str | os.PathL
     """
     common.require_multimodal(model, "video search")
     root = Path(folder).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder")
     out_dir = Path(out) if out is not None else root / DEFAULT_INDEX_DIR
     spec = common.input_spec(model)
     current = model_record(model, model_source)

@@ -84,8 +84,12 @@ def _empty(kind: str, dim: int, n: int, seed: int) -> tuple[faiss.Index, dict[st
     raise ValueError(f"index kind must be one of {', '.join(KINDS)}, not {kind!r}")
 
 
-def tuning_queries(x: np.ndarray, count: int = 200, noise: float = 1.0, seed: int = 0) -> np.ndarray:
-    """Queries near the data: stored vectors plus Gaussian noise of norm ~``noise``, renormalised."""
+def tuning_queries(x: np.ndarray, count: int = 200, noise: float = 2.0, seed: int = 0) -> np.ndarray:
+    """Queries near the data: stored vectors plus Gaussian noise of norm ~``noise``, renormalised.
+
+    With noise 2 a query is at cosine ~0.45 from the vector it came from, about as far as a text query
+    from the video it describes; near-duplicate queries would be too easy and under-tune the index.
+    """
     rng = np.random.default_rng(seed)
     pick = x[rng.choice(len(x), size=min(count, len(x)), replace=False)]
     q = pick + rng.standard_normal(pick.shape, dtype=np.float32) * (noise / math.sqrt(x.shape[1]))
