@@ -48,7 +48,7 @@ def _static(name: str) -> str:
 
 def create_app(searcher: Searcher) -> Any:
     """The FastAPI application over an open :class:`~.query.Searcher`."""
-    from fastapi import FastAPI, Query, Request
+    from fastapi import FastAPI, Path, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
     from starlette.exceptions import HTTPException
@@ -97,16 +97,19 @@ def create_app(searcher: Searcher) -> Any:
                    for h in hits]
         return JSONResponse({"query": q, "k": k, "results": results})
 
+    # Ids are plain decimal integers (no sign, no "1.0", no "0x1"), short enough to be a SQLite integer.
+    id_pattern = r"^[0-9]{1,18}$"
+
     @app.get("/thumb/{window_id}")
-    def thumb(window_id: int) -> Response:
-        path = searcher.thumb_file(window_id) if 0 <= window_id < 2 ** 63 else None
+    def thumb(window_id: str = Path(..., pattern=id_pattern)) -> Response:
+        path = searcher.thumb_file(int(window_id))
         if path is None:
             return error(404, f"no thumbnail for window {window_id}")
         return FileResponse(path, media_type="image/jpeg")
 
     @app.get("/video/{video_id}")
-    def video(video_id: int) -> Response:
-        path = searcher.video_file(video_id) if 0 <= video_id < 2 ** 63 else None
+    def video(video_id: str = Path(..., pattern=id_pattern)) -> Response:
+        path = searcher.video_file(int(video_id))
         if path is None:
             return error(404, f"no indexed video {video_id}")
         media = _MEDIA_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
