@@ -15,12 +15,12 @@ import torch
 import internvideo
 from internvideo.data import make_world
 
-SEARCH_WORLD_CLIPS = 10
+SEARCH_WORLD_CLIPS = 20
 
 
 @pytest.fixture(scope="session")
 def search_world(tmp_path_factory) -> Path:
-    """10 clips (8 frames, 32 px, 8 fps: 1 s each) and one long video (~5 s), built once."""
+    """20 clips (8 frames, 32 px, 8 fps: 1 s each) and one long video (~6 s), built once."""
     return Path(make_world(tmp_path_factory.mktemp("search_world"), num_videos=SEARCH_WORLD_CLIPS, seed=5, size=32,
                            num_frames=8, num_long=1, num_ava=0, num_images=0).root)
 
@@ -69,41 +69,65 @@ def distinct_clips(world: Path, count: int) -> list[str]:
     raise AssertionError(f"the world has fewer than {count} colours")
 
 
-def train_tiny_search_model(world: Path, videos: list[str], dest: Path, steps: int = 60, seed: int = 0) -> Path:
-    """A tiny multimodal model trained contrastively for a few seconds on these videos' captions.
+def composite_videos(world: Path, dest: Path, count: int) -> list[tuple[str, list[tuple[int, str]]]]:
+    """``count`` 2-second videos, each two clips of distinct colours back to back.
+
+    Returns ``[(file name, [(first frame, clip video), ...]), ...]``: which
+    world clip fills each second of each video.
+    """
+    from internvideo.data import probe, read_frames, write_video
+
+    clips = distinct_clips(world, 2 * count)
+    dest.mkdir(parents=True, exist_ok=True)
+    made = []
+    for i in range(count):
+        parts, frames, at = [], [], 0
+        for clip in clips[2 * i:2 * i + 2]:
+            n = probe(world / clip).num_frames
+            frames.append(read_frames(world / clip, range(n)))
+            parts.append((at, clip))
+            at += n
+        name = f"scene_{i}.mp4"
+        write_video(dest / name, np.concatenate(frames), fps=8)
+        made.append((name, parts))
+    return made
+
+
+def train_tiny_search_model(samples: list[tuple[Path, int, int, list[str]]], dest: Path, steps: int = 60,
+                            seed: int = 0) -> Path:
+    """A tiny multimodal model trained contrastively for a few seconds: ``(video, first frame, frames, captions)``.
 
     Not a useful model, only one that has learnt which caption goes with which
-    of a handful of videos (through the same input pipeline the index uses),
-    so that a search for a caption should find its video.
+    of a handful of windows, seen through the same input pipeline the index
+    uses, so that a search for a caption should find its window.
     """
-    from internvideo.data import read_frames, probe, segment_indices
+    from internvideo.data import read_frames, segment_indices
     from internvideo.losses import ClipLoss
     from internvideo.tasks.common import eval_view
     from internvideo.tasks.search.query import SEARCH_TEMPLATES
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: per-op overhead dominates, a second thread only contends
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = internvideo.create_model("internvideo_mm_tiny")
     view = eval_view(model)
     t = model.config.num_frames
-    clips = []
-    for v in videos:
-        n = probe(world / v).num_frames
-        clips.append(view.transform(read_frames(world / v, segment_indices(n, t))))
-    clips = torch.stack(clips)
-    captions = world_captions(world)
+    clips = torch.stack([view.transform(read_frames(path, start + segment_indices(length, t)))
+                         for path, start, length, _ in samples])
     tokenizer = internvideo.get_tokenizer("clip", context_length=model.config.context_length)
     loss_fn = ClipLoss()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     model.train()
     for _ in range(steps):
-        texts = [SEARCH_TEMPLATES[rng.integers(len(SEARCH_TEMPLATES))].replace("{}", captions[v][rng.integers(
-            len(captions[v]))]) for v in videos]
+        texts = [SEARCH_TEMPLATES[rng.integers(len(SEARCH_TEMPLATES))].replace("{}", caps[rng.integers(len(caps))])
+                 for *_, caps in samples]
         loss = loss_fn(model.encode_video(clips), model.encode_text(tokenizer(texts)), model.logit_scale)
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
+    torch.set_num_threads(threads)
     internvideo.save_model(model, dest)
     return dest
 
