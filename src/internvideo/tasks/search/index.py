@@ -33,7 +33,7 @@ from tqdm import tqdm
 from ...data import VideoError, probe, read_frames, segment_indices
 from ...data.transforms import Compose
 from .. import common
-from ..extract import VIDEO_EXTENSIONS, window_starts
+from ..extract import VIDEO_EXTENSIONS, _identity, clip_batches, window_starts
 from . import vectors
 from .store import DB_NAME, THUMBS, VECTORS_META, VECTORS_NAME, SearchIndexError, Store, model_fingerprint
 
@@ -156,10 +156,6 @@ class _Decoder(torch.utils.data.IterableDataset):
             yield _Piece(job, clips, [frames[k * (t + 1) + t] for k in range(len(part))],
                          [(s / info.fps, (s + n) / info.fps) for s, n in part], len(bounds),
                          {"duration": info.duration, "fps": info.fps})
-
-
-def _identity(piece: _Piece) -> _Piece:
-    return piece  # a module-level function pickles into workers
 
 
 def _save_thumb(path: Path, frame: np.ndarray) -> None:
@@ -372,23 +368,18 @@ def _update(store: Store, model: nn.Module, root: Path, out_dir: Path, spec: com
             p.clips = None  # free the decoded frames; only embeddings are kept until a video commits
 
     failed_now = 0
-    buffer: list[_Piece] = []
+    def skip(piece: _Piece) -> None:
+        nonlocal failed_now
+        f = files[piece.job]
+        log.warning("skipping %s", piece.error)
+        store.replace_video(f.rel, f.size, f.mtime_ns, current["fingerprint"], error=piece.error)
+        failed_now += 1
+        bar.update()
+
     with common.inference(model, dev, prec):
         stream = torch.utils.data.DataLoader(decoder, batch_size=None, num_workers=num_workers, collate_fn=_identity)
-        for piece in stream:
-            if piece.error is not None:
-                f = files[piece.job]
-                log.warning("skipping %s", piece.error)
-                store.replace_video(f.rel, f.size, f.mtime_ns, current["fingerprint"], error=piece.error)
-                failed_now += 1
-                bar.update()
-                continue
-            buffer.append(piece)
-            if sum(p.clips.shape[0] for p in buffer) >= batch_size:
-                run(buffer)
-                buffer = []
-        if buffer:
-            run(buffer)
+        for batch in clip_batches(stream, batch_size, skip):
+            run(batch)
     bar.close()
     index_seconds = time.perf_counter() - t0
 
