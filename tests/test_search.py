@@ -341,3 +341,23 @@ def test_cli_index_search_json_and_one_line_errors(search_world, search_model, t
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and len(err.splitlines()) == 1
         assert err.startswith("internvideo: error: ") and needle in err, err
+
+
+# ----------------------------------------------------------------------------- demo stage
+
+
+def test_demo_stage_indexes_test_clips_and_reports_search_r1(search_world, search_model, tmp_path, capsys):
+    from internvideo.demo.context import DemoContext
+    from internvideo.demo.search import demo_stage
+
+    ctx = DemoContext(search_world, tmp_path / "search", 0, False, tmp_path, tmp_path, search_model, 32, "smoke")
+    rows = demo_stage(ctx)
+    n = next(n for split in ("test", "val", "train") if (n := len(
+        (search_world / f"captions_{split}.jsonl").read_text().splitlines())))
+    (row,) = rows
+    assert row["family"] == "search" and row["chance"] == pytest.approx(100.0 / min(n, 10))
+    assert 0.0 <= row["value"] <= 100.0
+    assert f"internvideo serve {tmp_path / 'search' / 'index'}" in capsys.readouterr().out
+    searcher = Searcher(tmp_path / "search" / "index")
+    assert len(searcher) == min(n, 10)  # one window per 1 s clip
+    searcher.close()

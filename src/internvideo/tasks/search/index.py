@@ -4,8 +4,9 @@ Each video is cut into windows of ``window`` seconds starting every
 ``stride`` seconds; when the last window ends before the video does, one more
 window is aligned to the end so the tail is searchable too (a video shorter
 than a window gives one window over all of it). The model sees its own input
-recipe in each window (for the multimodal encoder: ``num_frames`` TSN segments
-spread over the window, CLIP-normalised, centre crop) and the normalised
+recipe in each window, its sampler applied to the window's frames (for the
+multimodal encoder: ``num_frames`` TSN segments spread over the window,
+CLIP-normalised, centre crop) and the normalised
 ``encode_video`` embedding is stored, with a JPEG of the window's middle frame.
 
 Incremental and resumable (see :mod:`.store`): a rerun skips files whose size
@@ -30,8 +31,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ...data import VideoError, probe, read_frames, segment_indices
+from ...data import Sampler, VideoError, probe, read_frames
 from ...data.transforms import Compose
+from ...models.recipe import InputRecipe
 from .. import common
 from ..extract import VIDEO_EXTENSIONS, _identity, clip_batches, window_starts
 from . import vectors
@@ -122,10 +124,10 @@ class _Piece:
 class _Decoder(torch.utils.data.IterableDataset):
     """Decodes videos window by window; in DataLoader workers the videos are split between them."""
 
-    def __init__(self, files: Sequence[FileEntry], jobs: Sequence[int], num_frames: int, img_size: int,
+    def __init__(self, files: Sequence[FileEntry], jobs: Sequence[int], sampler: Sampler, img_size: int,
                  transform: Compose, window: float, stride: float, chunk: int) -> None:
         self.files, self.jobs = list(files), list(jobs)
-        self.num_frames, self.img_size, self.transform = num_frames, img_size, transform
+        self.sampler, self.img_size, self.transform = sampler, img_size, transform
         self.window, self.stride, self.chunk = window, stride, max(1, chunk)
 
     def __iter__(self) -> Iterator[_Piece]:
@@ -147,13 +149,14 @@ class _Decoder(torch.utils.data.IterableDataset):
         short = min(info.width, info.height)
         want = max(self.img_size, 240)
         short_side = want if short > want else None
-        t = self.num_frames
         for i in range(0, len(bounds), self.chunk):
             part = bounds[i:i + self.chunk]
-            idx = [np.append(s + segment_indices(n, t), s + n // 2) for s, n in part]  # clip frames + middle
+            # The model's frames of each window, then its middle frame for the thumbnail.
+            idx = [np.append(s + np.asarray(self.sampler(n, fps=info.fps)), s + n // 2) for s, n in part]
             frames = read_frames(path, np.concatenate(idx), short_side=short_side)
-            clips = torch.stack([self.transform(frames[k * (t + 1):k * (t + 1) + t]) for k in range(len(part))])
-            yield _Piece(job, clips, [frames[k * (t + 1) + t] for k in range(len(part))],
+            ends = np.cumsum([len(x) for x in idx])
+            clips = torch.stack([self.transform(frames[e - len(x):e - 1]) for x, e in zip(idx, ends)])
+            yield _Piece(job, clips, [frames[e - 1] for e in ends],
                          [(s / info.fps, (s + n) / info.fps) for s, n in part], len(bounds),
                          {"duration": info.duration, "fps": info.fps})
 
@@ -278,10 +281,10 @@ def build_index(model: nn.Module, folder: str | os.PathLike, out: str | os.PathL
     if not root.is_dir():
         raise FileNotFoundError(f"{folder}: not a folder")
     out_dir = Path(out) if out is not None else root / DEFAULT_INDEX_DIR
-    spec = common.input_spec(model)
+    spec = common.input_recipe(model)
     current = model_record(model, model_source)
     settings = {"window": float(window), "stride": float(stride), "num_frames": spec.num_frames,
-                "img_size": spec.img_size}
+                "img_size": spec.img_size, "sampling": spec.sampling}
     window_bounds(1, 1.0, window, stride)  # validates window/stride before anything is written
     lock = _Lock(out_dir)
     try:
@@ -306,7 +309,7 @@ def build_index(model: nn.Module, folder: str | os.PathLike, out: str | os.PathL
         lock.release()
 
 
-def _update(store: Store, model: nn.Module, root: Path, out_dir: Path, spec: common.InputSpec,
+def _update(store: Store, model: nn.Module, root: Path, out_dir: Path, spec: InputRecipe,
             current: dict[str, str], *, extensions: Sequence[str], window: float, stride: float, kind: str,
             target_recall: float, batch_size: int, num_workers: int, device: str | torch.device | None,
             precision: str, progress: bool) -> dict[str, Any]:
@@ -324,7 +327,7 @@ def _update(store: Store, model: nn.Module, root: Path, out_dir: Path, spec: com
     dev = common.resolve_device(device)
     prec = auto_precision(dev) if precision == "auto" else precision
     view = common.eval_view(model)
-    decoder = _Decoder(files, todo, spec.num_frames, spec.img_size, view.transform, window, stride, batch_size)
+    decoder = _Decoder(files, todo, view.sampler, spec.img_size, view.transform, window, stride, batch_size)
     embedded: dict[int, list[np.ndarray]] = {}
     pending: dict[int, list[_Piece]] = {}
     new_windows = 0
