@@ -341,6 +341,14 @@ def test_cli_index_search_json_and_one_line_errors(search_world, search_model, t
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and len(err.splitlines()) == 1
         assert err.startswith("internvideo: error: ") and needle in err, err
+    # The same commands through the main CLI.
+    from internvideo.cli import main as cli_main
+
+    assert cli_main(["search", str(out), "a blue square", "-k", "1", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 1
+    with pytest.raises(SystemExit) as e:
+        cli_main(["search", str(tmp_path / "nowhere"), "x"])
+    assert e.value.code == 2 and "not a search index" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- demo stage
