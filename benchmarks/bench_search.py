@@ -180,6 +180,53 @@ def bench_indexing(work: Path, big: bool) -> list[dict]:
     return rows
 
 
+DOCS = ROOT / "docs" / "search.md"
+MARK_START, MARK_END = "<!-- search-bench -->", "<!-- /search-bench -->"
+
+
+def _ms(row: dict, key: str) -> str:
+    return f"{row[key + 'median_ms']:.1f} / {row[key + 'p95_ms']:.1f}"
+
+
+def report(results: dict) -> str:
+    """Markdown tables of a results dict (what goes between the markers in docs/search.md)."""
+    m = results["machine"]
+    lines = [f"Machine: {m.get('cpu_model')}, {m.get('logical_cpus')} logical CPUs, "
+             f"`torch.backends.cpu.get_cpu_capability()` = `{m.get('cpu_capability')}`, flags "
+             f"{', '.join(m.get('cpu_flags_relevant', []))}; faiss {m.get('faiss')}, torch {m.get('torch')}, "
+             f"{m.get('threads')} threads; load average before/after {m.get('load_before')} / {m.get('load_after')}.",
+             "", "Vector search, one query at a time (k = 10):", "",
+             "| vectors | data | index | setting | recall@10 (%) | CPU ms median / p95 | wall ms median / p95 | build (s) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results["vectors"]:
+        if "skipped" in r:
+            lines.append(f"| {r['n']:,} | {r['data']} | {r['kind']} | - | not run: {r['skipped']} | | | |")
+            continue
+        knob = "nprobe" if "nprobe" in r else "ef_search" if "ef_search" in r else None
+        setting = f"{knob} {r[knob]}" if knob else "-"
+        if knob and r["built_with"].get(knob) == r[knob]:
+            setting += " (tuned)"
+        lines.append(f"| {r['n']:,} | {r['data']} | {r['kind']} | {setting} | {r['recall_at_10']:.1f} | "
+                     f"{_ms(r, 'cpu_')} | {_ms(r, '')} | {r['build_s']:.1f} |")
+    if results.get("text"):
+        lines += ["", "Query text encoding (4 prompts of the ensemble in one batch):", "",
+                  "| model | precision | wall ms median / p95 |", "|---|---|---|"]
+        lines += [f"| {r['model']} | {r['precision']} | {r['median_ms']:.1f} / {r['p95_ms']:.1f} |"
+                  for r in results["text"]]
+    if results.get("indexing"):
+        lines += ["", "Indexing throughput (decode + embed + store, synthetic 64 px videos):", "",
+                  "| model | precision | videos | windows | seconds | windows/s |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['precision']} | {r['videos']} | {r['windows']} | {r['seconds']:.1f} | "
+                  f"{r['windows_per_s']} |" for r in results["indexing"]]
+    return "\n".join(lines)
+
+
+def write_report(results: dict, docs: Path = DOCS) -> None:
+    text = docs.read_text(encoding="utf-8")
+    start, end = text.index(MARK_START) + len(MARK_START), text.index(MARK_END)
+    docs.write_text(text[:start] + "\n" + report(results) + "\n" + text[end:], encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000])
@@ -192,7 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes, tiny model only; writes to a temporary file")
     p.add_argument("--skip-indexing", action="store_true")
     p.add_argument("--out", default=None)
+    p.add_argument("--report-only", action="store_true", help="rewrite docs/search.md's tables from the JSON")
     args = p.parse_args(argv)
+    if args.report_only:
+        write_report(json.loads(Path(args.out or RESULTS / "search.json").read_text()))
+        return 0
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     if args.quick:
@@ -216,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results written to {out}")
+    if not args.quick:
+        write_report(results)
     return 0
 
 
