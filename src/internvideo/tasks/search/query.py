@@ -120,7 +120,7 @@ class Searcher:
             self._cache.move_to_end(key)
             return self._cache[key]
         emb = zeroshot_classifier(self.model, list(queries), self.templates, device=self.device,
-                                  precision=self.precision, progress=False)
+                                  precision=self.precision, progress=False, trim_padding=True)
         vec = torch.nn.functional.normalize(emb.mean(dim=0), dim=-1).numpy().astype(np.float32)
         self._cache[key] = vec
         if len(self._cache) > self._cache_size:
