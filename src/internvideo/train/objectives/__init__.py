@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..config import TrainConfig
 from .base import Objective, VideoObjective
 from .contrastive import ContrastiveObjective
+from .localization import LocalizeObjective
 from .video import ClassifyObjective, FusionObjective, LinearProbeObjective, MaskedVideoObjective
 
 OBJECTIVES: dict[str, type] = {
@@ -18,6 +19,7 @@ OBJECTIVES: dict[str, type] = {
     "linear_probe": LinearProbeObjective,
     "contrastive": ContrastiveObjective,
     "fusion": FusionObjective,
+    "localize": LocalizeObjective,
 }
 
 
@@ -25,5 +27,5 @@ def make_objective(cfg: TrainConfig) -> Objective:
     return OBJECTIVES[cfg.objective](cfg)
 
 
-__all__ = ["OBJECTIVES", "ClassifyObjective", "ContrastiveObjective", "FusionObjective", "LinearProbeObjective",
+__all__ = ["OBJECTIVES", "ClassifyObjective", "ContrastiveObjective", "FusionObjective", "LinearProbeObjective", "LocalizeObjective",
            "MaskedVideoObjective", "Objective", "VideoObjective", "make_objective"]
