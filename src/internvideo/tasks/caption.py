@@ -26,11 +26,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..data import VideoDataset, VideoError, VideoTextSample, read_video_text
+from ..data import VideoDataset, VideoTextSample, read_video_text
 from ..models.caption import Strategy
 from ..tokenizer import get_tokenizer
 from . import common
 from .common import Precision
+from .inputs import readable_videos, usage_error
 from .metrics import caption_metrics
 
 __all__ = ["generate_captions", "evaluate_caption", "nearest_caption_baseline", "results_table", "add_arguments",
@@ -43,32 +44,13 @@ def _require_decoder(model: nn.Module) -> None:
                         "has none (build it with caption_layers > 0)")
 
 
-def _readable(videos: Sequence[str]) -> tuple[list[int], list[tuple[str, str]]]:
-    """Indices of the videos that can be opened, and ``(path, reason)`` for the others."""
-    from ..data import probe
-
-    keep, skipped = [], []
-    for i, v in enumerate(videos):
-        try:
-            if not os.path.exists(v):
-                raise FileNotFoundError(v)
-            if os.path.splitext(v)[1].lower() not in (".png", ".jpg", ".jpeg"):
-                probe(v)
-            keep.append(i)
-        except FileNotFoundError:
-            skipped.append((v, "file not found"))
-        except VideoError as e:
-            skipped.append((v, e.problem))
-    return keep, skipped
-
-
 def generate_captions(model: nn.Module, videos: Sequence[str], *, max_len: int = 30, strategy: Strategy = "greedy",
                       num_beams: int = 4, length_penalty: float = 1.0, batch_size: int = 8, num_workers: int = 0,
                       device: str | torch.device | None = None, precision: Precision = "fp32",
                       progress: bool = True) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """``({video: caption}, skipped)`` with ``skipped = [(video, reason), ...]`` for unreadable videos."""
     _require_decoder(model)
-    keep, skipped = _readable(videos)
+    keep, skipped = readable_videos(videos)
     readable = [videos[i] for i in keep]
     captions: dict[str, str] = {}
     if not readable:
@@ -160,12 +142,6 @@ def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
                         help="beam search with this many beams (1 = greedy decoding)")
     parser.add_argument("--length-penalty", type=float, default=1.0,
                         help="beam scores are divided by length ** this (>0 favours longer captions)")
-
-
-def usage_error(message: str) -> SystemExit:
-    """The CLI's one-line user error (exit status 2, like argparse's)."""
-    print(f"internvideo: error: {message}", file=sys.stderr)
-    return SystemExit(2)
 
 
 def _decoding(args: argparse.Namespace) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from ..data import ClassificationSample, read_classes, read_classification_list
 from ..models.openset import SCORES, EvidenceFn, OpenSetHead, annealing, edl_loss, evidence, unknown_scores
 from . import common
 from .common import Precision, Sampling
+from .inputs import usage_error
 
 __all__ = ["resolve_unknown", "fit_head", "openset_metrics", "evaluate_openset_features", "evaluate_openset",
            "results_table", "add_arguments", "main"]
@@ -238,8 +239,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .caption import usage_error
-
     if not 0.0 <= args.reject_rate < 1.0:
         raise usage_error(f"--reject-rate must be in [0, 1), got {args.reject_rate}")
     model = common.load_model_arg(args.model)

@@ -1,0 +1,124 @@
+"""Measure the open-understanding tasks on the synthetic world (captioning, open-ended QA, open-set recognition).
+
+A development script until the demo rows exist: it decodes the world once into a frame cache,
+trains a tiny multimodal model (video-text contrastive + caption loss) from it, then freezes it and
+runs the three task APIs with their baselines. Usage::
+
+    PYTHONPATH=src python -m benchmarks.open_language WORLD_DIR [--steps 600] [--out results.json]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from internvideo.data import VideoDataset, read_classification_list, read_qa, read_video_text
+from internvideo.losses import ClipLoss, caption_loss
+from internvideo.models.qa import VideoQA, VideoQAConfig
+from internvideo.models.video_clip import NAMED_CONFIGS, InternVideoMM
+from internvideo.tasks import common
+from internvideo.tasks.caption import evaluate_caption
+from internvideo.tasks.openset import evaluate_openset_features
+from internvideo.tasks.qa import answer_vocabulary, evaluate_qa, qa_features, train_qa_head
+from internvideo.tokenizer import get_tokenizer
+
+
+def frames(model, videos):
+    ds = VideoDataset(videos, common.eval_view(model), training=False, strict=True)
+    out, _ = common.map_views(model, lambda x: x, ds, batch_size=64, device=torch.device("cpu"), progress=False)
+    return out[:, 0]
+
+
+def train_backbone(world: Path, steps: int, batch: int, seed: int, known_only: bool = False) -> InternVideoMM:
+    torch.manual_seed(seed)
+    cfg = dataclasses.replace(NAMED_CONFIGS["internvideo_mm_tiny"][1], caption_layers=2)
+    model = InternVideoMM(cfg)
+    samples = read_video_text(world / "captions_train.jsonl")
+    if known_only:
+        keep = {s.path for s in read_classification_list(world / "openset_train.txt")}
+        samples = [s for s in samples if s.video in keep]
+    clips = frames(model, [s.video for s in samples])
+    tok = get_tokenizer("clip")
+    ids = [tok(list(s.captions))[:, :32] for s in samples]  # captions are short: 32 positions suffice
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=1e-3, total_steps=steps, pct_start=0.1)
+    clip_loss = ClipLoss()
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(steps):
+        rows = torch.randperm(len(samples), generator=g)[:batch].tolist()
+        video = clips[rows]
+        # Random horizontal flips would swap left/right: no augmentation but caption choice.
+        text = torch.stack([ids[r][int(torch.randint(len(ids[r]), (1,), generator=g))] for r in rows])
+        out = model(video, text)
+        loss = clip_loss(out["video_emb"], out["text_emb"], out["logit_scale"])
+        if "caption_logits" in out:
+            loss = loss + caption_loss(out["caption_logits"], out["caption_targets"], pad_id=None)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        sched.step()
+        if step % 100 == 0 or step == steps - 1:
+            print(f"step {step} loss {loss.item():.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    return model.eval()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("world", type=Path)
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--qa-epochs", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    w = args.world
+    results = {}
+    t0 = time.perf_counter()
+    model = train_backbone(w, args.steps, args.batch, args.seed)
+    results["backbone_seconds"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    for name, opts in (("greedy", {}), ("beam3", {"strategy": "beam", "num_beams": 3})):
+        r = evaluate_caption(model, w / "captions_test.jsonl", train=w / "captions_train.jsonl" if not opts else None,
+                             max_len=20, progress=False, **opts)
+        results[f"caption_{name}"] = {k: r[k] for k in ("bleu4", "cider", "num_videos")} | {
+            "baseline": r.get("baseline"), "examples": r["examples"][:3]}
+    results["caption_seconds"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    train_qa = read_qa(w / "qa_train.jsonl")
+    qa = VideoQA(VideoQAConfig(answers=answer_vocabulary([s.answer for s in train_qa], 1500), width=128,
+                               heads=4, layers=2), backbone=model)
+    feats, _, _ = qa_features(qa, train_qa, progress=False)
+    fit = train_qa_head(qa, train_qa, features=feats, epochs=args.qa_epochs, progress=False)
+    r = evaluate_qa(qa, w / "qa_test.jsonl", train=train_qa, progress=False)
+    results["qa"] = {k: r[k] for k in ("accuracy", "per_type", "num_questions", "baseline")} | {
+        "train_loss": fit["losses"][-1]}
+    results["qa_seconds"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    splits = {}
+    for split in ("train", "val", "test"):
+        samples = read_classification_list(w / f"openset_{split}.txt")
+        ds = VideoDataset([s.path for s in samples], common.eval_view(model), training=False, strict=True)
+        splits[split] = (common.video_embeddings(model, ds, device=torch.device("cpu"), progress=False).numpy(),
+                         np.asarray([s.label for s in samples]))
+    r = evaluate_openset_features(splits["train"], splits["val"], splits["test"], hidden=128)
+    results["openset"] = r["scores"]
+    results["openset_seconds"] = time.perf_counter() - t
+    text = json.dumps(results, indent=1, default=str)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
