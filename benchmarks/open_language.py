@@ -20,6 +20,7 @@ import torch
 from internvideo.data import VideoDataset, read_classification_list, read_qa, read_video_text
 from internvideo.losses import ClipLoss, caption_loss
 from internvideo.models.qa import VideoQA, VideoQAConfig
+from internvideo.models.caption import caption_targets
 from internvideo.models.video_clip import NAMED_CONFIGS, InternVideoMM
 from internvideo.tasks import common
 from internvideo.tasks.caption import evaluate_caption
@@ -34,7 +35,13 @@ def frames(model, videos):
     return out[:, 0]
 
 
+def _batch_ids(ids: torch.Tensor) -> torch.Tensor:
+    """Captions cut at the batch's longest one: the LM head over 49k tokens dominates every step."""
+    return ids[:, : int((ids != 0).sum(dim=1).max())]
+
+
 def train_backbone(world: Path, steps: int, batch: int, seed: int, known_only: bool = False) -> InternVideoMM:
+    """Video-text contrastive training of the tiny multimodal model (its caption decoder left untouched)."""
     torch.manual_seed(seed)
     cfg = dataclasses.replace(NAMED_CONFIGS["internvideo_mm_tiny"][1], caption_layers=2)
     model = InternVideoMM(cfg)
@@ -44,8 +51,9 @@ def train_backbone(world: Path, steps: int, batch: int, seed: int, known_only: b
         samples = [s for s in samples if s.video in keep]
     clips = frames(model, [s.video for s in samples])
     tok = get_tokenizer("clip")
-    ids = [tok(list(s.captions))[:, :32] for s in samples]  # captions are short: 32 positions suffice
-    optim = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    ids = [tok(list(s.captions)) for s in samples]
+    params = [p for n, p in model.named_parameters() if not n.startswith("caption.")]
+    optim = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=1e-3, total_steps=steps, pct_start=0.1)
     clip_loss = ClipLoss()
     g = torch.Generator().manual_seed(seed)
@@ -53,26 +61,54 @@ def train_backbone(world: Path, steps: int, batch: int, seed: int, known_only: b
     t0 = time.perf_counter()
     for step in range(steps):
         rows = torch.randperm(len(samples), generator=g)[:batch].tolist()
-        video = clips[rows]
-        # Random horizontal flips would swap left/right: no augmentation but caption choice.
-        text = torch.stack([ids[r][int(torch.randint(len(ids[r]), (1,), generator=g))] for r in rows])
-        out = model(video, text)
-        loss = clip_loss(out["video_emb"], out["text_emb"], out["logit_scale"])
-        if "caption_logits" in out:
-            loss = loss + caption_loss(out["caption_logits"], out["caption_targets"], pad_id=None)
+        # No flips or crops: a horizontal flip would swap left and right.
+        text = _batch_ids(torch.stack([ids[r][int(torch.randint(len(ids[r]), (1,), generator=g))] for r in rows]))
+        loss = clip_loss(model.encode_video(clips[rows]), model.encode_text(text), model.logit_scale)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
         sched.step()
         if step % 100 == 0 or step == steps - 1:
-            print(f"step {step} loss {loss.item():.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+            print(f"contrastive step {step} loss {loss.item():.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
     return model.eval()
+
+
+def train_decoder(model: InternVideoMM, world: Path, steps: int, batch: int, seed: int) -> None:
+    """The caption decoder on the frozen encoders (video tokens and caption encodings computed once)."""
+    samples = read_video_text(world / "captions_train.jsonl")
+    clips = frames(model, [s.video for s in samples])
+    tok = get_tokenizer("clip")
+    with torch.no_grad():
+        video_tokens = torch.cat([model.forward_features(clips[i:i + 64]) for i in range(0, len(clips), 64)])
+        ids = tok([c for s in samples for c in s.captions])
+        ids = ids[:, : int((ids != 0).sum(dim=1).max())]
+        text_tokens = model.text.forward_tokens(ids)
+    owner = torch.tensor([i for i, s in enumerate(samples) for _ in s.captions])
+    optim = torch.optim.AdamW(model.caption.parameters(), lr=2e-3, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+    g = torch.Generator().manual_seed(seed)
+    model.caption.train()
+    t0 = time.perf_counter()
+    for step in range(steps):
+        rows = torch.randperm(len(ids), generator=g)[:batch]
+        length = int((ids[rows] != 0).sum(dim=1).max())
+        b_ids = ids[rows, :length]
+        logits = model.caption(text_tokens[rows, :length - 1], model.caption.pool_video(video_tokens[owner[rows]]))
+        loss = caption_loss(logits, caption_targets(b_ids), pad_id=None)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        sched.step()
+        if step % 100 == 0 or step == steps - 1:
+            print(f"caption step {step} loss {loss.item():.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    model.eval()
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("world", type=Path)
     p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--caption-steps", type=int, default=600)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--qa-epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
@@ -84,6 +120,9 @@ def main() -> None:
     t0 = time.perf_counter()
     model = train_backbone(w, args.steps, args.batch, args.seed)
     results["backbone_seconds"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    train_decoder(model, w, args.caption_steps, args.batch, args.seed)
+    results["decoder_seconds"] = time.perf_counter() - t
 
     t = time.perf_counter()
     for name, opts in (("greedy", {}), ("beam3", {"strategy": "beam", "num_beams": 3})):
