@@ -113,6 +113,16 @@ def _add_extract(sub) -> None:
     x.set_defaults(func=extract.main)
 
 
+def _add_caption(sub) -> None:
+    from .tasks import caption
+
+    c = sub.add_parser("caption", help="generate a caption for each video (greedy or beam search)",
+                       description="Print one caption per video from a multimodal model with a caption decoder; "
+                                   "unreadable videos are reported and skipped (exit status 1).")
+    caption.add_caption_arguments(c)
+    c.set_defaults(func=caption.caption_main)
+
+
 def _add_demo(sub) -> None:
     from . import demo
 
@@ -135,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(sub)
     _add_eval(sub)
     _add_extract(sub)
+    _add_caption(sub)
     _add_demo(sub)
     return p
 

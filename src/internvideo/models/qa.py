@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .layers import CrossBlock, init_weights
+from .recipe import InputRecipe
 from .video_clip import InternVideoMM, InternVideoMMConfig
 
 
@@ -113,6 +114,10 @@ class VideoQA(nn.Module):
     @property
     def answers(self) -> tuple[str, ...]:
         return self.config.answers
+
+    def input_recipe(self) -> InputRecipe:
+        """The backbone's clips."""
+        return self.backbone.input_recipe()
 
     def encode(self, video: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(question tokens, padding, video tokens)`` from the backbone."""
