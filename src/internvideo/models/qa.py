@@ -17,7 +17,9 @@ embedding is added before the cross-attention so that questions about motion
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -132,6 +134,23 @@ class VideoQA(nn.Module):
 
 
 
+def normalize_answer(answer: str) -> str:
+    """The official normalisation: lower case, surrounding whitespace stripped."""
+    return answer.strip().lower()
+
+
+def answer_vocabulary(answers: Sequence[str], top_k: int = 1500) -> tuple[str, ...]:
+    """The ``top_k`` most frequent normalised answers, most frequent first (ties: first seen first)."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    counts = collections.Counter(normalize_answer(a) for a in answers)
+    if not counts:
+        raise ValueError("no training answers to build the answer vocabulary from")
+    # Counter.most_common keeps insertion order among equal counts.
+    return tuple(a for a, _ in counts.most_common(top_k))
+
+
 MODEL_CLASSES: dict[str, type[nn.Module]] = {"VideoQA": VideoQA}
 
-__all__ = ["MODEL_CLASSES", "VideoQA", "VideoQAConfig", "VideoQAHead", "question_padding"]
+__all__ = ["MODEL_CLASSES", "VideoQA", "VideoQAConfig", "VideoQAHead", "answer_vocabulary", "normalize_answer",
+           "question_padding"]

@@ -37,7 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import QASample, VideoDataset, read_qa
-from ..models.qa import VideoQA, question_padding
+from ..models.qa import VideoQA, answer_vocabulary, normalize_answer, question_padding
 from ..tokenizer import get_tokenizer
 from . import common
 from .common import Precision
@@ -48,22 +48,6 @@ __all__ = ["normalize_answer", "answer_vocabulary", "qa_accuracy", "most_frequen
            "main"]
 
 QAData = str | os.PathLike | Sequence[QASample]
-
-
-def normalize_answer(answer: str) -> str:
-    """The official normalisation: lower case, surrounding whitespace stripped."""
-    return answer.strip().lower()
-
-
-def answer_vocabulary(answers: Sequence[str], top_k: int = 1500) -> tuple[str, ...]:
-    """The ``top_k`` most frequent normalised answers, most frequent first (ties: first seen first)."""
-    if top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
-    counts = collections.Counter(normalize_answer(a) for a in answers)
-    if not counts:
-        raise ValueError("no training answers to build the answer vocabulary from")
-    # Counter.most_common keeps insertion order among equal counts.
-    return tuple(a for a, _ in counts.most_common(top_k))
 
 
 def most_frequent_answer(samples: Sequence[QASample]) -> str:

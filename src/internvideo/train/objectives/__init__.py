@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..config import TrainConfig
 from .base import Objective, VideoObjective
 from .contrastive import ContrastiveObjective
+from .language import OpenSetObjective, QAObjective
 from .video import ClassifyObjective, FusionObjective, LinearProbeObjective, MaskedVideoObjective
 
 OBJECTIVES: dict[str, type] = {
@@ -18,6 +19,8 @@ OBJECTIVES: dict[str, type] = {
     "linear_probe": LinearProbeObjective,
     "contrastive": ContrastiveObjective,
     "fusion": FusionObjective,
+    "openset": OpenSetObjective,
+    "qa": QAObjective,
 }
 
 
@@ -26,4 +29,4 @@ def make_objective(cfg: TrainConfig) -> Objective:
 
 
 __all__ = ["OBJECTIVES", "ClassifyObjective", "ContrastiveObjective", "FusionObjective", "LinearProbeObjective",
-           "MaskedVideoObjective", "Objective", "VideoObjective", "make_objective"]
+           "MaskedVideoObjective", "Objective", "OpenSetObjective", "QAObjective", "VideoObjective", "make_objective"]
