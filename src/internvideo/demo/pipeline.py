@@ -65,6 +65,7 @@ from ..tasks.recognition import classification_dataset
 from ..tasks.retrieval import metrics_from_embeddings, retrieval_embeddings
 from ..train import TrainConfig, train
 from ..train.config import DataSection, ModelSection, OptimSection, RunSection, save_config
+from . import open_language
 from .context import DemoContext
 from .figures import reconstruction_figure, retrieval_figure
 from .report import duration, format_table, results_markdown, table_rows
@@ -120,7 +121,9 @@ FUSION = {"width": 128, "num_heads": 4, "num_layers": 2}
 #: Task families beyond the core: (stage name, title, function). Each function takes a :class:`DemoContext`
 #: and returns table rows ``{"family", "model", "metric", "short", "value", "chance"}`` (percent; "chance" is
 #: the stated baseline), within its time budget.
-TASK_STAGES: tuple[tuple[str, str, Callable[[DemoContext], list[dict[str, Any]]]], ...] = ()
+TASK_STAGES: tuple[tuple[str, str, Callable[[DemoContext], list[dict[str, Any]]]], ...] = (
+    ("open_language", "open-set recognition, open-ended QA, captioning", open_language.demo_stage),
+)
 
 #: Zero-shot prompts for the world's class names ("moving left", ...).
 TEMPLATES = ("a shape {}.", "a video of a shape {}.", "{}.")

@@ -393,12 +393,19 @@ class InternVideoMM(nn.Module):
         the whole prefix at every step (the reference the cache is tested
         against). Decode with ``get_tokenizer("clip").batch_decode``.
         """
+        return self.generate_from_tokens(self.visual.forward_features(video).tokens.flatten(1, 2), max_len, strategy,
+                                         num_beams, length_penalty, use_cache)
+
+    @torch.no_grad()
+    def generate_from_tokens(self, video_tokens: torch.Tensor, max_len: int = 30, strategy: Strategy = "greedy",
+                             num_beams: int = 4, length_penalty: float = 1.0, use_cache: bool = True) -> torch.Tensor:
+        """:meth:`generate` from last-layer video tokens ``(B, N, vision_width)`` already computed."""
         if self.caption is None:
             raise RuntimeError("this model has no caption decoder (caption_layers=0)")
         if strategy not in ("greedy", "beam"):
             raise ValueError(f"strategy must be 'greedy' or 'beam', not {strategy!r}")
         c = self.config
-        pooled = self.caption.pool_video(self.visual.forward_features(video).tokens.flatten(1, 2))
+        pooled = self.caption.pool_video(video_tokens)
         stepper = _CaptionStepper(self, pooled, use_cache)
         max_len = min(max_len, c.context_length - 1)  # the start token takes the first position
         if strategy == "greedy":
