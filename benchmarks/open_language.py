@@ -73,7 +73,7 @@ def train_backbone(world: Path, steps: int, batch: int, seed: int, known_only: b
     return model.eval()
 
 
-def train_decoder(model: InternVideoMM, world: Path, steps: int, batch: int, seed: int) -> None:
+def train_decoder(model: InternVideoMM, world: Path, steps: int, batch: int, seed: int, lr: float = 2e-3) -> None:
     """The caption decoder on the frozen encoders (video tokens and caption encodings computed once)."""
     samples = read_video_text(world / "captions_train.jsonl")
     clips = frames(model, [s.video for s in samples])
@@ -84,8 +84,8 @@ def train_decoder(model: InternVideoMM, world: Path, steps: int, batch: int, see
         ids = ids[:, : int((ids != 0).sum(dim=1).max())]
         text_tokens = model.text.forward_tokens(ids)
     owner = torch.tensor([i for i, s in enumerate(samples) for _ in s.captions])
-    optim = torch.optim.AdamW(model.caption.parameters(), lr=2e-3, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+    optim = torch.optim.AdamW(model.caption.parameters(), lr=lr, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=lr, total_steps=steps, pct_start=0.1)
     g = torch.Generator().manual_seed(seed)
     model.caption.train()
     t0 = time.perf_counter()
@@ -113,46 +113,69 @@ def main() -> None:
     p.add_argument("--qa-epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--save", type=Path, default=None, help="save the contrastive backbone here")
+    p.add_argument("--load", type=Path, default=None, help="start from this saved backbone (no training)")
+    p.add_argument("--parts", default="caption,qa,openset")
+    p.add_argument("--qa-lr", type=float, default=1e-3)
+    p.add_argument("--caption-lr", type=float, default=2e-3)
     args = p.parse_args()
     torch.set_num_threads(1)
     w = args.world
     results = {}
     t0 = time.perf_counter()
-    model = train_backbone(w, args.steps, args.batch, args.seed)
+    from internvideo.factory import load_model, save_model
+
+    if args.load:
+        model = load_model(args.load).eval()
+    else:
+        model = train_backbone(w, args.steps, args.batch, args.seed)
+        if args.save:
+            save_model(model, args.save)
     results["backbone_seconds"] = time.perf_counter() - t0
-    t = time.perf_counter()
-    train_decoder(model, w, args.caption_steps, args.batch, args.seed)
-    results["decoder_seconds"] = time.perf_counter() - t
+    parts = set(args.parts.split(","))
+    if "caption" in parts:
+        t = time.perf_counter()
+        train_decoder(model, w, args.caption_steps, args.batch, args.seed, lr=args.caption_lr)
+        results["decoder_seconds"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    for name, opts in (("greedy", {}), ("beam3", {"strategy": "beam", "num_beams": 3})):
-        r = evaluate_caption(model, w / "captions_test.jsonl", train=w / "captions_train.jsonl" if not opts else None,
-                             max_len=20, progress=False, **opts)
-        results[f"caption_{name}"] = {k: r[k] for k in ("bleu4", "cider", "num_videos")} | {
-            "baseline": r.get("baseline"), "examples": r["examples"][:3]}
-    results["caption_seconds"] = time.perf_counter() - t
+    if "caption" in parts:
+        t = time.perf_counter()
+        for name, opts in (("greedy", {}), ("beam3", {"strategy": "beam", "num_beams": 3})):
+            r = evaluate_caption(model, w / "captions_test.jsonl", progress=False, max_len=20,
+                                 train=w / "captions_train.jsonl" if not opts else None, **opts)
+            results[f"caption_{name}"] = {k: r[k] for k in ("bleu4", "cider", "num_videos")} | {
+                "baseline": r.get("baseline"), "examples": r["examples"][:3]}
+        results["caption_seconds"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    train_qa = read_qa(w / "qa_train.jsonl")
-    qa = VideoQA(VideoQAConfig(answers=answer_vocabulary([s.answer for s in train_qa], 1500), width=128,
-                               heads=4, layers=2), backbone=model)
-    feats, _, _ = qa_features(qa, train_qa, progress=False)
-    fit = train_qa_head(qa, train_qa, features=feats, epochs=args.qa_epochs, progress=False)
-    r = evaluate_qa(qa, w / "qa_test.jsonl", train=train_qa, progress=False)
-    results["qa"] = {k: r[k] for k in ("accuracy", "per_type", "num_questions", "baseline")} | {
-        "train_loss": fit["losses"][-1]}
-    results["qa_seconds"] = time.perf_counter() - t
+    if "qa" in parts:
+        t = time.perf_counter()
+        train_qa = read_qa(w / "qa_train.jsonl")
+        qa = VideoQA(VideoQAConfig(answers=answer_vocabulary([s.answer for s in train_qa], 1500), width=128,
+                                   heads=4, layers=2), backbone=model)
+        feats, _, _ = qa_features(qa, train_qa, progress=False)
+        fit = train_qa_head(qa, train_qa, features=feats, epochs=args.qa_epochs, lr=args.qa_lr, progress=False)
+        r = evaluate_qa(qa, w / "qa_test.jsonl", train=train_qa, progress=False)
+        results["qa"] = {k: r[k] for k in ("accuracy", "per_type", "num_questions", "baseline")} | {
+            "train_loss": fit["losses"][-1]}
+        results["qa_seconds"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    splits = {}
-    for split in ("train", "val", "test"):
-        samples = read_classification_list(w / f"openset_{split}.txt")
-        ds = VideoDataset([s.path for s in samples], common.eval_view(model), training=False, strict=True)
-        splits[split] = (common.video_embeddings(model, ds, device=torch.device("cpu"), progress=False).numpy(),
-                         np.asarray([s.label for s in samples]))
-    r = evaluate_openset_features(splits["train"], splits["val"], splits["test"], hidden=128)
-    results["openset"] = r["scores"]
-    results["openset_seconds"] = time.perf_counter() - t
+    if "openset" in parts:
+        t = time.perf_counter()
+        splits: dict[str, dict] = {"embedding": {}, "frames": {}}
+        for split in ("train", "val", "test"):
+            samples = read_classification_list(w / f"openset_{split}.txt")
+            clips = frames(model, [s.path for s in samples])
+            labels = np.asarray([s.label for s in samples])
+            with torch.no_grad():
+                feats = model.visual.forward_features(clips)
+                # Frame order kept: each frame's projected CLS token, concatenated.
+                per_frame = model.visual.proj(model.visual.ln_post(feats.tokens[:, :, 0])).flatten(1)
+                splits["embedding"][split] = (model.visual.pool(feats).numpy(), labels)
+                splits["frames"][split] = (per_frame.numpy(), labels)
+        for name, sp in splits.items():
+            r = evaluate_openset_features(sp["train"], sp["val"], sp["test"], hidden=128)
+            results[f"openset_{name}"] = r["scores"]
+        results["openset_seconds"] = time.perf_counter() - t
     text = json.dumps(results, indent=1, default=str)
     print(text)
     if args.out:
