@@ -21,7 +21,7 @@ lists label ``-1`` marks an unknown video (the synthetic world's
 with ``classes`` (``classes.txt``); a name both known and unknown is an error.
 
 Features come from the frozen backbone, one centre view per video
-(:func:`~internvideo.tasks.extract.dataset_features`), so the heads train in
+(:func:`~internvideo.tasks.common.dataset_features`), so the heads train in
 seconds; :func:`evaluate_openset_features` takes cached features directly.
 """
 from __future__ import annotations
@@ -183,11 +183,10 @@ def _labels(samples: Sequence[ClassificationSample], unknown: set[int]) -> np.nd
 def evaluate_openset(model: nn.Module, train: ListData, val: ListData, test: ListData, *,
                      root: str | os.PathLike | None = None, classes: str | os.PathLike | Sequence[str] | None = None,
                      unknown: Sequence[str] = (), known: Sequence[str] | None = None, pool: str = "auto",
-                     sampling: Sampling = "auto", frame_interval: int = 4, batch_size: int = 8,
+                     sampling: Sampling = "auto", frame_interval: int | None = None, batch_size: int = 8,
                      num_workers: int = 0, device: str | torch.device | None = None, precision: Precision = "fp32",
                      progress: bool = True, **protocol: Any) -> dict[str, Any]:
     """Features of the frozen ``model`` on the three lists, then :func:`evaluate_openset_features`."""
-    from .extract import dataset_features
     from .recognition import classification_dataset
 
     unknown_ids: set[int] = set()
@@ -206,7 +205,7 @@ def evaluate_openset(model: nn.Module, train: ListData, val: ListData, test: Lis
             bad = sorted({s.label for s in samples if s.label in unknown_ids or s.label == UNKNOWN})
             raise ValueError(f"the open-set training list holds unknown classes {bad}; train on known classes only")
         dataset = classification_dataset(model, samples, root=root, sampling=sampling, frame_interval=frame_interval)
-        feats = dataset_features(model, dataset, pool=pool, batch_size=batch_size, num_workers=num_workers,
+        feats = common.dataset_features(model, dataset, pool=pool, batch_size=batch_size, num_workers=num_workers,
                                  device=device, precision=precision, progress=progress, desc=f"features ({name})")
         splits[name] = (feats, labels)
     return evaluate_openset_features(splits["train"], splits["val"], splits["test"], **protocol)
