@@ -11,7 +11,7 @@ from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 
 def _args(world, out, objective, model, *extra):
-    return [f"objective={objective}", f"model.name={model}", f"data.root={world}", "data.flip=false",
+    return [f"objective={objective}", f"model.name={model}", f"data.root={world}", "data.hflip=false",
             "data.num_workers=0", f"run.out_dir={out}", "run.batch_size=8", "run.log_every=1", "run.progress=false",
             "optim.scale_lr=false", "optim.weight_decay=0.0", "optim.lr=1e-3", *extra]
 
