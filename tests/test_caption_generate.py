@@ -177,3 +177,13 @@ def test_decode_of_random_ids_matches_hf(hf_tok):
     for _ in range(20):
         ids = torch.randint(0, tok.sot_token_id, (12,), generator=g).tolist()
         assert tok.decode(ids) == hf_tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_closed_vocabulary_decoding_emits_only_allowed_tokens(strategy):
+    model, video = _ending_model(), _video(3)
+    allowed = torch.tensor([320, 1929, 2368, 3309])
+    ids = model.generate(video, max_len=8, strategy=strategy, num_beams=2, allowed_tokens=allowed)
+    body = ids[:, 1:]
+    ok = torch.isin(body, torch.cat([allowed, torch.tensor([TINY.eot_token_id, 0])]))
+    assert ok.all() and torch.isin(body, allowed).any(), ids

@@ -55,13 +55,18 @@ class CaptionDecoder(nn.Module):
 
         ``cache`` (one :class:`KVCache` per layer, for decoding): ``text_tokens`` continue the cached positions.
         """
+        return self.head(self.features(text_tokens, pooled, cache))
+
+    def features(self, text_tokens: torch.Tensor, pooled: torch.Tensor,
+                 cache: list[KVCache] | None = None) -> torch.Tensor:
+        """The normalised states the LM head reads ``(B, L, width)`` (for a head over part of the vocabulary)."""
         if cache is None:
             x = run_blocks(self.blocks, text_tokens, self.grad_checkpointing, context=pooled, is_causal=True)
         else:
             x = text_tokens
             for blk, layer_cache in zip(self.blocks, cache, strict=True):
                 x = blk(x, context=pooled, is_causal=True, cache=layer_cache)
-        return self.head(self.norm(x))
+        return self.norm(x)
 
 
 def caption_targets(ids: torch.Tensor) -> torch.Tensor:

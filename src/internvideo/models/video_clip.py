@@ -385,20 +385,24 @@ class InternVideoMM(nn.Module):
 
     @torch.no_grad()
     def generate(self, video: torch.Tensor, max_len: int = 30, strategy: Strategy = "greedy", num_beams: int = 4,
-                 length_penalty: float = 1.0, use_cache: bool = True) -> torch.Tensor:
+                 length_penalty: float = 1.0, use_cache: bool = True,
+                 allowed_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Caption ids ``(B, <= 1 + max_len)``: start token, generated ids (end token included), zeros after.
 
         ``strategy``: ``"greedy"`` or ``"beam"`` (``num_beams`` wide, scores
         divided by ``length ** length_penalty``). ``use_cache=False`` re-runs
         the whole prefix at every step (the reference the cache is tested
-        against). Decode with ``get_tokenizer("clip").batch_decode``.
+        against). ``allowed_tokens`` (ids) restricts the output to a closed
+        vocabulary, e.g. the tokens of the training captions (the end token is
+        always allowed). Decode with ``get_tokenizer("clip").batch_decode``.
         """
         return self.generate_from_tokens(self.visual.forward_features(video).tokens.flatten(1, 2), max_len, strategy,
-                                         num_beams, length_penalty, use_cache)
+                                         num_beams, length_penalty, use_cache, allowed_tokens)
 
     @torch.no_grad()
     def generate_from_tokens(self, video_tokens: torch.Tensor, max_len: int = 30, strategy: Strategy = "greedy",
-                             num_beams: int = 4, length_penalty: float = 1.0, use_cache: bool = True) -> torch.Tensor:
+                             num_beams: int = 4, length_penalty: float = 1.0, use_cache: bool = True,
+                             allowed_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """:meth:`generate` from last-layer video tokens ``(B, N, vision_width)`` already computed."""
         if self.caption is None:
             raise RuntimeError("this model has no caption decoder (caption_layers=0)")
@@ -406,7 +410,7 @@ class InternVideoMM(nn.Module):
             raise ValueError(f"strategy must be 'greedy' or 'beam', not {strategy!r}")
         c = self.config
         pooled = self.caption.pool_video(video_tokens)
-        stepper = _CaptionStepper(self, pooled, use_cache)
+        stepper = _CaptionStepper(self, pooled, use_cache, allowed_tokens)
         max_len = min(max_len, c.context_length - 1)  # the start token takes the first position
         if strategy == "greedy":
             return greedy_search(stepper, pooled.shape[0], c.sot_token_id, c.eot_token_id, max_len, pooled.device)
@@ -451,8 +455,14 @@ class InternVideoMM(nn.Module):
 class _CaptionStepper:
     """Text encoder then caption decoder, one step at a time, with or without key/value caches."""
 
-    def __init__(self, model: InternVideoMM, pooled: torch.Tensor, use_cache: bool):
+    def __init__(self, model: InternVideoMM, pooled: torch.Tensor, use_cache: bool,
+                 allowed_tokens: torch.Tensor | None = None):
         self.model, self.pooled = model, pooled
+        self.blocked = None
+        if allowed_tokens is not None:
+            self.blocked = torch.ones(model.config.vocab_size, dtype=torch.bool, device=pooled.device)
+            self.blocked[allowed_tokens.to(pooled.device)] = False
+            self.blocked[model.config.eot_token_id] = False
         self.text_cache = [KVCache() for _ in model.text.blocks] if use_cache else None
         self.caption_cache = [KVCache() for _ in model.caption.blocks] if use_cache else None
         self.ids: torch.Tensor | None = None
@@ -460,9 +470,11 @@ class _CaptionStepper:
     def step(self, new_ids: torch.Tensor) -> torch.Tensor:
         if self.text_cache is not None:
             tokens = self.model.text.forward_tokens(new_ids, cache=self.text_cache)
-            return self.model.caption(tokens, self.pooled, cache=self.caption_cache)[:, -1]
-        self.ids = new_ids if self.ids is None else torch.cat([self.ids, new_ids], dim=1)
-        return self.model.caption(self.model.text.forward_tokens(self.ids), self.pooled)[:, -1]
+            logits = self.model.caption(tokens, self.pooled, cache=self.caption_cache)[:, -1]
+        else:
+            self.ids = new_ids if self.ids is None else torch.cat([self.ids, new_ids], dim=1)
+            logits = self.model.caption(self.model.text.forward_tokens(self.ids), self.pooled)[:, -1]
+        return logits if self.blocked is None else logits.masked_fill(self.blocked, float("-inf"))
 
     def reorder(self, index: torch.Tensor) -> None:
         self.pooled = self.pooled.index_select(0, index)
