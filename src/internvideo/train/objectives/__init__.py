@@ -11,6 +11,7 @@ from ..config import TrainConfig
 from .base import Objective, VideoObjective
 from .contrastive import ContrastiveObjective
 from .language import OpenSetObjective, QAObjective
+from .localization import LocalizeObjective
 from .video import ClassifyObjective, FusionObjective, LinearProbeObjective, MaskedVideoObjective
 
 OBJECTIVES: dict[str, type] = {
@@ -19,6 +20,7 @@ OBJECTIVES: dict[str, type] = {
     "linear_probe": LinearProbeObjective,
     "contrastive": ContrastiveObjective,
     "fusion": FusionObjective,
+    "localize": LocalizeObjective,
     "openset": OpenSetObjective,
     "qa": QAObjective,
 }
@@ -29,4 +31,5 @@ def make_objective(cfg: TrainConfig) -> Objective:
 
 
 __all__ = ["OBJECTIVES", "ClassifyObjective", "ContrastiveObjective", "FusionObjective", "LinearProbeObjective",
-           "MaskedVideoObjective", "Objective", "OpenSetObjective", "QAObjective", "VideoObjective", "make_objective"]
+           "LocalizeObjective", "MaskedVideoObjective", "Objective", "OpenSetObjective", "QAObjective", "VideoObjective",
+           "make_objective"]
