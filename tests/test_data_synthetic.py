@@ -55,7 +55,8 @@ def test_layout_and_every_annotation_file_reads(data_world):
         assert [c.video for c in captions] == [s.path for s in splits[split]]
         assert all(len(c.captions) == 4 for c in captions)
         qa = read_qa(root / f"qa_{split}.jsonl")
-        assert len(qa) == 4 * len(splits[split]) and all(q.answer in q.candidates for q in qa)
+        assert len(qa) == 5 * len(splits[split]) and all(q.answer in q.candidates for q in qa)
+        assert {q.type for q in qa} == {"colour", "shape", "size", "action", "motion"}
     for split in ("val", "test"):
         mc = read_qa(root / f"mc_{split}.jsonl")
         assert all(len(q.candidates) == 5 for q in mc)

@@ -125,6 +125,16 @@ def _add_search(sub) -> None:
     add_commands(sub)  # index, search, serve
 
 
+def _add_caption(sub) -> None:
+    from .tasks import caption
+
+    c = sub.add_parser("caption", help="generate a caption for each video (greedy or beam search)",
+                       description="Print one caption per video from a multimodal model with a caption decoder; "
+                                   "unreadable videos are reported and skipped (exit status 1).")
+    caption.add_caption_arguments(c)
+    c.set_defaults(func=caption.caption_main)
+
+
 def _add_demo(sub) -> None:
     from . import demo
 
@@ -171,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_extract(sub)
     _add_search(sub)
+    _add_caption(sub)
     _add_demo(sub)
     return p
 

@@ -124,6 +124,7 @@ class QASample:
     question: str
     answer: str
     candidates: tuple[str, ...] | None = None
+    type: str | None = None  # question type when the data has one (what/who/how/where/when, colour, ...)
 
 
 # ----------------------------------------------------------------------------- readers
@@ -398,22 +399,97 @@ def read_ava_csv(path: PathLike) -> list[AVABox]:
     return boxes
 
 
-def read_qa(path: PathLike, root: PathLike | None = None) -> list[QASample]:
-    """QA JSON lines ``{"video", "question", "answer", "candidates"?}``; the answer must be a candidate."""
+#: The question words MSRVTT-QA and MSVD-QA results are broken down by (from the question's first word).
+QUESTION_WORDS = ("what", "who", "how", "where", "when")
+#: TGIF-QA FrameQA's ``type`` column.
+FRAMEQA_TYPES = {"0": "object", "1": "number", "2": "color", "3": "location"}
+
+
+def _question_word(question: str) -> str:
+    words = question.strip().lower().split()
+    return words[0] if words and words[0] in QUESTION_WORDS else "other"
+
+
+def _question(value: Any, path: PathLike, line: int | None, field: str | None = None) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise AnnotationError(path, f'field "question" must be a non-empty string (got {value!r})', line, field)
+    return value
+
+
+def read_qa(path: PathLike, root: PathLike | None = None, video_template: str | None = None) -> list[QASample]:
+    """Question answering annotations; the format is recognised from the file.
+
+    * JSON lines ``{"video", "question", "answer", "candidates"?, "type"?}`` (ours);
+      with candidates the answer must be one of them.
+    * MSRVTT-QA / MSVD-QA ``.json``: a list of ``{"video_id", "question", "answer"}``;
+      the video is ``video_template.format(video_id)`` (default ``video{}.mp4``,
+      MSR-VTT's names; MSVD-QA wants e.g. ``vid{}.avi`` or its YouTube-id mapping)
+      and the type is the question's first word (what/who/how/where/when).
+    * TGIF-QA FrameQA ``.csv`` (tab-separated, columns ``gif_name, question, answer, type``):
+      video ``video_template.format(gif_name)`` (default ``{}.gif``), type
+      object/number/color/location.
+
+    Empty questions or answers are errors naming the file and line (or list index).
+    """
     root = _default_root(path, root)
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        return _read_frameqa(path, root, video_template or "{}.gif")
+    if suffix == ".json":
+        return _read_qa_list(path, root, video_template or "video{}.mp4")
     samples = []
     for number, record in _json_lines(path):
         video = _string_field(record, "video", path, number)
-        question = record.get("question")
-        if not isinstance(question, str):
-            raise AnnotationError(path, f'field "question" must be a string (got {question!r})', number)
+        question = _question(record.get("question"), path, number)
         answer = _string_field(record, "answer", path, number)
         candidates = record.get("candidates")
         if candidates is not None:
             candidates = _captions(candidates, path, number, "candidates")
             if answer not in candidates:
                 raise AnnotationError(path, f"answer {answer!r} is not among the candidates", number)
-        samples.append(QASample(_resolve(root, video), question, answer, candidates))
+        qtype = record.get("type")
+        if qtype is not None and not isinstance(qtype, str):
+            raise AnnotationError(path, f'field "type" must be a string (got {qtype!r})', number)
+        samples.append(QASample(_resolve(root, video), question, answer, candidates, qtype))
+    return samples
+
+
+def _read_qa_list(path: PathLike, root: PathLike, template: str) -> list[QASample]:
+    data = _load_json(path)
+    if not isinstance(data, list):
+        raise AnnotationError(path, 'expected a JSON list of {"video_id", "question", "answer"} (MSRVTT-QA/MSVD-QA)')
+    samples = []
+    for i, record in enumerate(data):
+        where = f"[{i}]"
+        if not isinstance(record, dict):
+            raise AnnotationError(path, f"expected an object, got {type(record).__name__}", field=where)
+        vid = record.get("video_id", record.get("video"))
+        if isinstance(vid, bool) or not isinstance(vid, (str, int)) or (isinstance(vid, str) and not vid.strip()):
+            raise AnnotationError(path, f'"video_id" must be a string or an integer (got {vid!r})', field=where)
+        question = _question(record.get("question"), path, None, where)
+        answer = record.get("answer")
+        if not isinstance(answer, str) or not answer.strip():
+            raise AnnotationError(path, f'"answer" must be a non-empty string (got {answer!r})', field=where)
+        samples.append(QASample(_resolve(root, template.format(vid)), question, answer,
+                                type=_question_word(question)))
+    return samples
+
+
+def _read_frameqa(path: PathLike, root: PathLike, template: str) -> list[QASample]:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        missing = {"gif_name", "question", "answer"} - set(reader.fieldnames or [])
+        if missing:
+            raise AnnotationError(path, f"TGIF-QA FrameQA header lacks column(s) {sorted(missing)} "
+                                        "(tab-separated: gif_name, question, answer, type)", 1)
+        samples = []
+        for number, row in enumerate(reader, start=2):
+            name, answer = (row.get("gif_name") or "").strip(), (row.get("answer") or "").strip()
+            question = _question(row.get("question"), path, number)
+            if not name or not answer:
+                raise AnnotationError(path, "empty gif_name or answer", number)
+            qtype = FRAMEQA_TYPES.get((row.get("type") or "").strip(), (row.get("type") or "").strip() or None)
+            samples.append(QASample(_resolve(root, template.format(name)), question, answer, type=qtype))
     return samples
 
 

@@ -23,8 +23,9 @@ folder of that file::
       captions_{train,val,test}.jsonl
                                  video-text: {"video", "caption": [4 captions]}, varied
                                  templates and synonyms ("a small red circle slides to the left")
-      qa_{train,val,test}.jsonl  {"video", "question", "answer", "candidates"}: colour,
-                                 shape, size and action questions about the acting shape
+      qa_{train,val,test}.jsonl  {"video", "question", "answer", "candidates", "type"}: colour,
+                                 shape, size, action and motion ("which way does the red
+                                 square move?") questions about the acting shape
       mc_{val,test}.jsonl        multiple choice, QA format: pick the right caption among 5
                                  (one is the time-reversed caption of the same shape)
       openset_{train,val,test}.txt
@@ -271,24 +272,42 @@ def _captions(actor: Actor, rng: np.random.Generator, count: int) -> list[str]:
     return found
 
 
+#: The motion question of each reversed pair: (question with {obj}, answer for the pair's first action, second's).
+_MOTION_QUESTIONS = {
+    0: ("which way does the {obj} move?", "left", "right"),
+    2: ("which way does the {obj} move?", "up", "down"),
+    4: ("does the {obj} get bigger or smaller?", "bigger", "smaller"),
+    6: ("which way does the {obj} turn?", "clockwise", "counterclockwise"),
+    8: ("does the {obj} appear or disappear?", "appear", "disappear"),
+}
+
+
 def _questions(actor: Actor, video: str, rng: np.random.Generator) -> list[dict[str, object]]:
-    """Colour, shape, size and action questions about the acting shape, each with candidates."""
+    """Colour, shape, size, action and motion questions about the acting shape, each with candidates and a type.
+
+    The action and motion questions need more than one frame: their answers
+    differ between a clip and its time-reversed twin, which look alike frame by frame.
+    """
     name = ACTIONS[actor.action]
     doing = name.split()[0]
     colors = [actor.color] + list(rng.choice([c for c in COLORS if c != actor.color], 4, replace=False))
     others = [a for a in ACTIONS if a not in (name, ACTIONS[REVERSED[actor.action]])]
     actions = [name, ACTIONS[REVERSED[actor.action]]] + list(rng.choice(others, 3, replace=False))
+    pair = min(actor.action, REVERSED[actor.action])
+    motion, first, second = _MOTION_QUESTIONS[pair]
     qa = [
-        (f"what colour is the shape that is {doing}?", actor.color, colors),
-        (f"what shape is the {actor.color} object?", actor.shape, list(SHAPES)),
-        (f"is the {actor.color} {actor.shape} small or large?", actor.size, list(SIZES)),
-        (f"what is the {actor.color} {actor.shape} doing?", name, actions),
+        (f"what colour is the shape that is {doing}?", actor.color, colors, "colour"),
+        (f"what shape is the {actor.color} object?", actor.shape, list(SHAPES), "shape"),
+        (f"is the {actor.color} {actor.shape} small or large?", actor.size, list(SIZES), "size"),
+        (f"what is the {actor.color} {actor.shape} doing?", name, actions, "action"),
+        (motion.format(obj=f"{actor.color} {actor.shape}"), first if actor.action == pair else second,
+         [first, second], "motion"),
     ]
     out = []
-    for question, answer, candidates in qa:
+    for question, answer, candidates, kind in qa:
         candidates = [str(c) for c in candidates]
         rng.shuffle(candidates)
-        out.append({"video": video, "question": question, "answer": answer, "candidates": candidates})
+        out.append({"video": video, "question": question, "answer": answer, "candidates": candidates, "type": kind})
     return out
 
 

@@ -65,7 +65,7 @@ from ..tasks.recognition import classification_dataset
 from ..tasks.retrieval import metrics_from_embeddings, retrieval_embeddings
 from ..train import TrainConfig, train
 from ..train.config import DataSection, ModelSection, OptimSection, RunSection, save_config
-from . import localization
+from . import localization, open_language
 from .context import DemoContext
 from .figures import reconstruction_figure, retrieval_figure
 from .report import aggregate_seeds, duration, format_table, results_markdown, seeds_markdown, table_rows
@@ -126,6 +126,7 @@ FUSION = {"width": 128, "num_heads": 4, "num_layers": 2}
 #: the stated baseline), within its time budget.
 TASK_STAGES: tuple[tuple[str, str, Callable[[DemoContext], list[dict[str, Any]]]], ...] = (
     ("localization", "temporal action localization", localization.demo_stage),
+    ("open_language", "open-set recognition, open-ended QA, captioning", open_language.demo_stage),
 )
 
 #: Zero-shot prompts for the world's class names ("moving left", ...).

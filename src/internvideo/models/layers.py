@@ -258,6 +258,34 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal)
 
 
+class KVCache:
+    """Keys and values of the positions a self-attention has already seen, for step-by-step decoding.
+
+    One per attention layer. Without it each generated token re-runs the whole
+    prefix; with it a step computes only the new positions' projections. Beam
+    search reorders the cached rows with :meth:`reorder` when beams are re-ranked.
+    """
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.shape[-2]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add the new positions ``(B, H, n, d)``; returns every position's keys and values."""
+        if self.k is not None:
+            k, v = torch.cat([self.k, k], dim=-2), torch.cat([self.v, v], dim=-2)
+        self.k, self.v = k, v
+        return k, v
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows ``index`` (beam search's surviving beams, in their new order)."""
+        if self.k is not None:
+            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+
+
 def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int,
                     key_mask: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
     """Self-attention of ``(B, H, N, d)`` in which query ``i`` sees keys ``j`` with ``|i - j| <= window // 2``.
@@ -336,11 +364,24 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 attn_mask: torch.Tensor | None = None, is_causal: bool = False,
-                key_mask: torch.Tensor | None = None) -> torch.Tensor:
+                key_mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """``cache`` (self-attention only): ``x`` holds the positions after those cached, which it also attends to."""
         bias = self.qkv_bias()
         if context is None:
             q, k, v = self._heads(F.linear(x, self.qkv.weight, bias), 3)
+            if cache is not None:
+                past = len(cache)
+                k, v = cache.append(k, v)
+                if past and is_causal:
+                    # SDPA's is_causal aligns the mask top-left; new rows sit after ``past`` cached keys.
+                    n = q.shape[-2]
+                    if n > 1:
+                        rows = torch.arange(n, device=q.device).unsqueeze(1) + past
+                        attn_mask = rows >= torch.arange(past + n, device=q.device)
+                    is_causal = False
         else:
+            if cache is not None:
+                raise ValueError("a key/value cache is for self-attention; cross-attention has no growing keys")
             inner = self.inner_dim
             w_q, w_kv = self.qkv.weight[:inner], self.qkv.weight[inner:]
             b_q, b_kv = (None, None) if bias is None else (bias[:inner], bias[inner:])
@@ -397,8 +438,9 @@ class Block(nn.Module):
             self.gamma_1 = self.gamma_2 = None
 
     def attn_residual(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                      is_causal: bool = False, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        y = self.attn(self.norm1(x), attn_mask=attn_mask, is_causal=is_causal, key_mask=key_mask)
+                      is_causal: bool = False, key_mask: torch.Tensor | None = None,
+                      cache: KVCache | None = None) -> torch.Tensor:
+        y = self.attn(self.norm1(x), attn_mask=attn_mask, is_causal=is_causal, key_mask=key_mask, cache=cache)
         return _add_residual(x, self.drop_path(y if self.gamma_1 is None else self.gamma_1 * y))
 
     def mlp_residual(self, x: torch.Tensor) -> torch.Tensor:
@@ -406,8 +448,9 @@ class Block(nn.Module):
         return _add_residual(x, self.drop_path(y if self.gamma_2 is None else self.gamma_2 * y))
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                is_causal: bool = False, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.mlp_residual(self.attn_residual(x, attn_mask, is_causal, key_mask))
+                is_causal: bool = False, key_mask: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> torch.Tensor:
+        return self.mlp_residual(self.attn_residual(x, attn_mask, is_causal, key_mask, cache))
 
 
 class CrossBlock(nn.Module):
@@ -446,9 +489,10 @@ class CrossBlock(nn.Module):
         return y if g is None else torch.tanh(g) * y
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, is_causal: bool = False,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+                attn_mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
         if self.self_attn is not None:
-            x = x + self.drop_path(self.self_attn(self.norm_self(x), attn_mask=attn_mask, is_causal=is_causal))
+            x = x + self.drop_path(self.self_attn(self.norm_self(x), attn_mask=attn_mask, is_causal=is_causal,
+                                                  cache=cache))
         x = x + self.drop_path(self._gate(self.gate_attn, self.cross_attn(self.norm_q(x), self.norm_kv(context))))
         return x + self.drop_path(self._gate(self.gate_mlp, self.mlp(self.norm2(x))))
 
@@ -532,7 +576,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = [
-    "Attention", "Block", "CrossBlock", "DropPath", "Mlp", "QuickGELU", "TubeletEmbed",
+    "Attention", "Block", "CrossBlock", "DropPath", "KVCache", "Mlp", "QuickGELU", "TubeletEmbed",
     "count_parameters", "init_weights", "interpolate_pos_embed", "local_attention", "make_activation", "run_blocks",
     "scaled_dot_product_attention", "sinusoid_table",
 ]

@@ -10,7 +10,7 @@ do live in :mod:`internvideo.experiments`). :data:`EVAL_COMMANDS` lists the
 """
 from __future__ import annotations
 
-from . import extract, localization, metrics, multiple_choice, recognition, retrieval, zeroshot
+from . import caption, extract, localization, metrics, multiple_choice, openset, qa, recognition, retrieval, zeroshot
 from .common import clip_embedding, dataset_features, write_json
 from .extract import extract_features
 from .multiple_choice import evaluate_multiple_choice
@@ -31,10 +31,14 @@ EVAL_COMMANDS = {
                         multiple_choice.main),
     "localization": ("temporal action localization: ActivityNet detection mAP of a result file, or of a trained "
                      "localizer on features", localization.add_arguments, localization.main),
+    "openset": ("open-set recognition: evidential uncertainty vs MSP/energy/max-logit (AUROC, macro-F1)",
+                openset.add_arguments, openset.main),
+    "qa": ("open-ended video QA: accuracy overall and per question type", qa.add_arguments, qa.main),
+    "caption": ("caption generation scored with BLEU-4 and CIDEr-D", caption.add_arguments, caption.main),
 }
 
 __all__ = [
-    "EVAL_COMMANDS", "DEFAULT_TEMPLATES", "clip_embedding", "dataset_features", "evaluate_multiple_choice",
+    "EVAL_COMMANDS", "DEFAULT_TEMPLATES", "caption", "openset", "qa", "clip_embedding", "dataset_features", "evaluate_multiple_choice",
     "evaluate_recognition", "evaluate_retrieval", "evaluate_zeroshot", "extract", "extract_features", "linear_probe",
     "localization", "metrics", "multiple_choice", "recognition", "retrieval", "retrieval_embeddings", "write_json", "zeroshot",
     "zeroshot_classifier",

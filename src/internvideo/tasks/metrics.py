@@ -26,7 +26,7 @@ so a 10k x 10k evaluation never holds more than ``chunk_size`` rows at once.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ __all__ = [
     "NonFiniteError", "check_finite", "worst_if_nonfinite", "average_views", "correct_rank", "topk_accuracy",
     "mean_class_accuracy", "classification_metrics", "multiple_choice_accuracy", "rank_metrics", "dual_softmax",
     "retrieval_ranks", "retrieval_ranks_from_sim", "MultiCaption",
-    "retrieval_metrics",
+    "retrieval_metrics", "caption_words", "caption_metrics",
 ]
 
 
@@ -389,3 +389,47 @@ def retrieval_metrics(t2v_ranks: ArrayLike, v2t_ranks: ArrayLike, ks: Sequence[i
                       ) -> dict[str, dict[str, float]]:
     """``{"t2v": {...}, "v2t": {...}}`` of :func:`rank_metrics`."""
     return {"t2v": rank_metrics(t2v_ranks, ks), "v2t": rank_metrics(v2t_ranks, ks)}
+
+
+# ----------------------------------------------------------------------------- captioning
+
+_PUNCTUATION = str.maketrans({c: " " for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"})
+
+
+def caption_words(text: str) -> str:
+    """Lower-cased words without punctuation, as the COCO caption evaluation compares them.
+
+    The official pipeline runs the Stanford PTB tokenizer (Java) and then
+    deletes punctuation tokens; splitting on punctuation and whitespace gives
+    the same words for plain English captions without needing Java.
+    """
+    return " ".join(text.lower().translate(_PUNCTUATION).split())
+
+
+def caption_metrics(references: dict[Any, Sequence[str]], predictions: dict[Any, str]) -> dict[str, float]:
+    """Corpus BLEU-1..4 and CIDEr-D (percent), scored by ``pycocoevalcap``'s pure-Python scorers.
+
+    ``references[key]`` are the reference captions of a video, ``predictions[key]``
+    its one generated caption; both are normalised with :func:`caption_words`.
+    CIDEr-D is the COCO evaluation's ``Cider`` (n-grams 1-4, Gaussian length
+    penalty with sigma 6, clipped counts, x10), here x100 as well.
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+
+    if set(references) != set(predictions):
+        missing = sorted(map(str, set(references) ^ set(predictions)))[:5]
+        raise ValueError(f"references and predictions must cover the same videos; differing keys: {missing}")
+    if not references:
+        raise ValueError("no captions to score")
+    keys = list(references)
+    gts = {k: [caption_words(r) for r in references[k]] for k in keys}
+    res = {k: [caption_words(predictions[k])] for k in keys}
+    empty = [k for k in keys if not gts[k] or not all(gts[k])]
+    if empty:
+        raise ValueError(f"{len(empty)} videos have an empty reference caption (first: {empty[0]})")
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    cider, _ = Cider().compute_score(gts, res)
+    out = {f"bleu{n}": 100.0 * float(b) for n, b in enumerate(bleu, start=1)}
+    out["cider"] = 100.0 * float(cider)
+    return out

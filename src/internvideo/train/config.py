@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-ObjectiveName = Literal["mae", "classify", "linear_probe", "contrastive", "fusion", "localize"]
+ObjectiveName = Literal["mae", "classify", "linear_probe", "contrastive", "fusion", "localize", "openset", "qa"]
 
 
 @dataclass
@@ -58,6 +58,7 @@ class DataSection:
     label_smoothing: float = 0.0
     feature_cache: str | None = None  # fusion: cache frozen-backbone features here and train from them
     strict: bool = False  # raise on an unreadable video instead of skipping it
+    qa_answers: int = 1500  # qa: answer vocabulary = this many most frequent training answers
     num_workers: int = 2
     # decode every video once, whole, and keep it in memory (small sets such as the synthetic world; videos
     # beyond 2 GiB in all are decoded on demand as usual)
@@ -96,6 +97,7 @@ class OptimSection:
     accum_steps: int = 1
     ema: float | None = None  # e.g. 0.9999
     caption_weight: float = 1.0  # contrastive objective: weight of the captioning loss
+    edl_annealing_epochs: float = 10.0  # openset: the EDL loss's KL weight grows to 1 over these epochs (DEAR)
     scale_lr: bool = True  # lr * global_batch / 256
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..config import TrainConfig
 from .base import Objective, VideoObjective
 from .contrastive import ContrastiveObjective
+from .language import OpenSetObjective, QAObjective
 from .localization import LocalizeObjective
 from .video import ClassifyObjective, FusionObjective, LinearProbeObjective, MaskedVideoObjective
 
@@ -20,6 +21,8 @@ OBJECTIVES: dict[str, type] = {
     "contrastive": ContrastiveObjective,
     "fusion": FusionObjective,
     "localize": LocalizeObjective,
+    "openset": OpenSetObjective,
+    "qa": QAObjective,
 }
 
 
@@ -27,5 +30,6 @@ def make_objective(cfg: TrainConfig) -> Objective:
     return OBJECTIVES[cfg.objective](cfg)
 
 
-__all__ = ["OBJECTIVES", "ClassifyObjective", "ContrastiveObjective", "FusionObjective", "LinearProbeObjective", "LocalizeObjective",
-           "MaskedVideoObjective", "Objective", "VideoObjective", "make_objective"]
+__all__ = ["OBJECTIVES", "ClassifyObjective", "ContrastiveObjective", "FusionObjective", "LinearProbeObjective",
+           "LocalizeObjective", "MaskedVideoObjective", "Objective", "OpenSetObjective", "QAObjective", "VideoObjective",
+           "make_objective"]
