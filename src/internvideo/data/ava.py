@@ -310,8 +310,13 @@ def _call(func: Any, args: tuple) -> Any:
     if func == ("numpy", "scalar"):
         dt = _dtype_of(args[0])
         return np.frombuffer(_latin1(args[1]), dtype=dt)[0].item()
+    if func == ("numpy", "_frombuffer"):  # protocol 5 (numpy >= 1.16): buffer, dtype, shape, order
+        buf, dtype, shape, order = args
+        return np.frombuffer(_latin1(buf), dtype=_dtype_of(dtype)).reshape(shape, order=order).copy()
     if func == ("builtins", "float"):
         return float(args[0])
+    if func == ("builtins", "bytes"):
+        return bytes(_latin1(args[0])) if args else b""
     if func == ("_codecs", "encode"):  # Python 3 writes Python 2 byte strings as encode(text, "latin1")
         return _latin1(args[0])
     raise ValueError(f"refusing to call {func[0]}.{func[1]}")
@@ -321,11 +326,15 @@ _GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): ("numpy", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"): ("numpy", "_reconstruct"),
     ("numpy", "ndarray"): ("numpy", "ndarray"),
+    ("numpy.core.numeric", "_frombuffer"): ("numpy", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"): ("numpy", "_frombuffer"),
     ("numpy", "dtype"): ("numpy", "dtype"),
     ("numpy.core.multiarray", "scalar"): ("numpy", "scalar"),
     ("numpy._core.multiarray", "scalar"): ("numpy", "scalar"),
     ("builtins", "float"): ("builtins", "float"),
     ("__builtin__", "float"): ("builtins", "float"),
+    ("builtins", "bytes"): ("builtins", "bytes"),
+    ("__builtin__", "bytes"): ("builtins", "bytes"),
     ("_codecs", "encode"): ("_codecs", "encode"),
 }
 
@@ -390,7 +399,7 @@ def safe_unpickle(data: bytes, name: str = "<pickle>") -> Any:
                 stack.append(_MARK)
             elif n in ("BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "UNICODE", "BININT", "BININT1", "BININT2",
                        "LONG1", "LONG4", "BINFLOAT", "FLOAT", "INT", "LONG", "SHORT_BINBYTES", "BINBYTES",
-                       "BINBYTES8", "SHORT_BINSTRING", "BINSTRING", "STRING"):
+                       "BINBYTES8", "BYTEARRAY8", "SHORT_BINSTRING", "BINSTRING", "STRING"):
                 stack.append(arg)
             elif n == "NONE":
                 stack.append(None)
