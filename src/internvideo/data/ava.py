@@ -46,7 +46,8 @@ from .video import VideoError, probe, read_frames
 __all__ = [
     "AVABox", "AVADetection", "Key", "key_of", "read_ava_groundtruth", "read_ava_results", "write_ava_results",
     "read_label_map", "read_excluded_timestamps", "read_proposals", "check_proposals_cover", "safe_unpickle",
-    "BoxTransform", "AVADataset", "AVAKeyframe", "collate_ava", "jitter_boxes", "extend_boxes",
+    "BoxTransform", "AVADataset", "AVAKeyframe", "collate_ava", "jitter_boxes", "extend_boxes", "group_keyframes",
+    "keyframes_from_proposals", "at_keyframes",
 ]
 
 PathLike = str | os.PathLike
@@ -562,6 +563,16 @@ def group_keyframes(rows: Iterable[AVABox]) -> list[AVAKeyframe]:
         boxes = tuple(tuple(float(v) for v in p[1]) for p in persons)
         out.append(AVAKeyframe(key[0], times[key], boxes, tuple(tuple(a) for a in persons.values()),
                                (1.0,) * len(boxes)))
+    return out
+
+
+def at_keyframes(rows: Iterable[AVABox], hz: float = 1.0) -> list[AVABox]:
+    """Rows at keyframe times (multiples of ``1 / hz`` seconds; AVA annotates at 1 Hz)."""
+    out = []
+    for r in rows:
+        steps = r.timestamp * hz
+        if abs(steps - round(steps)) < 1e-6:
+            out.append(r)
     return out
 
 
