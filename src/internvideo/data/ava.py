@@ -679,7 +679,9 @@ class AVADataset(torch.utils.data.Dataset):
         for i, actions in enumerate(kf.actions):
             for a in actions:
                 labels[i, a - 1] = 1.0
+        source = np.asarray(kf.boxes, dtype=np.float32).reshape(-1, 4)[kept]  # as annotated, for result files
         return {"video": video, "boxes": torch.from_numpy(boxes[kept]), "labels": torch.from_numpy(labels[kept]),
+                "source_boxes": torch.from_numpy(source),
                 "scores": torch.tensor(kf.scores, dtype=torch.float32)[torch.from_numpy(kept)],
                 "video_id": kf.video_id, "timestamp": kf.timestamp, "index": index}
 
@@ -695,6 +697,7 @@ def collate_ava(items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
         "video": torch.stack([it["video"] for it in good]),
         "rois": torch.cat(rois),
         "labels": torch.cat([it["labels"] for it in good]),
+        "source_boxes": torch.cat([it["source_boxes"] for it in good]),
         "scores": torch.cat([it["scores"] for it in good]),
         "video_id": [it["video_id"] for it in good],
         "timestamp": [it["timestamp"] for it in good],

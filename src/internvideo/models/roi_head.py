@@ -12,9 +12,10 @@ samples, ``sampling_ratio`` points per bin side or ``ceil(bin size)`` when
 ``<= 0``, the ``aligned`` half-pixel shift, zero outside ``[-1, H] x [-1, W]``),
 using that bilinear weights factor into a row part and a column part: per
 box the pooled map is ``A_y @ F @ A_x^T`` with ``A_y (bins, H)`` and
-``A_x (bins, W)`` summing the sample weights. Boxes of all clips are done in
-one matmul by giving ``A_y`` a column block per clip, so there is no loop
-over boxes and no compiled extension; the gradient is that of two matmuls.
+``A_x (bins, W)`` summing the sample weights. All boxes of a clip share one
+matmul for the rows and one batched matmul for the columns, so there is no
+loop over boxes (only over the clips of a batch) and no compiled extension;
+the gradient is that of the matmuls.
 """
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ from .videomae import VideoMAEConfig, VideoMAEEncoder
 __all__ = ["roi_align", "RoIHeadConfig", "RoIActionHead", "VideoMAEDetector", "normalized_to_grid"]
 
 
-def _axis_weights(start: torch.Tensor, length: torch.Tensor, bins: int, grid: torch.Tensor, size: int,
-                  batch: torch.Tensor, num_batches: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed bilinear weights of one axis: ``(K, bins, num_batches * size)`` and the in-range mask (K, bins, G)."""
+def _axis_weights(start: torch.Tensor, length: torch.Tensor, bins: int, grid: torch.Tensor,
+                  size: int) -> torch.Tensor:
+    """Bilinear weights of one axis summed over each bin's samples: ``(K, bins, size)``."""
     k = start.shape[0]
     g_max = max(int(grid.max()), 1)
     step = length / bins  # bin size
@@ -49,11 +50,10 @@ def _axis_weights(start: torch.Tensor, length: torch.Tensor, bins: int, grid: to
     high = torch.where(at_end, low, low + 1)
     frac = torch.where(at_end, torch.zeros_like(pos), pos - low)
     keep = (used & inside).to(start.dtype)
-    offset = (batch * size)[:, None, None]
-    weights = torch.zeros(k, bins, num_batches * size, dtype=start.dtype, device=start.device)
-    weights.scatter_add_(2, (low.long() + offset), (1 - frac) * keep)
-    weights.scatter_add_(2, (high.long() + offset), frac * keep)
-    return weights, used
+    weights = torch.zeros(k, bins, size, dtype=start.dtype, device=start.device)
+    weights.scatter_add_(2, low.long(), (1 - frac) * keep)
+    weights.scatter_add_(2, high.long(), frac * keep)
+    return weights
 
 
 def roi_align(features: torch.Tensor, rois: torch.Tensor, output_size: int | tuple[int, int],
@@ -91,16 +91,27 @@ def roi_align(features: torch.Tensor, rois: torch.Tensor, output_size: int | tup
         gy = gx = torch.full((k,), sampling_ratio, dtype=torch.long, device=coords.device)
     else:
         gy, gx = torch.ceil(rh / ph).long().clamp(min=0), torch.ceil(rw / pw).long().clamp(min=0)
-    ay, _ = _axis_weights(y1, rh, ph, gy, h, batch, n)  # (K, ph, N*H)
-    ax, _ = _axis_weights(x1, rw, pw, gx, w, torch.zeros_like(batch), 1)  # (K, pw, W)
+    ay = _axis_weights(y1, rh, ph, gy, h)  # (K, ph, H)
+    ax = _axis_weights(x1, rw, pw, gx, w)  # (K, pw, W)
     count = (gy * gx).clamp(min=1).to(coords.dtype)
     ay = (ay / count[:, None, None]).to(features.dtype)
     ax = ax.to(features.dtype)
-    # rows: (K*ph, N*H) @ (N*H, C*W) gathers every box's rows from its own clip
-    flat = features.permute(0, 2, 1, 3).reshape(n * h, c * w)
-    rows = (ay.reshape(k * ph, n * h) @ flat).reshape(k, ph, c, w)
-    out = torch.einsum("kpcw,kqw->kcpq", rows, ax)
-    return out
+    # One clip at a time, all of its boxes at once. Rows: (K_c * ph, H) @ (H, W * C); then columns as a batch of
+    # (pw, W) @ (W, C) products, one per (box, bin row). Channels stay the wide, contiguous dimension of
+    # both products, which keeps them efficient on a CPU.
+    per_clip = features.permute(0, 2, 3, 1).reshape(n, h, w * c).unbind(0)  # one gradient buffer, not one per clip
+    in_order = bool((batch[1:] >= batch[:-1]).all())  # batches from collate_ava list boxes clip by clip
+    order = torch.arange(k, device=batch.device) if in_order else torch.argsort(batch, stable=True)
+    clips, counts = torch.unique_consecutive(batch[order], return_counts=True)
+    parts = []
+    for clip, idx in zip(clips.tolist(), order.split(counts.tolist())):
+        rows = (ay[idx].reshape(-1, h) @ per_clip[clip]).reshape(-1, w, c)  # (K_c * ph, W, C)
+        cols = ax[idx].repeat_interleave(ph, dim=0)  # (K_c * ph, pw, W)
+        parts.append(torch.bmm(cols, rows))  # (K_c * ph, pw, C)
+    out = (torch.cat(parts) if len(parts) > 1 else parts[0]).reshape(k, ph, pw, c)
+    if not in_order:
+        out = out[torch.argsort(order)]
+    return out.permute(0, 3, 1, 2)
 
 
 def normalized_to_grid(rois: torch.Tensor, height: int, width: int) -> torch.Tensor:

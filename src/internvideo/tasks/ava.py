@@ -33,20 +33,22 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
+from torch import nn
 
 from ..data.ava import (
-    AVABox, AVADetection, Key, key_of, read_ava_groundtruth, read_ava_results, read_excluded_timestamps,
-    read_label_map,
+    AVABox, AVADataset, AVADetection, Key, collate_ava, key_of, read_ava_groundtruth, read_ava_results,
+    read_excluded_timestamps, read_label_map, write_ava_results,
 )
 from ..data.datasets import AnnotationError
 
-__all__ = ["box_iou", "voc_average_precision", "frame_map", "evaluate_files", "results_table", "add_arguments",
-           "main"]
+__all__ = ["box_iou", "voc_average_precision", "frame_map", "evaluate_files", "detect", "evaluate_detector",
+           "results_table", "add_arguments", "main"]
 
 Ties = Literal["pessimistic", "optimistic"]
 
@@ -206,6 +208,46 @@ def evaluate_files(gt: str | os.PathLike, pred: str | os.PathLike, labels: str |
     results = frame_map(read_ava_groundtruth(gt), read_ava_results(pred), label_map, excluded, **kwargs)
     results.update(gt=str(gt), pred=str(pred), labels=None if labels is None else str(labels),
                    exclude=None if exclude is None else str(exclude))
+    return results
+
+
+@torch.no_grad()
+def detect(model: nn.Module, dataset: AVADataset, *, batch_size: int = 8, num_workers: int = 0,
+           device: str | torch.device = "cpu", action_ids: Sequence[int] | None = None,
+           min_score: float = 0.0) -> list[AVADetection]:
+    """Run ``model(video, rois) -> logits`` over the dataset's keyframes; one detection per (box, action).
+
+    Scores are sigmoids (multi-label). Boxes are written as the dataset got
+    them (before any test-time extension). ``action_ids``: the classes to
+    report (default every output column ``j`` as id ``j + 1``).
+    """
+    model.eval().to(device)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                         collate_fn=collate_ava)
+    out: list[AVADetection] = []
+    for batch in loader:
+        if batch["video"] is None or len(batch["rois"]) == 0:
+            continue
+        probs = torch.sigmoid(model(batch["video"].to(device), batch["rois"].to(device)).float()).cpu()
+        ids = list(range(1, probs.shape[1] + 1)) if action_ids is None else list(action_ids)
+        clip = batch["rois"][:, 0].long().tolist()
+        for k, row in enumerate(probs.tolist()):
+            video_id, timestamp = batch["video_id"][clip[k]], batch["timestamp"][clip[k]]
+            box = tuple(float(v) for v in batch["source_boxes"][k])
+            out.extend(AVADetection(video_id, timestamp, box, a, p)  # type: ignore[arg-type]
+                       for a, p in zip(ids, row) if p >= min_score)
+    return out
+
+
+def evaluate_detector(model: nn.Module, dataset: AVADataset, groundtruth: Iterable[AVABox],
+                      label_map: Mapping[int, str] | None = None, excluded: Iterable[Key] = (), *,
+                      results_csv: str | os.PathLike | None = None, **kwargs: Any) -> dict[str, Any]:
+    """:func:`detect` then :func:`frame_map`; with ``results_csv`` the detections are written in AVA format."""
+    dets = detect(model, dataset, **kwargs)
+    if results_csv is not None:
+        write_ava_results(results_csv, dets)
+    results = frame_map(groundtruth, dets, label_map, excluded)
+    results["skipped_keyframes"] = dict(dataset.skipped)
     return results
 
 
