@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from internvideo.models.roi_head import RoIActionHead, RoIHeadConfig, VideoMAEDetector, roi_align
-from internvideo.models.videomae import VideoMAEConfig
+from internvideo.models.roi_head import (
+    RoIActionHead, RoIHeadConfig, VideoMAEDetector, VideoMAEDetectorConfig, roi_align,
+)
 
 
 def _bilinear(fmap: torch.Tensor, y: float, x: float) -> torch.Tensor:
@@ -123,8 +124,8 @@ def test_roi_align_gradcheck():
 
 
 def _tiny_detector(**head):
-    cfg = VideoMAEConfig(img_size=32, patch_size=8, num_frames=4, embed_dim=32, depth=2, num_heads=2)
-    return VideoMAEDetector(cfg, RoIHeadConfig(num_classes=5, roi_size=2, dropout=0.0, **head))
+    return VideoMAEDetector(VideoMAEDetectorConfig(img_size=32, patch_size=8, num_frames=4, embed_dim=32, depth=2,
+                                                   num_heads=2, num_classes=5, roi_size=2, head_dropout=0.0, **head))
 
 
 def test_detector_shapes_names_and_box_dependence():
@@ -165,6 +166,23 @@ def test_detector_freeze_backbone_and_training_step():
         loss.backward()
         opt.step()
     assert loss.item() < first * 0.7
+
+
+def test_detector_saves_loads_and_takes_videomae_weights(tmp_path):
+    from internvideo import create_model, load_model, save_model
+
+    torch.manual_seed(0)
+    model = create_model("videomae_tiny_ava", init_scale=1.0).eval()
+    assert model.input_recipe().num_frames == 8 and model.input_recipe().frame_interval == 2
+    video = torch.randn(1, 3, 8, 32, 32)
+    rois = torch.tensor([[0, 0.1, 0.1, 0.6, 0.9]])
+    save_model(model, tmp_path / "det")
+    torch.testing.assert_close(load_model(tmp_path / "det").eval()(video, rois), model(video, rois))
+    # a VideoMAE classifier's trunk loads into the detector (head and fc_norm are the classifier's own)
+    classifier = create_model("videomae_tiny", num_frames=8, frame_interval=2)
+    save_model(classifier, tmp_path / "cls")
+    det = create_model("videomae_tiny_ava", pretrained=str(tmp_path / "cls"))
+    torch.testing.assert_close(det.blocks[1].mlp.fc2.weight, classifier.blocks[1].mlp.fc2.weight)
 
 
 def test_head_rejects_wrong_token_count():

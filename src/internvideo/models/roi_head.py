@@ -26,7 +26,8 @@ from torch import nn
 
 from .videomae import VideoMAEConfig, VideoMAEEncoder
 
-__all__ = ["roi_align", "RoIHeadConfig", "RoIActionHead", "VideoMAEDetector", "normalized_to_grid"]
+__all__ = ["roi_align", "RoIHeadConfig", "RoIActionHead", "VideoMAEDetector", "VideoMAEDetectorConfig",
+           "normalized_to_grid", "NAMED_CONFIGS", "MODEL_CLASSES"]
 
 
 def _axis_weights(start: torch.Tensor, length: torch.Tensor, bins: int, grid: torch.Tensor,
@@ -170,30 +171,55 @@ class RoIActionHead(nn.Module):
         return self.fc(self.drop(self.pooled(tokens, rois)))
 
 
+@dataclass
+class VideoMAEDetectorConfig(VideoMAEConfig):
+    """VideoMAE trunk fields plus the RoI head's (see :class:`RoIHeadConfig`)."""
+
+    num_classes: int = 80
+    use_mean_pooling: bool = False  # the trunk ends in the token LayerNorm ``norm``, as the official AVA model
+    roi_size: int = 7
+    sampling_ratio: int = 0
+    aligned: bool = True
+    temporal_pool: str = "mean"
+    head_dropout: float = 0.5
+    box_agnostic: bool = False
+
+    def head(self) -> RoIHeadConfig:
+        return RoIHeadConfig(num_classes=self.num_classes, roi_size=self.roi_size, sampling_ratio=self.sampling_ratio,
+                             aligned=self.aligned, temporal_pool=self.temporal_pool, dropout=self.head_dropout,
+                             init_scale=self.init_scale, box_agnostic=self.box_agnostic)
+
+
 class VideoMAEDetector(VideoMAEEncoder):
     """VideoMAE ViT + RoI head: ``forward(video (B, C, T, H, W), rois (K, 5)) -> logits (K, num_classes)``.
 
     ``rois`` rows are (clip index in the batch, x1, y1, x2, y2) with
     coordinates as fractions of the frame. Parameter names are the VideoMAE
     encoder's, so VideoMAE checkpoints (pretrained or fine-tuned) load into
-    the trunk and layer-wise lr decay sees ``blocks.<i>``; the trunk ends in a
-    token LayerNorm (``norm``) as the official AVA model.
+    the trunk and layer-wise lr decay sees ``blocks.<i>``.
     """
 
-    def __init__(self, config: VideoMAEConfig, head: RoIHeadConfig | None = None):
-        head = head or RoIHeadConfig()
-        super().__init__(replace(config, num_classes=0, use_mean_pooling=False), pretraining=False)
-        self.config = replace(self.config, num_classes=head.num_classes)
-        self.head_config = head
+    config_class = VideoMAEDetectorConfig
+
+    def __init__(self, config: VideoMAEDetectorConfig):
+        if not isinstance(config, VideoMAEDetectorConfig):
+            raise TypeError(f"VideoMAEDetector needs a VideoMAEDetectorConfig, got {type(config).__name__}")
+        super().__init__(replace(config, num_classes=0), pretraining=False)
+        self.config = config
         self.fc_norm = None
         self.head_drop = None
-        self.head = RoIActionHead(config.embed_dim, self.config.grid, head)
+        self.head = RoIActionHead(config.embed_dim, config.grid, config.head())
 
-    def forward_head(self, tokens: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward_head(self, tokens: torch.Tensor, rois: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        """Logits per box; without ``rois`` one box per clip covering the whole frame (clip-level scores)."""
+        if rois is None:
+            b = tokens.shape[0]
+            rois = torch.cat([torch.arange(b, dtype=tokens.dtype, device=tokens.device)[:, None],
+                              tokens.new_tensor([0.0, 0.0, 1.0, 1.0]).expand(b, 4)], dim=1)
         return self.head(tokens, rois)
 
-    def forward(self, video: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return self.head(self.forward_features(video), rois)
+    def forward(self, video: torch.Tensor, rois: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        return self.forward_head(self.forward_features(video), rois)
 
     def freeze_backbone(self) -> None:
         """Train the head only (the frozen-backbone option)."""
@@ -201,7 +227,19 @@ class VideoMAEDetector(VideoMAEEncoder):
             p.requires_grad_(name.startswith("head."))
 
     def reset_classifier(self, num_classes: int) -> None:
-        self.head_config = replace(self.head_config, num_classes=num_classes)
         self.config = replace(self.config, num_classes=num_classes)
-        self.head = RoIActionHead(self.config.embed_dim, self.config.grid, self.head_config)
+        self.head = RoIActionHead(self.config.embed_dim, self.config.grid, self.config.head())
 
+
+_SIZES = {
+    "s": dict(embed_dim=384, depth=12, num_heads=6),
+    "b": dict(embed_dim=768, depth=12, num_heads=12),
+    "l": dict(embed_dim=1024, depth=24, num_heads=16),
+    "h": dict(embed_dim=1280, depth=32, num_heads=16),
+}
+NAMED_CONFIGS: dict[str, tuple[type[nn.Module], VideoMAEDetectorConfig]] = {
+    f"videomae_vit_{s}16_ava": (VideoMAEDetector, VideoMAEDetectorConfig(**kw)) for s, kw in _SIZES.items()}
+NAMED_CONFIGS["videomae_tiny_ava"] = (VideoMAEDetector, VideoMAEDetectorConfig(
+    img_size=32, patch_size=8, num_frames=8, frame_interval=2, embed_dim=64, depth=2, num_heads=4, num_classes=10,
+    roi_size=2, head_dropout=0.2, init_scale=1.0))
+MODEL_CLASSES = {"VideoMAEDetector": VideoMAEDetector}
