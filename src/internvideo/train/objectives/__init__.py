@@ -8,6 +8,7 @@ one module here and one line to the table (and to ``ObjectiveName`` in
 from __future__ import annotations
 
 from ..config import TrainConfig
+from .ava import AVAObjective
 from .base import Objective, VideoObjective
 from .contrastive import ContrastiveObjective
 from .video import ClassifyObjective, FusionObjective, LinearProbeObjective, MaskedVideoObjective
@@ -18,6 +19,7 @@ OBJECTIVES: dict[str, type] = {
     "linear_probe": LinearProbeObjective,
     "contrastive": ContrastiveObjective,
     "fusion": FusionObjective,
+    "ava": AVAObjective,
 }
 
 
@@ -25,5 +27,5 @@ def make_objective(cfg: TrainConfig) -> Objective:
     return OBJECTIVES[cfg.objective](cfg)
 
 
-__all__ = ["OBJECTIVES", "ClassifyObjective", "ContrastiveObjective", "FusionObjective", "LinearProbeObjective",
+__all__ = ["OBJECTIVES", "AVAObjective", "ClassifyObjective", "ContrastiveObjective", "FusionObjective", "LinearProbeObjective",
            "MaskedVideoObjective", "Objective", "VideoObjective", "make_objective"]
