@@ -209,3 +209,23 @@ def test_eval_ava_scores_a_result_file(tmp_path):
     missing = parser.parse_args(["--gt", str(tmp_path / "nope.csv"), "--pred", str(tmp_path / "bad.csv")])
     assert ava.main(missing) == 2
     assert not math.isnan(result["mAP"])
+
+
+def test_cli_eval_ava_json_and_user_errors(tmp_path):
+    import subprocess
+    import sys
+
+    _write_case(tmp_path)
+    base = [sys.executable, "-m", "internvideo.cli", "eval", "ava", "--gt", str(tmp_path / "gt.csv"),
+            "--labels", str(tmp_path / "map.pbtxt"), "--exclude", str(tmp_path / "ex.csv")]
+    done = subprocess.run(base + ["--pred", str(tmp_path / "pred.csv"), "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["mAP"] == pytest.approx((200 / 3 + 50) / 3) and result["per_class"]["run"] is None
+    table = subprocess.run(base + ["--pred", str(tmp_path / "pred.csv")], capture_output=True, text=True)
+    assert "frame-mAP@0.5: 38.89 %" in table.stdout
+    (tmp_path / "bad.csv").write_text("v1,0902,0.5,0.1,0.4,0.2,1,0.3\n")
+    bad = subprocess.run(base + ["--pred", str(tmp_path / "bad.csv")], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [f"internvideo: error: {tmp_path / 'bad.csv'}:1: box (0.5, 0.1, 0.4, 0.2) "
+                                               "has x2 < x1 or y2 < y1"]

@@ -214,12 +214,15 @@ def evaluate_files(gt: str | os.PathLike, pred: str | os.PathLike, labels: str |
 @torch.no_grad()
 def detect(model: nn.Module, dataset: AVADataset, *, batch_size: int = 8, num_workers: int = 0,
            device: str | torch.device = "cpu", action_ids: Sequence[int] | None = None,
-           min_score: float = 0.0) -> list[AVADetection]:
+           min_score: float = 0.0, clip_level: bool = False) -> list[AVADetection]:
     """Run ``model(video, rois) -> logits`` over the dataset's keyframes; one detection per (box, action).
 
     Scores are sigmoids (multi-label). Boxes are written as the dataset got
     them (before any test-time extension). ``action_ids``: the classes to
     report (default every output column ``j`` as id ``j + 1``).
+
+    ``clip_level=True`` is the box-agnostic baseline: ``model(video) -> logits``
+    is a clip classifier, and every person of a clip gets its softmax scores.
     """
     model.eval().to(device)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
@@ -228,9 +231,13 @@ def detect(model: nn.Module, dataset: AVADataset, *, batch_size: int = 8, num_wo
     for batch in loader:
         if batch["video"] is None or len(batch["rois"]) == 0:
             continue
-        probs = torch.sigmoid(model(batch["video"].to(device), batch["rois"].to(device)).float()).cpu()
+        video, rois = batch["video"].to(device), batch["rois"].to(device)
+        clip = batch["rois"][:, 0].long()
+        if clip_level:
+            probs = model(video).float().softmax(-1).cpu()[clip]
+        else:
+            probs = torch.sigmoid(model(video, rois).float()).cpu()
         ids = list(range(1, probs.shape[1] + 1)) if action_ids is None else list(action_ids)
-        clip = batch["rois"][:, 0].long().tolist()
         for k, row in enumerate(probs.tolist()):
             video_id, timestamp = batch["video_id"][clip[k]], batch["timestamp"][clip[k]]
             box = tuple(float(v) for v in batch["source_boxes"][k])
