@@ -67,3 +67,47 @@ def test_ava_objective_config_errors(ava_root, tmp_path):
     cfg.ava.labels = ""
     with pytest.raises(ValueError, match="ava.labels"):
         train(cfg)
+
+
+def _two_people(gen, n):
+    """Clips with a square in each half; a person's 'action' is its colour (4 colours, the two always differ)."""
+    colours = torch.tensor([[1.0, -1, -1], [-1, 1.0, -1], [-1, -1, 1.0], [1.0, 1.0, -1]])
+    video = torch.randn(n, 3, 4, 32, 32, generator=gen) * 0.3
+    rois, labels = [], []
+    for i in range(n):
+        a, b = torch.randperm(4, generator=gen)[:2].tolist()
+        for j, (c, x0) in enumerate(((a, 2), (b, 18))):
+            y0 = int(torch.randint(2, 18, (1,), generator=gen))
+            video[i, :, :, y0:y0 + 12, x0:x0 + 12] = colours[c][:, None, None, None]
+            rois.append([i, x0 / 32, y0 / 32, (x0 + 12) / 32, (y0 + 12) / 32])
+            labels.append(c)
+    return video, torch.tensor(rois), torch.nn.functional.one_hot(torch.tensor(labels), 4).float()
+
+
+@pytest.mark.parametrize("box_agnostic", [False, True])
+def test_the_head_must_read_the_box(box_agnostic):
+    from internvideo.data.ava import AVABox, AVADetection
+    from internvideo.tasks.ava import frame_map
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    model = create_model("videomae_tiny_ava", num_frames=4, num_classes=4, box_agnostic=box_agnostic,
+                         head_dropout=0.0, depth=1)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(25):
+        video, rois, labels = _two_people(gen, 8)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(video, rois), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    video, rois, labels = _two_people(torch.Generator().manual_seed(1), 32)
+    with torch.no_grad():
+        scores = torch.sigmoid(model.eval()(video, rois))
+    truth = [AVABox(str(int(r[0])), 0.0, tuple(r[1:].tolist()), int(y.argmax()) + 1, 0) for r, y in zip(rois, labels)]
+    dets = [AVADetection(str(int(r[0])), 0.0, tuple(r[1:].tolist()), c + 1, float(s[c]))
+            for r, s in zip(rois, scores) for c in range(4)]
+    mean_ap = frame_map(truth, dets, {1: "red", 2: "green", 3: "blue", 4: "yellow"})["mAP"]
+    if box_agnostic:
+        assert mean_ap < 70.0  # both people get the same scores: each is also credited with the other's colour
+    else:
+        assert mean_ap > 95.0
