@@ -90,15 +90,23 @@ def keyframe_figure(dataset: AVADataset, rows, detections, labels: dict[int, str
                     num: int = 4) -> Path:
     """Keyframes with ground-truth boxes (green, true action) and each box's top prediction (yellow)."""
     plt = _pyplot()
+    def rounded(box) -> tuple:  # detections carry float32 copies of the annotated boxes
+        return tuple(round(float(v), 4) for v in box)
+
     truth: dict[tuple, dict[tuple, int]] = {}
     for r in rows:
-        truth.setdefault((r.video_id, r.timestamp), {})[tuple(r.box)] = r.action_id
+        truth.setdefault((r.video_id, r.timestamp), {})[rounded(r.box)] = r.action_id
     best: dict[tuple, tuple[float, int]] = {}
     for d in detections:
-        k = (d.video_id, d.timestamp, tuple(d.box))
+        k = (d.video_id, d.timestamp, rounded(d.box))
         if k not in best or d.score > best[k][0]:
             best[k] = (d.score, d.action_id)
-    picks = [i for i, it in enumerate(dataset.items) if len(it[0].boxes) >= 2][:num] or list(range(min(num, len(dataset))))
+    picks, seen = [], set()
+    for i, (kf, *_rest) in enumerate(dataset.items):  # one keyframe per video, with both people visible
+        if len(kf.boxes) >= 2 and kf.video_id not in seen and kf.timestamp > 0:
+            picks.append(i)
+            seen.add(kf.video_id)
+    picks = picks[:num] or list(range(min(num, len(dataset))))
     fig, axes = plt.subplots(1, max(len(picks), 1), figsize=(3.2 * max(len(picks), 1), 3.6), squeeze=False)
     for ax, i in zip(axes[0], picks):
         kf, video_path, frame, _ = dataset.items[i]
