@@ -143,7 +143,7 @@ def _config(stage_dir: Path, world: Path, preset: Preset, seed: int, progress: b
             model: ModelSection, data: dict[str, Any], optim: dict[str, Any] | None = None,
             run: dict[str, Any] | None = None) -> TrainConfig:
     """A training config: the settings every demo stage shares, updated by the stage's own."""
-    data = {"root": str(world), "short_side": IMG_SIZE, "flip": False, "scale": (0.5, 1.0),
+    data = {"root": str(world), "short_side": IMG_SIZE, "hflip": False, "scale": (0.5, 1.0),
             "num_workers": decode_workers(), **data}
     optim = {"scale_lr": False, "warmup_steps": 30, "min_lr": 1e-5, "weight_decay": 0.05, "betas": (0.9, 0.999),
              **(optim or {})}
