@@ -22,7 +22,7 @@ def ava_root(tmp_path_factory):
 def _cfg(root, out, pretrained=None, freeze=False, steps=3):
     return TrainConfig(
         "ava", ModelSection("videomae_tiny_ava", pretrained=pretrained, overrides={"num_frames": 4, "frame_interval": 2}),
-        DataSection(root=str(root), train="ava_train.csv", val="ava_val.csv", flip=False, num_workers=0),
+        DataSection(root=str(root), train="ava_train.csv", val="ava_val.csv", hflip=False, num_workers=0),
         OptimSection(lr=1e-3, scale_lr=False, layer_decay=0.75),
         RunSection(out_dir=str(out), max_steps=steps, epochs=100, batch_size=4, resume=False, progress=False),
         AVASection(labels="label_map.pbtxt", freeze_backbone=freeze))

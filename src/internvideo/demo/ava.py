@@ -63,7 +63,7 @@ def train_detector(ctx: DemoContext, steps: int, box_agnostic: bool = False) -> 
         ModelSection("videomae_tiny_ava", pretrained=str(ctx.mae_checkpoint),
                      overrides={**_trunk_overrides(classifier), "init_scale": 1.0, "head_dropout": 0.2,
                                 "box_agnostic": box_agnostic}),
-        DataSection(root=str(folder), train="ava_train.csv", flip=False, num_workers=min(2, os.cpu_count() or 1)),
+        DataSection(root=str(folder), train="ava_train.csv", hflip=False, num_workers=min(2, os.cpu_count() or 1)),
         OptimSection(lr=5e-4, layer_decay=0.75, scale_lr=False, warmup_steps=min(20, steps // 5), min_lr=1e-5,
                      betas=(0.9, 0.999)),
         RunSection(out_dir=str(ctx.work / name), epochs=10_000, max_steps=steps, batch_size=16, seed=ctx.seed,

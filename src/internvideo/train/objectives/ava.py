@@ -66,7 +66,7 @@ class AVAObjective(VideoObjective):
     def _dataset(self, keyframes, training: bool) -> AVADataset:
         a, r = self.cfg.ava, self.recipe()
         tf = BoxTransform(r.img_size, training=training, scale=tuple(a.box_scale),
-                          flip=0.5 if self.cfg.data.flip else 0.0, mean=r.mean, std=r.std)
+                          flip=0.5 if self.cfg.data.hflip else 0.0, mean=r.mean, std=r.std)
         video_root = self.path(a.videos) if a.videos else (Path(self.cfg.data.root) if self.cfg.data.root else None)
         if video_root is None:
             raise ValueError("objective 'ava' needs ava.videos or data.root (the folder of <video_id>.* files)")
