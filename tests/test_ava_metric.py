@@ -91,6 +91,10 @@ def test_frame_map_capacity_zero_area_nonfinite_and_perfect():
     assert r["mAP"] == pytest.approx(50.0)  # only the FAR hit remains: precision 1 up to recall 1/2
     assert r["ignored"] == {"detection boxes without area": 1, "detections with a non-finite score": 1}
     assert frame_map(truth, [det("v", 1.0, b, 1, 1.0) for b in (A, FAR)], {1: "x"})["mAP"] == 100.0
+    # a duplicated ground-truth row: both count, but every detection's best box is the first copy (argmax
+    # takes the first of equal overlaps), so the second can never be hit -> recall stops at 1/2
+    dup = frame_map([gt("v", 1, A, 1), gt("v", 1, A, 1)], [det("v", 1, A, 1, 0.9), det("v", 1, A, 1, 0.8)], {1: "x"})
+    assert dup["mAP"] == pytest.approx(50.0) and dup["num_gt"] == 2
     # timestamps 1 and 1.0 (or "0001") are one keyframe
     assert key_of("v", 1) == key_of("v", 1.0000001) == ("v", 1.0)
 
