@@ -189,3 +189,21 @@ def test_head_rejects_wrong_token_count():
     head = RoIActionHead(8, (2, 2, 2), RoIHeadConfig(num_classes=3, roi_size=1))
     with pytest.raises(ValueError, match="expected 8 tokens"):
         head(torch.randn(1, 9, 8), torch.tensor([[0, 0.0, 0.0, 1.0, 1.0]]))
+
+
+def test_init_from_classifier_makes_each_box_the_classifier():
+    from internvideo import create_model
+
+    torch.manual_seed(0)
+    classifier = create_model("videomae_tiny", num_frames=4, init_scale=1.0).eval()
+    det = create_model("videomae_tiny_ava", num_frames=4, use_mean_pooling=True, head_norm=True,
+                       head_dropout=0.0).eval()
+    det.init_from_classifier(classifier)
+    video = torch.randn(2, 3, 4, 32, 32)
+    # same trunk, and the box head's norm + linear are the classifier's fc_norm + head
+    tokens = det.forward_features(video)
+    torch.testing.assert_close(tokens, classifier.forward_features(video))
+    pooled = tokens.mean(1)
+    torch.testing.assert_close(det.head.fc(det.head.norm(pooled)), classifier.forward_head(tokens))
+    with pytest.raises(ValueError, match="does not fit"):
+        create_model("videomae_tiny_ava", num_frames=4).init_from_classifier(classifier)

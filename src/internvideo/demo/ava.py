@@ -2,8 +2,9 @@
 
 Each AVA clip of the synthetic world has two shapes doing two different
 actions at once. The detector is the demo's supervised VideoMAE (the
-``classify`` stage) with an RoI head, fine-tuned through the one training loop
-(objective ``ava``) on the ground-truth boxes of the training videos, then
+``classify`` stage, whose head also initialises the box head) with an RoI head,
+fine-tuned through the one training loop (objective ``ava``) on the
+ground-truth boxes of the training videos, then
 scored with the official frame-mAP@0.5 on the validation keyframes (1 Hz)
 with the ground-truth boxes as person proposals.
 
@@ -23,7 +24,7 @@ import torch
 
 from ..data import read_frames
 from ..data.ava import AVADataset, BoxTransform, at_keyframes, group_keyframes, read_ava_groundtruth, read_label_map
-from ..factory import load_model
+from ..factory import create_model, load_model, save_model
 from ..tasks.ava import detect, frame_map
 from ..train import TrainConfig, train
 from ..train.config import AVASection, DataSection, ModelSection, OptimSection, RunSection
@@ -31,7 +32,7 @@ from .context import DemoContext
 from .figures import _pyplot
 
 #: fine-tuning steps of the detector per preset
-STEPS = {"default": 150, "quick": 30, "smoke": 2}
+STEPS = {"default": 200, "quick": 30, "smoke": 2}
 #: the AVA clips are twice as long as the classification clips, so the detector samples every 4th frame where
 #: the classifier took every 2nd: the same 8-frame clip then spans the same share of an action
 FRAME_INTERVAL = 4
@@ -54,17 +55,25 @@ def _val_dataset(model: torch.nn.Module, folder: Path, num_classes: int) -> tupl
 
 
 def train_detector(ctx: DemoContext, steps: int, box_agnostic: bool = False) -> Path:
-    """Fine-tune the classifier's trunk with an RoI head (objective ``ava``); returns the checkpoint."""
+    """Fine-tune the classifier as a detector (objective ``ava``); returns the checkpoint.
+
+    The world's actions are the classifier's classes, so the whole classifier initialises the detector
+    (:meth:`~internvideo.models.roi_head.VideoMAEDetector.init_from_classifier`): every box starts as the
+    classifier applied to the features inside it, and the loop fine-tunes trunk (layer-wise lr decay) and head.
+    """
     folder = ctx.world / "ava"
     classifier = load_model(ctx.mae_checkpoint)
     name = "detector_box_agnostic" if box_agnostic else "detector"
+    overrides = {**_trunk_overrides(classifier), "init_scale": 1.0, "head_dropout": 0.2, "box_agnostic": box_agnostic,
+                 "use_mean_pooling": True, "head_norm": True}
+    start = create_model("videomae_tiny_ava", **overrides)
+    start.init_from_classifier(classifier)
+    save_model(start, ctx.work / f"{name}_init")
     cfg = TrainConfig(
         "ava",
-        ModelSection("videomae_tiny_ava", pretrained=str(ctx.mae_checkpoint),
-                     overrides={**_trunk_overrides(classifier), "init_scale": 1.0, "head_dropout": 0.2,
-                                "box_agnostic": box_agnostic}),
+        ModelSection("videomae_tiny_ava", pretrained=str(ctx.work / f"{name}_init"), overrides=overrides),
         DataSection(root=str(folder), train="ava_train.csv", hflip=False, num_workers=min(2, os.cpu_count() or 1)),
-        OptimSection(lr=5e-4, layer_decay=0.75, scale_lr=False, warmup_steps=min(20, steps // 5), min_lr=1e-5,
+        OptimSection(lr=1e-3, layer_decay=0.75, scale_lr=False, warmup_steps=min(20, steps // 5), min_lr=1e-5,
                      betas=(0.9, 0.999)),
         RunSection(out_dir=str(ctx.work / name), epochs=10_000, max_steps=steps, batch_size=16, seed=ctx.seed,
                    log_every=10, save_every=1_000_000, keep_last=1, resume=False, progress=ctx.progress),

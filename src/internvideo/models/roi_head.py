@@ -133,6 +133,7 @@ class RoIHeadConfig:
     dropout: float = 0.5
     init_scale: float = 0.001  # head weights scaled at init, as the VideoMAE fine-tuning heads
     box_agnostic: bool = False  # pool the whole frame for every box: the baseline that ignores where a person is
+    pre_norm: bool = False  # LayerNorm on the pooled box feature (a classifier's fc_norm can initialise it)
 
     def __post_init__(self) -> None:
         if self.temporal_pool not in ("mean", "max"):
@@ -145,6 +146,7 @@ class RoIActionHead(nn.Module):
     def __init__(self, embed_dim: int, grid: tuple[int, int, int], config: RoIHeadConfig):
         super().__init__()
         self.config, self.grid = config, tuple(grid)
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6) if config.pre_norm else nn.Identity()
         self.drop = nn.Dropout(config.dropout)
         self.fc = nn.Linear(embed_dim, config.num_classes)
         nn.init.trunc_normal_(self.fc.weight, std=0.02)
@@ -168,7 +170,7 @@ class RoIActionHead(nn.Module):
         return regions.amax(dim=(2, 3))
 
     def forward(self, tokens: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(self.pooled(tokens, rois)))
+        return self.fc(self.drop(self.norm(self.pooled(tokens, rois))))
 
 
 @dataclass
@@ -183,11 +185,14 @@ class VideoMAEDetectorConfig(VideoMAEConfig):
     temporal_pool: str = "mean"
     head_dropout: float = 0.5
     box_agnostic: bool = False
+    # LayerNorm on the pooled box feature; with use_mean_pooling=True (no token norm) the trunk and this norm
+    # have the layout of a VideoMAE classifier's (fc_norm), which then initialises the whole head (from_classifier)
+    head_norm: bool = False
 
     def head(self) -> RoIHeadConfig:
         return RoIHeadConfig(num_classes=self.num_classes, roi_size=self.roi_size, sampling_ratio=self.sampling_ratio,
                              aligned=self.aligned, temporal_pool=self.temporal_pool, dropout=self.head_dropout,
-                             init_scale=self.init_scale, box_agnostic=self.box_agnostic)
+                             init_scale=self.init_scale, box_agnostic=self.box_agnostic, pre_norm=self.head_norm)
 
 
 class VideoMAEDetector(VideoMAEEncoder):
@@ -229,6 +234,22 @@ class VideoMAEDetector(VideoMAEEncoder):
     def reset_classifier(self, num_classes: int) -> None:
         self.config = replace(self.config, num_classes=num_classes)
         self.head = RoIActionHead(self.config.embed_dim, self.config.grid, self.config.head())
+
+    @torch.no_grad()
+    def init_from_classifier(self, classifier: nn.Module) -> None:
+        """Copy a VideoMAE classifier of the same shape, its ``fc_norm`` and ``head`` into the box head.
+
+        For a detector of the classifier's own classes (``use_mean_pooling=True``, ``head_norm=True``): each box
+        then starts as the classifier applied to the features inside the box.
+        """
+        sd = classifier.state_dict()
+        mapped = {("head.norm." + k[len("fc_norm."):] if k.startswith("fc_norm.") else
+                   "head.fc." + k[len("head."):] if k.startswith("head.") else k): v for k, v in sd.items()}
+        own = self.state_dict()
+        bad = sorted(k for k, v in mapped.items() if k not in own or own[k].shape != v.shape)
+        if bad or set(own) - set(mapped):
+            raise ValueError(f"classifier does not fit this detector: {bad or sorted(set(own) - set(mapped))}")
+        self.load_state_dict(mapped)
 
 
 _SIZES = {
