@@ -207,3 +207,16 @@ def test_init_from_classifier_makes_each_box_the_classifier():
     torch.testing.assert_close(det.head.fc(det.head.norm(pooled)), classifier.forward_head(tokens))
     with pytest.raises(ValueError, match="does not fit"):
         create_model("videomae_tiny_ava", num_frames=4).init_from_classifier(classifier)
+
+
+def test_roi_align_benchmark_runs_and_agrees(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # ``benchmarks`` is a top-level folder
+    from benchmarks import bench_ava
+
+    assert bench_ava.main(["--repeats", "1", "--out", str(tmp_path / "ava.json")]) == 0  # checks all three agree
+    result = json.loads((tmp_path / "ava.json").read_text())
+    assert result["roi_align"]["vectorised"]["cpu_ms"] > 0 and result["head_step"]["cpu_ms"] > 0
