@@ -32,7 +32,7 @@ from .context import DemoContext
 from .figures import _pyplot
 
 #: fine-tuning steps of the detector per preset
-STEPS = {"default": 200, "quick": 30, "smoke": 2}
+STEPS = {"default": 400, "quick": 40, "smoke": 2}
 #: the AVA clips are twice as long as the classification clips, so the detector samples every 4th frame where
 #: the classifier took every 2nd: the same 8-frame clip then spans the same share of an action
 FRAME_INTERVAL = 4
