@@ -25,16 +25,14 @@ def check_outputs(out: Path, preset: str) -> dict:
     report = json.loads((out / "results.json").read_text())
     assert report["preset"]["name"] == preset
     rows = report["table"]
-    core = [r for r in rows if r["family"] in FAMILIES]  # task-family stages (TASK_STAGES) add their own rows
-    assert len(core) == 7 and {r["family"] for r in core} == FAMILIES
-    assert any(r["family"] == "Spatiotemporal action localization" for r in rows)
-    assert (out / "runs" / "ava" / "ava_keyframes.png").stat().st_size > 0
-    for r in rows:
-        assert 0.0 <= r["value"] <= 100.0 and 0.0 < r["chance"] < 100.0, r
     from internvideo.demo.pipeline import TASK_STAGES
 
+    core = [r for r in rows if r["family"] in FAMILIES]  # task-family stages add their own rows
+    assert len(core) == 7 and {r["family"] for r in core} == FAMILIES
+    for r in rows:
+        assert 0.0 <= r["value"] <= 100.0 and 0.0 < r["chance"] < 100.0, r
     assert [s["stage"] for s in report["stages"]] == ["world", "mae", "contrastive", "classify", "fusion",
-                                                      "evaluate", *(name for name, _, _ in TASK_STAGES), "figures"]
+                                                      "evaluate", *(n for n, _, _ in TASK_STAGES), "figures"]
     assert all(s["seconds"] >= 0 and s["summary"] for s in report["stages"])
     md = (out / "results.md").read_text()
     assert format_table(rows, markdown=True) in md and "Chance (%)" in md
@@ -50,8 +48,8 @@ def test_demo_smoke_preset_runs_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     from internvideo.demo.pipeline import TASK_STAGES
 
-    total = 7 + len(TASK_STAGES)
-    assert f"[{total}/{total}] figures" in printed and "Task family (paper)" in printed
+    n = 7 + len(TASK_STAGES)
+    assert f"[{n}/{n}] figures" in printed and "Task family (paper)" in printed
     assert report["wall_seconds"] > 0
 
 

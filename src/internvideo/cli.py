@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -124,6 +125,8 @@ def _add_demo(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="internvideo", description="InternVideo: general video foundation models")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of errors (user errors print "
+                                                        "one line otherwise)")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list the named models with parameter counts").set_defaults(func=cmd_models)
     sub.add_parser("smoke", help="list models and run a tiny forward pass").set_defaults(func=cmd_smoke)
@@ -139,9 +142,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input (a config, a file, a path, a model that does not fit), not a bug here."""
+    from .data.video import VideoError
+    from .train.loop import TrainingDiverged
+    from .train.setup import RunDirLocked
+    from .train.state import NoIntactCheckpoint
+
+    # ValueError covers ConfigError, AnnotationError, CheckpointError, NonFiniteError, WrongModelError and
+    # the argument checks of the task functions.
+    return ValueError, OSError, VideoError, RunDirLocked, TrainingDiverged, NoIntactCheckpoint
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.strerror}: {e.filename}"
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except Exception as e:  # noqa: BLE001 - sorted into user errors (one line) and bugs (traceback) below
+        if args.debug or os.environ.get("INTERNVIDEO_DEBUG") or not isinstance(e, _user_error_types()):
+            raise
+        print(f"{parser.prog}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

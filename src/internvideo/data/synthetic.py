@@ -460,11 +460,19 @@ def _multiple_choice(items: Sequence[tuple[str, Actor]], rng: np.random.Generato
 
 
 def _make_long_videos(folder: Path, count: int, seed: int, size: int, num_frames: int, fps: int) -> None:
-    """Long videos: 2-3 action segments (each a new shape) separated by still gaps."""
+    """Long videos: 2-3 action segments (each a new shape) separated by still gaps.
+
+    A video's segments come from different reversed pairs, so no two of its
+    instances share a class or are each other's time-reversal: instances are
+    separable both in time (still gaps) and in class.
+    """
     database = {}
+    pairs = sorted({tuple(sorted(p)) for p in REVERSED.items()})
     for i in range(count):
         rng = np.random.default_rng([seed, 4, i])
         segments = int(rng.integers(2, 4))
+        chosen = rng.choice(len(pairs), segments, replace=False)
+        actions = [pairs[int(k)][int(rng.integers(2))] for k in chosen]
         lengths = rng.integers(num_frames, num_frames * 3 // 2 + 1, segments)
         gaps = rng.integers(num_frames // 2, num_frames + 1, segments + 1)
         total = int(lengths.sum() + gaps.sum())
@@ -472,7 +480,7 @@ def _make_long_videos(folder: Path, count: int, seed: int, size: int, num_frames
         annotations = []
         cursor, previous = int(gaps[0]), None
         for s in range(segments):
-            actor = _random_actor(rng, int(rng.integers(len(ACTIONS))))
+            actor = _random_actor(rng, actions[s])
             n = int(lengths[s])
             if previous is not None:  # the last shape stays still in the gap before this segment
                 for f in range(cursor - int(gaps[s]), cursor):

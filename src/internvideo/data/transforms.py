@@ -267,6 +267,11 @@ class Normalize:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
 
+    def __post_init__(self) -> None:
+        if len(self.mean) != len(self.std) or not all(s > 0 for s in self.std):
+            raise ValueError(f"normalisation needs one mean and one positive std per channel; got mean={self.mean}, "
+                             f"std={self.std} (the model's config fields mean/std)")
+
     def __call__(self, video: torch.Tensor, rng: Rng = None) -> torch.Tensor:
         # One conversion and two in-place passes: x * (1 / (255 std)) - mean / std for uint8.
         to_unit = 1 / 255 if video.dtype == torch.uint8 else 1.0

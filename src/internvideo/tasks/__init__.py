@@ -10,7 +10,11 @@ do live in :mod:`internvideo.experiments`). :data:`EVAL_COMMANDS` lists the
 """
 from __future__ import annotations
 
+<<<<<<< HEAD
 from . import ava, extract, metrics, multiple_choice, recognition, retrieval, zeroshot
+=======
+from . import extract, localization, metrics, multiple_choice, recognition, retrieval, zeroshot
+>>>>>>> main
 from .common import clip_embedding, dataset_features, write_json
 from .extract import extract_features
 from .multiple_choice import evaluate_multiple_choice
@@ -29,13 +33,18 @@ EVAL_COMMANDS = {
                   retrieval.main),
     "multiple-choice": ("zero-shot multiple choice among candidate captions", multiple_choice.add_arguments,
                         multiple_choice.main),
+<<<<<<< HEAD
     "ava": ("score AVA detections: frame-mAP@0.5 as the official evaluation (no model)", ava.add_arguments,
             ava.main),
+=======
+    "localization": ("temporal action localization: ActivityNet detection mAP of a result file, or of a trained "
+                     "localizer on features", localization.add_arguments, localization.main),
+>>>>>>> main
 }
 
 __all__ = [
     "EVAL_COMMANDS", "DEFAULT_TEMPLATES", "ava", "clip_embedding", "dataset_features", "evaluate_multiple_choice",
     "evaluate_recognition", "evaluate_retrieval", "evaluate_zeroshot", "extract", "extract_features", "linear_probe",
-    "metrics", "multiple_choice", "recognition", "retrieval", "retrieval_embeddings", "write_json", "zeroshot",
+    "localization", "metrics", "multiple_choice", "recognition", "retrieval", "retrieval_embeddings", "write_json", "zeroshot",
     "zeroshot_classifier",
 ]

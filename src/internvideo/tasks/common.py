@@ -48,10 +48,22 @@ def is_multimodal(model: nn.Module) -> bool:
     return callable(getattr(model, "encode_video", None)) and callable(getattr(model, "encode_text", None))
 
 
+class WrongModelError(TypeError, ValueError):
+    """The model does not fit the evaluation (a user error: the message says which evaluation fits)."""
+
+
 def require_multimodal(model: nn.Module, task: str) -> None:
     if not is_multimodal(model):
-        raise TypeError(f"{task} needs a video-language model; {type(model).__name__} has no "
-                        "encode_video/encode_text")
+        raise WrongModelError(f"{task} needs a video-language model; {type(model).__name__} has no "
+                              "encode_video/encode_text (for a classifier use `eval recognition` or `eval linear-probe`)")
+
+
+def require_classifier(model: nn.Module, task: str) -> None:
+    """A video-language model's forward takes text too: say which evaluations fit it instead of failing inside."""
+    if is_multimodal(model) and getattr(model, "head", None) is None:
+        raise WrongModelError(f"{task} needs a classifier (video -> class logits); {type(model).__name__} is a "
+                              "video-language model: use `eval zeroshot` (class names as prompts), `eval retrieval`, "
+                              "or `eval linear-probe` (a classifier fitted on its frozen features)")
 
 
 def logit_scale(model: nn.Module) -> float:
@@ -314,6 +326,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, data_help: str) -> 
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="bf16 autocast (about 4x faster on CPUs with AVX-512 BF16)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="score clips with NaN/inf model outputs as wrong instead of failing the evaluation")
 
 
 def finish(results: dict[str, Any], table: str, out: str | os.PathLike | None) -> int:

@@ -12,8 +12,12 @@ Conventions shared by every function here:
   classification metrics are computed from these ranks; on tie-free scores
   they equal scikit-learn's ``top_k_accuracy_score`` / ``balanced_accuracy_score``
   (the tests check both).
-* Non-finite scores are not special-cased: NaN compares false, so a NaN score
-  neither beats nor ties anything. Feed finite scores.
+* **Non-finite scores are the worst score.** NaN and +inf are read as -inf
+  before ranking, so with pessimistic ties a sample whose true class scores
+  NaN is ranked last and never counts as a hit (a NaN compares false with
+  everything, so without this it would have no wrong class "ahead" of it and
+  rank first). Evaluations count the clips whose model outputs were
+  non-finite and fail unless asked to continue (:func:`check_finite`).
 
 Retrieval (see :func:`retrieval_ranks`) works on a text x video similarity
 matrix that may have several captions per video and is computed in row blocks,
@@ -29,7 +33,7 @@ import torch
 ArrayLike = np.ndarray | torch.Tensor | Sequence
 
 __all__ = [
-    "average_views", "correct_rank", "topk_accuracy", "mean_class_accuracy", "classification_metrics",
+    "NonFiniteError", "check_finite", "worst_if_nonfinite", "average_views", "correct_rank", "topk_accuracy", "mean_class_accuracy", "classification_metrics",
     "multiple_choice_accuracy", "rank_metrics", "dual_softmax", "retrieval_ranks", "retrieval_ranks_from_sim",
     "retrieval_metrics",
 ]
@@ -44,6 +48,35 @@ def _np(x: ArrayLike, dtype=None) -> np.ndarray:
 def _torch(x: ArrayLike) -> torch.Tensor:
     t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     return t.float() if t.dtype != torch.float64 else t
+
+
+# ----------------------------------------------------------------------------- non-finite outputs
+
+
+class NonFiniteError(ValueError):
+    """Model outputs were NaN/inf for some clips; scoring them would make the metric meaningless."""
+
+
+def worst_if_nonfinite(scores: np.ndarray | torch.Tensor):
+    """NaN and +inf replaced by -inf (the worst score); -inf is kept (it already is the worst)."""
+    if isinstance(scores, torch.Tensor):
+        return scores.nan_to_num(nan=-torch.inf, posinf=-torch.inf)
+    return np.nan_to_num(scores, nan=-np.inf, posinf=-np.inf, neginf=-np.inf)
+
+
+def check_finite(values: ArrayLike, what: str, *, allow: bool = False) -> int:
+    """Number of rows of ``values`` (first axis = clips/videos/captions) holding any NaN/inf.
+
+    Raises :class:`NonFiniteError` naming how many, unless ``allow`` (then
+    those rows are scored as wrong: :func:`worst_if_nonfinite`).
+    """
+    v = _np(values, np.float64)
+    bad = int((~np.isfinite(v.reshape(len(v), -1))).any(axis=1).sum()) if v.size else 0
+    if bad and not allow:
+        raise NonFiniteError(f"{bad} of {len(v)} {what} gave non-finite model outputs (NaN/inf); the model is "
+                             "probably broken (diverged training, corrupt weights). Pass allow_nonfinite=True "
+                             "(--allow-nonfinite) to score them as wrong and continue")
+    return bad
 
 
 # ----------------------------------------------------------------------------- classification
@@ -61,12 +94,13 @@ def average_views(view_logits: ArrayLike) -> np.ndarray:
     logits = _torch(view_logits)
     if logits.ndim != 3:
         raise ValueError(f"expected view logits of shape (N, V, C), got {tuple(logits.shape)}")
+    # A non-finite logit makes that view's softmax NaN, and the NaN carries into the mean: the video ranks last.
     return logits.double().softmax(dim=-1).mean(dim=1).numpy()
 
 
 def correct_rank(scores: ArrayLike, labels: ArrayLike) -> np.ndarray:
-    """1-based rank of each sample's true class among ``scores (N, C)``, ties pessimistic."""
-    s = _np(scores, np.float64)
+    """1-based rank of each sample's true class among ``scores (N, C)``, ties pessimistic, NaN worst."""
+    s = worst_if_nonfinite(_np(scores, np.float64))
     y = _np(labels, np.int64).reshape(-1)
     if s.ndim != 2 or s.shape[0] != y.shape[0]:
         raise ValueError(f"expected scores (N, C) and labels (N,), got {s.shape} and {y.shape}")
@@ -160,7 +194,8 @@ def _as_index(caption_to_video: ArrayLike, num_texts: int, num_videos: int) -> t
 
 def _dsl(block: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
     """``block * softmax`` given the softmax's log-normaliser ``lse`` (broadcast along the softmax axis)."""
-    return block * torch.exp(block - lse)
+    # -inf * 0 is NaN: keep a worst score worst after re-scoring.
+    return worst_if_nonfinite(block * torch.exp(block - lse))
 
 
 def _ranks(blocks: RowBlocks, owner: torch.Tensor, num_videos: int, chunk_size: int, dsl: bool,
@@ -188,8 +223,11 @@ def _ranks(blocks: RowBlocks, owner: torch.Tensor, num_videos: int, chunk_size: 
         # Video-to-text DSL multiplies in the softmax over videos: row-local.
         return _dsl(block, row_lse[s:e]) if dsl else block
 
+    def finite_blocks(s: int, e: int) -> torch.Tensor:
+        return worst_if_nonfinite(blocks(s, e))
+
     for s, e in spans:
-        block = blocks(s, e)
+        block = finite_blocks(s, e)
         if dsl:
             row_lse[s:e] = block.logsumexp(dim=1, keepdim=True)
             col_lse = torch.logaddexp(col_lse, block.logsumexp(dim=0, keepdim=True))
@@ -200,7 +238,7 @@ def _ranks(blocks: RowBlocks, owner: torch.Tensor, num_videos: int, chunk_size: 
     t2v_rank = torch.empty(num_texts, dtype=torch.int64)
     v2t_wrong_ahead = torch.zeros(num_videos, dtype=torch.int64)
     for s, e in spans:
-        block = blocks(s, e)
+        block = finite_blocks(s, e)
         rows, own = torch.arange(e - s), owner[s:e]
         # Text-to-video DSL multiplies in the softmax over texts: the column normaliser from pass 1.
         t2v = _dsl(block, col_lse) if dsl else block

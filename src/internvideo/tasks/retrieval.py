@@ -31,12 +31,12 @@ from torch import nn
 from ..data import VideoTextDataset, VideoTextSample, read_video_text
 from . import common
 from .common import Precision, Sampling
-from .metrics import retrieval_metrics, retrieval_ranks
+from .metrics import check_finite, retrieval_metrics, retrieval_ranks
 
 VideoTextData = str | os.PathLike | Sequence[VideoTextSample] | VideoTextDataset
 
 __all__ = ["RetrievalEmbeddings", "retrieval_embeddings", "evaluate_retrieval", "metrics_from_embeddings",
-           "merge_captions", "results_table", "add_arguments", "main"]
+           "merge_captions", "count_duplicate_captions", "results_table", "add_arguments", "main"]
 
 
 @dataclasses.dataclass
@@ -53,14 +53,26 @@ class RetrievalEmbeddings:
     videos: list[str]
     captions: list[str]
     logit_scale: float
+    num_duplicates: int = 0  # repeated (video, caption) pairs of the input, counted once
 
 
 def merge_captions(samples: Sequence[VideoTextSample]) -> list[VideoTextSample]:
-    """One sample per distinct video file, in first-seen order, with all its captions."""
-    merged: dict[str, list[str]] = {}
+    """One sample per distinct video file, in first-seen order, with all its distinct captions.
+
+    A repeated (video, caption) pair is kept once: as a second query it would
+    re-weight the metric (see :func:`count_duplicate_captions`).
+    """
+    merged: dict[str, dict[str, None]] = {}
     for s in samples:
-        merged.setdefault(os.path.normpath(s.video), []).extend(s.captions)
+        caps = merged.setdefault(os.path.normpath(s.video), {})
+        caps.update(dict.fromkeys(s.captions))
     return [VideoTextSample(video, tuple(caps)) for video, caps in merged.items()]
+
+
+def count_duplicate_captions(samples: Sequence[VideoTextSample]) -> int:
+    """How many (video, caption) pairs of ``samples`` repeat an earlier one."""
+    pairs = [(os.path.normpath(s.video), c) for s in samples for c in s.captions]
+    return len(pairs) - len(set(pairs))
 
 
 def retrieval_embeddings(model: nn.Module, data: VideoTextData, *, root: str | os.PathLike | None = None,
@@ -69,12 +81,17 @@ def retrieval_embeddings(model: nn.Module, data: VideoTextData, *, root: str | o
                          precision: Precision = "fp32", progress: bool = True) -> RetrievalEmbeddings:
     """Embed every video (one test view) and every caption of a video-text set."""
     common.require_multimodal(model, "retrieval")
+    duplicates = 0
     if isinstance(data, VideoTextDataset):
         dataset = data
     else:
         samples = read_video_text(data, root) if isinstance(data, (str, os.PathLike)) else list(data)
         view = common.eval_view(model, sampling=sampling, frame_interval=frame_interval)
         dataset = VideoTextDataset(merge_captions(samples), view, training=False, strict=True)
+        duplicates = count_duplicate_captions(samples)
+        if duplicates:
+            common.log.warning("%s: %d duplicate (video, caption) pair(s) counted once", data if isinstance(
+                data, (str, os.PathLike)) else "the retrieval samples", duplicates)
     captions = [c for s in dataset.samples for c in s.captions]
     owner = np.repeat(np.arange(len(dataset.samples)), [len(s.captions) for s in dataset.samples])
     if not captions:
@@ -83,22 +100,27 @@ def retrieval_embeddings(model: nn.Module, data: VideoTextData, *, root: str | o
         model, dataset, captions, batch_size=batch_size, text_batch_size=text_batch_size, num_workers=num_workers,
         device=device, precision=precision, progress=progress, text_desc="captions")
     return RetrievalEmbeddings(video, text, owner.astype(np.int64), list(dataset.videos), captions,
-                               common.logit_scale(model))
+                               common.logit_scale(model), duplicates)
 
 
 def evaluate_retrieval(model: nn.Module, data: VideoTextData, *, dsl: bool = False, chunk_size: int = 1024,
-                       **kwargs: Any) -> dict[str, Any]:
+                       allow_nonfinite: bool = False, **kwargs: Any) -> dict[str, Any]:
     """R@1/5/10, MdR, MnR for ``t2v`` and ``v2t`` (and their DSL versions under ``"dsl"``).
 
     Keyword arguments are those of :func:`retrieval_embeddings`.
     """
     emb = retrieval_embeddings(model, data, **kwargs)
-    return metrics_from_embeddings(emb, dsl=dsl, chunk_size=chunk_size)
+    return metrics_from_embeddings(emb, dsl=dsl, chunk_size=chunk_size, allow_nonfinite=allow_nonfinite)
 
 
-def metrics_from_embeddings(emb: RetrievalEmbeddings, *, dsl: bool = False, chunk_size: int = 1024
-                            ) -> dict[str, Any]:
-    """The retrieval results dict for embeddings you already have."""
+def metrics_from_embeddings(emb: RetrievalEmbeddings, *, dsl: bool = False, chunk_size: int = 1024,
+                            allow_nonfinite: bool = False) -> dict[str, Any]:
+    """The retrieval results dict for embeddings you already have.
+
+    NaN/inf embeddings fail the evaluation unless ``allow_nonfinite`` (then their pairs score worst).
+    """
+    nonfinite = {"videos": check_finite(emb.video, "videos", allow=allow_nonfinite),
+                 "captions": check_finite(emb.text, "captions", allow=allow_nonfinite)}
     opts = dict(scale=emb.logit_scale, chunk_size=chunk_size)
     results: dict[str, Any] = {
         "task": "retrieval",
@@ -106,6 +128,8 @@ def metrics_from_embeddings(emb: RetrievalEmbeddings, *, dsl: bool = False, chun
         "num_captions": len(emb.captions),
         **retrieval_metrics(*retrieval_ranks(emb.text, emb.video, emb.caption_to_video, **opts)),
         "chance_R@1": 100.0 / len(emb.videos),
+        "num_nonfinite": nonfinite,
+        "num_duplicates": emb.num_duplicates,
     }
     if dsl:
         results["dsl"] = retrieval_metrics(*retrieval_ranks(emb.text, emb.video, emb.caption_to_video, dsl=True,
@@ -123,6 +147,8 @@ def results_table(results: dict[str, Any]) -> str:
             rows.append((f"{label}{direction} MdR / MnR", f"{m['MdR']:.1f} / {m['MnR']:.1f}"))
     rows += [("chance R@1 (%)", results["chance_R@1"]),
              ("videos / captions", f"{results['num_videos']} / {results['num_captions']}")]
+    if results.get("num_duplicates"):
+        rows.append(("duplicate pairs dropped", results["num_duplicates"]))
     return common.format_table("Video-text retrieval", rows)
 
 
@@ -139,6 +165,6 @@ def main(args: argparse.Namespace) -> int:
     results = evaluate_retrieval(
         model, args.data, dsl=args.dsl, chunk_size=args.chunk_size, root=args.root, sampling=args.sampling,
         frame_interval=args.frame_interval, batch_size=args.batch_size, num_workers=args.num_workers,
-        device=args.device, precision=args.precision, progress=args.progress)
+        device=args.device, precision=args.precision, progress=args.progress, allow_nonfinite=args.allow_nonfinite)
     results.update(model=str(args.model), data=str(args.data))
     return common.finish(results, results_table(results), args.out)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from contextlib import nullcontext
@@ -31,11 +32,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .config import TrainConfig
+from .config import TrainConfig, validate
 from .objectives import Objective, make_objective
 from .optim import EMA, adamw, lr_at
-from .setup import Dist, all_reduce_mean, prepare_run_dir, seed_everything, setup_distributed, wrap_model
-from .state import Checkpointer, Progress, full_tensor, resume
+from .setup import (
+    Dist, all_reduce_mean, prepare_run_dir, run_dir_lock, seed_everything, setup_distributed, wrap_model,
+)
+from .state import Checkpointer, Progress, full_tensor, resume_latest
 
 log = logging.getLogger("internvideo.train")
 
@@ -208,9 +211,17 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, objective: Objective | None = None) -> TrainResult:
-    """Run (or resume) training as ``cfg`` describes; returns a summary of the run."""
+    """Run (or resume) training as ``cfg`` describes; returns a summary of the run.
+
+    The run directory is locked for the whole run (a second run on it is refused, naming the holder).
+    """
+    validate(cfg)
     d = setup_distributed()
-    run_dir = prepare_run_dir(cfg, d)
+    with run_dir_lock(Path(cfg.run.out_dir), d):
+        return _train(cfg, objective, d, prepare_run_dir(cfg, d))
+
+
+def _train(cfg: TrainConfig, objective: Objective | None, d: Dist, run_dir: Path) -> TrainResult:
     seed_everything(cfg.run.seed)
 
     objective = objective or make_objective(cfg)
@@ -229,10 +240,13 @@ def train(cfg: TrainConfig, objective: Objective | None = None) -> TrainResult:
     forward_model = torch.compile(wrapped) if cfg.run.compile else wrapped
 
     ckpt = Checkpointer(run_dir, cfg.run.keep_last)
-    latest = ckpt.latest() if cfg.run.resume else None
-    progress = resume(latest, model, optimizer, ema) if latest is not None else Progress()
+    if d.main:
+        ckpt.clean_stale()
+    latest, progress = resume_latest(ckpt, model, optimizer, ema) if cfg.run.resume else (None, Progress())
     if latest is not None and d.main:
         log.info("resumed from %s at step %d", latest, progress.step)
+        _drop_replayed_rows(run_dir / "metrics.jsonl", progress.step)
+    base_seconds = progress.seconds
 
     runlog = RunLog(run_dir, progress.history, d)
     last_good: Path | None = latest
@@ -265,7 +279,7 @@ def train(cfg: TrainConfig, objective: Objective | None = None) -> TrainResult:
                     sync = wrapped.no_sync()  # DDP: all-reduce the gradients on the last micro-batch only
                 with sync, autocast:
                     loss, logs = objective.loss(forward_model, batch)
-                _check_finite(loss, progress.step, last_good, d)
+                last_good = _check_finite(loss, progress.step, last_good, ckpt, d)
                 (loss / accum).backward()
                 micro += 1
                 progress.pos_in_epoch += 1
@@ -300,6 +314,7 @@ def train(cfg: TrainConfig, objective: Objective | None = None) -> TrainResult:
                     _evaluate(objective, model, val_set, d, progress, runlog)
                     set_train_mode()
                 if step % cfg.run.save_every == 0 or step == sched.total_steps:
+                    progress.seconds = base_seconds + time.perf_counter() - t_start
                     last_good = ckpt.save(progress, model, optimizer, ema, d)
                 if step >= sched.total_steps or end_of_epoch:
                     break
@@ -312,12 +327,13 @@ def train(cfg: TrainConfig, objective: Objective | None = None) -> TrainResult:
         if bar is not None:
             bar.close()
         runlog.close()
-    seconds = time.perf_counter() - t_start
+    segment = time.perf_counter() - t_start
+    seconds = base_seconds + segment  # every segment of a resumed run, not only the last
     metric_name = objective.metric_name
     if d.main:
         _plot(progress.history, run_dir / "curves.png", metric_name)
-        summary = {"steps": progress.step, "seconds": round(seconds, 1), "best": progress.best, "metric": metric_name,
-                   "checkpoint": str(last_good) if last_good else None}
+        summary = {"steps": progress.step, "seconds": round(seconds, 1), "seconds_this_segment": round(segment, 1),
+                   "best": progress.best, "metric": metric_name, "checkpoint": str(last_good) if last_good else None}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         log.info("done: %d steps in %.1fs; best %s %s; checkpoint %s", progress.step, seconds, metric_name,
                  progress.best, last_good)
@@ -333,14 +349,40 @@ def _evaluate(objective: Objective, model: nn.Module, val_set, d: Dist, progress
         progress.best = metrics[name] if progress.best is None else max(progress.best, metrics[name])
 
 
-def _check_finite(loss: torch.Tensor, step: int, last_good: Path | None, d: Dist) -> None:
+def _check_finite(loss: torch.Tensor, step: int, last_good: Path | None, ckpt: Checkpointer, d: Dist) -> Path | None:
+    """Stop on a non-finite loss. A checkpoint of the weights that gave it is not "good": it is set aside."""
     bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=d.device)
     if d.world > 1:
         dist.all_reduce(bad)
-    if bad.item():
-        where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
-        raise TrainingDiverged(f"non-finite loss ({float(loss.detach())}) at step {step + 1}; stopping without updating "
-                               f"the weights; {where}. Lower the learning rate or enable clip_grad.")
+    if not bad.item():
+        return last_good
+    set_aside = ""
+    if last_good is not None and last_good.name == f"step_{step:07d}":
+        # Saved after the update that produced these weights: resuming from it would diverge again.
+        if d.main and last_good.exists():
+            set_aside = f" The checkpoint of these weights was renamed to {ckpt.mark_diverged(last_good)}."
+        if d.world > 1:
+            dist.barrier()
+        last_good = ckpt.latest()
+    where = (f"The last good checkpoint is {last_good} (an automatic resume starts there)" if last_good
+             else "There is no good checkpoint")
+    raise TrainingDiverged(f"non-finite loss ({float(loss.detach())}) at step {step + 1}; stopping without updating "
+                           f"the weights.{set_aside} {where}. Lower optim.lr or set optim.clip_grad; to start fresh, "
+                           "set run.resume=false or use a new run.out_dir.")
+
+
+def _drop_replayed_rows(path: Path, step: int) -> None:
+    """Drop rows logged after the checkpoint a run resumes from: the resumed run logs those steps again."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if not line.strip() or json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        log.info("%s: dropped %d row(s) after step %d (logged before the interruption; they are re-run)",
+                 path, len(lines) - len(kept), step)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
 
 
 def _plot(history: list[dict], path: Path, metric: str | None) -> None:

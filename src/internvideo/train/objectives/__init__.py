@@ -11,6 +11,7 @@ from ..config import TrainConfig
 from .ava import AVAObjective
 from .base import Objective, VideoObjective
 from .contrastive import ContrastiveObjective
+from .localization import LocalizeObjective
 from .video import ClassifyObjective, FusionObjective, LinearProbeObjective, MaskedVideoObjective
 
 OBJECTIVES: dict[str, type] = {
@@ -19,7 +20,11 @@ OBJECTIVES: dict[str, type] = {
     "linear_probe": LinearProbeObjective,
     "contrastive": ContrastiveObjective,
     "fusion": FusionObjective,
+<<<<<<< HEAD
     "ava": AVAObjective,
+=======
+    "localize": LocalizeObjective,
+>>>>>>> main
 }
 
 
@@ -27,5 +32,9 @@ def make_objective(cfg: TrainConfig) -> Objective:
     return OBJECTIVES[cfg.objective](cfg)
 
 
+<<<<<<< HEAD
 __all__ = ["OBJECTIVES", "AVAObjective", "ClassifyObjective", "ContrastiveObjective", "FusionObjective", "LinearProbeObjective",
+=======
+__all__ = ["OBJECTIVES", "ClassifyObjective", "ContrastiveObjective", "FusionObjective", "LinearProbeObjective", "LocalizeObjective",
+>>>>>>> main
            "MaskedVideoObjective", "Objective", "VideoObjective", "make_objective"]

@@ -78,7 +78,8 @@ class VideoObjective:
     # -- model
     def build_model(self) -> nn.Module:
         m = self.cfg.model
-        self.model = create_model(m.name, pretrained=m.pretrained, head=m.head, **self.model_overrides())
+        self.model = create_model(m.name, pretrained=m.pretrained, head=m.head,
+                                  allow_partial=m.allow_partial_pretrained, **self.model_overrides())
         return self.model
 
     def model_overrides(self) -> dict[str, Any]:

@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...data.datasets import VideoClassificationDataset, VideoTextDataset, View
+from ...data.datasets import VideoClassificationDataset, VideoTextDataset, View, read_classification_list
 from ...data.features import FeatureCache
 from ...data.labels import merge_label_sets
 from ...data.transforms import MixupCutmix
 from ...factory import create_fusion
-from ...models import apply_overrides
+from ...models import apply_overrides, get_config
 from ...models.fusion import FusionConfig
 from ...models.videomae import tube_mask
 from ..config import TrainConfig
@@ -80,7 +80,10 @@ class ClassifyObjective(VideoObjective):
             if (d.mixup > 0 or d.cutmix > 0) else None
 
     def model_overrides(self) -> dict:
-        return {"num_classes": len(self.classes), **self.cfg.model.overrides}
+        extra: dict = {"num_classes": len(self.classes)}
+        if hasattr(get_config(self.cfg.model.name)[1], "class_names"):
+            extra["class_names"] = tuple(self.classes)  # saved in config.json: eval maps labels by name
+        return {**extra, **self.cfg.model.overrides}
 
     def datasets(self):
         d = self.cfg.data
@@ -88,8 +91,11 @@ class ClassifyObjective(VideoObjective):
                                            training=True, seed=self.cfg.run.seed, strict=d.strict)
         val = None
         if d.val:
-            val = VideoClassificationDataset(self.path(d.val), self.views(False), root=self.root,
-                                             classes=self.classes, training=False, strict=True)
+            # Labels beyond the head are an error naming the line; "unknown" (-1) lines cannot be scored.
+            val_samples = [s for s in read_classification_list(self.path(d.val), self.root, len(self.classes))
+                           if s.label >= 0]
+            val = VideoClassificationDataset(val_samples, self.views(False), classes=self.classes,
+                                             training=False, strict=True)
         return train, val
 
     def logits(self, model, batch, video=None):
@@ -162,7 +168,8 @@ class FusionObjective(ClassifyObjective):
         if not (m.mae_backbone and m.mm_backbone):
             raise ValueError("objective 'fusion' needs model.mae_backbone and model.mm_backbone (checkpoint dirs)")
         cfg = apply_overrides(FusionConfig(mae_backbone=m.mae_backbone, mm_backbone=m.mm_backbone,
-                                           num_classes=len(self.classes)), dict(m.overrides), "fusion")
+                                           num_classes=len(self.classes), class_names=tuple(self.classes)),
+                              dict(m.overrides), "fusion")
         self.model = create_fusion(cfg)
         return self.model
 
