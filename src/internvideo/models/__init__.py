@@ -11,21 +11,14 @@ import dataclasses
 
 from torch import nn
 
-<<<<<<< HEAD
-from . import fusion, roi_head, video_clip, videomae
-=======
-from . import fusion, localization, video_clip, videomae
->>>>>>> main
+from . import fusion, localization, roi_head, video_clip, videomae
 from .layers import count_parameters
 
 NAMED_CONFIGS: dict[str, tuple[type[nn.Module], object]] = {**videomae.NAMED_CONFIGS, **video_clip.NAMED_CONFIGS,
                                                              **roi_head.NAMED_CONFIGS}
 MODEL_CLASSES: dict[str, type[nn.Module]] = {**videomae.MODEL_CLASSES, **video_clip.MODEL_CLASSES,
-<<<<<<< HEAD
-                                              **fusion.MODEL_CLASSES, **roi_head.MODEL_CLASSES}
-=======
-                                              **fusion.MODEL_CLASSES, **localization.MODEL_CLASSES}
->>>>>>> main
+                                              **fusion.MODEL_CLASSES, **localization.MODEL_CLASSES,
+                                              **roi_head.MODEL_CLASSES}
 
 
 def list_models() -> list[str]:

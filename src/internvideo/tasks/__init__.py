@@ -10,11 +10,7 @@ do live in :mod:`internvideo.experiments`). :data:`EVAL_COMMANDS` lists the
 """
 from __future__ import annotations
 
-<<<<<<< HEAD
-from . import ava, extract, metrics, multiple_choice, recognition, retrieval, zeroshot
-=======
-from . import extract, localization, metrics, multiple_choice, recognition, retrieval, zeroshot
->>>>>>> main
+from . import ava, extract, localization, metrics, multiple_choice, recognition, retrieval, zeroshot
 from .common import clip_embedding, dataset_features, write_json
 from .extract import extract_features
 from .multiple_choice import evaluate_multiple_choice
@@ -33,13 +29,10 @@ EVAL_COMMANDS = {
                   retrieval.main),
     "multiple-choice": ("zero-shot multiple choice among candidate captions", multiple_choice.add_arguments,
                         multiple_choice.main),
-<<<<<<< HEAD
-    "ava": ("score AVA detections: frame-mAP@0.5 as the official evaluation (no model)", ava.add_arguments,
-            ava.main),
-=======
     "localization": ("temporal action localization: ActivityNet detection mAP of a result file, or of a trained "
                      "localizer on features", localization.add_arguments, localization.main),
->>>>>>> main
+    "ava": ("score AVA detections: frame-mAP@0.5 as the official evaluation (no model)", ava.add_arguments,
+            ava.main),
 }
 
 __all__ = [

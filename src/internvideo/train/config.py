@@ -16,11 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-<<<<<<< HEAD
-ObjectiveName = Literal["mae", "classify", "linear_probe", "contrastive", "fusion", "ava"]
-=======
-ObjectiveName = Literal["mae", "classify", "linear_probe", "contrastive", "fusion", "localize"]
->>>>>>> main
+ObjectiveName = Literal["mae", "classify", "linear_probe", "contrastive", "fusion", "localize", "ava"]
 
 
 @dataclass

@@ -20,11 +20,8 @@ OBJECTIVES: dict[str, type] = {
     "linear_probe": LinearProbeObjective,
     "contrastive": ContrastiveObjective,
     "fusion": FusionObjective,
-<<<<<<< HEAD
-    "ava": AVAObjective,
-=======
     "localize": LocalizeObjective,
->>>>>>> main
+    "ava": AVAObjective,
 }
 
 
@@ -32,9 +29,5 @@ def make_objective(cfg: TrainConfig) -> Objective:
     return OBJECTIVES[cfg.objective](cfg)
 
 
-<<<<<<< HEAD
-__all__ = ["OBJECTIVES", "AVAObjective", "ClassifyObjective", "ContrastiveObjective", "FusionObjective", "LinearProbeObjective",
-=======
-__all__ = ["OBJECTIVES", "ClassifyObjective", "ContrastiveObjective", "FusionObjective", "LinearProbeObjective", "LocalizeObjective",
->>>>>>> main
+__all__ = ["OBJECTIVES", "AVAObjective", "ClassifyObjective", "ContrastiveObjective", "FusionObjective", "LinearProbeObjective", "LocalizeObjective",
            "MaskedVideoObjective", "Objective", "VideoObjective", "make_objective"]
