@@ -114,6 +114,12 @@ def _add_extract(sub) -> None:
     x.set_defaults(func=extract.main)
 
 
+def _add_search(sub) -> None:
+    from .tasks.search.commands import add_commands
+
+    add_commands(sub)  # index, search, serve
+
+
 def _add_demo(sub) -> None:
     from . import demo
 
@@ -138,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(sub)
     _add_eval(sub)
     _add_extract(sub)
+    _add_search(sub)
     _add_demo(sub)
     return p
 

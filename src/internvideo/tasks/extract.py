@@ -35,7 +35,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -253,6 +253,25 @@ def _identity(piece: _Piece) -> _Piece:
     return piece  # pieces are already batched by video; a module-level function pickles into workers
 
 
+def clip_batches(pieces: Iterable[Any], batch_size: int, on_error: Callable[[Any], None]) -> Iterator[list[Any]]:
+    """Group decoded pieces (``.clips`` tensors, or ``.error`` set) into batches of at least ``batch_size`` clips.
+
+    Pieces of several short videos share a batch, so a forward pass stays full;
+    a piece whose video failed goes to ``on_error`` instead. The last batch may be smaller.
+    """
+    buffer: list[Any] = []
+    for piece in pieces:
+        if piece.error is not None:
+            on_error(piece)
+            continue
+        buffer.append(piece)
+        if sum(p.clips.shape[0] for p in buffer) >= batch_size:
+            yield buffer
+            buffer = []
+    if buffer:
+        yield buffer
+
+
 def _save_atomic(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -360,21 +379,15 @@ def extract_features(model: nn.Module, videos: str | os.PathLike | Sequence[str]
                     finish_video(p.job, array[0] if window is None else array, p.meta)
             start += n
 
-    buffer: list[_Piece] = []
+    def skip(piece: _Piece) -> None:
+        parts.pop(piece.job, None)
+        fail(piece.job, piece.error)
+
     with common.inference(model, dev, precision):
         stream = torch.utils.data.DataLoader(_Decoder(entries, todo, plan), batch_size=None, num_workers=num_workers,
                                              collate_fn=_identity)
-        for piece in stream:
-            if piece.error is not None:
-                parts.pop(piece.job, None)
-                fail(piece.job, piece.error)
-                continue
-            buffer.append(piece)
-            if sum(p.clips.shape[0] for p in buffer) >= batch_size:
-                run(buffer)
-                buffer = []
-        if buffer:
-            run(buffer)
+        for batch in clip_batches(stream, batch_size, skip):
+            run(batch)
     bar.close()
 
     index = out / INDEX_NAME

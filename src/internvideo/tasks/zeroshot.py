@@ -53,7 +53,8 @@ def read_templates(path: str | os.PathLike) -> list[str]:
 
 def zeroshot_classifier(model: nn.Module, classnames: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES,
                         *, batch_size: int = 256, device: str | torch.device | None = None,
-                        precision: Precision = "fp32", progress: bool = True) -> torch.Tensor:
+                        precision: Precision = "fp32", progress: bool = True, trim_padding: bool = False
+                        ) -> torch.Tensor:
     """Class embeddings ``(num_classes, D)``: prompts embedded, normalised, averaged per class, renormalised."""
     if not classnames or not templates:
         raise ValueError("zero-shot classification needs class names and at least one template")
@@ -64,7 +65,7 @@ def zeroshot_classifier(model: nn.Module, classnames: Sequence[str], templates: 
     prompts = [t.replace("{}", name) for name in classnames for t in templates]
     with common.inference(model, dev, precision):
         emb = common.encode_texts(model, prompts, batch_size=batch_size, device=dev, progress=progress,
-                                  desc="class prompts")
+                                  desc="class prompts", trim_padding=trim_padding)
     per_class = emb.reshape(len(classnames), len(templates), -1).mean(dim=1)
     return F.normalize(per_class, dim=-1)
 
