@@ -37,8 +37,8 @@ folder of that file::
       localization/long_00000.mp4, activitynet.json
                                  long videos with 2-3 action segments and still gaps;
                                  ActivityNet JSON keyed by file stem, times in seconds
-      ava/ava_00000.mp4, ava_{train,val}.csv
-                                 two shapes acting at once; AVA-style rows for every frame:
+      ava/ava_00000.mp4, ava_{train,val}.csv, label_map.pbtxt
+                                 two shapes doing two different actions at once; AVA-style rows for every frame:
                                  video_id, timestamp (s), x1, y1, x2, y2 (0-1), action_id, person_id
                                  with action_id = label + 1 (AVA ids start at 1)
 
@@ -532,13 +532,20 @@ def _make_long_videos(folder: Path, count: int, seed: int, size: int, num_frames
 
 
 def _make_ava(folder: Path, count: int, seed: int, size: int, num_frames: int, fps: int) -> None:
-    """Two shapes acting at once, one in each half of the frame, with a box row per visible frame."""
+    """Two shapes doing two different actions at once, one in each half of the frame, a box row per visible frame.
+
+    Different actions in one clip make a box-agnostic predictor (one set of
+    scores per clip) give each person the other's action too, so frame-mAP
+    rewards reading the right box. Also writes ``label_map.pbtxt`` (AVA's
+    label map format, ids 1-10).
+    """
     rows: dict[str, list[list[object]]] = {"train": [], "val": []}
     for i in range(count):
         rng = np.random.default_rng([seed, 5, i])
-        left = _random_actor(rng, int(rng.integers(len(ACTIONS))), region=(0.0, 0.0, 0.5, 1.0), sizes=("small",))
-        right = _random_actor(rng, int(rng.integers(len(ACTIONS))), region=(0.5, 0.0, 1.0, 1.0),
-                              exclude_color=left.color, sizes=("small",))
+        first = int(rng.integers(len(ACTIONS)))
+        second = (first + 1 + int(rng.integers(len(ACTIONS) - 1))) % len(ACTIONS)
+        left = _random_actor(rng, first, region=(0.0, 0.0, 0.5, 1.0), sizes=("small",))
+        right = _random_actor(rng, second, region=(0.5, 0.0, 1.0, 1.0), exclude_color=left.color, sizes=("small",))
         name = f"ava_{i:05d}"
         write_video(folder / f"{name}.mp4", render_clip(rng, [left, right], size, num_frames), fps=fps,
                     options=_ENCODER)
@@ -555,6 +562,8 @@ def _make_ava(folder: Path, count: int, seed: int, size: int, num_frames: int, f
     for split, split_rows in rows.items():
         with open(folder / f"ava_{split}.csv", "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(split_rows)
+    (folder / "label_map.pbtxt").write_text(
+        "".join(f'item {{\n  name: "{name}"\n  id: {k + 1}\n}}\n' for k, name in enumerate(ACTIONS)), encoding="utf-8")
 
 
 def _save_png(path: Path, frame: np.ndarray) -> None:

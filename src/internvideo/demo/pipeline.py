@@ -65,6 +65,7 @@ from ..tasks.recognition import classification_dataset
 from ..tasks.retrieval import metrics_from_embeddings, retrieval_embeddings
 from ..train import TrainConfig, train
 from ..train.config import DataSection, ModelSection, OptimSection, RunSection, save_config
+from . import ava as ava_demo
 from . import localization, open_language
 from .context import DemoContext
 from .figures import reconstruction_figure, retrieval_figure
@@ -127,6 +128,7 @@ FUSION = {"width": 128, "num_heads": 4, "num_layers": 2}
 TASK_STAGES: tuple[tuple[str, str, Callable[[DemoContext], list[dict[str, Any]]]], ...] = (
     ("localization", "temporal action localization", localization.demo_stage),
     ("open_language", "open-set recognition, open-ended QA, captioning", open_language.demo_stage),
+    ("ava", "spatiotemporal action localization (AVA protocol)", ava_demo.demo_stage),
 )
 
 #: Zero-shot prompts for the world's class names ("moving left", ...).
@@ -269,7 +271,8 @@ def _run(out: Path, p: Preset, seed: int, progress: bool, mae_init: bool) -> dic
     with stages.stage("world", "synthetic world") as st:
         shutil.rmtree(world, ignore_errors=True)
         w = make_world(world, num_videos=p.num_videos, seed=seed, size=IMG_SIZE, num_frames=WORLD_FRAMES,
-                       num_long=4 if p.name == "smoke" else 40, num_ava=4, num_images=10, progress=progress)
+                       num_long=4 if p.name == "smoke" else 40, num_ava=8 if p.name == "smoke" else 64, num_images=10,
+                       progress=progress)
         counts = {s: len((world / f"{s}.txt").read_text().splitlines()) for s in ("train", "val", "test")}
         st["summary"] = (f"{w.num_clips} clips of {len(w.classes)} actions ({counts['train']} train / "
                          f"{counts['val']} val / {counts['test']} test), {IMG_SIZE} px, {WORLD_FRAMES} frames")

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-ObjectiveName = Literal["mae", "classify", "linear_probe", "contrastive", "fusion", "localize", "openset", "qa"]
+ObjectiveName = Literal["mae", "classify", "linear_probe", "contrastive", "fusion", "localize", "openset", "qa", "ava"]
 
 
 @dataclass
@@ -85,6 +85,21 @@ MOVED_KEYS = {f"data.{k}": f"model.overrides.{k}" for k in
 
 
 @dataclass
+class AVASection:
+    """Objective ``ava`` only (``data.train`` / ``data.val`` are AVA CSVs; see ``train/objectives/ava.py``)."""
+
+    labels: str = ""  # label map .pbtxt: the classes (head size = largest id) and the evaluated ones
+    videos: str | None = None  # folder of <video_id>.<ext> files (default: data.root)
+    proposals: str | None = None  # person proposals for validation (CSV or pickle); None: ground-truth boxes
+    proposal_threshold: float = 0.8  # proposals kept at validation (official VideoMAE AVA: 0.8)
+    exclude: str | None = None  # excluded timestamps CSV for validation
+    time_offset: float = 0.0  # seconds before frame 0 of the files (900 for AVA's 15:00-30:00 cuts)
+    box_jitter: float = 0.05  # train-time box jitter, fraction of the box side
+    box_scale: tuple[float, float] = (1.0, 1.25)  # train-time scale range before the random crop
+    freeze_backbone: bool = False  # train the RoI head only
+
+
+@dataclass
 class OptimSection:
     lr: float = 1.5e-4  # base learning rate for a global batch of 256 (scaled linearly)
     min_lr: float = 1e-6
@@ -127,6 +142,7 @@ class TrainConfig:
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     run: RunSection = field(default_factory=RunSection)
+    ava: AVASection = field(default_factory=AVASection)
 
 
 class ConfigError(ValueError):

@@ -8,6 +8,7 @@ one module here and one line to the table (and to ``ObjectiveName`` in
 from __future__ import annotations
 
 from ..config import TrainConfig
+from .ava import AVAObjective
 from .base import Objective, VideoObjective
 from .contrastive import ContrastiveObjective
 from .language import OpenSetObjective, QAObjective
@@ -23,6 +24,7 @@ OBJECTIVES: dict[str, type] = {
     "localize": LocalizeObjective,
     "openset": OpenSetObjective,
     "qa": QAObjective,
+    "ava": AVAObjective,
 }
 
 
@@ -30,6 +32,6 @@ def make_objective(cfg: TrainConfig) -> Objective:
     return OBJECTIVES[cfg.objective](cfg)
 
 
-__all__ = ["OBJECTIVES", "ClassifyObjective", "ContrastiveObjective", "FusionObjective", "LinearProbeObjective",
-           "LocalizeObjective", "MaskedVideoObjective", "Objective", "OpenSetObjective", "QAObjective", "VideoObjective",
-           "make_objective"]
+__all__ = ["OBJECTIVES", "AVAObjective", "ClassifyObjective", "ContrastiveObjective", "FusionObjective",
+           "LinearProbeObjective", "LocalizeObjective", "MaskedVideoObjective", "Objective", "OpenSetObjective",
+           "QAObjective", "VideoObjective", "make_objective"]
