@@ -67,6 +67,7 @@ from ..train import TrainConfig, train
 from ..train.config import DataSection, ModelSection, OptimSection, RunSection, save_config
 from . import ava as ava_demo
 from . import localization, open_language
+from . import search as search_demo
 from .context import DemoContext
 from .figures import reconstruction_figure, retrieval_figure
 from .report import aggregate_seeds, duration, format_table, results_markdown, seeds_markdown, table_rows
@@ -129,6 +130,7 @@ TASK_STAGES: tuple[tuple[str, str, Callable[[DemoContext], list[dict[str, Any]]]
     ("localization", "temporal action localization", localization.demo_stage),
     ("open_language", "open-set recognition, open-ended QA, captioning", open_language.demo_stage),
     ("ava", "spatiotemporal action localization (AVA protocol)", ava_demo.demo_stage),
+    ("search", "text-to-video search index over the test clips", search_demo.demo_stage),
 )
 
 #: Zero-shot prompts for the world's class names ("moving left", ...).
