@@ -53,13 +53,8 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import main as train_main
-    from .train.config import ConfigError
 
-    try:
-        return train_main(args.config, args.set)
-    except ConfigError as e:  # a user error: one line, exit 2
-        print(f"internvideo: error: {e}", file=sys.stderr)
-        return 2
+    return train_main(args.config, args.set)  # config errors are user errors: one line from main()
 
 
 # ----------------------------------------------------------------------------- data, evaluation, demo

@@ -429,7 +429,8 @@ def read_qa(path: PathLike, root: PathLike | None = None, video_template: str | 
       video ``video_template.format(gif_name)`` (default ``{}.gif``), type
       object/number/color/location.
 
-    Empty questions or answers are errors naming the file and line (or list index).
+    Empty questions (except in multiple choice, with candidates) or answers are errors naming the file and line
+    (or list index).
     """
     root = _default_root(path, root)
     suffix = Path(path).suffix.lower()
@@ -440,9 +441,13 @@ def read_qa(path: PathLike, root: PathLike | None = None, video_template: str | 
     samples = []
     for number, record in _json_lines(path):
         video = _string_field(record, "video", path, number)
-        question = _question(record.get("question"), path, number)
-        answer = _string_field(record, "answer", path, number)
         candidates = record.get("candidates")
+        # Multiple choice (MSR-VTT MC) may have no question: the candidates carry the content.
+        if candidates is not None:
+            question = record.get("question") or ""
+        else:
+            question = _question(record.get("question"), path, number)
+        answer = _string_field(record, "answer", path, number)
         if candidates is not None:
             candidates = _captions(candidates, path, number, "candidates")
             if answer not in candidates:
