@@ -6,7 +6,8 @@
   blocked path runs only where bf16 is native (capability and probe mocked
   here, both ways), and forcing either path gives the same model outputs.
 * ``TubeletEmbed(video, keep)``: embedding only the kept tubelets equals
-  embedding all of them and then selecting.
+  embedding all of them and then selecting; in emulated bf16 the embedding is
+  a matmul, equal to the convolution.
 * Without autograd, blocks overwrite their own intermediate buffers (activation,
   residual sum): the same bits as with autograd, and the input is untouched.
 """
@@ -209,6 +210,28 @@ def test_tubelet_embed_of_kept_tokens_equals_embed_then_select():
     # A non-contiguous video (e.g. permuted from (B, T, C, H, W)) works too.
     permuted = video.transpose(1, 2).contiguous().transpose(1, 2)
     torch.testing.assert_close(embed(permuted, keep), embed(video, keep))
+
+
+@pytest.mark.parametrize("weights", [False, True])
+def test_tubelet_embed_in_emulated_bf16_is_a_matmul_equal_to_the_convolution(monkeypatch, weights):
+    """Where bf16 is emulated (mocked), the embedding skips bf16 Conv3d (a naive kernel there) for a matmul."""
+    torch.manual_seed(0)
+    embed = TubeletEmbed(patch_size=8, tubelet_size=2, in_chans=3, embed_dim=32)
+    video = torch.randn(2, 3, 4, 32, 48)
+    ref = embed(video)  # fp32: the convolution
+    monkeypatch.setattr(hardware, "cpu_bf16", lambda: hardware.Bf16Support(native=False, capability="AVX2"))
+
+    def no_conv(*args):
+        raise AssertionError("the bf16 convolution ran")
+
+    monkeypatch.setattr(embed.proj, "forward", no_conv)
+    if weights:
+        out = embed.bfloat16()(video.bfloat16())
+    else:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = embed(video)
+    assert out.dtype == torch.bfloat16 and out.shape == ref.shape
+    assert (out.float() - ref).abs().max() < 0.02 * ref.abs().max()
 
 
 @pytest.mark.parametrize("act", ["gelu", "quick_gelu"])
