@@ -18,6 +18,7 @@ from torch import nn
 
 import internvideo
 from internvideo.data import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, write_video
+from internvideo.models.recipe import InputRecipe, recipe_of
 
 COLOURS: dict[str, tuple[int, int, int]] = {"red": (230, 20, 20), "green": (20, 200, 40), "blue": (30, 40, 230),
                                             "yellow": (235, 225, 30)}
@@ -29,6 +30,13 @@ class StandInConfig:
     num_frames: int = 4
     img_size: int = 32
     context_length: int = 77
+    frame_interval: int = 4
+    sampling: str = "dense"
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def recipe(self) -> InputRecipe:
+        return recipe_of(self)
 
 
 def _normalised(rgb: tuple[int, int, int], mean, std) -> torch.Tensor:
@@ -55,6 +63,9 @@ class ColourClassifier(nn.Module):
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(video))
 
+    def input_recipe(self) -> InputRecipe:
+        return self.config.recipe()
+
 
 class ColourCLIP(nn.Module):
     """A "video-language model" in a 3-d space: a video embeds as its mean (CLIP-normalised) colour and a
@@ -62,7 +73,7 @@ class ColourCLIP(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.config = StandInConfig()
+        self.config = StandInConfig(sampling="segment", mean=CLIP_MEAN, std=CLIP_STD)
         tok = internvideo.get_tokenizer("clip")
         table = torch.zeros(49408, 3)
         for name, rgb in COLOURS.items():
@@ -70,6 +81,9 @@ class ColourCLIP(nn.Module):
             table[int(ids[1])] = _normalised(rgb, CLIP_MEAN, CLIP_STD)  # ids[0] is <start_of_text>
         self.words = nn.Embedding.from_pretrained(table)
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(50.0))))
+
+    def input_recipe(self) -> InputRecipe:
+        return self.config.recipe()
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         return video.mean(dim=(2, 3, 4))

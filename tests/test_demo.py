@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import internvideo.cli as cli
-from internvideo.demo import PRESETS, format_table, run_demo
+from internvideo.demo import PRESETS, run_demo
+from internvideo.demo.report import format_table
 
 STAGE_CURVES = ("mae", "contrastive", "classify", "fusion")
 FAMILIES = {"Action recognition", "Zero-shot action recognition", "Video-text retrieval", "Zero-shot multiple choice"}

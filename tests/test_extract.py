@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import internvideo
+from internvideo.tasks.common import clip_embedding
 from eval_standins import ColourClassifier
 from internvideo.data import IMAGENET_MEAN, IMAGENET_STD, write_video
 from internvideo.tasks import extract as E
@@ -113,18 +114,18 @@ def test_read_video_list_formats(videos, tmp_path):
     np.testing.assert_array_equal(E.window_starts(5, 8, 4), [0])
 
 
-def test_video_features_of_every_model_kind():
+def test_clip_embedding_of_every_model_kind():
     import torch
 
     torch.manual_seed(0)
     clips = torch.randn(2, 3, 4, 32, 32)
     mae = internvideo.create_model("videomae_tiny")
-    assert E.video_features(mae, clips).shape == (2, 64)
-    torch.testing.assert_close(E.video_features(mae, clips, "mean"), mae.forward_features(clips).mean(1))
+    assert clip_embedding(mae, clips).shape == (2, 64)
+    torch.testing.assert_close(clip_embedding(mae, clips, "mean"), mae.forward_features(clips).mean(1))
     pre = internvideo.create_model("videomae_tiny_pretrain")
-    assert E.video_features(pre, clips).shape == (2, 64)
+    assert clip_embedding(pre, clips).shape == (2, 64)
     with pytest.raises(ValueError, match="no head"):
-        E.video_features(pre, clips, "pre_logits")
+        clip_embedding(pre, clips, "pre_logits")
 
 
 def test_extract_cli(videos, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import internvideo
-from internvideo.config import load_config
+from internvideo.train.config import load_config
 from internvideo.models.fusion import CMAFusion, FusionConfig
 from internvideo.train import param_groups, train
 
@@ -26,7 +26,7 @@ def backbones():
 
 def make(num_layers=2, **kw):
     mae, mm = backbones()
-    cfg = FusionConfig(num_classes=5, width=32, num_layers=num_layers, num_heads=4, mm_num_frames=4, **kw)
+    cfg = FusionConfig(num_classes=5, width=32, num_layers=num_layers, num_heads=4, **kw)
     torch.manual_seed(1)
     return CMAFusion(cfg, mae, mm), mae, mm
 
@@ -97,8 +97,8 @@ def test_fusion_objective_trains_through_the_loop_and_cache_matches(tmp_path):
     internvideo.save_model(mm, tmp_path / "mm")
     base = tiny(world, tmp_path / "run", "fusion", "unused", "run.epochs=6", "optim.lr=1e-2",
                 f"model.mae_backbone={tmp_path / 'mae'}", f"model.mm_backbone={tmp_path / 'mm'}",
-                "model.overrides={width: 32, num_heads: 4, mm_num_frames: 4, head_dropout: 0.0}",
-                "optim.weight_decay=0.001", "data.mm_num_frames=4", "data.scale=[0.5, 1.0]")
+                "model.overrides={width: 32, num_heads: 4, head_dropout: 0.0}",
+                "optim.weight_decay=0.001", "data.scale=[0.5, 1.0]")
     result = train(load_config(None, base))
     losses = [r["loss"] for r in result.history if r["kind"] == "train"]
     assert sum(losses[-3:]) < sum(losses[:3]), losses
@@ -111,7 +111,7 @@ def test_fusion_objective_trains_through_the_loop_and_cache_matches(tmp_path):
 
 
 def test_ablation_table(tmp_path):
-    from internvideo.tasks.fusion_ablation import Variant, run_fusion_ablation
+    from internvideo.experiments.fusion_ablation import Variant, run_fusion_ablation
 
     world = make_train_world(tmp_path / "w", n=8)
     mae, mm = backbones()
@@ -120,10 +120,9 @@ def test_ablation_table(tmp_path):
     variants = (Variant("mae alone", "mae", 0), Variant("CMA, L=1", "both", 1))
     report = run_fusion_ablation(tmp_path / "mae", tmp_path / "mm", world, "train.txt", "val.txt", tmp_path / "abl",
                                  variants=variants, epochs=1, batch_size=4, width=32, progress=False,
-                                 extra=["data.num_frames=4", "data.frame_interval=3", "data.img_size=32",
-                                        "data.mm_num_frames=4", "data.num_workers=0", "data.flip=false"])
+                                 extra=["data.num_workers=0", "data.flip=false"])
     assert [r["variant"] for r in report["rows"]] == ["mae alone", "CMA, L=1"]
-    assert all(0.0 <= r["top1"] <= r["top5"] <= 1.0 for r in report["rows"])
-    assert report["chance_top1"] == 0.5
+    assert all(0.0 <= r["top1"] <= r["top5"] <= 100.0 for r in report["rows"])
+    assert report["chance_top1"] == 50.0
     assert "| CMA, L=1 |" in (tmp_path / "abl" / "ablation.md").read_text()
     assert len(list((tmp_path / "abl" / "feature_cache").glob("*.safetensors"))) == 8  # built once, shared

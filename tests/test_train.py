@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from internvideo.config import ConfigError, load_config
+from internvideo.train.config import ConfigError, load_config
 from internvideo.train import TrainingDiverged, train
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -28,7 +28,7 @@ def world(tmp_path_factory):
 
 def tiny(world: Path, out: Path, objective: str, model: str, *extra: str) -> list[str]:
     return [f"objective={objective}", f"model.name={model}", f"data.root={world}", "data.train=train.txt",
-            "data.num_frames=4", "data.frame_interval=3", "data.img_size=32", "data.flip=false",
+            "model.overrides.frame_interval=3", "data.flip=false",
             "data.num_workers=0", f"run.out_dir={out}", "run.batch_size=4", "run.log_every=1",
             "run.progress=false", "optim.scale_lr=false", "optim.weight_decay=0.0", *extra]
 
@@ -39,8 +39,8 @@ def train_losses(result) -> list[float]:
 
 def test_mae_pretraining_loss_falls(world, tmp_path):
     cfg = load_config(None, tiny(world, tmp_path, "mae", "videomae_tiny_pretrain", "run.epochs=8",
-                                 "optim.lr=3e-3", "data.mask_ratio=0.75", "optim.warmup_steps=2",
-                                 "model.overrides={norm_pix_loss: false}"))  # noise patches are unpredictable
+                                 "optim.lr=3e-3", "model.overrides.mask_ratio=0.75", "optim.warmup_steps=2",
+                                 "model.overrides.norm_pix_loss=false"))  # noise patches are unpredictable
     result = train(cfg)
     losses = train_losses(result)
     assert len(losses) == 32
@@ -54,19 +54,19 @@ def test_mae_pretraining_loss_falls(world, tmp_path):
 def test_classification_learns_and_reports_skips(world, tmp_path, caplog):
     cfg = load_config(None, tiny(world, tmp_path, "classify", "videomae_tiny", "data.val=val.txt",
                                  "run.epochs=30", "optim.lr=1e-3", "optim.warmup_steps=10", "run.eval_every=40",
-                                 "data.scale=[0.5, 1.0]", "model.overrides={init_scale: 1.0}"))
+                                 "data.scale=[0.5, 1.0]", "model.overrides.init_scale=1.0"))
     with caplog.at_level("WARNING"):
         result = train(cfg)
     losses = train_losses(result)
     assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4, losses
-    assert result.best_metric is not None and result.best_metric > 0.6  # 2 classes: chance is 0.5
+    assert result.best_metric is not None and result.best_metric > 60  # percent; 2 classes: chance is 50
     assert "unreadable video(s) skipped" in caplog.text and "broken0.mp4" in caplog.text
 
 
 def test_linear_probe_trains_only_the_head(world, tmp_path):
     cfg = load_config(None, tiny(world, tmp_path, "linear_probe", "videomae_tiny", "run.epochs=1",
                                  "optim.lr=1e-2"))
-    from internvideo.objectives import make_objective
+    from internvideo.train.objectives import make_objective
 
     objective = make_objective(cfg)
     torch.manual_seed(cfg.run.seed)  # train() seeds the same way before building the model
@@ -83,7 +83,7 @@ def test_union_of_label_sets(world, tmp_path):
     (world / "other.txt").write_text("clip000.mp4 1\nclip001.mp4 0\nclip002.mp4 2\n")
     cfg = load_config(None, tiny(world, tmp_path, "classify", "videomae_tiny", "data.classes=classes.txt",
                                  "data.extra_train=[[other.txt, other_classes.txt]]"))
-    from internvideo.objectives import ClassifyObjective
+    from internvideo.train.objectives import ClassifyObjective
 
     obj = ClassifyObjective(cfg)
     assert obj.classes == ["moving left", "moving right", "spinning"]
@@ -92,7 +92,7 @@ def test_union_of_label_sets(world, tmp_path):
     assert obj.build_model().head.out_features == 3
 
 
-RESUME_ARGS = ["run.epochs=3", "optim.lr=2e-3", "run.save_every=1", "run.keep_last=2", "data.mask_ratio=0.75",
+RESUME_ARGS = ["run.epochs=3", "optim.lr=2e-3", "run.save_every=1", "run.keep_last=2", "model.overrides.mask_ratio=0.75",
                "optim.ema=0.9", "optim.clip_grad=1.0"]
 
 
@@ -131,7 +131,7 @@ def test_resume_after_sigkill_is_bit_identical(world, tmp_path):
 
 
 def test_torchrun_two_processes_match_one(world, tmp_path):
-    args = ["run.epochs=2", "optim.lr=2e-3", "data.mask_ratio=0.75"]
+    args = ["run.epochs=2", "optim.lr=2e-3", "model.overrides.mask_ratio=0.75"]
     one = load_config(None, tiny(world, tmp_path / "one", "mae", "videomae_tiny_pretrain", *args))
     single = train_losses(train(one))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
@@ -153,7 +153,7 @@ def test_torchrun_two_processes_match_one(world, tmp_path):
 
 def test_nan_loss_stops_with_step_and_checkpoint(world, tmp_path):
     cfg = load_config(None, tiny(world, tmp_path, "mae", "videomae_tiny_pretrain", "run.epochs=4",
-                                 "optim.lr=1e30", "run.save_every=1", "data.mask_ratio=0.75"))
+                                 "optim.lr=1e30", "run.save_every=1", "model.overrides.mask_ratio=0.75"))
     with pytest.raises(TrainingDiverged, match=r"non-finite loss .* at step \d+; .*last good checkpoint is .*step_"):
         train(cfg)
 
@@ -178,9 +178,9 @@ def test_recipes_parse():
 
 def test_contrastive_objective_learns(world, tmp_path):
     cfg = load_config(None, tiny(world, tmp_path, "contrastive", "internvideo_mm_tiny", "data.train=train.jsonl",
-                                 "data.val=train.jsonl", "data.sampling=uniform", "run.epochs=5", "optim.lr=1e-3",
+                                 "data.val=train.jsonl", "model.overrides.sampling=uniform", "run.epochs=5", "optim.lr=1e-3",
                                  "run.eval_every=1000",
-                                 "data.mean=[0.481, 0.458, 0.408]", "data.std=[0.269, 0.261, 0.276]",
+                                 "model.overrides.mean=[0.481, 0.458, 0.408]", "model.overrides.std=[0.269, 0.261, 0.276]",
                                  "data.scale=[0.5, 1.0]"))
     result = train(cfg)
     losses = train_losses(result)
@@ -199,7 +199,7 @@ def test_fsdp_two_processes_save_and_resume(world, tmp_path):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
                "-m", "internvideo.cli", "train", "--set",
                *tiny(world, tmp_path, "mae", "videomae_tiny_pretrain", f"run.epochs={epochs}", "optim.lr=2e-3",
-                     "data.mask_ratio=0.75", "run.distributed=fsdp", "run.batch_size=2", "optim.ema=0.9",
+                     "model.overrides.mask_ratio=0.75", "run.distributed=fsdp", "run.batch_size=2", "optim.ema=0.9",
                      "optim.clip_grad=1.0", "run.save_every=2")]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -215,7 +215,7 @@ def test_fsdp_two_processes_save_and_resume(world, tmp_path):
 
 
 def test_trainer_uses_the_fused_adamw_and_matches_the_default():
-    from internvideo.train import _adamw
+    from internvideo.train.optim import adamw as _adamw
     torch.manual_seed(0)
     a = torch.nn.Linear(8, 4)
     b = torch.nn.Linear(8, 4)

@@ -9,11 +9,10 @@ import torch
 
 
 def _param_count(name: str) -> int:
-    from .models import build_model
+    from .models import build_model, count_parameters
 
     with torch.device("meta"):  # no memory for ViT-H
-        model = build_model(name)
-    return sum(p.numel() for p in model.parameters())
+        return count_parameters(build_model(name))
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -86,13 +85,18 @@ def _add_synth(sub) -> None:
 
 
 def _add_eval(sub) -> None:
+    from .experiments import fusion_ablation
     from .tasks import EVAL_COMMANDS
+
+    commands = {**EVAL_COMMANDS, "fusion": (
+        "CMA ablation: each encoder alone, late fusion, CMA with L=1/2/4 (trains each variant)",
+        fusion_ablation.add_arguments, fusion_ablation.main)}
 
     e = sub.add_parser("eval", help="evaluate a model on a downstream task",
                        description="Evaluate a checkpoint with the paper's protocols; each task prints a table and "
                                    "writes JSON with --out (see docs/evaluation.md).")
     tasks = e.add_subparsers(dest="task", required=True, metavar="TASK")
-    for name, (help_text, add_arguments, main) in EVAL_COMMANDS.items():
+    for name, (help_text, add_arguments, main) in commands.items():
         # Both spellings work: multiple-choice / multiple_choice, linear-probe / linear_probe.
         aliases = [name.replace("-", "_")] if "-" in name else []
         t = tasks.add_parser(name, aliases=aliases, help=help_text, description=help_text)

@@ -33,7 +33,6 @@ import logging
 import math
 import os
 import re
-import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -41,7 +40,7 @@ from typing import Callable
 import torch
 
 from ..models.video_clip import InternVideoMM, InternVideoMMConfig
-from . import CheckpointError, Format, StateDict, read_state_dict
+from .base import CheckpointError, Format, StateDict, is_torchscript, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -229,20 +228,12 @@ def convert_openai_clip(state_dict: StateDict) -> tuple[InternVideoMMConfig, Sta
     return infer_openai_clip_config(state_dict), _to_ours(state_dict, _OPENAI)
 
 
-def _is_torchscript(path: Path) -> bool:
-    # TorchScript archives are zip files carrying serialized code next to the tensors.
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
-
-
 def read_openai_clip(path: str | os.PathLike, allow_torchscript: bool = False) -> StateDict:
     """Weights of an OpenAI CLIP file: a plain state dict, or (if allowed) one of OpenAI's TorchScript archives."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if _is_torchscript(path):
+    if is_torchscript(path):
         if not allow_torchscript:
             raise CheckpointError(
                 f"{path} is a TorchScript archive (as OpenAI ships CLIP). Reading it runs code stored in the file, "
@@ -472,13 +463,6 @@ def average_weights(sd_a: StateDict, sd_b: StateDict, alpha: float = 0.5) -> Sta
     return out
 
 
-def check_new_keys_only(model: InternVideoMM, missing: list[str]) -> None:
-    """Raise unless every missing key belongs to a module that plain CLIP weights do not have."""
-    bad = [k for k in missing if not k.startswith(InternVideoMM.NEW_PARAMETER_PREFIXES)]
-    if bad:
-        raise CheckpointError(f"weights missing for {bad}")
-
-
 # ----------------------------------------------------------------------------- format registry entries
 
 
@@ -503,7 +487,7 @@ FORMATS = (
 )
 
 __all__ = [
-    "FORMATS", "average_weights", "check_new_keys_only", "convert_hf_clip", "convert_hf_clip_state_dict",
+    "FORMATS", "average_weights", "convert_hf_clip", "convert_hf_clip_state_dict",
     "convert_official_internvideo_mm", "convert_openai_clip", "infer_hf_clip_config",
     "infer_official_internvideo_mm_config", "infer_openai_clip_config", "is_hf_clip_dir",
     "is_official_internvideo_mm", "is_openai_clip", "read_openai_clip", "to_official_internvideo_mm",

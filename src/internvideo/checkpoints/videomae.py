@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..models.videomae import VideoMAEClassifier, VideoMAEConfig, VideoMAEPretrain
-from . import Format, StateDict
+from .base import Format, StateDict
 
 # Official widths → heads (the official constructors fix heads per size; shapes cannot tell).
 _HEADS_BY_WIDTH = {192: 3, 384: 6, 512: 8, 640: 8, 768: 12, 1024: 16, 1280: 16, 1408: 16}

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..constants import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "CLIP_MEAN", "CLIP_STD",
     "to_cthw", "as_float", "resize", "Compose", "ResizeShortSide", "CenterCrop", "ThreeCrop", "RandomResizedCrop",
@@ -41,10 +43,6 @@ __all__ = [
     "TrainTransformConfig", "EvalTransformConfig", "build_train_transform", "build_eval_transform",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 Rng = np.random.Generator | None
 Transform = Callable[..., torch.Tensor]

@@ -34,10 +34,6 @@ from torch import nn
 
 from .layers import CrossBlock, init_weights
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass
@@ -52,7 +48,6 @@ class FusionConfig:
     use_query_token: bool = True  # the multimodal video feature joins its stream as a token
     streams: Literal["both", "mae", "mm"] = "both"
     head_dropout: float = 0.5  # "heavy dropout before the head"
-    mm_num_frames: int = 8  # uniform frames taken from the dense clip when only one view is given
 
 
 FeatureDict = dict[str, torch.Tensor]
@@ -64,19 +59,15 @@ class CMAFusion(nn.Module):
     ``video`` is the VideoMAE view (ImageNet-normalised). ``mm_video`` is the
     multimodal view (CLIP-normalised); when omitted it is derived from
     ``video`` by uniform temporal subsampling and re-normalisation.
-    Backbones may be passed in directly (tests, notebooks); otherwise they are
-    loaded from the paths in the config. Their weights are part of this model's
-    checkpoint (frozen), so a saved fusion model is self-contained.
+    The backbones are built by the caller (``internvideo.factory.create_fusion``
+    loads them from the paths in the config) and passed in. Their weights and
+    configs are part of this model's checkpoint (frozen), so a saved fusion
+    model is self-contained.
     """
 
-    def __init__(self, config: FusionConfig, mae: nn.Module | None = None, mm: nn.Module | None = None):
+    def __init__(self, config: FusionConfig, mae: nn.Module, mm: nn.Module):
         super().__init__()
         c = self.config = config
-        if mae is None or mm is None:
-            from ..checkpoints import load_model
-
-            mae = mae if mae is not None else load_model(c.mae_backbone)
-            mm = mm if mm is not None else load_model(c.mm_backbone)
         self.mae, self.mm = mae, mm
         for p in list(self.mae.parameters()) + list(self.mm.parameters()):
             p.requires_grad_(False)
@@ -117,12 +108,13 @@ class CMAFusion(nn.Module):
     # ------------------------------------------------------------------ backbones
 
     def mm_view(self, video: torch.Tensor) -> torch.Tensor:
-        """The multimodal view of a VideoMAE clip: uniform frames, CLIP normalisation."""
+        """The multimodal view of a VideoMAE clip: uniform frames, re-normalised to the multimodal statistics."""
         t = video.shape[2]
-        idx = torch.linspace(0, t - 1, self.config.mm_num_frames, device=video.device).round().long()
+        idx = torch.linspace(0, t - 1, self.mm.config.num_frames, device=video.device).round().long()
         x = video.index_select(2, idx)
-        mean_in, std_in = (x.new_tensor(v).view(1, 3, 1, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
-        mean_out, std_out = (x.new_tensor(v).view(1, 3, 1, 1, 1) for v in (CLIP_MEAN, CLIP_STD))
+        a, m = self.mae.config, self.mm.config
+        mean_in, std_in = (x.new_tensor(v).view(1, 3, 1, 1, 1) for v in (a.mean, a.std))
+        mean_out, std_out = (x.new_tensor(v).view(1, 3, 1, 1, 1) for v in (m.mean, m.std))
         return ((x * std_in + mean_in) - mean_out) / std_out
 
     @torch.no_grad()
@@ -175,8 +167,13 @@ class CMAFusion(nn.Module):
     def forward(self, video: torch.Tensor, mm_video: torch.Tensor | None = None) -> torch.Tensor:
         return self.forward_features_cached(self.backbone_features(video, mm_video))
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
+    def input_recipe(self):
+        """Fusion models take their masked-video backbone's clips and derive the multimodal view themselves."""
+        return self.mae.input_recipe()
+
+    def submodels(self) -> dict[str, nn.Module]:
+        """Modules built outside this class (saved with their own configs so a checkpoint is self-contained)."""
+        return {"mae": self.mae, "mm": self.mm}
 
 
 CMAFusion.config_class = FusionConfig  # not a named config: it needs two trained backbones to exist

@@ -41,8 +41,9 @@ from .caption import CaptionDecoder, caption_targets
 from .layers import Activation, Block, CrossBlock, TubeletEmbed, init_weights, interpolate_pos_embed
 from .text import TextTransformer, init_clip_blocks
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from ..constants import CLIP_MEAN, CLIP_STD
+from .recipe import InputRecipe, Sampling, recipe_of
+
 
 
 @dataclass
@@ -54,6 +55,11 @@ class InternVideoMMConfig:
     patch_size: int = 16
     num_frames: int = 8  # the training clip length; any frame count runs (no temporal position table)
     in_chans: int = 3
+    # input recipe (models/recipe.py): TSN segments over the whole video, CLIP statistics (official protocol)
+    frame_interval: int = 4  # only used with sampling="dense"
+    sampling: Sampling = "segment"
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
     vision_width: int = 768
     vision_layers: int = 12
     vision_heads: int = 12
@@ -331,6 +337,10 @@ class InternVideoMM(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(float(c.logit_scale_init)))
 
     # ------------------------------------------------------------------ encoders
+
+    def input_recipe(self) -> InputRecipe:
+        """The clips this model expects (see :mod:`internvideo.models.recipe`)."""
+        return recipe_of(self.config)
 
     def encode_video(self, video: torch.Tensor, return_tokens: bool = False
                      ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ load as they are (see :mod:`internvideo.checkpoints.videomae`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +16,9 @@ from torch import nn
 
 from .layers import Block, TubeletEmbed, init_weights, interpolate_pos_embed, run_blocks, sinusoid_table
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from .recipe import InputRecipe, Sampling, recipe_of
+
 
 
 @dataclass
@@ -29,6 +30,11 @@ class VideoMAEConfig:
     num_frames: int = 16
     tubelet_size: int = 2
     in_chans: int = 3
+    # input recipe (models/recipe.py): 16 frames every 4th, ImageNet statistics, as the official Kinetics recipe
+    frame_interval: int = 4
+    sampling: Sampling = "dense"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
@@ -84,21 +90,6 @@ def tube_mask(batch_size: int, grid: tuple[int, int, int], mask_ratio: float = 0
     ranks = scores.argsort(dim=1).argsort(dim=1)
     spatial = ranks < num_hidden
     return spatial.repeat(1, t).to(device)
-
-
-class TubeMaskGenerator:
-    """Per-sample tube mask as a dataset transform: ``gen() -> bool (t*h*w,)``."""
-
-    def __init__(self, grid: tuple[int, int, int], mask_ratio: float = 0.9, seed: int | None = None):
-        self.grid, self.mask_ratio = tuple(grid), mask_ratio
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
-
-    def __call__(self) -> torch.Tensor:
-        return tube_mask(1, self.grid, self.mask_ratio, self.generator)[0]
-
-    def __repr__(self) -> str:
-        t, h, w = self.grid
-        return f"TubeMaskGenerator(grid={self.grid}, hidden per sample={int(self.mask_ratio * h * w) * t})"
 
 
 def patchify(video: torch.Tensor, patch_size: int, tubelet_size: int) -> torch.Tensor:
@@ -203,7 +194,7 @@ class VideoMAEEncoder(nn.Module):
             old = (t, side, side)
         return interpolate_pos_embed(value, old, (t, h, w))
 
-    def embed(self, video: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def embed_tokens(self, video: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Tubelet tokens plus position embedding, ``(B, N, D)``; with ``keep`` (bool ``(B, N)``) only those."""
         grid = self.patch_embed.grid(video.shape)
         if grid != self.config.grid:
@@ -224,7 +215,7 @@ class VideoMAEEncoder(nn.Module):
         """Encoder tokens ``(B, N, D)``; with ``mask`` (True = hidden) only visible tokens, in order."""
         if mask is not None:
             check_mask(mask, video.shape[0], self.config.num_patches)
-        x = self.embed(video, None if mask is None else ~mask)
+        x = self.embed_tokens(video, None if mask is None else ~mask)
         x = self.pos_drop(x)
         x = run_blocks(self.blocks, x, self.grad_checkpointing)
         return self.norm(x)
@@ -238,13 +229,9 @@ class VideoMAEEncoder(nn.Module):
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(video))
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh head of another size (e.g. fine-tuning a K400 model on SSv2)."""
-        c = self.config = replace(self.config, num_classes=num_classes)
-        self.head = nn.Linear(c.embed_dim, num_classes)
-        init_weights(self.head)
-        self.head.weight.data.mul_(c.init_scale)
-        self.head.bias.data.mul_(c.init_scale)
+    def input_recipe(self) -> InputRecipe:
+        """The clips this model expects (see :mod:`internvideo.models.recipe`)."""
+        return recipe_of(self.config)
 
 
 def check_mask(mask: torch.Tensor, batch_size: int, num_tokens: int) -> None:
@@ -286,6 +273,10 @@ class VideoMAEPretrain(nn.Module):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.encoder.grad_checkpointing = self.decoder.grad_checkpointing = enable
+
+    def input_recipe(self) -> InputRecipe:
+        """The clips this model expects (see :mod:`internvideo.models.recipe`)."""
+        return recipe_of(self.config)
 
     def no_weight_decay(self) -> set[str]:
         return {"encoder.pos_embed", "mask_token"}

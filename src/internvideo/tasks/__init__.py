@@ -1,17 +1,18 @@
 """Downstream tasks: one module per task family, each a plain Python API plus a CLI pair.
 
 Every task has an ``evaluate_*`` function returning a results dict
-(percentages), a ``results_table``/``print_table`` and, for the command line,
-``add_arguments(parser)`` + ``main(args)``. :data:`EVAL_COMMANDS` lists the
+(percentages), a ``results_table`` and, for the command line,
+``add_arguments(parser)`` + ``main(args)``. Tasks never train (experiments that
+do live in :mod:`internvideo.experiments`). :data:`EVAL_COMMANDS` lists the
 ``internvideo eval TASK`` sub-commands; ``internvideo extract`` is
 :func:`extract.add_arguments` + :func:`extract.main`. Metrics live in
 :mod:`internvideo.tasks.metrics`; see ``docs/evaluation.md``.
 """
 from __future__ import annotations
 
-from . import extract, fusion_ablation, metrics, multiple_choice, recognition, retrieval, zeroshot
-from .common import write_json
-from .extract import extract_features, video_features
+from . import extract, metrics, multiple_choice, recognition, retrieval, zeroshot
+from .common import clip_embedding, dataset_features, write_json
+from .extract import extract_features
 from .multiple_choice import evaluate_multiple_choice
 from .recognition import evaluate_recognition, linear_probe
 from .retrieval import evaluate_retrieval, retrieval_embeddings
@@ -28,12 +29,11 @@ EVAL_COMMANDS = {
                   retrieval.main),
     "multiple-choice": ("zero-shot multiple choice among candidate captions", multiple_choice.add_arguments,
                         multiple_choice.main),
-    "fusion": ("CMA ablation: each encoder alone, late fusion, CMA with L=1/2/4 (trains each variant)",
-               fusion_ablation.add_arguments, fusion_ablation.main),
 }
 
 __all__ = [
-    "EVAL_COMMANDS", "DEFAULT_TEMPLATES", "evaluate_multiple_choice", "evaluate_recognition", "evaluate_retrieval",
-    "evaluate_zeroshot", "extract", "extract_features", "linear_probe", "metrics", "multiple_choice", "recognition",
-    "retrieval", "retrieval_embeddings", "video_features", "write_json", "zeroshot", "zeroshot_classifier",
+    "EVAL_COMMANDS", "DEFAULT_TEMPLATES", "clip_embedding", "dataset_features", "evaluate_multiple_choice",
+    "evaluate_recognition", "evaluate_retrieval", "evaluate_zeroshot", "extract", "extract_features", "linear_probe",
+    "metrics", "multiple_choice", "recognition", "retrieval", "retrieval_embeddings", "write_json", "zeroshot",
+    "zeroshot_classifier",
 ]

@@ -1,16 +1,13 @@
-"""What every evaluation task shares: model inputs, batched encoding, tables, JSON, CLI options.
+"""What every evaluation task shares: model inputs, the clip-embedding rule, batched encoding, tables, CLI options.
 
-A model's input recipe (frames, resolution, normalisation, sampling) is read
-from the model itself (``model.config``) so that an evaluation cannot silently
-feed a model clips of another shape than it was built for:
+A model's input recipe (frames, frame interval, sampling, resolution,
+normalisation) is read from the model itself (``model.input_recipe()``, saved in
+its checkpoint), so an evaluation cannot silently feed a model clips of another
+recipe than it was trained with; every option here overrides one field of it.
 
-* masked video models (VideoMAE) see dense clips (``num_frames`` frames every
-  ``frame_interval`` frames, 4 by default as the official Kinetics recipe),
-  ImageNet-normalised; so do fusion models (:class:`~internvideo.models.fusion.CMAFusion`),
-  which take their VideoMAE backbone's clips and derive the multimodal view;
-* multimodal models (anything with ``encode_video`` and ``encode_text``, the
-  CLIP-based InternVideo encoder) see ``num_frames`` TSN segments covering the
-  whole video, CLIP-normalised, as the official zero-shot and retrieval code.
+:func:`clip_embedding` is the one definition of "the embedding a model gives for
+a clip", used by extraction, the linear probe, retrieval, zero-shot and the task
+families built on features.
 """
 from __future__ import annotations
 
@@ -27,18 +24,20 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+import numpy as np
 from tqdm import tqdm
 
-from ..data import (
-    CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, DenseSampler, EvalTransformConfig, Sampler, SegmentSampler,
-    View, build_eval_transform, collate_videos,
-)
-from ..models.fusion import CMAFusion
+from ..data import DenseSampler, EvalTransformConfig, Sampler, SegmentSampler, UniformSampler, View, \
+    build_eval_transform, collate_videos
+from ..factory import create_model, list_models, load_model
+from ..models.recipe import InputRecipe
+from ..tokenizer import get_tokenizer
 
 log = logging.getLogger("internvideo.tasks")
 
 Precision = Literal["fp32", "bf16"]
-Sampling = Literal["auto", "dense", "segment"]
+Sampling = Literal["auto", "dense", "segment", "uniform"]
+Pool = Literal["auto", "pre_logits", "mean", "embed"]
 
 
 # ----------------------------------------------------------------------------- models
@@ -66,17 +65,15 @@ def logit_scale(model: nn.Module) -> float:
 
 def load_model_arg(spec: str | os.PathLike | nn.Module) -> nn.Module:
     """A model from a CLI value: a checkpoint path (``load_model``) or a named config (random weights)."""
-    import internvideo
-
     if isinstance(spec, nn.Module):
         return spec
     if os.path.exists(spec):
-        return internvideo.load_model(spec)
-    if str(spec) in internvideo.list_models():
+        return load_model(spec)
+    if str(spec) in list_models():
         log.warning("%s is not a path: building the named model %r with random weights", spec, spec)
-        return internvideo.create_model(str(spec))
+        return create_model(str(spec))
     raise FileNotFoundError(f"no model at {spec!r} (expected a checkpoint directory/file or one of "
-                            f"{', '.join(internvideo.list_models())})")
+                            f"{', '.join(list_models())})")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -99,47 +96,35 @@ def inference(model: nn.Module, device: torch.device, precision: Precision) -> I
         model.train(was_training)
 
 
-@dataclasses.dataclass(frozen=True)
-class InputSpec:
-    """The clips a model expects: ``(C, num_frames, img_size, img_size)``, normalised with ``mean``/``std``."""
-
-    num_frames: int
-    img_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    sampling: Literal["dense", "segment"]
-
-
-def input_spec(model: nn.Module) -> InputSpec:
-    """Read the input recipe from ``model.config`` (see the module docstring)."""
-    cfg = getattr(model, "config", None)
-    if isinstance(model, CMAFusion):
-        # Fusion models take their masked-video backbone's clips and derive the multimodal view themselves.
-        cfg = model.mae.config
-    if cfg is None or not hasattr(cfg, "num_frames") or not hasattr(cfg, "img_size"):
-        raise TypeError(f"{type(model).__name__} has no config with num_frames/img_size; build the data views "
-                        "yourself and pass a dataset")
-    if is_multimodal(model):
-        return InputSpec(cfg.num_frames, cfg.img_size, CLIP_MEAN, CLIP_STD, "segment")
-    return InputSpec(cfg.num_frames, cfg.img_size, IMAGENET_MEAN, IMAGENET_STD, "dense")
+def input_recipe(model: nn.Module, *, sampling: Sampling = "auto", frame_interval: int | None = None
+                 ) -> InputRecipe:
+    """The model's input recipe (see the module docstring), with ``sampling``/``frame_interval`` overridden if given."""
+    recipe_fn = getattr(model, "input_recipe", None)
+    if not callable(recipe_fn):
+        raise TypeError(f"{type(model).__name__} has no input recipe; build the data views yourself and pass a dataset")
+    recipe = recipe_fn()
+    changes: dict[str, Any] = {}
+    if sampling != "auto":
+        if sampling not in ("dense", "segment", "uniform"):
+            raise ValueError(f"sampling must be 'auto', 'dense', 'segment' or 'uniform', not {sampling!r}")
+        changes["sampling"] = sampling
+    if frame_interval is not None:
+        changes["frame_interval"] = frame_interval
+    return dataclasses.replace(recipe, **changes) if changes else recipe
 
 
-def clip_sampler(spec: InputSpec, *, sampling: Sampling = "auto", frame_interval: int = 4,
-                 num_clips: int = 1) -> Sampler:
-    """Test-time frame sampler: ``num_clips`` dense clips, or TSN segments over the whole video."""
-    kind = spec.sampling if sampling == "auto" else sampling
-    if kind == "dense":
-        return DenseSampler(spec.num_frames, frame_interval, num_clips=num_clips)
-    if kind == "segment":
-        if num_clips != 1:
-            raise ValueError("segment sampling covers the whole video in one clip; use sampling='dense' for "
-                             f"num_clips={num_clips}")
-        return SegmentSampler(spec.num_frames)
-    raise ValueError(f"sampling must be 'auto', 'dense' or 'segment', not {sampling!r}")
+def clip_sampler(recipe: InputRecipe, *, num_clips: int = 1) -> Sampler:
+    """Test-time frame sampler: ``num_clips`` dense clips, or one clip of segments/uniform frames over the video."""
+    if recipe.sampling == "dense":
+        return DenseSampler(recipe.num_frames, recipe.frame_interval, num_clips=num_clips)
+    if num_clips != 1:
+        raise ValueError(f"{recipe.sampling} sampling covers the whole video in one clip; use sampling='dense' for "
+                         f"num_clips={num_clips}")
+    return SegmentSampler(recipe.num_frames) if recipe.sampling == "segment" else UniformSampler(recipe.num_frames)
 
 
 def eval_view(model: nn.Module, *, num_clips: int = 1, num_crops: int = 1, sampling: Sampling = "auto",
-              frame_interval: int = 4, short_side: int | None = None, name: str = "video") -> View:
+              frame_interval: int | None = None, short_side: int | None = None, name: str = "video") -> View:
     """The test-time :class:`~internvideo.data.View` for ``model``: ``num_clips x num_crops`` views per video.
 
     Crops: 1 = centre crop, 3 = three crops along the longer side (after
@@ -147,11 +132,41 @@ def eval_view(model: nn.Module, *, num_clips: int = 1, num_crops: int = 1, sampl
     """
     if num_crops not in (1, 3):
         raise ValueError(f"num_crops must be 1 (centre) or 3 (three-crop), got {num_crops}")
-    spec = input_spec(model)
-    cfg = EvalTransformConfig(img_size=spec.img_size, short_side=short_side, crop="three" if num_crops == 3 else
-                              "center", mean=spec.mean, std=spec.std)
-    sampler = clip_sampler(spec, sampling=sampling, frame_interval=frame_interval, num_clips=num_clips)
-    return View(sampler, build_eval_transform(cfg), name)
+    recipe = input_recipe(model, sampling=sampling, frame_interval=frame_interval)
+    cfg = EvalTransformConfig(img_size=recipe.img_size, short_side=short_side, crop="three" if num_crops == 3 else
+                              "center", mean=recipe.mean, std=recipe.std)
+    return View(clip_sampler(recipe, num_clips=num_clips), build_eval_transform(cfg), name)
+
+
+def clip_embedding(model: nn.Module, clips: torch.Tensor, pool: Pool = "auto") -> torch.Tensor:
+    """One feature vector per clip ``(B, C, T, H, W) -> (B, D)`` from any of our video models.
+
+    ``auto``: multimodal models give ``encode_video`` (projected, not
+    normalised); fusion models their unified representation (``embed``, the
+    input of their head); VideoMAE classifiers the pooled pre-logits (token mean
+    + ``fc_norm``); pretraining encoders (no head) the mean of the encoder
+    tokens. ``pre_logits``, ``mean`` and ``embed`` ask for one of these explicitly.
+    """
+    if pool not in ("auto", "pre_logits", "mean", "embed"):
+        raise ValueError(f"pool must be 'auto', 'pre_logits', 'mean' or 'embed', not {pool!r}")
+    if pool in ("auto", "embed"):
+        if is_multimodal(model):
+            return model.encode_video(clips)
+        if callable(getattr(model, "embed", None)):
+            return model.embed(clips)
+    if pool == "embed":
+        raise ValueError(f"pool='embed' needs a multimodal or fusion model; {type(model).__name__} is neither")
+    # A pretraining model wraps its encoder; classifiers are their own encoder.
+    encoder = model if callable(getattr(model, "forward_features", None)) else getattr(model, "encoder", None)
+    if encoder is None:
+        raise TypeError(f"{type(model).__name__} has neither encode_video nor forward_features")
+    tokens = encoder.forward_features(clips)
+    has_head = getattr(encoder, "head", None) is not None and callable(getattr(encoder, "forward_head", None))
+    if pool == "pre_logits" and not has_head:
+        raise ValueError(f"pool='pre_logits' needs a classifier; {type(model).__name__} has no head (use 'mean')")
+    if pool in ("auto", "pre_logits") and has_head:
+        return encoder.forward_head(tokens, pre_logits=True)
+    return tokens.mean(dim=1)
 
 
 def loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int) -> torch.utils.data.DataLoader:
@@ -210,6 +225,17 @@ def video_embeddings(model: nn.Module, dataset: torch.utils.data.Dataset, **kwar
     return torch.nn.functional.normalize(emb.mean(dim=1), dim=-1)
 
 
+def dataset_features(model: nn.Module, dataset: torch.utils.data.Dataset, *, pool: Pool = "auto",
+                     batch_size: int = 8, num_workers: int = 0, device: str | torch.device | None = None,
+                     precision: Precision = "fp32", progress: bool = True, desc: str = "features",
+                     input_key: str = "video") -> np.ndarray:
+    """Features ``(N, D)`` for every item of a dataset (views of one video are averaged), in order."""
+    feats, _ = map_views(model, lambda x: clip_embedding(model, x, pool), dataset, batch_size=batch_size,
+                                num_workers=num_workers, device=resolve_device(device), precision=precision,
+                                progress=progress, desc=desc, input_key=input_key)
+    return feats.mean(dim=1).numpy()
+
+
 def embed_videos_and_texts(model: nn.Module, dataset: torch.utils.data.Dataset, texts: Sequence[str], *,
                            batch_size: int = 8, text_batch_size: int = 256, num_workers: int = 0,
                            device: str | torch.device | None = None, precision: Precision = "fp32",
@@ -230,8 +256,6 @@ def encode_texts(model: nn.Module, texts: Sequence[str], *, batch_size: int = 25
 
     Call inside :func:`inference`.
     """
-    from .. import get_tokenizer
-
     context = getattr(getattr(model, "config", None), "context_length", 77)
     tokenizer = get_tokenizer("clip", context_length=context)
     chunks = []
@@ -265,6 +289,15 @@ def format_table(title: str, rows: Sequence[tuple[str, Any]]) -> str:
 
 
 # ----------------------------------------------------------------------------- CLI
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """Overrides of the model's input recipe (its checkpoint's by default)."""
+    parser.add_argument("--sampling", choices=["auto", "dense", "segment", "uniform"], default="auto",
+                        help="auto: the model's own recipe (dense clips for VideoMAE, TSN segments for multimodal "
+                             "models)")
+    parser.add_argument("--frame-interval", type=int, default=None,
+                        help="frame step inside a dense clip (default: the model's recipe)")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, data_help: str) -> None:

@@ -17,11 +17,8 @@ with one line per video (``video``, ``features``, ``shape``, ``status``, and
   never run past the end, so up to ``stride - 1`` trailing frames are not
   covered, and a video shorter than one window gives one window over all of it.
 
-What the embedding is (``pool``): multimodal models give ``encode_video``
-(projected, not normalised); fusion models their unified representation
-(``embed``, the input of their head); VideoMAE classifiers the pooled pre-logits
-(token mean + ``fc_norm``); pretraining encoders (no head) and ``pool="mean"``
-the plain mean of the encoder tokens.
+What the embedding is (``pool``) is defined once, by
+:func:`internvideo.tasks.common.clip_embedding`.
 
 Robustness: a video is written to ``name.npy.tmp`` and renamed when complete,
 so an existing ``name.npy`` is always whole and a rerun skips it (resume after
@@ -49,58 +46,22 @@ from tqdm import tqdm
 
 from ..data import Sampler, VideoError, probe, read_frames, segment_indices
 from ..data.transforms import Compose
-from ..models.fusion import CMAFusion
 from . import common
-from .common import Precision, Sampling
+from .common import Pool, Precision, Sampling
 
 log = logging.getLogger("internvideo.extract")
 
-Pool = Literal["auto", "pre_logits", "mean", "embed"]
 Unit = Literal["frames", "seconds"]
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv",
                               ".ts", ".gif"})
 INDEX_NAME = "index.jsonl"
 CONFIG_NAME = "extract_config.json"
 
-__all__ = ["video_features", "dataset_features", "window_starts", "read_video_list", "extract_features",
+__all__ = [ "window_starts", "read_video_list", "extract_features",
            "add_arguments", "main", "INDEX_NAME", "CONFIG_NAME"]
 
 
 # ----------------------------------------------------------------------------- embeddings
-
-
-def video_features(model: nn.Module, clips: torch.Tensor, pool: Pool = "auto") -> torch.Tensor:
-    """One feature vector per clip ``(B, C, T, H, W) -> (B, D)`` from any of our video models (see module doc)."""
-    if pool not in ("auto", "pre_logits", "mean", "embed"):
-        raise ValueError(f"pool must be 'auto', 'pre_logits', 'mean' or 'embed', not {pool!r}")
-    if common.is_multimodal(model) and pool in ("auto", "embed"):
-        return model.encode_video(clips)
-    if isinstance(model, CMAFusion) and pool in ("auto", "embed"):
-        return model.embed(clips)  # the unified representation the fusion head classifies
-    if pool == "embed":
-        raise ValueError(f"pool='embed' needs a multimodal or fusion model; {type(model).__name__} is neither")
-    # A pretraining model wraps its encoder; classifiers are their own encoder.
-    encoder = model if callable(getattr(model, "forward_features", None)) else getattr(model, "encoder", None)
-    if encoder is None:
-        raise TypeError(f"{type(model).__name__} has neither encode_video nor forward_features")
-    tokens = encoder.forward_features(clips)
-    has_head = getattr(encoder, "head", None) is not None and callable(getattr(encoder, "forward_head", None))
-    if pool == "pre_logits" and not has_head:
-        raise ValueError(f"pool='pre_logits' needs a classifier; {type(model).__name__} has no head (use 'mean')")
-    if pool in ("auto", "pre_logits") and has_head:
-        return encoder.forward_head(tokens, pre_logits=True)
-    return tokens.mean(dim=1)
-
-
-def dataset_features(model: nn.Module, dataset: torch.utils.data.Dataset, *, pool: Pool = "auto",
-                     batch_size: int = 8, num_workers: int = 0, device: str | torch.device | None = None,
-                     precision: Precision = "fp32", progress: bool = True, desc: str = "features",
-                     input_key: str = "video") -> np.ndarray:
-    """Features ``(N, D)`` for every item of a dataset (views of one video are averaged), in order."""
-    feats, _ = common.map_views(model, lambda x: video_features(model, x, pool), dataset, batch_size=batch_size,
-                                num_workers=num_workers, device=common.resolve_device(device), precision=precision,
-                                progress=progress, desc=desc, input_key=input_key)
-    return feats.mean(dim=1).numpy()
 
 
 # ----------------------------------------------------------------------------- windows and lists
@@ -276,7 +237,7 @@ def _check_config(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
 
 def extract_features(model: nn.Module, videos: str | os.PathLike | Sequence[str], out_dir: str | os.PathLike, *,
                      root: str | os.PathLike | None = None, window: float | None = None, stride: float | None = None,
-                     unit: Unit = "frames", sampling: Sampling = "auto", frame_interval: int = 4,
+                     unit: Unit = "frames", sampling: Sampling = "auto", frame_interval: int | None = None,
                      pool: Pool = "auto", batch_size: int = 16, num_workers: int = 0,
                      device: str | torch.device | None = None, precision: Precision = "fp32",
                      dtype: Literal["float32", "float16"] = "float32", overwrite: bool = False,
@@ -298,12 +259,12 @@ def extract_features(model: nn.Module, videos: str | os.PathLike | Sequence[str]
     clash = {k for k in keys if keys.count(k) > 1}
     if clash:
         raise ValueError(f"videos would share a feature file name: {sorted(clash)[:5]}")
-    spec = common.input_spec(model)
+    spec = common.input_recipe(model, sampling=sampling, frame_interval=frame_interval)
     if window is not None and stride is None:
         stride = window  # back-to-back windows
     settings = {"model": model_name or type(model).__name__, "mode": "clip" if window is None else "windows",
                 "window": window, "stride": stride, "unit": unit,
-                "sampling": sampling, "frame_interval": frame_interval, "pool": pool, "dtype": dtype,
+                "sampling": spec.sampling, "frame_interval": spec.frame_interval, "pool": pool, "dtype": dtype,
                 "num_frames": spec.num_frames, "img_size": spec.img_size}
     _check_config(out, settings, overwrite)
 
@@ -333,7 +294,7 @@ def extract_features(model: nn.Module, videos: str | os.PathLike | Sequence[str]
 
     def run(pieces: list[_Piece]) -> None:
         clips = torch.cat([p.clips for p in pieces])
-        feats = common.run_views(lambda x: video_features(model, x, pool), clips.unsqueeze(1), dev, batch_size)
+        feats = common.run_views(lambda x: common.clip_embedding(model, x, pool), clips.unsqueeze(1), dev, batch_size)
         feats = feats[:, 0].numpy()
         start = 0
         for p in pieces:
@@ -402,9 +363,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="window length for a sequence of features per video (default: one clip-level feature)")
     parser.add_argument("--stride", type=float, default=None, help="window step (default: the window length)")
     parser.add_argument("--unit", choices=["frames", "seconds"], default="frames", help="unit of --window/--stride")
-    parser.add_argument("--sampling", choices=["auto", "dense", "segment"], default="auto",
-                        help="clip mode: dense centre clip (VideoMAE default) or segments over the whole video")
-    parser.add_argument("--frame-interval", type=int, default=4, help="frame step of a dense clip")
+    common.add_sampling_arguments(parser)
     parser.add_argument("--pool", choices=["auto", "pre_logits", "mean", "embed"], default="auto",
                         help="auto: encode_video for multimodal models, pre-logits for classifiers, else token mean")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per forward pass")

@@ -27,12 +27,12 @@ from .metrics import correct_rank, multiple_choice_accuracy
 
 QAData = str | os.PathLike | Sequence[QASample]
 
-__all__ = ["multiple_choice_scores", "evaluate_multiple_choice", "results_table", "print_table", "add_arguments",
+__all__ = ["multiple_choice_scores", "evaluate_multiple_choice", "results_table", "add_arguments",
            "main"]
 
 
 def multiple_choice_scores(model: nn.Module, data: QAData, *, root: str | os.PathLike | None = None,
-                           with_question: bool = False, sampling: Sampling = "auto", frame_interval: int = 4,
+                           with_question: bool = False, sampling: Sampling = "auto", frame_interval: int | None = None,
                            batch_size: int = 8, text_batch_size: int = 256, num_workers: int = 0,
                            device: str | torch.device | None = None, precision: Precision = "fp32",
                            progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -85,17 +85,12 @@ def results_table(results: dict[str, Any]) -> str:
     return common.format_table("Zero-shot multiple choice", rows)
 
 
-def print_table(results: dict[str, Any]) -> None:
-    print(results_table(results))
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``internvideo eval multiple-choice``."""
     common.add_common_arguments(parser, data_help='QA JSON lines with candidates: {"video", "question", "answer", '
                                                   '"candidates"}')
     parser.add_argument("--with-question", action="store_true", help="embed '<question> <candidate>' per candidate")
-    parser.add_argument("--sampling", choices=["auto", "dense", "segment"], default="auto")
-    parser.add_argument("--frame-interval", type=int, default=4)
+    common.add_sampling_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ view's logits go through a softmax, and the probabilities are averaged
 mean per-class accuracy, in percent.
 
 The linear probe freezes the model, takes one feature vector per video
-(:func:`~internvideo.tasks.extract.video_features`), standardises the
+(:func:`~internvideo.tasks.common.clip_embedding`), standardises the
 features and fits scikit-learn's multinomial logistic regression on the
 training list, then reports the same metrics on the test list.
 """
@@ -30,13 +30,13 @@ from .metrics import average_views, classification_metrics
 
 ClassificationData = str | os.PathLike | Sequence[ClassificationSample] | VideoClassificationDataset
 
-__all__ = ["recognition_scores", "evaluate_recognition", "linear_probe", "results_table", "print_table",
+__all__ = ["recognition_scores", "evaluate_recognition", "linear_probe", "results_table",
            "add_arguments", "main", "add_linear_probe_arguments", "linear_probe_main", "classification_dataset"]
 
 
 def classification_dataset(model: nn.Module, data: ClassificationData, *, root: str | os.PathLike | None = None,
                            num_clips: int = 1, num_crops: int = 1, sampling: Sampling = "auto",
-                           frame_interval: int = 4, short_side: int | None = None) -> VideoClassificationDataset:
+                           frame_interval: int | None = None, short_side: int | None = None) -> VideoClassificationDataset:
     """A strict (unreadable video = error) test dataset with ``model``'s views; a given dataset passes through."""
     if isinstance(data, VideoClassificationDataset):
         return data
@@ -46,7 +46,7 @@ def classification_dataset(model: nn.Module, data: ClassificationData, *, root: 
 
 
 def recognition_scores(model: nn.Module, data: ClassificationData, *, root: str | os.PathLike | None = None,
-                       num_clips: int = 1, num_crops: int = 1, sampling: Sampling = "auto", frame_interval: int = 4,
+                       num_clips: int = 1, num_crops: int = 1, sampling: Sampling = "auto", frame_interval: int | None = None,
                        short_side: int | None = None, batch_size: int = 8, num_workers: int = 0,
                        device: str | torch.device | None = None, precision: Precision = "fp32",
                        progress: bool = True, forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -90,7 +90,7 @@ def evaluate_recognition(model: nn.Module, data: ClassificationData, *, num_clip
 
 def linear_probe(model: nn.Module, train: ClassificationData, test: ClassificationData, *,
                  root: str | os.PathLike | None = None, C: float = 1.0, max_iter: int = 1000, pool: str = "auto",
-                 sampling: Sampling = "auto", frame_interval: int = 4, batch_size: int = 8, num_workers: int = 0,
+                 sampling: Sampling = "auto", frame_interval: int | None = None, batch_size: int = 8, num_workers: int = 0,
                  device: str | torch.device | None = None, precision: Precision = "fp32",
                  progress: bool = True) -> dict[str, Any]:
     """Fit a logistic-regression classifier on frozen features of ``train``; accuracy on ``test`` (percent).
@@ -103,14 +103,12 @@ def linear_probe(model: nn.Module, train: ClassificationData, test: Classificati
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from .extract import dataset_features
-
     opts = dict(pool=pool, batch_size=batch_size, num_workers=num_workers, device=device, precision=precision,
                 progress=progress)
     splits = {}
     for name, data in (("train", train), ("test", test)):
         dataset = classification_dataset(model, data, root=root, sampling=sampling, frame_interval=frame_interval)
-        feats = dataset_features(model, dataset, desc=f"features ({name})", **opts)
+        feats = common.dataset_features(model, dataset, desc=f"features ({name})", **opts)
         splits[name] = (feats, np.asarray([s.label for s in dataset.samples], dtype=np.int64))
     (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
     if len(np.unique(y_train)) < 2:
@@ -144,10 +142,6 @@ def results_table(results: dict[str, Any]) -> str:
     return common.format_table(title, rows)
 
 
-def print_table(results: dict[str, Any]) -> None:
-    print(results_table(results))
-
-
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -156,9 +150,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_common_arguments(parser, data_help="classification list: '<video path> <label>' per line")
     parser.add_argument("--num-clips", type=int, default=1, help="temporal views per video (Kinetics: 5)")
     parser.add_argument("--num-crops", type=int, choices=[1, 3], default=1, help="spatial views (1 centre, 3 crops)")
-    parser.add_argument("--sampling", choices=["auto", "dense", "segment"], default="auto",
-                        help="auto: dense clips for VideoMAE, TSN segments for multimodal models")
-    parser.add_argument("--frame-interval", type=int, default=4, help="frame step inside a dense clip")
+    common.add_sampling_arguments(parser)
     parser.add_argument("--short-side", type=int, default=None, help="resize before cropping (default: img_size)")
 
 
@@ -180,8 +172,7 @@ def add_linear_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-iter", type=int, default=1000)
     parser.add_argument("--pool", choices=["auto", "pre_logits", "mean"], default="auto",
                         help="VideoMAE features: fc_norm'd mean (pre_logits) or plain token mean")
-    parser.add_argument("--sampling", choices=["auto", "dense", "segment"], default="auto")
-    parser.add_argument("--frame-interval", type=int, default=4)
+    common.add_sampling_arguments(parser)
 
 
 def linear_probe_main(args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ from .metrics import retrieval_metrics, retrieval_ranks
 VideoTextData = str | os.PathLike | Sequence[VideoTextSample] | VideoTextDataset
 
 __all__ = ["RetrievalEmbeddings", "retrieval_embeddings", "evaluate_retrieval", "metrics_from_embeddings",
-           "merge_captions", "results_table", "print_table", "add_arguments", "main"]
+           "merge_captions", "results_table", "add_arguments", "main"]
 
 
 @dataclasses.dataclass
@@ -64,7 +64,7 @@ def merge_captions(samples: Sequence[VideoTextSample]) -> list[VideoTextSample]:
 
 
 def retrieval_embeddings(model: nn.Module, data: VideoTextData, *, root: str | os.PathLike | None = None,
-                         sampling: Sampling = "auto", frame_interval: int = 4, batch_size: int = 8,
+                         sampling: Sampling = "auto", frame_interval: int | None = None, batch_size: int = 8,
                          text_batch_size: int = 256, num_workers: int = 0, device: str | torch.device | None = None,
                          precision: Precision = "fp32", progress: bool = True) -> RetrievalEmbeddings:
     """Embed every video (one test view) and every caption of a video-text set."""
@@ -126,17 +126,12 @@ def results_table(results: dict[str, Any]) -> str:
     return common.format_table("Video-text retrieval", rows)
 
 
-def print_table(results: dict[str, Any]) -> None:
-    print(results_table(results))
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``internvideo eval retrieval``."""
     common.add_common_arguments(parser, data_help='video-text JSON lines: {"video": path, "caption": text or [texts]}')
     parser.add_argument("--dsl", action="store_true", help="also report dual-softmax re-ranked results (official)")
     parser.add_argument("--chunk-size", type=int, default=1024, help="captions per similarity block")
-    parser.add_argument("--sampling", choices=["auto", "dense", "segment"], default="auto")
-    parser.add_argument("--frame-interval", type=int, default=4)
+    common.add_sampling_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
 )
 
 __all__ = ["DEFAULT_TEMPLATES", "read_templates", "zeroshot_classifier", "zeroshot_scores", "evaluate_zeroshot",
-           "results_table", "print_table", "add_arguments", "main"]
+           "results_table", "add_arguments", "main"]
 
 
 def read_templates(path: str | os.PathLike) -> list[str]:
@@ -82,7 +82,7 @@ def _classnames(classnames: str | os.PathLike | Sequence[str] | None, dataset: A
 def zeroshot_scores(model: nn.Module, data: ClassificationData, classnames: str | os.PathLike | Sequence[str] | None
                     = None, templates: Sequence[str] | str | os.PathLike | None = None, *,
                     root: str | os.PathLike | None = None, num_clips: int = 1, num_crops: int = 1,
-                    sampling: Sampling = "auto", frame_interval: int = 4, batch_size: int = 8, num_workers: int = 0,
+                    sampling: Sampling = "auto", frame_interval: int | None = None, batch_size: int = 8, num_workers: int = 0,
                     device: str | torch.device | None = None, precision: Precision = "fp32",
                     progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Per-view logits ``(N, V, num_classes)``, labels ``(N,)`` and the class names used.
@@ -138,10 +138,6 @@ def results_table(results: dict[str, Any]) -> str:
     return common.format_table(f"Zero-shot recognition ({results['views']} views)", rows)
 
 
-def print_table(results: dict[str, Any]) -> None:
-    print(results_table(results))
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``internvideo eval zeroshot``."""
     common.add_common_arguments(parser, data_help="classification list: '<video path> <label>' per line")
@@ -151,8 +147,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                           "name (default: 'a video of a person {}.' and others)")
     parser.add_argument("--num-clips", type=int, default=1)
     parser.add_argument("--num-crops", type=int, choices=[1, 3], default=1)
-    parser.add_argument("--sampling", choices=["auto", "dense", "segment"], default="auto")
-    parser.add_argument("--frame-interval", type=int, default=4)
+    common.add_sampling_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:

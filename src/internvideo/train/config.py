@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-Objective = Literal["mae", "classify", "linear_probe", "contrastive", "fusion"]
+ObjectiveName = Literal["mae", "classify", "linear_probe", "contrastive", "fusion"]
 
 
 @dataclass
@@ -31,19 +31,20 @@ class ModelSection:
 
 @dataclass
 class DataSection:
+    """What is about the data: where it is and how strongly to augment it.
+
+    Which frames a model sees, at what size and with which normalisation is the
+    model's input recipe (``model.overrides``: ``num_frames``, ``frame_interval``,
+    ``sampling``, ``img_size``, ``mean``, ``std``; see ``internvideo.models.recipe``).
+    """
+
     root: str = ""  # paths in the lists are relative to it
     train: str = ""  # classification list / video-text JSONL, relative to root
     val: str | None = None
     classes: str | None = None  # classes.txt for classification lists
     # post-pretraining on a union of label sets (Kinetics-710 style): more (list, classes) pairs, merged by name
     extra_train: list[list[str]] = field(default_factory=list)
-    num_frames: int = 16
-    frame_interval: int = 4
-    sampling: Literal["dense", "segment", "uniform"] = "dense"
-    img_size: int = 224
     short_side: int = 256  # eval resize before the center crop
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     flip: bool = True  # off for direction-sensitive data (Something-Something, the synthetic world)
     scale: tuple[float, float] = (0.08, 1.0)  # random resized crop scale (classification)
     multiscale_crop: bool = False  # VideoMAE pretraining crop (scales 1, .875, .75, .66)
@@ -52,14 +53,16 @@ class DataSection:
     mixup: float = 0.0
     cutmix: float = 0.0
     label_smoothing: float = 0.0
-    mask_ratio: float = 0.9
-    # fusion: the multimodal stream's own view of the same clip
-    mm_num_frames: int = 8
-    mm_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-    mm_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     feature_cache: str | None = None  # fusion: cache frozen-backbone features here and train from them
     strict: bool = False  # raise on an unreadable video instead of skipping it
     num_workers: int = 2
+
+
+#: Keys that moved to the model's input recipe (an old recipe using them gets an error saying where they went).
+MOVED_KEYS = {f"data.{k}": f"model.overrides.{k}" for k in
+              ("num_frames", "frame_interval", "sampling", "img_size", "mean", "std", "mask_ratio")} | {
+    "data.mm_num_frames": "the multimodal backbone's own num_frames",
+    "data.mm_mean": "the multimodal backbone's own mean", "data.mm_std": "the multimodal backbone's own std"}
 
 
 @dataclass
@@ -99,7 +102,7 @@ class RunSection:
 
 @dataclass
 class TrainConfig:
-    objective: Objective = "mae"
+    objective: ObjectiveName = "mae"
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
@@ -173,6 +176,8 @@ def _build(cls: type, data: dict, where: str = ""):
     unknown = [k for k in data if k not in names]
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
+        if key in MOVED_KEYS:
+            raise ConfigError(f"config key {key!r} is part of the model's input recipe now: set {MOVED_KEYS[key]}")
         raise ConfigError(f"unknown config key {key!r}; valid keys{' of ' + where if where else ''}: {', '.join(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)

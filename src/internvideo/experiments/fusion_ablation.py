@@ -1,4 +1,4 @@
-"""The CMA ablation: single streams, late fusion and cross-model attention of depth L, one table.
+"""The CMA ablation (an experiment: it trains, then evaluates): single streams, late fusion and cross-model attention of depth L, one table.
 
 Every variant trains through the one training loop (objective ``fusion``) on
 the same split from the same frozen backbones, reading one shared feature
@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import load_config
-from ..train import train
+from ..train import TrainConfig, train
+from ..train.config import DataSection, ModelSection, OptimSection, RunSection, load_config
 
 
 @dataclass(frozen=True)
@@ -42,22 +42,24 @@ def run_fusion_ablation(mae_backbone: str | Path, mm_backbone: str | Path, data_
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     chance = None
+    base = load_config(None, extra or [])  # the user's extra data/optim/run settings
     for v in variants:
-        overrides = (f"{{streams: {v.streams}, num_layers: {v.num_layers}, width: {width}, "
-                     f"num_heads: {num_heads}}}")
-        cfg = load_config(None, [
-            "objective=fusion", f"model.mae_backbone={mae_backbone}", f"model.mm_backbone={mm_backbone}",
-            f"model.overrides={overrides}", f"data.root={data_root}", f"data.train={train_list}",
-            f"data.val={val_list}", f"data.feature_cache={out / 'feature_cache'}", f"run.epochs={epochs}",
-            f"run.batch_size={batch_size}", f"optim.lr={lr}", "optim.scale_lr=false", "optim.weight_decay=0.001",
-            f"run.out_dir={out / v.name.replace(' ', '_').replace(',', '').replace('=', '')}",
-            f"run.progress={str(progress).lower()}", "run.resume=false", "run.log_every=10",
-            *(extra or []),
-        ])
+        run_dir = out / v.name.replace(" ", "_").replace(",", "").replace("=", "")
+        cfg = TrainConfig(
+            "fusion",
+            ModelSection(mae_backbone=str(mae_backbone), mm_backbone=str(mm_backbone),
+                         overrides={"streams": v.streams, "num_layers": v.num_layers, "width": width,
+                                    "num_heads": num_heads}),
+            DataSection(**{**vars(base.data), "root": str(data_root), "train": train_list, "val": val_list,
+                           "feature_cache": str(out / "feature_cache")}),
+            OptimSection(**{**vars(base.optim), "lr": lr, "scale_lr": False, "weight_decay": 0.001}),
+            RunSection(**{**vars(base.run), "epochs": epochs, "batch_size": batch_size, "out_dir": str(run_dir),
+                          "progress": progress, "resume": False, "log_every": 10}),
+        )
         result = train(cfg)
         evals = [r for r in result.history if r["kind"] == "eval"]
         final = evals[-1] if evals else {}
-        chance = chance or 1.0 / result.model.config.num_classes
+        chance = chance or 100.0 / result.model.config.num_classes
         rows.append({"variant": v.name, "streams": v.streams, "layers": v.num_layers,
                      "top1": final.get("top1"), "top5": final.get("top5"), "steps": result.steps,
                      "seconds": round(result.seconds, 1)})
@@ -70,8 +72,8 @@ def run_fusion_ablation(mae_backbone: str | Path, mm_backbone: str | Path, data_
 def format_table(report: dict) -> str:
     lines = ["| variant | top-1 | top-5 |", "|---|---|---|"]
     for r in report["rows"]:
-        lines.append(f"| {r['variant']} | {100 * r['top1']:.1f} | {100 * r['top5']:.1f} |")
-    lines.append(f"\nchance top-1: {100 * report['chance_top1']:.1f} %\n")
+        lines.append(f"| {r['variant']} | {r['top1']:.1f} | {r['top5']:.1f} |")
+    lines.append(f"\nchance top-1: {report['chance_top1']:.1f} %\n")
     return "\n".join(lines)
 
 

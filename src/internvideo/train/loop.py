@@ -1,0 +1,380 @@
+"""One training loop for every objective.
+
+An objective (:mod:`internvideo.train.objectives`) supplies the model, the
+datasets, the loss of a batch and its evaluation; this module does the rest the
+same way for all of them: process group set-up under ``torchrun``, DDP/FSDP
+wrapping, AdamW with weight-decay exclusions and layer-wise lr decay, warmup +
+cosine schedule, gradient accumulation and clipping, EMA, bf16 autocast, atomic
+checkpoints with exact resume, logging (tqdm, JSON lines, TensorBoard),
+periodic evaluation, and a hard stop on a non-finite loss.
+
+Exact resume: the sample order is a function of (seed, epoch), per-sample
+randomness (augmentation, VideoMAE's tube mask) a function of (seed, epoch,
+index), and the global RNG states are checkpointed, so a run killed at any step
+and resumed ends with the same weights as an uninterrupted one (bit-identical on
+CPU with one process).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .config import TrainConfig
+from .objectives import Objective, make_objective
+from .optim import EMA, adamw, lr_at
+from .setup import Dist, all_reduce_mean, prepare_run_dir, seed_everything, setup_distributed, wrap_model
+from .state import Checkpointer, Progress, full_tensor, resume
+
+log = logging.getLogger("internvideo.train")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+# ----------------------------------------------------------------------------- data order
+
+
+class EpochSampler(Sampler[int]):
+    """Deterministic sharded order: a permutation of (seed, epoch), split across ranks.
+
+    ``start`` skips the first samples of this rank's share, which is how a
+    resumed run continues mid-epoch without replaying batches.
+    """
+
+    def __init__(self, n: int, rank: int, world: int, seed: int, shuffle: bool = True, drop_last: bool = True):
+        self.n, self.rank, self.world, self.seed, self.shuffle, self.drop_last = n, rank, world, seed, shuffle, drop_last
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        if self.drop_last:
+            order = order[: self.n - self.n % self.world]
+        else:
+            order += order[: (-self.n) % self.world]  # pad so every rank gets the same count
+        return order[self.rank:: self.world]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices()[self.start:])
+
+    def __len__(self) -> int:
+        return max(0, len(self._indices()) - self.start)
+
+
+class SeededDataset(Dataset):
+    """Seeds the global RNGs from (seed, epoch, index) before each sample.
+
+    Augmentations then depend only on which sample is drawn, not on which worker
+    draws it or what came before — the basis of exact resume.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int):
+        s = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index)
+        s %= 2**63
+        random.seed(s)
+        np.random.seed(s % 2**32)
+        torch.manual_seed(s)
+        return self.dataset[index]
+
+
+def _make_loader(ds: Dataset, sampler: Sampler, batch_size: int, num_workers: int, collate) -> DataLoader:
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
+                      drop_last=True, persistent_workers=False, pin_memory=False,
+                      multiprocessing_context="fork" if num_workers else None)
+
+
+def _to_device(batch, device: torch.device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+# ----------------------------------------------------------------------------- schedule and logging
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Step counts and learning rates of a run, from the config and the size of the training set."""
+
+    steps_per_epoch: int
+    total_steps: int
+    warmup: int
+    peak_lr: float
+    min_lr: float
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, num_samples: int, d: Dist) -> Schedule:
+        micro_per_rank = num_samples // cfg.run.batch_size
+        steps_per_epoch = micro_per_rank // cfg.optim.accum_steps
+        global_batch = cfg.run.batch_size * d.world * cfg.optim.accum_steps
+        if steps_per_epoch == 0:
+            raise ValueError(f"the training set has {num_samples * d.world} samples: fewer than one global batch of "
+                             f"{global_batch} (batch_size x processes x accum_steps)")
+        total = steps_per_epoch * cfg.run.epochs
+        if cfg.run.max_steps is not None:
+            total = min(total, cfg.run.max_steps)
+        scale = global_batch / 256 if cfg.optim.scale_lr else 1.0
+        return cls(steps_per_epoch, total, cfg.optim.warmup_steps or int(cfg.optim.warmup_epochs * steps_per_epoch),
+                   cfg.optim.lr * scale, cfg.optim.min_lr * scale)
+
+    def lr(self, step: int) -> float:
+        return lr_at(step, self.total_steps, self.warmup, self.peak_lr, self.min_lr)
+
+
+class RunLog:
+    """metrics.jsonl, TensorBoard and the in-memory history, written by rank 0 only."""
+
+    def __init__(self, run_dir: Path, history: list[dict], d: Dist):
+        self.history, self.main = history, d.main
+        self.file = open(run_dir / "metrics.jsonl", "a") if d.main else None
+        self.writer = _tensorboard(run_dir) if d.main else None
+
+    def record(self, values: dict, kind: str) -> None:
+        if not self.main:
+            return
+        row = {"kind": kind, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in values.items()}}
+        self.history.append(row)
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for k, v in values.items():
+                if k not in ("step", "epoch") and isinstance(v, (int, float)):
+                    self.writer.add_scalar(f"{kind}/{k}", v, values["step"])
+
+    def close(self) -> None:
+        for h in (self.file, self.writer):
+            if h is not None:
+                h.close()
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional at run time
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    best_metric: float | None
+    metric_name: str | None
+    checkpoint: Path | None
+    run_dir: Path
+    history: list[dict]
+    model: nn.Module
+
+
+def train(cfg: TrainConfig, objective: Objective | None = None) -> TrainResult:
+    """Run (or resume) training as ``cfg`` describes; returns a summary of the run."""
+    d = setup_distributed()
+    run_dir = prepare_run_dir(cfg, d)
+    seed_everything(cfg.run.seed)
+
+    objective = objective or make_objective(cfg)
+    model = objective.build_model().to(d.device)
+    if cfg.run.grad_checkpointing and callable(getattr(model, "set_grad_checkpointing", None)):
+        model.set_grad_checkpointing(True)
+    train_set, val_set = objective.datasets()
+    seeded = SeededDataset(train_set, cfg.run.seed)
+    sampler = EpochSampler(len(seeded), d.rank, d.world, cfg.run.seed, shuffle=True)
+    sched = Schedule.of(cfg, len(sampler), d)
+
+    # Wrap first: FSDP replaces the parameters with sharded ones, which the optimiser and EMA must hold.
+    wrapped = wrap_model(model, cfg, d)
+    optimizer = adamw(objective.param_groups(model), lr=sched.peak_lr, betas=cfg.optim.betas)
+    ema = EMA(model, cfg.optim.ema) if cfg.optim.ema else None
+    forward_model = torch.compile(wrapped) if cfg.run.compile else wrapped
+
+    ckpt = Checkpointer(run_dir, cfg.run.keep_last)
+    latest = ckpt.latest() if cfg.run.resume else None
+    progress = resume(latest, model, optimizer, ema) if latest is not None else Progress()
+    if latest is not None and d.main:
+        log.info("resumed from %s at step %d", latest, progress.step)
+
+    runlog = RunLog(run_dir, progress.history, d)
+    last_good: Path | None = latest
+    autocast = torch.autocast(d.device.type, dtype=torch.bfloat16) if cfg.run.precision == "bf16" else nullcontext()
+    accum, batch_size = cfg.optim.accum_steps, cfg.run.batch_size
+    micro_per_epoch = sched.steps_per_epoch * accum
+    bar = _progress_bar(sched.total_steps, progress.step, d.main and cfg.run.progress)
+    t_start = time.perf_counter()
+    clips_seen, t_window = 0, time.perf_counter()
+
+    def set_train_mode() -> None:
+        model.train()
+        objective.on_train_mode(model)
+
+    try:
+        while progress.step < sched.total_steps:
+            seeded.epoch = progress.epoch
+            objective.start_epoch(train_set, progress.epoch)
+            sampler.set_epoch(progress.epoch, progress.pos_in_epoch * batch_size)
+            loader = _make_loader(seeded, sampler, batch_size, cfg.data.num_workers, objective.collate)
+            micro = 0
+            set_train_mode()
+            for batch in loader:
+                batch = _to_device(batch, d.device)
+                lr = sched.lr(progress.step)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr * g.get("lr_scale", 1.0)
+                sync = nullcontext()
+                if d.world > 1 and callable(getattr(wrapped, "no_sync", None)) and micro + 1 < accum:
+                    sync = wrapped.no_sync()  # DDP: all-reduce the gradients on the last micro-batch only
+                with sync, autocast:
+                    loss, logs = objective.loss(forward_model, batch)
+                _check_finite(loss, progress.step, last_good, d)
+                (loss / accum).backward()
+                micro += 1
+                progress.pos_in_epoch += 1
+                clips_seen += objective.batch_size(batch) * d.world
+                if micro < accum:
+                    continue
+                micro = 0
+                if cfg.optim.clip_grad:
+                    norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+                    logs["grad_norm"] = float(full_tensor(norm))
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema.update(model)
+                progress.step += 1
+                step = progress.step
+                logs = all_reduce_mean({"loss": float(loss.detach()), **logs}, d)
+                now = time.perf_counter()
+                logs.update(step=step, epoch=progress.epoch, lr=lr,
+                            clips_per_s=clips_seen / max(now - t_window, 1e-9))
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}", clips_s=f"{logs['clips_per_s']:.1f}")
+                if step % cfg.run.log_every == 0 or step == sched.total_steps:
+                    clips_seen, t_window = 0, now
+                    runlog.record(logs, "train")
+                    if d.main and not cfg.run.progress:
+                        log.info("step %d/%d loss %.4f lr %.2e", step, sched.total_steps, logs["loss"], lr)
+                end_of_epoch = progress.pos_in_epoch >= micro_per_epoch
+                if val_set is not None and ((cfg.run.eval_every and step % cfg.run.eval_every == 0)
+                                            or (not cfg.run.eval_every and end_of_epoch) or step == sched.total_steps):
+                    _evaluate(objective, model, val_set, d, progress, runlog)
+                    set_train_mode()
+                if step % cfg.run.save_every == 0 or step == sched.total_steps:
+                    last_good = ckpt.save(progress, model, optimizer, ema, d)
+                if step >= sched.total_steps or end_of_epoch:
+                    break
+            ended = progress.epoch
+            if progress.pos_in_epoch >= micro_per_epoch:
+                progress.epoch, progress.pos_in_epoch = progress.epoch + 1, 0
+            if d.main:
+                objective.end_epoch(ended)
+    finally:
+        if bar is not None:
+            bar.close()
+        runlog.close()
+    seconds = time.perf_counter() - t_start
+    metric_name = objective.metric_name
+    if d.main:
+        _plot(progress.history, run_dir / "curves.png", metric_name)
+        summary = {"steps": progress.step, "seconds": round(seconds, 1), "best": progress.best, "metric": metric_name,
+                   "checkpoint": str(last_good) if last_good else None}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        log.info("done: %d steps in %.1fs; best %s %s; checkpoint %s", progress.step, seconds, metric_name,
+                 progress.best, last_good)
+    return TrainResult(progress.step, seconds, progress.best, metric_name, last_good, run_dir, progress.history, model)
+
+
+def _evaluate(objective: Objective, model: nn.Module, val_set, d: Dist, progress: Progress, runlog: RunLog) -> None:
+    metrics = all_reduce_mean(objective.evaluate(model, val_set, d.device), d)
+    metrics["step"] = progress.step
+    runlog.record(metrics, "eval")
+    name = objective.metric_name
+    if name and name in metrics:
+        progress.best = metrics[name] if progress.best is None else max(progress.best, metrics[name])
+
+
+def _check_finite(loss: torch.Tensor, step: int, last_good: Path | None, d: Dist) -> None:
+    bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=d.device)
+    if d.world > 1:
+        dist.all_reduce(bad)
+    if bad.item():
+        where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+        raise TrainingDiverged(f"non-finite loss ({float(loss.detach())}) at step {step + 1}; stopping without updating "
+                               f"the weights; {where}. Lower the learning rate or enable clip_grad.")
+
+
+def _plot(history: list[dict], path: Path, metric: str | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train_rows = [r for r in history if r["kind"] == "train"]
+    eval_rows = [r for r in history if r["kind"] == "eval"]
+    fig, axes = plt.subplots(1, 2 if eval_rows else 1, figsize=(10 if eval_rows else 5, 3.5), squeeze=False)
+    ax = axes[0, 0]
+    ax.plot([r["step"] for r in train_rows], [r["loss"] for r in train_rows])
+    ax.set(xlabel="step", ylabel="train loss", title="loss")
+    if eval_rows:
+        keys = [metric] if metric and metric in eval_rows[-1] else [k for k in eval_rows[-1] if k not in ("kind", "step")]
+        for k in keys:
+            axes[0, 1].plot([r["step"] for r in eval_rows], [r.get(k) for r in eval_rows], marker="o", label=k)
+        axes[0, 1].set(xlabel="step", ylabel="%", title="evaluation")
+        axes[0, 1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(config_path: str | None, overrides: list[str]) -> int:
+    from .config import load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    cfg = load_config(config_path, overrides)
+    result = train(cfg)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    best = f"{result.best_metric:.2f}" if result.best_metric is not None else "n/a"
+    print(f"trained {result.steps} steps in {result.seconds:.1f}s; best {result.metric_name or 'metric'} {best}; "
+          f"checkpoint {result.checkpoint}; run directory {result.run_dir}")
+    return 0

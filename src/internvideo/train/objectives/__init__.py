@@ -1,0 +1,29 @@
+"""Training objectives: each is a model + datasets + loss for the one loop in :mod:`internvideo.train.loop`.
+
+:class:`~.base.Objective` is the contract; :data:`OBJECTIVES` maps the
+``objective:`` value of a training config to its class. A new task family adds
+one module here and one line to the table (and to ``ObjectiveName`` in
+:mod:`internvideo.train.config`).
+"""
+from __future__ import annotations
+
+from ..config import TrainConfig
+from .base import Objective, VideoObjective
+from .contrastive import ContrastiveObjective
+from .video import ClassifyObjective, FusionObjective, LinearProbeObjective, MaskedVideoObjective
+
+OBJECTIVES: dict[str, type] = {
+    "mae": MaskedVideoObjective,
+    "classify": ClassifyObjective,
+    "linear_probe": LinearProbeObjective,
+    "contrastive": ContrastiveObjective,
+    "fusion": FusionObjective,
+}
+
+
+def make_objective(cfg: TrainConfig) -> Objective:
+    return OBJECTIVES[cfg.objective](cfg)
+
+
+__all__ = ["OBJECTIVES", "ClassifyObjective", "ContrastiveObjective", "FusionObjective", "LinearProbeObjective",
+           "MaskedVideoObjective", "Objective", "VideoObjective", "make_objective"]

@@ -1,0 +1,162 @@
+"""What the training loop asks of an objective, and a base class with the shared data plumbing.
+
+An objective owns one training task: it builds the model and the datasets and
+computes the loss of a batch; :func:`internvideo.train.train` does everything
+else the same way for all of them. Evaluation metrics are percentages.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ...data.datasets import SkipLog, View, collate_videos
+from ...data.sampling import DenseSampler, SegmentSampler, UniformSampler
+from ...data.transforms import EvalTransformConfig, TrainTransformConfig, build_eval_transform, build_train_transform
+from ...factory import create_model
+from ...models.recipe import InputRecipe
+from ..config import TrainConfig
+from ..optim import param_groups
+
+log = logging.getLogger("internvideo.train")
+
+
+class Objective(Protocol):
+    """The contract between an objective and the one training loop."""
+
+    #: the evaluation metric (percent) whose best value a run reports; None: no evaluation metric
+    metric_name: str | None
+
+    def build_model(self) -> nn.Module: ...
+
+    def datasets(self) -> tuple[Dataset, Dataset | None]:
+        """(training set, validation set or None)."""
+
+    def collate(self, items: Sequence[dict]) -> dict: ...
+
+    def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """The scalar loss of a batch (``model`` may be wrapped by DDP/compile) and values to log."""
+
+    def evaluate(self, model: nn.Module, val_set: Dataset, device: torch.device) -> dict[str, float]:
+        """Metrics on the validation set, in percent."""
+
+    def batch_size(self, batch: dict) -> int: ...
+
+    def param_groups(self, model: nn.Module) -> list[dict]:
+        """AdamW parameter groups (weight decay, ``lr_scale``) of the trainable parameters."""
+
+    def on_train_mode(self, model: nn.Module) -> None:
+        """Called after ``model.train()``: frozen parts go back to eval mode."""
+
+    def start_epoch(self, train_set: Dataset, epoch: int) -> None: ...
+
+    def end_epoch(self, epoch: int) -> None:
+        """Called in the main process after epoch ``epoch`` (reports skipped videos)."""
+
+
+class VideoObjective:
+    """Defaults for objectives that train on decoded video clips.
+
+    Training and evaluation views follow the model's input recipe
+    (:meth:`recipe`); ``cfg.data`` only adds where the data is and how strongly
+    to augment it.
+    """
+
+    metric_name: str | None = None
+    video_key = "video"
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.skips = SkipLog()
+        self.model: nn.Module | None = None
+
+    # -- model
+    def build_model(self) -> nn.Module:
+        m = self.cfg.model
+        self.model = create_model(m.name, pretrained=m.pretrained, head=m.head, **self.model_overrides())
+        return self.model
+
+    def model_overrides(self) -> dict[str, Any]:
+        return dict(self.cfg.model.overrides)
+
+    def recipe(self, model: nn.Module | None = None) -> InputRecipe:
+        model = model if model is not None else self.model
+        if model is None:
+            raise RuntimeError("build the model before its datasets: the data views follow its input recipe")
+        return model.input_recipe()
+
+    def param_groups(self, model: nn.Module) -> list[dict]:
+        return param_groups(model, self.cfg.optim.weight_decay, self.cfg.optim.layer_decay)
+
+    def on_train_mode(self, model: nn.Module) -> None:
+        pass
+
+    # -- data
+    def path(self, rel: str | None) -> Path | None:
+        if rel is None:
+            return None
+        p = Path(rel)
+        return p if p.is_absolute() or not self.cfg.data.root else Path(self.cfg.data.root) / p
+
+    @property
+    def root(self) -> str | None:
+        return self.cfg.data.root or None
+
+    def sampler(self, recipe: InputRecipe):
+        if recipe.sampling == "dense":
+            return DenseSampler(recipe.num_frames, recipe.frame_interval)
+        if recipe.sampling == "segment":
+            return SegmentSampler(recipe.num_frames)
+        return UniformSampler(recipe.num_frames)
+
+    def transform(self, recipe: InputRecipe, training: bool, pretrain: bool = False):
+        d = self.cfg.data
+        if not training:
+            return build_eval_transform(EvalTransformConfig(img_size=recipe.img_size, short_side=d.short_side,
+                                                            mean=recipe.mean, std=recipe.std))
+        if pretrain or d.multiscale_crop:
+            tc = TrainTransformConfig.pretrain(recipe.img_size, hflip=d.flip, mean=recipe.mean, std=recipe.std)
+        else:
+            tc = TrainTransformConfig(img_size=recipe.img_size, scale=d.scale, hflip=d.flip, mean=recipe.mean,
+                                      std=recipe.std, randaugment=d.randaugment, random_erasing=d.random_erasing)
+        return build_train_transform(tc)
+
+    def view(self, training: bool, recipe: InputRecipe | None = None, name: str | None = None) -> View:
+        """Clips of ``recipe`` (default: the model's) for training (augmented) or evaluation."""
+        recipe = recipe or self.recipe()
+        return View(self.sampler(recipe), self.transform(recipe, training), name or self.video_key)
+
+    def views(self, training: bool) -> list[View]:
+        return [self.view(training)]
+
+    def collate(self, items: Sequence[dict]) -> dict:
+        return collate_videos(items)
+
+    def batch_size(self, batch: dict) -> int:
+        return int(batch[self.video_key].shape[0])
+
+    def start_epoch(self, train_set: Dataset, epoch: int) -> None:
+        set_epoch = getattr(train_set, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
+
+    def end_epoch(self, epoch: int) -> None:
+        summary = self.skips.summary()
+        if summary.count:
+            log.warning("epoch %d: %s", epoch, summary)
+        self.skips.reset()
+
+    # -- evaluation
+    def evaluate(self, model: nn.Module, val_set: Dataset, device: torch.device) -> dict[str, float]:
+        return {}
+
+    def eval_batches(self, val_set: Dataset, device: torch.device):
+        loader = torch.utils.data.DataLoader(val_set, batch_size=self.cfg.run.batch_size, shuffle=False,
+                                             num_workers=0, collate_fn=self.collate)
+        for batch in loader:
+            yield {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}

@@ -1,0 +1,78 @@
+"""Optimiser, schedule and EMA: AdamW with weight-decay exclusions and layer-wise lr decay, warmup + cosine."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None) -> list[dict]:
+    """AdamW groups: no decay on norms, biases, position tables and tokens; optional layer-wise lr decay."""
+    no_decay_names = set(model.no_weight_decay()) if callable(getattr(model, "no_weight_decay", None)) else set()
+    num_layers = _num_layers(model) if layer_decay else 0
+    groups: dict[tuple[bool, int], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        leaf = name.split(".")[-1]
+        no_decay = p.ndim <= 1 or name.endswith(".bias") or name in no_decay_names or leaf in no_decay_names \
+            or "token" in leaf or "pos_embed" in name
+        layer = _layer_id(name, num_layers) if layer_decay else 0
+        key = (no_decay, layer)
+        if key not in groups:
+            scale = layer_decay ** (num_layers + 1 - layer) if layer_decay else 1.0
+            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale}
+        groups[key]["params"].append(p)
+    return list(groups.values())
+
+
+def _num_layers(model: nn.Module) -> int:
+    blocks = getattr(model, "blocks", None)
+    return len(blocks) if blocks is not None else 0
+
+
+def _layer_id(name: str, num_layers: int) -> int:
+    # Embeddings are layer 0, block i is layer i+1, everything after (norms, head) the top layer.
+    if name.startswith(("patch_embed", "pos_embed", "cls_token", "mask_token")):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return num_layers + 1
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def adamw(groups: list[dict], **kw) -> torch.optim.AdamW:
+    """AdamW, on PyTorch's fused kernel where every parameter allows it.
+
+    Same update rule; on a CPU the fused kernel is ~6x faster than the default
+    multi-tensor one (0.05 vs 0.29 s per step for ViT-B's 94 M parameters on one
+    core, where a whole bf16 pretraining step takes ~0.85 s) and allocates
+    nothing, where the default makes temporaries of twice the parameters' size
+    (measured with ``benchmarks.common.LiveTensorPeak``). Other devices keep
+    the default.
+    """
+    groups = [{**g, "params": list(g["params"])} for g in groups]  # params may come as generators
+    params = [p for g in groups for p in g["params"]]
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(groups, fused=fused, **kw)
+
+
+class EMA:
+    """Exponential moving average of the trainable weights (kept in fp32; frozen parts need none)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in model.named_parameters() if v.requires_grad}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for k, v in model.named_parameters():
+            if k in self.shadow:
+                self.shadow[k].mul_(self.decay).add_(v.detach().float(), alpha=1 - self.decay)

@@ -1,0 +1,132 @@
+"""Checkpoint state: atomic ``step_N`` directories and exact resume (weights, optimiser, EMA, RNGs, position).
+
+``run_dir/checkpoints/step_XXXXXXX/`` is written to a temporary name and renamed,
+so a crash mid-write leaves at most a ``.tmp`` directory, never a corrupt latest
+checkpoint. Weights and optimiser state are gathered in full (unsharded) so a run
+can resume with another number of processes.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..checkpoints import save_model
+from .optim import EMA
+from .setup import Dist, unwrap_model
+
+
+def rng_state() -> dict:
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(keys.astype(np.int64)), "numpy_pos": int(pos),
+            "numpy_gauss": [int(has_gauss), float(gauss)], "python": list(random.getstate()[1])}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    has_gauss, gauss = state["numpy_gauss"]
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], has_gauss, gauss))
+    random.setstate((3, tuple(state["python"]), None))
+
+
+@dataclass
+class Progress:
+    """Where a run is: what a checkpoint must restore besides the tensors."""
+
+    step: int = 0
+    epoch: int = 0
+    pos_in_epoch: int = 0  # micro-batches of this epoch already consumed
+    best: float | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+class Checkpointer:
+    """``step_XXXXXXX`` directories under ``run_dir/checkpoints``; only the last ``keep_last`` are kept."""
+
+    def __init__(self, run_dir: Path, keep_last: int):
+        self.dir = run_dir / "checkpoints"
+        self.keep_last = keep_last
+
+    def _complete(self) -> list[Path]:
+        if not self.dir.exists():
+            return []
+        return sorted(p for p in self.dir.iterdir() if p.is_dir() and p.name.startswith("step_")
+                      and not p.name.endswith(".tmp") and (p / "train_state.pt").exists())
+
+    def latest(self) -> Path | None:
+        done = self._complete()
+        return done[-1] if done else None
+
+    def write(self, step: int, model: nn.Module, state: dict, ema: dict | None, weights: dict) -> Path:
+        final = self.dir / f"step_{step:07d}"
+        tmp = self.dir / f"step_{step:07d}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_model(model, tmp, state_dict=weights)
+        if ema is not None:
+            save_file({k: v.contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
+        torch.save(state, tmp / "train_state.pt")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        old = sorted(p for p in self.dir.iterdir() if p.is_dir() and p.name.startswith("step_")
+                     and not p.name.endswith(".tmp"))
+        for p in old[: max(0, len(old) - self.keep_last)]:
+            shutil.rmtree(p, ignore_errors=True)
+        return final
+
+    def save(self, progress: Progress, model: nn.Module, optimizer, ema: EMA | None, d: Dist) -> Path | None:
+        """Gather full (unsharded) weights and optimiser state on every rank; rank 0 writes them."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+        opts = _state_options()
+        weights = get_model_state_dict(model, options=opts)
+        optim_state = get_optimizer_state_dict(model, optimizer, options=opts)
+        ema_state = {k: full_tensor(v) for k, v in ema.shadow.items()} if ema is not None else None
+        state = {"step": progress.step, "epoch": progress.epoch, "pos_in_epoch": progress.pos_in_epoch,
+                 "best": progress.best, "history": progress.history, "optimizer": optim_state, "rng": rng_state()}
+        path = None
+        if d.main:
+            path = self.write(progress.step, unwrap_model(model), state, ema_state, weights)
+        if d.world > 1:
+            dist.barrier()
+        return path or self.latest()
+
+
+def resume(path: Path, model: nn.Module, optimizer, ema: EMA | None) -> Progress:
+    """Restore everything :meth:`Checkpointer.save` wrote; returns where the run was."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    opts = _state_options()
+    set_model_state_dict(model, load_file(str(path / "model.safetensors")), options=opts)
+    state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
+    set_optimizer_state_dict(model, optimizer, state["optimizer"], options=opts)
+    if ema is not None and (path / "ema.safetensors").exists():
+        saved = load_file(str(path / "ema.safetensors"))
+        for k, v in ema.shadow.items():
+            full = saved[k]
+            if hasattr(v, "full_tensor"):  # re-shard like the live parameter
+                from torch.distributed.tensor import distribute_tensor
+
+                full = distribute_tensor(full, v.device_mesh, v.placements)
+            v.copy_(full)
+    set_rng_state(state["rng"])
+    return Progress(state["step"], state["epoch"], state["pos_in_epoch"], state["best"], state["history"])
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    # FSDP shards are DTensors: gather (a collective: every rank calls it) and move to CPU.
+    return (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().cpu()
+
+
+def _state_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
