@@ -158,25 +158,51 @@ def test_both_paths_give_the_same_block_outputs_and_gradients(monkeypatch):
     assert (run("blocked")[0] - ref).abs().max() < 0.03 * ref.abs().max()
 
 
-def test_emulated_bf16_warns_once_in_one_line_and_auto_precision_follows(monkeypatch, fresh_probe):
+def test_emulated_bf16_warns_once_in_one_line_and_auto_precision_follows(monkeypatch, fresh_probe, caplog):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     monkeypatch.setattr(hardware, "probe_bf16_speedup", lambda: 0.02)
-    with pytest.warns(RuntimeWarning) as record:
+    hardware._log_once.cache_clear()
+    with caplog.at_level("WARNING", logger=hardware.__name__):
         assert hardware.resolve_precision("bf16", "cpu") == "bf16"
-    (warning,) = record
-    message = str(warning.message)
-    assert "\n" not in message and "emulates bf16" in message and "50x slower" in message
-    assert "fp32 will be faster" in message and "AVX512" in message
+        assert hardware.resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    (record,) = caplog.records  # once per process, however often bf16 is asked for
+    message = record.getMessage()
+    assert record.levelname == "WARNING" and "\n" not in message
+    assert "emulates it" in message and "50x slower" in message and "fp32 will be faster" in message
+    assert "AVX512" in message
     assert hardware.resolve_precision("auto", "cpu") == "fp32"
     assert hardware.resolve_precision("fp32", "cpu") == "fp32"
+
     hardware.cpu_bf16.cache_clear()
+    hardware._log_once.cache_clear()
     monkeypatch.setattr(hardware, "probe_bf16_speedup", lambda: 2.7)
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger=hardware.__name__):
         assert hardware.resolve_precision("bf16", "cpu") == "bf16"
         assert not hardware.warn_if_bf16_emulated("meta")  # only CPUs are judged here
+    assert not caplog.records
     assert hardware.resolve_precision("auto", "cpu") == "bf16"
+    hardware._log_once.cache_clear()
+
+
+def test_eval_precision_follows_the_cpu(monkeypatch, caplog):
+    """Tasks run under ``common.inference``: ``auto`` is fp32 where bf16 is emulated, ``bf16`` says it is slow."""
+    from internvideo.tasks.common import inference
+    monkeypatch.setattr(hardware, "cpu_bf16", lambda: hardware.Bf16Support(native=False, capability="AVX2"))
+    hardware._log_once.cache_clear()
+    model = torch.nn.Linear(4, 4)
+    with caplog.at_level("WARNING", logger=hardware.__name__):
+        with inference(model, torch.device("cpu"), "auto"):
+            assert not torch.is_autocast_enabled("cpu")
+        assert not caplog.records
+        with inference(model, torch.device("cpu"), "bf16"):
+            assert torch.is_autocast_enabled("cpu") and model(torch.ones(1, 4)).dtype == torch.bfloat16
+    assert [r.getMessage() for r in caplog.records] == [
+        "bf16 requested, but this CPU emulates it (PyTorch CPU capability AVX2): fp32 will be faster"]
+    monkeypatch.setattr(hardware, "cpu_bf16", lambda: hardware.Bf16Support(native=True, capability="AVX512"))
+    with inference(model, torch.device("cpu"), "auto"):
+        assert torch.is_autocast_enabled("cpu")
+    hardware._log_once.cache_clear()
 
 
 def test_attention_module_trains_under_autocast():

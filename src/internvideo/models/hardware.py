@@ -13,11 +13,13 @@ where it allows native bf16 a short matmul probe (5-35 ms, once per process) dec
 from __future__ import annotations
 
 import functools
+import logging
 import time
-import warnings
 from dataclasses import dataclass
 
 import torch
+
+log = logging.getLogger(__name__)
 
 # Capabilities whose CPUs (or forced settings) have no native bf16 GEMM: no probe needed.
 _EMULATED_CAPABILITIES = ("NO AVX", "DEFAULT", "AVX2")
@@ -89,7 +91,7 @@ def default_precision(device: torch.device | str = "cpu") -> str:
 
 
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
-    """``"auto"`` becomes :func:`default_precision`; ``"bf16"`` on a CPU that emulates it warns (see :func:`warn_if_bf16_emulated`)."""
+    """``"auto"`` becomes :func:`default_precision`; ``"bf16"`` on a CPU that emulates it is logged as a warning."""
     if precision == "auto":
         return default_precision(device)
     if precision == "bf16":
@@ -98,13 +100,21 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str
 
 
 def warn_if_bf16_emulated(device: torch.device | str = "cpu") -> bool:
-    """Warn, in one line, that bf16 on this CPU is emulated and fp32 would be faster; True if it warned."""
+    """Log, once per process and in one line, that bf16 on this CPU is emulated and fp32 would be faster.
+
+    True if bf16 is emulated here (whether or not this call was the one that logged).
+    """
     if torch.device(device).type != "cpu":
         return False
     support = cpu_bf16()
     if support.native:
         return False
-    slower = f" (bf16 matmuls measured {1 / support.speedup:.3g}x slower)" if support.speedup else ""
-    warnings.warn(f"bf16 requested, but this CPU ({support.capability}) emulates bf16{slower}: "
-                  "fp32 will be faster", RuntimeWarning, stacklevel=2)
+    slower = f", bf16 matmuls measured {1 / support.speedup:.3g}x slower than fp32" if support.speedup else ""
+    _log_once(f"bf16 requested, but this CPU emulates it (PyTorch CPU capability {support.capability}{slower}): "
+              "fp32 will be faster")
     return True
+
+
+@functools.cache
+def _log_once(message: str) -> None:
+    log.warning(message)
