@@ -112,7 +112,7 @@ def run_case(case: Case, ws: Workspace, reps: int, warmup: int, peak_size: int, 
     gc.collect()
     return {"name": case.name, "group": case.group, "precision": case.precision, "batch": case.batch,
             "size": case.size, "flops": case.flops, "matmul_peak_gflops": peak / 1e9, "matmul_peak_size": peak_size, "reps": reps, "clock": clock,
-            "load_average": load_average(), "variants": variants}
+            "date": time.strftime("%Y-%m-%d %H:%M"), "load_average": load_average(), "variants": variants}
 
 
 # ----------------------------------------------------------------------------- memory (fresh processes)
