@@ -74,7 +74,9 @@ def test_runner_forced_avx2_records_the_cpu_kind(tmp_path):
     machine = json.loads((tmp_path / "cpu-avx2-quick.json").read_text())["machine"]
     assert machine["cpu_capability"] == "AVX2" and machine["bf16_native"] is False
     assert machine["forced"] == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
-    assert "PyTorch CPU capability AVX2, forced with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2" in docs.read_text()
+    text = docs.read_text()
+    assert "Emulated bf16 (PyTorch CPU capability AVX2), forced with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2" in text
+    assert "| bf16 | 1 | ours (bf16 autocast) |" in text and "| — |" in text  # no % of an emulated peak
 
 
 def test_gpu_script_small_runs_on_cpu(tmp_path):

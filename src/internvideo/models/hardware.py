@@ -38,7 +38,7 @@ class Bf16Support:
 
     def describe(self) -> str:
         measured = f", bf16 matmul {self.speedup:.3g}x the fp32 rate" if self.speedup is not None else ""
-        return f"{'native' if self.native else 'emulated'} bf16 (CPU capability {self.capability}{measured})"
+        return f"{'native' if self.native else 'emulated'} bf16 (PyTorch CPU capability {self.capability}{measured})"
 
 
 def cpu_capability() -> str:
