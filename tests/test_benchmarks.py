@@ -31,27 +31,22 @@ def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_runner_quick_writes_results_and_table(tmp_path):
+def test_runner_writes_results_and_table(tmp_path):
     docs = tmp_path / "benchmarks.md"
     docs.write_text("# Benchmarks\n\nHand-written analysis stays.\n")
-    only = ["videomae_infer_fp32_b1", "videomae_infer_bf16_b1", "videomae_pretrain_fp32_b1", "clip_video_fp32"]
-    _run([sys.executable, "-m", "benchmarks.run", "--quick", "--reps", "1", "--only", *only, "--out", str(tmp_path),
-          "--docs", str(docs)], tmp_path)
+    # One tiny case: this tests the runner (timing, parity check, memory child, docs), not the speed.
+    _run([sys.executable, "-m", "benchmarks.run", "--quick", "--reps", "1", "--only", "videomae_infer_fp32_b1",
+          "--out", str(tmp_path), "--docs", str(docs)], tmp_path)
     results = json.loads((tmp_path / "cpu-quick.json").read_text())
-    assert set(results["cases"]) == {"videomae_infer_fp32_b1", "videomae_infer_bf16_b1", "videomae_pretrain_fp32_b1",
-                                     "clip_video_fp32_b1"}
+    assert set(results["cases"]) == {"videomae_infer_fp32_b1"}
     machine = results["machine"]
     assert machine["torch"] == torch.__version__ and machine["logical_cpus"] >= 1 and "cpu_flags" in machine
     assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and "bf16" in machine
-    for case in results["cases"].values():
-        assert {"ref", "ours"} <= set(case["variants"])
-        for v in case["variants"].values():
-            assert v["median_s"] > 0 and v["gflops"] > 0
+    variants = results["cases"]["videomae_infer_fp32_b1"]["variants"]
+    assert {"ref", "ours"} <= set(variants)
+    assert all(v["median_s"] > 0 and v["gflops"] > 0 for v in variants.values())
     # fp32: the runner refuses to time implementations that differ; the recorded difference is tiny.
-    for name in ("videomae_infer_fp32_b1", "videomae_pretrain_fp32_b1", "clip_video_fp32_b1"):
-        assert results["cases"][name]["variants"]["ours"]["max_abs_diff_vs_ref"] < 1e-3
-    bf16 = results["cases"]["videomae_infer_bf16_b1"]["variants"]
-    assert all(v["bf16_rel_err"] < 0.05 for v in bf16.values())
+    assert variants["ours"]["max_abs_diff_vs_ref"] < 1e-3
     # Memory is measured in fresh processes for the first case (quick mode).
     memory = results["cases"]["videomae_infer_fp32_b1"]["memory"]
     assert memory["ref"]["model_peak_mib"] > 0 and memory["ours"]["model_peak_mib"] > 0
@@ -71,7 +66,10 @@ def test_runner_forced_avx2_records_the_cpu_kind(tmp_path):
     docs = tmp_path / "benchmarks.md"
     _run([sys.executable, "-m", "benchmarks.run", "--quick", "--isa", "avx2", "--reps", "1", "--no-memory",
           "--only", "videomae_infer_bf16_b1", "--out", str(tmp_path), "--docs", str(docs)], tmp_path)
-    machine = json.loads((tmp_path / "cpu-avx2-quick.json").read_text())["machine"]
+    results = json.loads((tmp_path / "cpu-avx2-quick.json").read_text())
+    machine = results["machine"]
+    # Emulated bf16 is slow, not wrong: the same accuracy against fp32.
+    assert all(v["bf16_rel_err"] < 0.05 for v in results["cases"]["videomae_infer_bf16_b1"]["variants"].values())
     assert machine["cpu_capability"] == "AVX2" and machine["bf16_native"] is False
     assert machine["forced"] == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
     text = docs.read_text()

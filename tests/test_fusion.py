@@ -120,7 +120,7 @@ def test_ablation_table(tmp_path):
     variants = (Variant("mae alone", "mae", 0), Variant("CMA, L=1", "both", 1))
     report = run_fusion_ablation(tmp_path / "mae", tmp_path / "mm", world, "train.txt", "val.txt", tmp_path / "abl",
                                  variants=variants, epochs=1, batch_size=4, width=32, progress=False,
-                                 extra=["data.num_workers=0", "data.flip=false"])
+                                 extra=["data.num_workers=0", "data.hflip=false"])
     assert [r["variant"] for r in report["rows"]] == ["mae alone", "CMA, L=1"]
     assert all(0.0 <= r["top1"] <= r["top5"] <= 100.0 for r in report["rows"])
     assert report["chance_top1"] == 50.0

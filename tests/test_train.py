@@ -28,7 +28,7 @@ def world(tmp_path_factory):
 
 def tiny(world: Path, out: Path, objective: str, model: str, *extra: str) -> list[str]:
     return [f"objective={objective}", f"model.name={model}", f"data.root={world}", "data.train=train.txt",
-            "model.overrides.frame_interval=3", "data.flip=false",
+            "model.overrides.frame_interval=3", "data.hflip=false",
             "data.num_workers=0", f"run.out_dir={out}", "run.batch_size=4", "run.log_every=1",
             "run.progress=false", "optim.scale_lr=false", "optim.weight_decay=0.0", *extra]
 
@@ -183,8 +183,8 @@ def test_config_errors_name_the_key(tmp_path):
     bad.write_text("objective: mae\nrun:\n  batch_sise: 3\n")
     with pytest.raises(ConfigError, match="run.batch_sise"):
         load_config(bad)
-    with pytest.raises(ConfigError, match="data.flip: expected true/false"):
-        load_config(None, ["data.flip=maybe"])
+    with pytest.raises(ConfigError, match="data.hflip: expected true/false"):
+        load_config(None, ["data.hflip=maybe"])
 
 
 def test_recipes_parse():

@@ -1,6 +1,6 @@
 """Annotation readers and torch Datasets for video classification and video-text data.
 
-Readers (one per format in ``DESIGN.md``) turn files users already have into
+Readers (one per format in ``docs/data.md``) turn files users already have into
 small frozen dataclasses and stop at the first malformed entry with an
 :class:`AnnotationError` naming the file, the line (or JSON field) and the
 problem. They never touch video files.

@@ -52,7 +52,7 @@ def reconstruction_figure(model: nn.Module, test_list: str | os.PathLike, path: 
     mask = tube_mask(len(picks), c.grid, mask_ratio, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         pred = model(video, mask)["pred"].float()
-    pixels = reconstruction_target(video, c.patch_size, c.tubelet_size, norm_pix=False)  # (B, N, D), 0-1
+    pixels = reconstruction_target(video, c.patch_size, c.tubelet_size, False, c.mean, c.std)  # (B, N, D), 0-1
     b, n, dim = pixels.shape
     if c.norm_pix_loss:
         hidden = pixels[mask].reshape(b, -1, dim // 3, 3)

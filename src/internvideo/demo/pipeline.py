@@ -65,6 +65,7 @@ from ..tasks.recognition import classification_dataset
 from ..tasks.retrieval import metrics_from_embeddings, retrieval_embeddings
 from ..train import TrainConfig, train
 from ..train.config import DataSection, ModelSection, OptimSection, RunSection, save_config
+from .context import DemoContext
 from .figures import reconstruction_figure, retrieval_figure
 from .report import duration, format_table, results_markdown, table_rows
 
@@ -116,21 +117,6 @@ MULTIMODAL = {"num_frames": MM_FRAMES, "sampling": "segment", "img_size": IMG_SI
 #: Cross-model attention sized for the tiny backbones (128- and 64-wide tokens).
 FUSION = {"width": 128, "num_heads": 4, "num_layers": 2}
 
-@dataclasses.dataclass(frozen=True)
-class DemoContext:
-    """What a task family's demo stage gets: the world, its own work folder and the trained backbones."""
-
-    world: Path
-    work: Path
-    seed: int
-    progress: bool
-    mae_checkpoint: Path  # the supervised VideoMAE classifier
-    mae_pretrain_checkpoint: Path  # the masked autoencoder
-    mm_checkpoint: Path  # the multimodal model
-    img_size: int
-    preset: str  # "default", "quick" or "smoke": scale the stage's steps with it
-
-
 #: Task families beyond the core: (stage name, title, function). Each function takes a :class:`DemoContext`
 #: and returns table rows ``{"family", "model", "metric", "short", "value", "chance"}`` (percent; "chance" is
 #: the stated baseline), within its time budget.
@@ -154,7 +140,7 @@ def _config(stage_dir: Path, world: Path, preset: Preset, seed: int, progress: b
             model: ModelSection, data: dict[str, Any], optim: dict[str, Any] | None = None,
             run: dict[str, Any] | None = None) -> TrainConfig:
     """A training config: the settings every demo stage shares, updated by the stage's own."""
-    data = {"root": str(world), "short_side": IMG_SIZE, "flip": False, "scale": (0.5, 1.0),
+    data = {"root": str(world), "short_side": IMG_SIZE, "hflip": False, "scale": (0.5, 1.0),
             "num_workers": decode_workers(), **data}
     optim = {"scale_lr": False, "warmup_steps": 30, "min_lr": 1e-5, "weight_decay": 0.05, "betas": (0.9, 0.999),
              **(optim or {})}

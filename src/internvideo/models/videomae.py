@@ -111,16 +111,18 @@ def unpatchify(patches: torch.Tensor, video_shape: tuple[int, ...], patch_size: 
     return x.reshape(b, c, t, h, w)
 
 
-def reconstruction_target(video: torch.Tensor, patch_size: int, tubelet_size: int,
-                          norm_pix: bool = True) -> torch.Tensor:
+def reconstruction_target(video: torch.Tensor, patch_size: int, tubelet_size: int, norm_pix: bool = True,
+                          mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+                          ) -> torch.Tensor:
     """Per-token regression target, as the official VideoMAE computes it.
 
-    The (ImageNet-normalised) video is mapped back to [0, 1] pixels; with
-    ``norm_pix`` every patch is standardised per channel with its own mean and
-    unbiased std (+1e-6). Returns ``(B, N, tubelet*patch*patch*C)``.
+    The video (normalised with ``mean``/``std``, the model's input recipe) is
+    mapped back to [0, 1] pixels; with ``norm_pix`` every patch is standardised
+    per channel with its own mean and unbiased std (+1e-6). Returns
+    ``(B, N, tubelet*patch*patch*C)``.
     """
-    mean = video.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1)
-    std = video.new_tensor(IMAGENET_STD).view(1, 3, 1, 1, 1)
+    mean = video.new_tensor(mean).view(1, 3, 1, 1, 1)
+    std = video.new_tensor(std).view(1, 3, 1, 1, 1)
     pixels = patchify(video * std + mean, patch_size, tubelet_size)
     if norm_pix:
         pixels = (pixels - pixels.mean(dim=-2, keepdim=True)) / (
@@ -295,7 +297,7 @@ class VideoMAEPretrain(nn.Module):
         num_hidden = x.shape[1] - visible.shape[1]
         pred = self.decoder(x, num_hidden)
         with torch.no_grad():
-            target = reconstruction_target(video.float(), c.patch_size, c.tubelet_size, c.norm_pix_loss)
+            target = reconstruction_target(video.float(), c.patch_size, c.tubelet_size, c.norm_pix_loss, c.mean, c.std)
             target = target[mask].reshape(b, num_hidden, -1)
         loss = F.mse_loss(pred.float(), target)
         return {"loss": loss, "pred": pred}

@@ -45,9 +45,10 @@ class DataSection:
     # post-pretraining on a union of label sets (Kinetics-710 style): more (list, classes) pairs, merged by name
     extra_train: list[list[str]] = field(default_factory=list)
     short_side: int = 256  # eval resize before the center crop
-    flip: bool = True  # off for direction-sensitive data (Something-Something, the synthetic world)
+    # augmentation: the fields of data.transforms.TrainTransformConfig, by the same names
+    hflip: bool = True  # off for direction-sensitive data (Something-Something, the synthetic world)
     scale: tuple[float, float] = (0.08, 1.0)  # random resized crop scale (classification)
-    multiscale_crop: bool = False  # VideoMAE pretraining crop (scales 1, .875, .75, .66)
+    crop: Literal["random_resized", "multi_scale"] = "random_resized"  # multi_scale: VideoMAE pretraining crop
     randaugment: str | None = None  # e.g. "rand-m7-n4-mstd0.5-inc1" (VideoMAE fine-tuning)
     random_erasing: float = 0.0
     mixup: float = 0.0
@@ -62,7 +63,8 @@ class DataSection:
 MOVED_KEYS = {f"data.{k}": f"model.overrides.{k}" for k in
               ("num_frames", "frame_interval", "sampling", "img_size", "mean", "std", "mask_ratio")} | {
     "data.mm_num_frames": "the multimodal backbone's own num_frames",
-    "data.mm_mean": "the multimodal backbone's own mean", "data.mm_std": "the multimodal backbone's own std"}
+    "data.mm_mean": "the multimodal backbone's own mean", "data.mm_std": "the multimodal backbone's own std",
+    "data.flip": "data.hflip", "data.multiscale_crop": "data.crop=multi_scale"}
 
 
 @dataclass
@@ -177,7 +179,7 @@ def _build(cls: type, data: dict, where: str = ""):
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
         if key in MOVED_KEYS:
-            raise ConfigError(f"config key {key!r} is part of the model's input recipe now: set {MOVED_KEYS[key]}")
+            raise ConfigError(f"config key {key!r} has moved: set {MOVED_KEYS[key]}")
         raise ConfigError(f"unknown config key {key!r}; valid keys{' of ' + where if where else ''}: {', '.join(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)

@@ -119,10 +119,10 @@ class VideoObjective:
         if not training:
             return build_eval_transform(EvalTransformConfig(img_size=recipe.img_size, short_side=d.short_side,
                                                             mean=recipe.mean, std=recipe.std))
-        if pretrain or d.multiscale_crop:
-            tc = TrainTransformConfig.pretrain(recipe.img_size, hflip=d.flip, mean=recipe.mean, std=recipe.std)
+        if pretrain or d.crop == "multi_scale":
+            tc = TrainTransformConfig.pretrain(recipe.img_size, hflip=d.hflip, mean=recipe.mean, std=recipe.std)
         else:
-            tc = TrainTransformConfig(img_size=recipe.img_size, scale=d.scale, hflip=d.flip, mean=recipe.mean,
+            tc = TrainTransformConfig(img_size=recipe.img_size, scale=d.scale, hflip=d.hflip, mean=recipe.mean,
                                       std=recipe.std, randaugment=d.randaugment, random_erasing=d.random_erasing)
         return build_train_transform(tc)
 

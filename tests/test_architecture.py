@@ -1,0 +1,147 @@
+"""The package's layers stay one-way, and every named model builds, runs and round-trips.
+
+Data flows one way: ``data``, ``models`` -> ``checkpoints`` -> ``factory`` ->
+``train`` / ``tasks`` -> ``experiments``, ``demo`` -> ``cli``. Checked on the
+source (every import, at module level or inside functions), so a violation
+fails here rather than as an import cycle somewhere else.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+import internvideo
+from internvideo.models import NAMED_CONFIGS, list_models
+
+PACKAGE = Path(internvideo.__file__).parent
+
+#: layer -> layers it must never import
+FORBIDDEN = {
+    "models": {"data", "tasks", "train", "checkpoints", "factory", "experiments", "demo", "cli"},
+    "data": {"models", "tasks", "train", "checkpoints", "factory", "experiments", "demo", "cli"},
+    "checkpoints": {"data", "tasks", "train", "factory", "experiments", "demo", "cli"},
+    "factory": {"data", "tasks", "train", "experiments", "demo", "cli"},
+    "tasks": {"train", "experiments", "demo", "cli"},
+    "train": {"experiments", "demo", "cli"},
+    "experiments": {"demo", "cli"},
+    "constants": {"models", "data", "tasks", "train", "checkpoints", "factory", "experiments", "demo", "cli"},
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, imported module) for every import; ``from X import name`` yields ``X.name`` when that is a module."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for a in node.names:
+                sub = f"{target}.{a.name}"
+                is_module = (PACKAGE.parent / Path(*sub.split("."))).with_suffix(".py").exists() or \
+                    (PACKAGE.parent / Path(*sub.split(".")) / "__init__.py").exists()
+                out.append((node.lineno, sub if is_module else target))
+    return out
+
+
+def _violations() -> list[str]:
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        me = _module_name(path)
+        if me == "internvideo":
+            continue
+        layer = me.split(".")[1]
+        for line, target in _imports(path):
+            if target == "internvideo":
+                bad.append(f"{me}:{line} imports the package root")
+                continue
+            if not target.startswith("internvideo."):
+                continue
+            other = target.split(".")[1]
+            if other in FORBIDDEN.get(layer, set()):
+                bad.append(f"{me}:{line} ({layer}) imports {target} ({other})")
+    return bad
+
+
+def test_imports_follow_the_layers():
+    assert _violations() == []
+
+
+def test_the_layer_check_catches_a_violation(tmp_path, monkeypatch):
+    # The checker itself must be able to fail: a fake models module importing the trainer and the root.
+    fake = tmp_path / "internvideo"
+    (fake / "models").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "models" / "__init__.py").write_text("")
+    (fake / "models" / "bad.py").write_text("import internvideo\n\ndef f():\n    from ..train import loop\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", fake)
+    found = _violations()
+    assert any("imports the package root" in v for v in found)
+    assert any("internvideo.train" in v for v in found)
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_named_config_builds_on_the_meta_device(name):
+    with torch.device("meta"):
+        model = internvideo.create_model(name)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    recipe = model.input_recipe()
+    assert recipe.num_frames == model.config.num_frames and recipe.img_size == model.config.img_size
+
+
+TINY = [n for n in list_models() if "tiny" in n]
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_every_tiny_model_runs_and_round_trips(name, tmp_path):
+    from internvideo.models.videomae import VideoMAEPretrain, tube_mask
+
+    torch.manual_seed(0)
+    model = internvideo.create_model(name).eval()
+    r = model.input_recipe()
+    video = torch.randn(2, 3, r.num_frames, r.img_size, r.img_size)
+    with torch.no_grad():
+        if isinstance(model, VideoMAEPretrain):
+            mask = tube_mask(2, model.config.grid, model.config.mask_ratio, torch.Generator().manual_seed(0))
+            out = model(video, mask)["loss"]
+        elif callable(getattr(model, "encode_video", None)):
+            ids = internvideo.get_tokenizer("clip", context_length=model.config.context_length)(["a", "b c"])
+            out = torch.cat([model.encode_video(video), model.encode_text(ids)])
+            assert out.shape == (4, model.config.embed_dim)
+        else:
+            tokens = model.forward_features(video)
+            assert tokens.ndim == 3 and tokens.shape[0] == 2
+            out = model.forward_head(tokens)
+            torch.testing.assert_close(out, model(video))
+            assert out.shape == (2, model.config.num_classes)
+    assert torch.isfinite(out).all()
+    internvideo.save_model(model, tmp_path / "m")
+    loaded = internvideo.load_model(tmp_path / "m").eval()
+    assert dataclasses.asdict(loaded.config) == dataclasses.asdict(model.config)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v, rtol=0, atol=0)
+    assert loaded.input_recipe() == model.input_recipe()
+
+
+def test_the_registry_lists_every_family():
+    classes = {cls.__name__ for cls, _ in NAMED_CONFIGS.values()}
+    assert {"VideoMAEPretrain", "VideoMAEClassifier", "InternVideoMM"} <= classes
