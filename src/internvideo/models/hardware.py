@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # Capabilities whose CPUs (or forced settings) have no native bf16 GEMM: no probe needed.
 _EMULATED_CAPABILITIES = ("NO AVX", "DEFAULT", "AVX2")
-# bf16 must beat fp32 by this much to count as native: the probe measures ~1.95x with AVX-512 BF16 (a 2-core
+# bf16 must beat fp32 by this much to count as native: the probe measures 1.8-2.0x with AVX-512 BF16 (a 2-core
 # AMD EPYC), ~0.4x with AVX-512 but no BF16 and ~0.05x on AVX2 (both forced there through oneDNN's ISA limit).
 _NATIVE_SPEEDUP = 1.5
 
