@@ -81,8 +81,14 @@ def test_eval_unknown_task_and_missing_model_are_clear(world, tmp_path, capsys):
         cli.main(["eval", "detection", "--model", "x", "--data", "y"])
     assert e.value.code == 2
     assert "invalid choice: 'detection'" in capsys.readouterr().err
+    # A user error: one line and exit code 2 (a traceback only with --debug).
+    assert cli.main(["eval", "recognition", "--model", str(tmp_path / "nothing"), "--data",
+                     str(world / "test.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("internvideo: error: no model at") and len(err.strip().splitlines()) == 1
     with pytest.raises(FileNotFoundError, match="no model at"):
-        cli.main(["eval", "recognition", "--model", str(tmp_path / "nothing"), "--data", str(world / "test.txt")])
+        cli.main(["--debug", "eval", "recognition", "--model", str(tmp_path / "nothing"), "--data",
+                  str(world / "test.txt")])
 
 
 def test_extract_writes_features_and_resumes(world, models, tmp_path, capsys):

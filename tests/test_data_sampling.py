@@ -35,11 +35,14 @@ def test_dense_training_is_random_but_reproducible():
     np.testing.assert_array_equal(again, draws[5])
 
 
-def test_short_video_loop_and_clamp():
-    loop = dense_indices(20, 16, 2)  # needs 31 frames
-    clamp = dense_indices(20, 16, 2, short="clamp")
+def test_short_video_loop_repeat_last_and_clamp():
+    loop = dense_indices(20, 16, 2, short="loop")  # needs 31 frames
+    clamp = dense_indices(21, 16, 2, short="clamp")
     np.testing.assert_array_equal(loop, (2 * np.arange(16)) % 20)
-    np.testing.assert_array_equal(clamp, np.minimum(2 * np.arange(16), 19))
+    np.testing.assert_array_equal(clamp, np.minimum(2 * np.arange(16), 20))
+    # test default: the last sampled frame repeated (VideoMAE / mmaction2 "repeat_last")
+    np.testing.assert_array_equal(dense_indices(21, 16, 2), np.minimum(2 * np.arange(16), 20))
+    np.testing.assert_array_equal(dense_indices(20, 16, 2), np.minimum(2 * np.arange(16), 18))
     assert dense_indices(1, 16, 4).tolist() == [0] * 16  # an image
     with pytest.raises(ValueError, match="short"):
         dense_indices(20, 16, 2, short="bounce")

@@ -37,15 +37,8 @@ def test_same_seed_same_world_different_seed_different_world(tmp_path, monkeypat
     assert files_a == [p.relative_to(b) for p in _world_files(b)]
     for frames in rendered.values():  # every pixel given to the encoder is the same for one seed
         np.testing.assert_array_equal(frames[0], frames[1])
-    for rel in files_a:
-        if rel.suffix != ".mp4":
-            assert (a / rel).read_bytes() == (b / rel).read_bytes(), f"{rel} differs between runs with one seed"
-            continue
-        # libx264 (PyAV 18.1, one thread) does not always emit the same bitstream for the same frames
-        # (seen here: one of two or three encodings per clip); the decoded pictures stay close.
-        n = probe(a / rel).num_frames
-        da, db = (read_frames(root / rel, list(range(n))).astype(np.int16) for root in (a, b))
-        assert np.abs(da - db).mean() < 4, f"{rel}: decoded frames differ between runs with one seed"
+    for rel in files_a:  # and so is every byte written, videos included (constant-quantiser x264)
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), f"{rel} differs between runs with one seed"
     assert (a / "captions_train.jsonl").read_text() != (c / "captions_train.jsonl").read_text()
     assert not np.array_equal(rendered["clip_00000.mp4"][0], rendered["clip_00000.mp4"][2])
 
@@ -62,7 +55,8 @@ def test_layout_and_every_annotation_file_reads(data_world):
         assert [c.video for c in captions] == [s.path for s in splits[split]]
         assert all(len(c.captions) == 4 for c in captions)
         qa = read_qa(root / f"qa_{split}.jsonl")
-        assert len(qa) == 4 * len(splits[split]) and all(q.answer in q.candidates for q in qa)
+        assert len(qa) == 5 * len(splits[split]) and all(q.answer in q.candidates for q in qa)
+        assert {q.type for q in qa} == {"colour", "shape", "size", "action", "motion"}
     for split in ("val", "test"):
         mc = read_qa(root / f"mc_{split}.jsonl")
         assert all(len(q.candidates) == 5 for q in mc)
@@ -180,3 +174,20 @@ def test_argument_checks(tmp_path):
         make_world(tmp_path, size=33)
     with pytest.raises(ValueError, match="at least 10"):
         make_world(tmp_path, num_videos=5)
+
+
+def test_world_encoder_writes_the_same_bytes_every_time(tmp_path):
+    # With x264's default rate control (crf 18) some clips came out differently when the world was made
+    # again in the same process (2-8 of 40 clips in our runs, not every run: it depends on what ran
+    # before); the world's constant-quantiser setting never did in ours. Rendering and encoding
+    # alternate here as in make_world.
+    import internvideo.data.synthetic as synthetic
+    from internvideo.data.video import write_video
+
+    for k in range(2):
+        for i in range(32):
+            rng = np.random.default_rng([0, 1, i])
+            frames = synthetic.render_clip(rng, [synthetic._random_actor(rng, i % 10)], 32, 16)
+            write_video(tmp_path / f"{i}_{k}.mp4", frames, fps=8, options=synthetic._ENCODER)
+    differ = [i for i in range(32) if (tmp_path / f"{i}_0.mp4").read_bytes() != (tmp_path / f"{i}_1.mp4").read_bytes()]
+    assert not differ, f"clips {differ} encoded differently the second time"

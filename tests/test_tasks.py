@@ -52,7 +52,7 @@ def test_recognition_view_averaging_is_softmax(colours, monkeypatch):
     fixed = np.array([[[0.0, 10.0, -9, -9], [2.0, 0.0, -9, -9], [2.0, 0.0, -9, -9]]] * 8)
     labels = np.zeros(8, dtype=np.int64)
     monkeypatch.setattr(recognition, "recognition_scores", lambda *a, **k: (fixed, labels))
-    assert evaluate_recognition(ColourClassifier(), "unused")["top1"] == 100.0
+    assert evaluate_recognition(ColourClassifier(), colours["list"])["top1"] == 100.0
 
 
 def test_linear_probe_on_frozen_features(colours):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -52,8 +53,13 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import main as train_main
+    from .train.config import ConfigError
 
-    return train_main(args.config, args.set)
+    try:
+        return train_main(args.config, args.set)
+    except ConfigError as e:  # a user error: one line, exit 2
+        print(f"internvideo: error: {e}", file=sys.stderr)
+        return 2
 
 
 # ----------------------------------------------------------------------------- data, evaluation, demo
@@ -113,6 +119,22 @@ def _add_extract(sub) -> None:
     x.set_defaults(func=extract.main)
 
 
+def _add_search(sub) -> None:
+    from .tasks.search.commands import add_commands
+
+    add_commands(sub)  # index, search, serve
+
+
+def _add_caption(sub) -> None:
+    from .tasks import caption
+
+    c = sub.add_parser("caption", help="generate a caption for each video (greedy or beam search)",
+                       description="Print one caption per video from a multimodal model with a caption decoder; "
+                                   "unreadable videos are reported and skipped (exit status 1).")
+    caption.add_caption_arguments(c)
+    c.set_defaults(func=caption.caption_main)
+
+
 def _add_demo(sub) -> None:
     from . import demo
 
@@ -122,8 +144,31 @@ def _add_demo(sub) -> None:
     d.set_defaults(func=demo.main)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """``--help`` shows each option's default, unless its help already says it or there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        # identity, not ==: a default of 0 is worth showing, False (an off switch) is not
+        if (not text or "default" in text.lower() or default is None or default is False
+                or default is argparse.SUPPRESS or default == [] or not action.option_strings):
+            return text
+        return text + " (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub-)command's parser uses :class:`_HelpFormatter`."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="internvideo", description="InternVideo: general video foundation models")
+    p = _Parser(prog="internvideo", description="InternVideo: general video foundation models")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of errors (user errors print "
+                                                        "one line otherwise)")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list the named models with parameter counts").set_defaults(func=cmd_models)
     sub.add_parser("smoke", help="list models and run a tiny forward pass").set_defaults(func=cmd_smoke)
@@ -135,13 +180,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(sub)
     _add_eval(sub)
     _add_extract(sub)
+    _add_search(sub)
+    _add_caption(sub)
     _add_demo(sub)
     return p
 
 
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input (a config, a file, a path, a model that does not fit), not a bug here."""
+    from .data.video import VideoError
+    from .train.loop import TrainingDiverged
+    from .train.setup import RunDirLocked
+    from .train.state import NoIntactCheckpoint
+
+    # ValueError covers ConfigError, AnnotationError, CheckpointError, NonFiniteError, WrongModelError and
+    # the argument checks of the task functions.
+    return ValueError, OSError, VideoError, RunDirLocked, TrainingDiverged, NoIntactCheckpoint
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.strerror}: {e.filename}"
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except Exception as e:  # noqa: BLE001 - sorted into user errors (one line) and bugs (traceback) below
+        if args.debug or os.environ.get("INTERNVIDEO_DEBUG") or not isinstance(e, _user_error_types()):
+            raise
+        print(f"{parser.prog}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

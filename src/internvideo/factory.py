@@ -17,17 +17,18 @@ from .tokenizer import get_tokenizer
 
 
 def create_model(name: str, pretrained: str | os.PathLike | None = None, head: HeadPolicy = "reinit",
-                 allow_torchscript: bool = False, **overrides) -> nn.Module:
+                 allow_torchscript: bool = False, allow_partial: bool = False, **overrides) -> nn.Module:
     """Build a named model (fields overridable by keyword) and optionally load weights.
 
     ``pretrained`` may be one of our directories, an HF transformers directory or
     an official checkpoint file; its layout is detected from its keys. Weights
     that do not fit are reported by name; a classifier head of another size is
     re-initialised (``head="reinit"``), sliced (``"slice"``) or refused (``"error"``).
+    Weights that fill half of the model's tensors or fewer are refused unless ``allow_partial``.
     """
     model = build_model(name, **overrides)
     if pretrained is not None:
-        load_pretrained(model, pretrained, head=head, allow_torchscript=allow_torchscript)
+        load_pretrained(model, pretrained, head=head, allow_torchscript=allow_torchscript, allow_partial=allow_partial)
     return model
 
 

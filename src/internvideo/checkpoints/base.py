@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 import zipfile
@@ -33,6 +34,25 @@ WEIGHTS_NAME = "model.safetensors"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message says which key/file."""
+
+
+class UnsureArchitecture(CheckpointError):
+    """Shapes leave config ``fields`` undetermined; ``load_model`` accepts them as overrides (``guess`` holds the rest)."""
+
+    def __init__(self, message: str, fields: list[str], cls: type, guess: object) -> None:
+        super().__init__(message)
+        self.fields, self.cls, self.guess = fields, cls, guess
+
+
+def load_safetensors(path: str | os.PathLike) -> StateDict:
+    """``safetensors.torch.load_file`` whose errors name the file (a truncated file says only "incomplete metadata")."""
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint not found: {path}") from None
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type, and OSError for bad files
+        raise CheckpointError(f"{path}: not a readable safetensors file, truncated or corrupt "
+                              f"({type(e).__name__}: {e})") from None
 
 
 # ----------------------------------------------------------------------------- our format
@@ -96,7 +116,7 @@ def _is_ours(path: Path) -> bool:
 
 def _build_ours(path: Path, overrides: dict) -> tuple[nn.Module, StateDict]:
     meta = json.loads((path / CONFIG_NAME).read_text())
-    return _build(meta, path / CONFIG_NAME, overrides), load_file(str(path / WEIGHTS_NAME))
+    return _build(meta, path / CONFIG_NAME, overrides), load_safetensors(path / WEIGHTS_NAME)
 
 
 def _config_class(cls: type[nn.Module]) -> type:
@@ -144,18 +164,24 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
+        return load_safetensors(path)
     if is_torchscript(path):  # never hand these to torch.load: it would dispatch to torch.jit.load
         raise CheckpointError(f"{path} is a TorchScript archive (as OpenAI ships CLIP). Reading it runs code stored "
                               "in the file; if you trust it, pass allow_torchscript=True.")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for bad pickles
+    except pickle.UnpicklingError as e:
+        # The weights-only unpickler stops at the first object that is not plain data: the file would run code.
+        found = [line.strip() for line in str(e).splitlines() if "unsupported" in line.lower()]
+        first = found[0] if found else "not plain tensors"
         raise CheckpointError(
-            f"{path}: could not be read as a weights-only checkpoint ({type(e).__name__}: {e}). "
-            "For a TorchScript archive you trust (OpenAI ships CLIP this way), pass allow_torchscript=True: "
-            "reading it runs code stored in the file."
+            f"{path}: refused: the file contains pickled code or objects other than tensors ({first}). "
+            "Loading it would execute that code, so it was not loaded; nothing in it ran. Use a checkpoint "
+            "saved as plain tensors (safetensors or a weights-only state dict) from a source you trust."
         ) from None
+    except Exception as e:  # noqa: BLE001 - torch raises many types for truncated or foreign files
+        raise CheckpointError(f"{path}: could not be read as a weights-only checkpoint, truncated or not a "
+                              f"PyTorch file ({type(e).__name__}: {e})") from None
     return _unwrap(obj, path)
 
 

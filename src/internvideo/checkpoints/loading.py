@@ -10,14 +10,13 @@ import json
 import os
 from pathlib import Path
 
-from safetensors.torch import load_file
 from torch import nn
 
 from ..models import apply_overrides
 from . import clip, videomae
 from .base import (
-    CONFIG_NAME, WEIGHTS_NAME, CheckpointError, Format, HeadPolicy, LoadReport, StateDict, _build_ours, _is_ours,
-    _read_dir_weights, load_state_dict_checked, read_state_dict,
+    CONFIG_NAME, WEIGHTS_NAME, CheckpointError, Format, HeadPolicy, LoadReport, StateDict, UnsureArchitecture,
+    _build_ours, _is_ours, _read_dir_weights, load_safetensors, load_state_dict_checked, read_state_dict,
 )
 
 FORMATS: tuple[Format, ...] = videomae.FORMATS + clip.FORMATS
@@ -44,23 +43,37 @@ def _read_any(path: Path, allow_torchscript: bool = False) -> tuple[StateDict, d
     return read_state_dict(path), None
 
 
+#: ``load_pretrained`` refuses weights that fill no more than this share of the model's tensors.
+MIN_PRETRAINED_SHARE = 0.5
+
+
 def load_pretrained(model: nn.Module, path: str | os.PathLike, head: HeadPolicy = "reinit",
-                    allow_torchscript: bool = False) -> LoadReport:
+                    allow_torchscript: bool = False, allow_partial: bool = False) -> LoadReport:
     """Load weights of any supported layout into an already built ``model``.
 
     Used by ``create_model(name, pretrained=...)``: the named config decides the
     architecture, the checkpoint only supplies weights (a pretraining checkpoint
-    can thus start a classifier; keys that are new are reported).
+    can thus start a classifier; keys that are new are reported). Weights that
+    fill half of the model's tensors or fewer (e.g. a checkpoint of another
+    model family: training would silently start from random weights) are an
+    error unless ``allow_partial``.
     """
     path = Path(path)
     if _is_ours(path):
-        sd = load_file(str(path / WEIGHTS_NAME))
+        sd = load_safetensors(path / WEIGHTS_NAME)
         fmt_name = "internvideo"
         sd = _adapt_ours(sd, model)
     else:
         raw, meta = _read_any(path, allow_torchscript)
         fmt = _detect(raw, meta, path)
         sd, fmt_name = fmt.convert(raw, meta, model), fmt.name
+    own = model.state_dict()
+    matched = sum(1 for k, v in sd.items() if k in own and (v.shape == own[k].shape or k.endswith("pos_embed")))
+    if not allow_partial and matched <= MIN_PRETRAINED_SHARE * len(own):
+        raise CheckpointError(
+            f"{path} ({fmt_name}) fills only {matched} of the {len(own)} tensors of {type(model).__name__}: it is "
+            "probably a checkpoint of another model; training would start from random weights. Pass "
+            "allow_partial=True (config: model.allow_partial_pretrained=true) if a partial start is intended")
     return load_state_dict_checked(model, sd, head=head, source=str(path), fmt=fmt_name)
 
 
@@ -84,9 +97,20 @@ def load_model(path: str | os.PathLike, head: HeadPolicy = "error", allow_torchs
         model, sd = _build_ours(path, overrides)
         load_state_dict_checked(model, sd, head=head, source=str(path), strict=not overrides)
         return model
+    if path.is_dir() and (path / WEIGHTS_NAME).exists() and not (path / CONFIG_NAME).exists():
+        # Our weights alone: guessing the architecture from shapes once loaded a 4-head 32 px model as 1 head 224 px.
+        raise CheckpointError(f"{path}: {WEIGHTS_NAME} without its {CONFIG_NAME}: the config (model class, heads, "
+                              "frames, size) is missing, and the architecture cannot be read reliably from the "
+                              f"weights; restore {CONFIG_NAME}, or build the model and pass the directory as "
+                              "pretrained=")
     raw, meta = _read_any(path, allow_torchscript)
     fmt = _detect(raw, meta, path)
-    cls, cfg = fmt.infer(raw, meta)
+    try:
+        cls, cfg = fmt.infer(raw, meta)
+    except UnsureArchitecture as e:
+        if not set(e.fields) <= set(overrides):
+            raise CheckpointError(f"{path}: {e}") from None
+        cls, cfg = e.cls, e.guess
     model = cls(apply_overrides(cfg, overrides))
     load_state_dict_checked(model, fmt.convert(raw, meta, model), head=head, source=str(path), fmt=fmt.name)
     return model

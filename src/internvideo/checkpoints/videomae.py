@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..models.videomae import VideoMAEClassifier, VideoMAEConfig, VideoMAEPretrain
-from .base import Format, StateDict
+from .base import Format, StateDict, UnsureArchitecture
 
 # Official widths → heads (the official constructors fix heads per size; shapes cannot tell).
 _HEADS_BY_WIDTH = {192: 3, 384: 6, 512: 8, 640: 8, 768: 12, 1024: 16, 1280: 16, 1408: 16}
@@ -79,7 +79,9 @@ def _count_blocks(sd: StateDict, prefix: str) -> int:
     return max(ids) + 1 if ids else 0
 
 
-def _heads(width: int) -> int:
+def _heads(width: int, field: str, unsure: list[str]) -> int:
+    if width not in _HEADS_BY_WIDTH:  # no official size has this width: any head count would be a guess
+        unsure.append(field)
     return _HEADS_BY_WIDTH.get(width, max(1, width // 64))
 
 
@@ -89,9 +91,10 @@ def _infer_official(sd: StateDict, meta: dict | None) -> tuple[type[nn.Module], 
     enc = "encoder." if pretrain else ""
     patch_w = sd[f"{enc}patch_embed.proj.weight"]
     width = patch_w.shape[0]
+    unsure: list[str] = []
     kw: dict = dict(
         embed_dim=width, in_chans=patch_w.shape[1], tubelet_size=patch_w.shape[2], patch_size=patch_w.shape[3],
-        depth=_count_blocks(sd, f"{enc}blocks."), num_heads=_heads(width),
+        depth=_count_blocks(sd, f"{enc}blocks."), num_heads=_heads(width, "num_heads", unsure),
         mlp_ratio=sd[f"{enc}blocks.0.mlp.fc1.weight"].shape[0] / width,
         qkv_bias=f"{enc}blocks.0.attn.q_bias" in sd,
         init_values=1.0 if f"{enc}blocks.0.gamma_1" in sd else None,
@@ -106,12 +109,19 @@ def _infer_official(sd: StateDict, meta: dict | None) -> tuple[type[nn.Module], 
     if pretrain:
         dw = sd["decoder.head.weight"].shape[1]
         kw.update(decoder_embed_dim=dw, decoder_depth=_count_blocks(sd, "decoder.blocks."),
-                  decoder_num_heads=_heads(dw), num_classes=0,
+                  decoder_num_heads=_heads(dw, "decoder_num_heads", unsure), num_classes=0,
                   decoder_mlp_ratio=sd["decoder.blocks.0.mlp.fc1.weight"].shape[0] / dw)
-        return VideoMAEPretrain, VideoMAEConfig(**kw)
-    head = sd.get("head.weight")
-    kw.update(num_classes=0 if head is None else head.shape[0], use_mean_pooling="fc_norm.weight" in sd)
-    return VideoMAEClassifier, VideoMAEConfig(**kw)
+        cls: type[nn.Module] = VideoMAEPretrain
+    else:
+        head = sd.get("head.weight")
+        kw.update(num_classes=0 if head is None else head.shape[0], use_mean_pooling="fc_norm.weight" in sd)
+        cls = VideoMAEClassifier
+    if unsure:
+        raise UnsureArchitecture(f"width {width} is not an official VideoMAE size, so the number of attention heads "
+                                 f"cannot be read from the weights; pass {', '.join(f + '=...' for f in unsure)} "
+                                 "(e.g. load_model(path, num_heads=H)), or load a directory with its config.json",
+                                 unsure, cls, VideoMAEConfig(**kw))
+    return cls, VideoMAEConfig(**kw)
 
 
 def _convert_official(sd: StateDict, meta: dict | None, model: nn.Module | None) -> StateDict:

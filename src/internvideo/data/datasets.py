@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .memory import DecodedVideos
 from .sampling import DenseSampler, Sampler
 from .transforms import EvalTransformConfig, TrainTransformConfig, as_float, build_eval_transform
 from .transforms import build_train_transform, to_cthw
@@ -57,7 +58,7 @@ from .video import PathLike, VideoError, probe, read_frames
 __all__ = [
     "AnnotationError", "ClassificationSample", "VideoTextSample", "Segment", "LocalizationVideo", "AVABox", "QASample",
     "read_classification_list", "read_classes", "read_video_text", "write_video_text", "read_msrvtt",
-    "read_activitynet", "read_ava_csv", "read_qa",
+    "read_activitynet", "read_ava_csv", "read_qa", "text_lines",
     "View", "VideoDataset", "VideoClassificationDataset", "VideoTextDataset", "collate_videos", "SkipLog",
     "SkipSummary", "IMAGE_EXTENSIONS",
 ]
@@ -105,6 +106,7 @@ class LocalizationVideo:
     duration: float  # seconds
     subset: str
     segments: tuple[Segment, ...]
+    fps: float | None = None  # frame rate, when the annotation file gives one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +124,7 @@ class QASample:
     question: str
     answer: str
     candidates: tuple[str, ...] | None = None
+    type: str | None = None  # question type when the data has one (what/who/how/where/when, colour, ...)
 
 
 # ----------------------------------------------------------------------------- readers
@@ -136,13 +139,26 @@ def _default_root(annotation: PathLike, root: PathLike | None) -> PathLike:
     return root if root is not None else os.path.dirname(os.path.abspath(os.fspath(annotation)))
 
 
+def text_lines(path: PathLike) -> Iterator[tuple[int, str]]:
+    """Numbered lines of a UTF-8 text file (a leading BOM dropped); bad bytes are an error naming the line."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith(b"\xef\xbb\xbf"):  # editors on Windows write one; it would stick to the first path/name
+        data = data[3:]
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise AnnotationError(path, f"not valid UTF-8 (byte {e.start + 1} of the line: {raw[e.start:e.start + 1]!r}); "
+                                        "save the file as UTF-8", number) from None
+
+
 def _lines(path: PathLike) -> Iterator[tuple[int, str]]:
     """Numbered non-empty lines, skipping ``#`` comments."""
-    with open(path, encoding="utf-8") as f:
-        for number, raw in enumerate(f, start=1):
-            line = raw.strip()
-            if line and not line.startswith("#"):
-                yield number, line
+    for number, raw in text_lines(path):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            yield number, line
 
 
 def _json_lines(path: PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -172,8 +188,14 @@ def _captions(value: Any, path: PathLike, line: int, key: str = "caption") -> tu
     return tuple(items)
 
 
-def read_classification_list(path: PathLike, root: PathLike | None = None) -> list[ClassificationSample]:
-    """Kinetics-style list: ``relative/path.mp4 label_index`` per line (paths may contain spaces)."""
+def read_classification_list(path: PathLike, root: PathLike | None = None, num_classes: int | None = None
+                             ) -> list[ClassificationSample]:
+    """Kinetics-style list: ``relative/path.mp4 label_index`` per line (paths may contain spaces).
+
+    ``-1`` marks an unknown class (open-set lists). With ``num_classes`` (the
+    length of the classes file), a label outside ``[-1, num_classes)`` is an
+    error naming the line.
+    """
     root = _default_root(path, root)
     samples = []
     for number, line in _lines(path):
@@ -186,14 +208,16 @@ def read_classification_list(path: PathLike, root: PathLike | None = None) -> li
             raise AnnotationError(path, f"label must be an integer, got {parts[1]!r}", number) from None
         if label < -1:
             raise AnnotationError(path, f"label must be >= 0 (or -1 for unknown), got {label}", number)
+        if num_classes is not None and label >= num_classes:
+            raise AnnotationError(path, f"label {label} is out of range: there are {num_classes} classes "
+                                        f"(labels 0..{num_classes - 1})", number)
         samples.append(ClassificationSample(_resolve(root, parts[0]), label))
     return samples
 
 
 def read_classes(path: PathLike) -> list[str]:
     """``classes.txt``: one human-readable class name per line, line ``i`` naming label ``i``."""
-    with open(path, encoding="utf-8") as f:
-        names = [line.strip() for line in f]
+    names = [line.strip() for _, line in text_lines(path)]
     while names and not names[-1]:
         names.pop()
     for number, name in enumerate(names, start=1):
@@ -289,41 +313,67 @@ def _number(value: Any, path: PathLike, field: str) -> float:
     return float(value)
 
 
-def read_activitynet(path: PathLike) -> dict[str, LocalizationVideo]:
+def read_activitynet(path: PathLike, clip: bool = True) -> dict[str, LocalizationVideo]:
     """ActivityNet-style temporal localization JSON, keyed by video id.
 
-    ``{"database": {id: {"duration": s, "subset": "training", "annotations": [{"segment": [s, e], "label": name}]}}}``.
-    Errors name the offending field, e.g. ``database/v_1/annotations[2]/segment``.
+    ``{"database": {id: {"duration": s, "subset": "training", "annotations": [{"segment": [s, e], "label": name}]}}}``
+    (an optional per-video ``"fps"`` is kept). Errors name the offending
+    field, e.g. ``database/v_1/annotations[2]/segment``. With ``clip`` (for
+    training) segments are clipped to ``[0, duration]`` with a warning and
+    those left empty are dropped; without it (for scoring, as the official
+    evaluation does) boundaries are kept as written. ``start > end`` is an error.
     """
     data = _load_json(path)
-    database = data.get("database") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or "database" not in data:
+        raise AnnotationError(path, 'missing key "database": expected a top-level object with a "database" object '
+                                    '(ActivityNet format)')
+    database = data["database"]
     if not isinstance(database, dict):
-        raise AnnotationError(path, 'expected a top-level object with a "database" object')
+        raise AnnotationError(path, "must be an object mapping video ids to entries", field="database")
     videos = {}
+    clipped = dropped = 0
     for vid, entry in database.items():
         where = f"database/{vid}"
         if not isinstance(entry, dict):
             raise AnnotationError(path, "must be an object", field=where)
-        duration = _number(entry.get("duration"), path, f"{where}/duration")
+        if "duration" not in entry:
+            raise AnnotationError(path, 'missing key "duration"', field=where)
+        duration = _number(entry["duration"], path, f"{where}/duration")
         subset = entry.get("subset", "")
+        fps = entry.get("fps")
+        fps = None if fps is None else _number(fps, path, f"{where}/fps")
         annotations = entry.get("annotations", [])
         if not isinstance(annotations, list):
             raise AnnotationError(path, "must be a list", field=f"{where}/annotations")
         segments = []
         for i, ann in enumerate(annotations):
             field = f"{where}/annotations[{i}]"
-            segment = ann.get("segment") if isinstance(ann, dict) else None
+            if not isinstance(ann, dict):
+                raise AnnotationError(path, "must be an object", field=field)
+            for key in ("segment", "label"):
+                if key not in ann:
+                    raise AnnotationError(path, f'missing key "{key}"', field=field)
+            segment = ann["segment"]
             if not isinstance(segment, list) or len(segment) != 2:
                 raise AnnotationError(path, f"segment must be [start, end], got {segment!r}", field=f"{field}/segment")
             start, end = (_number(x, path, f"{field}/segment") for x in segment)
-            if not 0 <= start <= end:
-                raise AnnotationError(path, f"segment [{start}, {end}] must satisfy 0 <= start <= end",
+            if start > end:
+                raise AnnotationError(path, f"segment [{start}, {end}] must satisfy start <= end",
                                       field=f"{field}/segment")
-            label = ann.get("label")
+            label = ann["label"]
             if not isinstance(label, str) or not label:
                 raise AnnotationError(path, f"label must be a non-empty string, got {label!r}", field=f"{field}/label")
+            if clip and (start < 0 or end > duration):
+                start, end = min(max(start, 0.0), duration), min(max(end, 0.0), duration)
+                clipped += 1
+                if end <= start:
+                    dropped += 1
+                    continue
             segments.append(Segment(start, end, label))
-        videos[vid] = LocalizationVideo(vid, duration, str(subset), tuple(segments))
+        videos[vid] = LocalizationVideo(vid, duration, str(subset), tuple(segments), fps)
+    if clipped:
+        log.warning("%s: %d segment(s) outside [0, duration] clipped (%d left empty and dropped)", os.fspath(path),
+                    clipped, dropped)
     return videos
 
 
@@ -349,22 +399,97 @@ def read_ava_csv(path: PathLike) -> list[AVABox]:
     return boxes
 
 
-def read_qa(path: PathLike, root: PathLike | None = None) -> list[QASample]:
-    """QA JSON lines ``{"video", "question", "answer", "candidates"?}``; the answer must be a candidate."""
+#: The question words MSRVTT-QA and MSVD-QA results are broken down by (from the question's first word).
+QUESTION_WORDS = ("what", "who", "how", "where", "when")
+#: TGIF-QA FrameQA's ``type`` column.
+FRAMEQA_TYPES = {"0": "object", "1": "number", "2": "color", "3": "location"}
+
+
+def _question_word(question: str) -> str:
+    words = question.strip().lower().split()
+    return words[0] if words and words[0] in QUESTION_WORDS else "other"
+
+
+def _question(value: Any, path: PathLike, line: int | None, field: str | None = None) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise AnnotationError(path, f'field "question" must be a non-empty string (got {value!r})', line, field)
+    return value
+
+
+def read_qa(path: PathLike, root: PathLike | None = None, video_template: str | None = None) -> list[QASample]:
+    """Question answering annotations; the format is recognised from the file.
+
+    * JSON lines ``{"video", "question", "answer", "candidates"?, "type"?}`` (ours);
+      with candidates the answer must be one of them.
+    * MSRVTT-QA / MSVD-QA ``.json``: a list of ``{"video_id", "question", "answer"}``;
+      the video is ``video_template.format(video_id)`` (default ``video{}.mp4``,
+      MSR-VTT's names; MSVD-QA wants e.g. ``vid{}.avi`` or its YouTube-id mapping)
+      and the type is the question's first word (what/who/how/where/when).
+    * TGIF-QA FrameQA ``.csv`` (tab-separated, columns ``gif_name, question, answer, type``):
+      video ``video_template.format(gif_name)`` (default ``{}.gif``), type
+      object/number/color/location.
+
+    Empty questions or answers are errors naming the file and line (or list index).
+    """
     root = _default_root(path, root)
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        return _read_frameqa(path, root, video_template or "{}.gif")
+    if suffix == ".json":
+        return _read_qa_list(path, root, video_template or "video{}.mp4")
     samples = []
     for number, record in _json_lines(path):
         video = _string_field(record, "video", path, number)
-        question = record.get("question")
-        if not isinstance(question, str):
-            raise AnnotationError(path, f'field "question" must be a string (got {question!r})', number)
+        question = _question(record.get("question"), path, number)
         answer = _string_field(record, "answer", path, number)
         candidates = record.get("candidates")
         if candidates is not None:
             candidates = _captions(candidates, path, number, "candidates")
             if answer not in candidates:
                 raise AnnotationError(path, f"answer {answer!r} is not among the candidates", number)
-        samples.append(QASample(_resolve(root, video), question, answer, candidates))
+        qtype = record.get("type")
+        if qtype is not None and not isinstance(qtype, str):
+            raise AnnotationError(path, f'field "type" must be a string (got {qtype!r})', number)
+        samples.append(QASample(_resolve(root, video), question, answer, candidates, qtype))
+    return samples
+
+
+def _read_qa_list(path: PathLike, root: PathLike, template: str) -> list[QASample]:
+    data = _load_json(path)
+    if not isinstance(data, list):
+        raise AnnotationError(path, 'expected a JSON list of {"video_id", "question", "answer"} (MSRVTT-QA/MSVD-QA)')
+    samples = []
+    for i, record in enumerate(data):
+        where = f"[{i}]"
+        if not isinstance(record, dict):
+            raise AnnotationError(path, f"expected an object, got {type(record).__name__}", field=where)
+        vid = record.get("video_id", record.get("video"))
+        if isinstance(vid, bool) or not isinstance(vid, (str, int)) or (isinstance(vid, str) and not vid.strip()):
+            raise AnnotationError(path, f'"video_id" must be a string or an integer (got {vid!r})', field=where)
+        question = _question(record.get("question"), path, None, where)
+        answer = record.get("answer")
+        if not isinstance(answer, str) or not answer.strip():
+            raise AnnotationError(path, f'"answer" must be a non-empty string (got {answer!r})', field=where)
+        samples.append(QASample(_resolve(root, template.format(vid)), question, answer,
+                                type=_question_word(question)))
+    return samples
+
+
+def _read_frameqa(path: PathLike, root: PathLike, template: str) -> list[QASample]:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        missing = {"gif_name", "question", "answer"} - set(reader.fieldnames or [])
+        if missing:
+            raise AnnotationError(path, f"TGIF-QA FrameQA header lacks column(s) {sorted(missing)} "
+                                        "(tab-separated: gif_name, question, answer, type)", 1)
+        samples = []
+        for number, row in enumerate(reader, start=2):
+            name, answer = (row.get("gif_name") or "").strip(), (row.get("answer") or "").strip()
+            question = _question(row.get("question"), path, number)
+            if not name or not answer:
+                raise AnnotationError(path, "empty gif_name or answer", number)
+            qtype = FRAMEQA_TYPES.get((row.get("type") or "").strip(), (row.get("type") or "").strip() or None)
+            samples.append(QASample(_resolve(root, template.format(name)), question, answer, type=qtype))
     return samples
 
 
@@ -424,8 +549,13 @@ class VideoDataset(torch.utils.data.Dataset):
 
     def __init__(self, videos: Sequence[str], views: View | Sequence[View] | None = None, *, training: bool = False,
                  seed: int = 0, strict: bool | None = None, max_replacements: int = 10,
-                 decode_short_side: int | None = None, threads: int = 1) -> None:
+                 decode_short_side: int | None = None, threads: int = 1,
+                 decoded: DecodedVideos | None = None) -> None:
         self.videos = list(videos)
+        if decoded is not None and decoded.short_side != decode_short_side:
+            raise ValueError(f"the decoded videos were decoded at short side {decoded.short_side}, the dataset asks "
+                             f"for {decode_short_side}")
+        self.decoded = decoded  # whole videos decoded once (see internvideo.data.memory)
         views = default_view(training) if views is None else views
         self.views: tuple[View, ...] = (views,) if isinstance(views, View) else tuple(views)
         names = [v.name for v in self.views]
@@ -454,7 +584,10 @@ class VideoDataset(torch.utils.data.Dataset):
         """Decode the frames of every view of video ``index`` in one pass and transform them."""
         path = self.videos[index]
         image = _load_image(path) if Path(path).suffix.lower() in IMAGE_EXTENSIONS else None
-        if image is not None:
+        if image is None and self.decoded is not None:
+            image, fps = self.decoded.get(path)  # the whole video, already in memory
+            num_frames = len(image)
+        elif image is not None:
             num_frames, fps = 1, 1.0
         else:
             info = probe(path)
@@ -515,14 +648,14 @@ class VideoClassificationDataset(VideoDataset):
                  *, root: PathLike | None = None, classes: PathLike | Sequence[str] | None = None,
                  **kwargs: Any) -> None:
         if isinstance(samples, (str, os.PathLike)):
-            list_file = samples
-            samples = read_classification_list(list_file, root)
-            guess = Path(list_file).with_name("classes.txt")
+            guess = Path(samples).with_name("classes.txt")
             if classes is None and guess.exists():
                 classes = guess
-        self.samples = list(samples)
         self.classes: list[str] | None = (read_classes(classes) if isinstance(classes, (str, os.PathLike))
                                           else list(classes) if classes is not None else None)
+        if isinstance(samples, (str, os.PathLike)):
+            samples = read_classification_list(samples, root, len(self.classes) if self.classes else None)
+        self.samples = list(samples)
         super().__init__([s.path for s in self.samples], views, **kwargs)
 
     def annotation(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ facts (colour, shape, size) vary independently, so captions and questions
 need both appearance and motion. Everything is deterministic by ``seed``.
 
 Call :func:`make_world` (the CLI's ``internvideo synth OUT --videos N --seed S``).
+One seed gives the same files, byte for byte (videos included: see ``_ENCODER``).
 It writes this layout; every path inside an annotation file is relative to the
 folder of that file::
 
@@ -22,8 +23,9 @@ folder of that file::
       captions_{train,val,test}.jsonl
                                  video-text: {"video", "caption": [4 captions]}, varied
                                  templates and synonyms ("a small red circle slides to the left")
-      qa_{train,val,test}.jsonl  {"video", "question", "answer", "candidates"}: colour,
-                                 shape, size and action questions about the acting shape
+      qa_{train,val,test}.jsonl  {"video", "question", "answer", "candidates", "type"}: colour,
+                                 shape, size, action and motion ("which way does the red
+                                 square move?") questions about the acting shape
       mc_{val,test}.jsonl        multiple choice, QA format: pick the right caption among 5
                                  (one is the time-reversed caption of the same shape)
       openset_{train,val,test}.txt
@@ -35,8 +37,8 @@ folder of that file::
       localization/long_00000.mp4, activitynet.json
                                  long videos with 2-3 action segments and still gaps;
                                  ActivityNet JSON keyed by file stem, times in seconds
-      ava/ava_00000.mp4, ava_{train,val}.csv
-                                 two shapes acting at once; AVA-style rows for every frame:
+      ava/ava_00000.mp4, ava_{train,val}.csv, label_map.pbtxt
+                                 two shapes doing two different actions at once; AVA-style rows for every frame:
                                  video_id, timestamp (s), x1, y1, x2, y2 (0-1), action_id, person_id
                                  with action_id = label + 1 (AVA ids start at 1)
 
@@ -270,24 +272,42 @@ def _captions(actor: Actor, rng: np.random.Generator, count: int) -> list[str]:
     return found
 
 
+#: The motion question of each reversed pair: (question with {obj}, answer for the pair's first action, second's).
+_MOTION_QUESTIONS = {
+    0: ("which way does the {obj} move?", "left", "right"),
+    2: ("which way does the {obj} move?", "up", "down"),
+    4: ("does the {obj} get bigger or smaller?", "bigger", "smaller"),
+    6: ("which way does the {obj} turn?", "clockwise", "counterclockwise"),
+    8: ("does the {obj} appear or disappear?", "appear", "disappear"),
+}
+
+
 def _questions(actor: Actor, video: str, rng: np.random.Generator) -> list[dict[str, object]]:
-    """Colour, shape, size and action questions about the acting shape, each with candidates."""
+    """Colour, shape, size, action and motion questions about the acting shape, each with candidates and a type.
+
+    The action and motion questions need more than one frame: their answers
+    differ between a clip and its time-reversed twin, which look alike frame by frame.
+    """
     name = ACTIONS[actor.action]
     doing = name.split()[0]
     colors = [actor.color] + list(rng.choice([c for c in COLORS if c != actor.color], 4, replace=False))
     others = [a for a in ACTIONS if a not in (name, ACTIONS[REVERSED[actor.action]])]
     actions = [name, ACTIONS[REVERSED[actor.action]]] + list(rng.choice(others, 3, replace=False))
+    pair = min(actor.action, REVERSED[actor.action])
+    motion, first, second = _MOTION_QUESTIONS[pair]
     qa = [
-        (f"what colour is the shape that is {doing}?", actor.color, colors),
-        (f"what shape is the {actor.color} object?", actor.shape, list(SHAPES)),
-        (f"is the {actor.color} {actor.shape} small or large?", actor.size, list(SIZES)),
-        (f"what is the {actor.color} {actor.shape} doing?", name, actions),
+        (f"what colour is the shape that is {doing}?", actor.color, colors, "colour"),
+        (f"what shape is the {actor.color} object?", actor.shape, list(SHAPES), "shape"),
+        (f"is the {actor.color} {actor.shape} small or large?", actor.size, list(SIZES), "size"),
+        (f"what is the {actor.color} {actor.shape} doing?", name, actions, "action"),
+        (motion.format(obj=f"{actor.color} {actor.shape}"), first if actor.action == pair else second,
+         [first, second], "motion"),
     ]
     out = []
-    for question, answer, candidates in qa:
+    for question, answer, candidates, kind in qa:
         candidates = [str(c) for c in candidates]
         rng.shuffle(candidates)
-        out.append({"video": video, "question": question, "answer": answer, "candidates": candidates})
+        out.append({"video": video, "question": question, "answer": answer, "candidates": candidates, "type": kind})
     return out
 
 
@@ -312,7 +332,12 @@ class World:
                 f"({self.seconds:.1f}s)")
 
 
-_ENCODER = {"crf": "18", "preset": "veryfast", "bf": "2"}
+#: A constant quantiser, not x264's default rate control: with ``crf`` libx264 sometimes wrote a different
+#: bitstream for the same frames when a world was made again in the same process (2-8 clips in 40 in
+#: our runs, one encoder thread), so worlds of one seed decoded to different pixels. ``qp`` 18 gives
+#: files of the same size and quality (4.7 KB per 32 px clip, mean absolute error 5.4 grey levels against
+#: the rendered frames, mostly the sensor noise) and gave the same bytes in every repeat we ran.
+_ENCODER = {"qp": "18", "preset": "veryfast", "bf": "2"}
 
 
 def _split_of(position: int, count: int) -> str:
@@ -339,7 +364,7 @@ def _write_list(path: Path, rows: Sequence[tuple[str, int]]) -> None:
 
 def make_world(out_dir: str | os.PathLike, num_videos: int = 600, seed: int = 0, size: int = 64,
                num_frames: int = 16, fps: int = 8, num_long: int | None = None, num_ava: int | None = None,
-               num_images: int | None = None) -> World:
+               num_images: int | None = None, progress: bool = False) -> World:
     """Generate the synthetic world into ``out_dir`` (created if needed; files are overwritten).
 
     Args:
@@ -350,6 +375,7 @@ def make_world(out_dir: str | os.PathLike, num_videos: int = 600, seed: int = 0,
         fps: frame rate written into the files (timestamps in annotations use it).
         num_long, num_ava, num_images: defaults ``max(4, num_videos // 10)``,
             ``max(4, num_videos // 10)`` and ``max(10, num_videos // 5)``.
+        progress: a progress bar over the action clips.
     """
     if size % 2 or size < 16:
         raise ValueError(f"size must be an even number >= 16 (h264 needs even sides), got {size}")
@@ -376,7 +402,9 @@ def make_world(out_dir: str | os.PathLike, num_videos: int = 600, seed: int = 0,
     questions: dict[str, list[dict[str, object]]] = {k: [] for k in lists}
     actors: dict[str, list[tuple[str, Actor]]] = {k: [] for k in lists}
     facts = []
-    for i, label in enumerate(labels.tolist()):
+    from tqdm import tqdm
+
+    for i, label in enumerate(tqdm(labels.tolist(), desc="rendering", unit="clip", disable=not progress)):
         rng = np.random.default_rng([seed, 1, i])
         split = _split_of(int(seen[label]), int(per_class[label]))
         seen[label] += 1
@@ -460,11 +488,19 @@ def _multiple_choice(items: Sequence[tuple[str, Actor]], rng: np.random.Generato
 
 
 def _make_long_videos(folder: Path, count: int, seed: int, size: int, num_frames: int, fps: int) -> None:
-    """Long videos: 2-3 action segments (each a new shape) separated by still gaps."""
+    """Long videos: 2-3 action segments (each a new shape) separated by still gaps.
+
+    A video's segments come from different reversed pairs, so no two of its
+    instances share a class or are each other's time-reversal: instances are
+    separable both in time (still gaps) and in class.
+    """
     database = {}
+    pairs = sorted({tuple(sorted(p)) for p in REVERSED.items()})
     for i in range(count):
         rng = np.random.default_rng([seed, 4, i])
         segments = int(rng.integers(2, 4))
+        chosen = rng.choice(len(pairs), segments, replace=False)
+        actions = [pairs[int(k)][int(rng.integers(2))] for k in chosen]
         lengths = rng.integers(num_frames, num_frames * 3 // 2 + 1, segments)
         gaps = rng.integers(num_frames // 2, num_frames + 1, segments + 1)
         total = int(lengths.sum() + gaps.sum())
@@ -472,7 +508,7 @@ def _make_long_videos(folder: Path, count: int, seed: int, size: int, num_frames
         annotations = []
         cursor, previous = int(gaps[0]), None
         for s in range(segments):
-            actor = _random_actor(rng, int(rng.integers(len(ACTIONS))))
+            actor = _random_actor(rng, actions[s])
             n = int(lengths[s])
             if previous is not None:  # the last shape stays still in the gap before this segment
                 for f in range(cursor - int(gaps[s]), cursor):
@@ -496,13 +532,20 @@ def _make_long_videos(folder: Path, count: int, seed: int, size: int, num_frames
 
 
 def _make_ava(folder: Path, count: int, seed: int, size: int, num_frames: int, fps: int) -> None:
-    """Two shapes acting at once, one in each half of the frame, with a box row per visible frame."""
+    """Two shapes doing two different actions at once, one in each half of the frame, a box row per visible frame.
+
+    Different actions in one clip make a box-agnostic predictor (one set of
+    scores per clip) give each person the other's action too, so frame-mAP
+    rewards reading the right box. Also writes ``label_map.pbtxt`` (AVA's
+    label map format, ids 1-10).
+    """
     rows: dict[str, list[list[object]]] = {"train": [], "val": []}
     for i in range(count):
         rng = np.random.default_rng([seed, 5, i])
-        left = _random_actor(rng, int(rng.integers(len(ACTIONS))), region=(0.0, 0.0, 0.5, 1.0), sizes=("small",))
-        right = _random_actor(rng, int(rng.integers(len(ACTIONS))), region=(0.5, 0.0, 1.0, 1.0),
-                              exclude_color=left.color, sizes=("small",))
+        first = int(rng.integers(len(ACTIONS)))
+        second = (first + 1 + int(rng.integers(len(ACTIONS) - 1))) % len(ACTIONS)
+        left = _random_actor(rng, first, region=(0.0, 0.0, 0.5, 1.0), sizes=("small",))
+        right = _random_actor(rng, second, region=(0.5, 0.0, 1.0, 1.0), exclude_color=left.color, sizes=("small",))
         name = f"ava_{i:05d}"
         write_video(folder / f"{name}.mp4", render_clip(rng, [left, right], size, num_frames), fps=fps,
                     options=_ENCODER)
@@ -519,6 +562,8 @@ def _make_ava(folder: Path, count: int, seed: int, size: int, num_frames: int, f
     for split, split_rows in rows.items():
         with open(folder / f"ava_{split}.csv", "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(split_rows)
+    (folder / "label_map.pbtxt").write_text(
+        "".join(f'item {{\n  name: "{name}"\n  id: {k + 1}\n}}\n' for k, name in enumerate(ACTIONS)), encoding="utf-8")
 
 
 def _save_png(path: Path, frame: np.ndarray) -> None:

@@ -141,26 +141,38 @@ class Compose:
 
 @dataclasses.dataclass
 class ResizeShortSide:
-    """Scale so the shorter side equals ``size``, keeping the aspect ratio."""
+    """Scale so the shorter side equals ``size``, keeping the aspect ratio.
+
+    The longer side becomes ``int(size * long / short)`` (truncated), as in the
+    official VideoMAE test loader, so three-crop offsets land on the same pixels
+    (340 x 256 -> 297 x 224, not 298).
+    """
 
     size: int
 
     def __call__(self, video: torch.Tensor, rng: Rng = None) -> torch.Tensor:
         h, w = video.shape[-2:]
-        scale = self.size / min(h, w)
-        return resize(video, (max(1, round(h * scale)), max(1, round(w * scale))))
+        if h <= w:
+            out = (self.size, max(1, int(self.size * w / h)))
+        else:
+            out = (max(1, int(self.size * h / w)), self.size)
+        return resize(video, out)
 
 
 @dataclasses.dataclass
 class CenterCrop:
-    """Crop the central ``size x size`` square (after :class:`ResizeShortSide` for testing)."""
+    """Crop the central ``size x size`` square (after :class:`ResizeShortSide` for testing).
+
+    Offsets ``int(round((side - size) / 2))`` (Python rounding, halves to even),
+    as the official VideoMAE single-view loader and torchvision do.
+    """
 
     size: int
 
     def __call__(self, video: torch.Tensor, rng: Rng = None) -> torch.Tensor:
         h, w = video.shape[-2:]
         ch, cw = min(self.size, h), min(self.size, w)
-        return _crop(video, (h - ch) // 2, (w - cw) // 2, ch, cw)
+        return _crop(video, int(round((h - ch) / 2)), int(round((w - cw) / 2)), ch, cw)
 
 
 @dataclasses.dataclass
@@ -168,7 +180,12 @@ class ThreeCrop:
     """Three ``size x size`` crops along the longer side (start, middle, end) -> ``(3, C, T, H, W)``.
 
     The standard multi-view test for video classification: together the crops
-    cover the whole frame after resizing its short side to ``size``.
+    cover the whole frame after resizing its short side to ``size``. Offsets
+    along the longer side ``L`` are ``int(i * (L - size) / 2)`` for i = 0, 1, 2,
+    the official VideoMAE test loader's (mmaction2's ``ThreeCrop`` puts the
+    last crop at ``2 * ((L - size) // 2)``, one pixel short when ``L - size``
+    is odd, and orders them left, right, middle; the average over crops is the
+    same either way).
     """
 
     size: int
@@ -266,6 +283,11 @@ class Normalize:
 
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != len(self.std) or not all(s > 0 for s in self.std):
+            raise ValueError(f"normalisation needs one mean and one positive std per channel; got mean={self.mean}, "
+                             f"std={self.std} (the model's config fields mean/std)")
 
     def __call__(self, video: torch.Tensor, rng: Rng = None) -> torch.Tensor:
         # One conversion and two in-place passes: x * (1 / (255 std)) - mean / std for uint8.

@@ -26,10 +26,11 @@ def _pyplot():
 
 def reconstruction_figure(model: nn.Module, test_list: str | os.PathLike, path: str | os.PathLike, *,
                           seed: int = 0, num_clips: int = 4, mask_ratio: float | None = None) -> Path:
-    """VideoMAE reconstructions of test clips (one per class): original / masked input / reconstruction.
+    """VideoMAE reconstructions of test clips (one per class): input / mask / prediction / pasted.
 
-    The reconstruction shows the visible patches as given and the model's
-    prediction for every hidden one. A model trained with ``norm_pix_loss``
+    Four rows per clip: the input, the masked input (hidden patches grey), the
+    model's prediction of the hidden patches alone (visible ones black), and
+    that prediction pasted into the visible patches. A model trained with ``norm_pix_loss``
     predicts per-patch standardised pixels; those are shown de-normalised with
     each hidden patch's true mean and std (said in the figure title), plain-pixel
     models are shown as predicted.
@@ -58,20 +59,23 @@ def reconstruction_figure(model: nn.Module, test_list: str | os.PathLike, path: 
         hidden = pixels[mask].reshape(b, -1, dim // 3, 3)
         pred = pred.reshape(hidden.shape) * (hidden.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6) \
             + hidden.mean(dim=-2, keepdim=True)
-    recon, masked = pixels.clone(), pixels.clone()
+    recon, masked, alone = pixels.clone(), pixels.clone(), torch.zeros_like(pixels)
     recon[mask] = pred.reshape(-1, dim)
+    alone[mask] = pred.reshape(-1, dim)
     masked[mask] = 0.5
-    rows = [("original", pixels), (f"masked ({mask_ratio * 100:.0f} %)", masked), ("reconstruction", recon)]
+    rows = [("input", pixels), (f"mask {mask_ratio * 100:.0f} %", masked),
+            ("predicted", alone), ("pasted", recon)]
     clips = [(name, unpatchify(x, tuple(video.shape), c.patch_size, c.tubelet_size).clamp(0, 1)) for name, x in rows]
 
     plt = _pyplot()
     t = video.shape[2]
-    fig, axes = plt.subplots(3 * len(picks), t, figsize=(t * 0.9, 3 * len(picks) * 0.95), squeeze=False)
+    per = len(rows)
+    fig, axes = plt.subplots(per * len(picks), t, figsize=(t * 0.9, per * len(picks) * 0.95), squeeze=False)
     for k, i in enumerate(picks):
         label = dataset.classes[dataset.samples[i].label] if dataset.classes else str(dataset.samples[i].label)
         for r, (name, clip) in enumerate(clips):
             for f in range(t):
-                ax = axes[3 * k + r, f]
+                ax = axes[per * k + r, f]
                 ax.imshow(clip[k, :, f].permute(1, 2, 0).numpy(), interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])

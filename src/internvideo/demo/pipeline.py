@@ -65,11 +65,14 @@ from ..tasks.recognition import classification_dataset
 from ..tasks.retrieval import metrics_from_embeddings, retrieval_embeddings
 from ..train import TrainConfig, train
 from ..train.config import DataSection, ModelSection, OptimSection, RunSection, save_config
+from . import ava as ava_demo
+from . import localization, open_language
+from . import search as search_demo
 from .context import DemoContext
 from .figures import reconstruction_figure, retrieval_figure
-from .report import duration, format_table, results_markdown, table_rows
+from .report import aggregate_seeds, duration, format_table, results_markdown, seeds_markdown, table_rows
 
-__all__ = ["Preset", "PRESETS", "run_demo", "add_arguments", "main"]
+__all__ = ["Preset", "PRESETS", "run_demo", "run_seeds", "add_arguments", "main"]
 
 
 # ----------------------------------------------------------------------------- settings
@@ -87,17 +90,20 @@ class Preset:
     fusion_steps: int
     batch_size: int = 16
     contrastive_batch_size: int = 32  # more same-looking clips per batch: the contrast has to use motion
-    eval_every: int | None = None  # validation during training (None: at the end only)
+    eval_every: int | None = None  # validation every so many steps (None: EVAL_POINTS times per stage)
 
 
 PRESETS: dict[str, Preset] = {
     "default": Preset("default", num_videos=2000, mae_steps=400, contrastive_steps=1500, classify_steps=1500,
-                      fusion_steps=400, eval_every=500),
+                      fusion_steps=400),
     "quick": Preset("quick", num_videos=300, mae_steps=50, contrastive_steps=150, classify_steps=150,
                     fusion_steps=50),
     "smoke": Preset("smoke", num_videos=40, mae_steps=4, contrastive_steps=4, classify_steps=4, fusion_steps=4,
                     batch_size=4, contrastive_batch_size=4),
 }
+
+#: Validation points of every training stage's curve.
+EVAL_POINTS = 5
 
 # Clips: 32 px frames; VideoMAE sees 8 of the world's 16 frames, the multimodal model 4 (MM_FRAMES).
 IMG_SIZE = 32
@@ -120,7 +126,12 @@ FUSION = {"width": 128, "num_heads": 4, "num_layers": 2}
 #: Task families beyond the core: (stage name, title, function). Each function takes a :class:`DemoContext`
 #: and returns table rows ``{"family", "model", "metric", "short", "value", "chance"}`` (percent; "chance" is
 #: the stated baseline), within its time budget.
-TASK_STAGES: tuple[tuple[str, str, Callable[[DemoContext], list[dict[str, Any]]]], ...] = ()
+TASK_STAGES: tuple[tuple[str, str, Callable[[DemoContext], list[dict[str, Any]]]], ...] = (
+    ("localization", "temporal action localization", localization.demo_stage),
+    ("open_language", "open-set recognition, open-ended QA, captioning", open_language.demo_stage),
+    ("ava", "spatiotemporal action localization (AVA protocol)", ava_demo.demo_stage),
+    ("search", "text-to-video search index over the test clips", search_demo.demo_stage),
+)
 
 #: Zero-shot prompts for the world's class names ("moving left", ...).
 TEMPLATES = ("a shape {}.", "a video of a shape {}.", "{}.")
@@ -140,13 +151,17 @@ def _config(stage_dir: Path, world: Path, preset: Preset, seed: int, progress: b
             model: ModelSection, data: dict[str, Any], optim: dict[str, Any] | None = None,
             run: dict[str, Any] | None = None) -> TrainConfig:
     """A training config: the settings every demo stage shares, updated by the stage's own."""
+    # The world is small (2,000 clips of 16 x 32 x 32 x 3 bytes, ~100 MB): decoded once, shared by every stage.
     data = {"root": str(world), "short_side": IMG_SIZE, "hflip": False, "scale": (0.5, 1.0),
-            "num_workers": decode_workers(), **data}
+            "num_workers": decode_workers(), "decode_once": True, **data}
     optim = {"scale_lr": False, "warmup_steps": 30, "min_lr": 1e-5, "weight_decay": 0.05, "betas": (0.9, 0.999),
              **(optim or {})}
+    run = run or {}
+    # Five or more validation points per stage, so that every training curve is a curve.
+    eval_every = preset.eval_every or max(1, int(run.get("max_steps") or 1) // EVAL_POINTS)
     run = {"out_dir": str(stage_dir), "epochs": 10_000, "batch_size": preset.batch_size, "seed": seed,
            "log_every": 10, "save_every": 1_000_000, "keep_last": 1, "resume": False, "progress": progress,
-           "eval_every": preset.eval_every, **(run or {})}
+           "eval_every": eval_every, **run}
     return TrainConfig(objective, model, DataSection(**data), OptimSection(**optim), RunSection(**run))
 
 
@@ -165,12 +180,19 @@ class _Stages:
         self.index += 1
         print(f"\n[{self.index}/{self.total}] {title}", flush=True)
         info: dict[str, Any] = {"summary": ""}
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         yield info
-        seconds = time.perf_counter() - start
-        self.records.append({"stage": name, "title": title, "seconds": round(seconds, 1), "summary": info["summary"]})
-        print(f"[{self.index}/{self.total}] {title}: {info['summary']} ({duration(seconds)})",
+        seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+        self.records.append({"stage": name, "title": title, "seconds": round(seconds, 1),
+                             "cpu_seconds": round(cpu, 1), "summary": info["summary"]})
+        print(f"[{self.index}/{self.total}] {title}: {info['summary']} ({duration(seconds)}, CPU {duration(cpu)})",
               flush=True)
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its finished children (the data-loading workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _train_stage(cfg: TrainConfig, stage_dir: Path, out: Path, name: str):
@@ -223,10 +245,26 @@ def run_demo(out: str | os.PathLike = "demo_out", preset: str | Preset = "defaul
         torch.set_num_threads(threads)
 
 
+def run_seeds(out: str | os.PathLike = "demo_out", preset: str | Preset = "default", seed: int = 0,
+              num_seeds: int = 3, progress: bool = True, mae_init: bool = False) -> dict[str, Any]:
+    """The demo for seeds ``seed .. seed + num_seeds - 1`` (one folder each, ``seed_<s>/``), then
+    ``summary.json`` and ``summary.md``: every number's mean and spread over the seeds."""
+    out = Path(out)
+    reports = [run_demo(out / f"seed_{s}", preset, seed=s, progress=progress, mae_init=mae_init)
+               for s in range(seed, seed + num_seeds)]
+    summary = aggregate_seeds(reports)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.md").write_text(seeds_markdown(summary))
+    print("\n" + seeds_markdown(summary))
+    return summary
+
+
 def _run(out: Path, p: Preset, seed: int, progress: bool, mae_init: bool) -> dict[str, Any]:
     world, runs = out / "world", out / "runs"
     torch.manual_seed(seed)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds()
+    load_started = [round(x, 2) for x in os.getloadavg()]
     stages = _Stages(total=7 + len(TASK_STAGES))
     opts = dict(progress=progress, batch_size=32, num_workers=decode_workers())
     results: dict[str, Any] = {}
@@ -235,7 +273,8 @@ def _run(out: Path, p: Preset, seed: int, progress: bool, mae_init: bool) -> dic
     with stages.stage("world", "synthetic world") as st:
         shutil.rmtree(world, ignore_errors=True)
         w = make_world(world, num_videos=p.num_videos, seed=seed, size=IMG_SIZE, num_frames=WORLD_FRAMES,
-                       num_long=4, num_ava=4, num_images=10)
+                       num_long=4 if p.name == "smoke" else 40, num_ava=8 if p.name == "smoke" else 64, num_images=10,
+                       progress=progress)
         counts = {s: len((world / f"{s}.txt").read_text().splitlines()) for s in ("train", "val", "test")}
         st["summary"] = (f"{w.num_clips} clips of {len(w.classes)} actions ({counts['train']} train / "
                          f"{counts['val']} val / {counts['test']} test), {IMG_SIZE} px, {WORLD_FRAMES} frames")
@@ -303,9 +342,11 @@ def _run(out: Path, p: Preset, seed: int, progress: bool, mae_init: bool) -> dic
         st["summary"] = "reconstructions.png, retrieval.png, " + ", ".join(
             sorted(f.name for f in out.glob("curves_*.png")))
 
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
     report = {
         "preset": dataclasses.asdict(p), "seed": seed, "mae_init": mae_init, "wall_seconds": round(wall, 1),
+        "cpu_seconds": round(cpu, 1), "load_average": [round(x, 2) for x in os.getloadavg()],
+        "load_average_at_start": load_started, "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(), "data_workers": decode_workers(), "table": table_rows(results) + extra_rows,
         "stages": stages.records,
         "details": results,
@@ -314,7 +355,8 @@ def _run(out: Path, p: Preset, seed: int, progress: bool, mae_init: bool) -> dic
     (out / "results.md").write_text(results_markdown(report, IMG_SIZE))
     print()
     print(format_table(report["table"]))
-    print(f"\nwall time {duration(wall)}; results in {out / 'results.md'} and {out / 'results.json'}")
+    print(f"\nwall time {duration(wall)}, CPU time {duration(cpu)} (load average {report['load_average'][0]:.2f} "
+          f"on {os.cpu_count()} cores); results in {out / 'results.md'} and {out / 'results.json'}")
     return report
 
 
@@ -327,6 +369,13 @@ def _evaluate_fused(result, test: Path, videomae, opts: dict[str, Any]) -> dict[
 # ----------------------------------------------------------------------------- CLI
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``internvideo demo``."""
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
@@ -335,6 +384,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                             "(numbers not meaningful; the slow test)")
     size.add_argument("--smoke", action="store_true", help="under a minute: the pipeline only (what the default tests run)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the world and of every training run")
+    parser.add_argument("--seeds", type=_at_least_one, default=1,
+                        help="run the demo for this many seeds (--seed, --seed + 1, ...) into OUT/seed_<s>/ and "
+                             "report every number's mean and spread in OUT/summary.md")
     parser.add_argument("--mae-init", action="store_true",
                         help="start the supervised VideoMAE stage from the masked autoencoder (the paper's "
                              "pipeline; slower to learn at this scale, see results.md)")
@@ -344,5 +396,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     preset = "smoke" if args.smoke else "quick" if args.quick else "default"
-    run_demo(args.out, preset, seed=args.seed, progress=args.progress, mae_init=args.mae_init)
+    if args.seeds > 1:
+        run_seeds(args.out, preset, seed=args.seed, num_seeds=args.seeds, progress=args.progress,
+                  mae_init=args.mae_init)
+    else:
+        run_demo(args.out, preset, seed=args.seed, progress=args.progress, mae_init=args.mae_init)
     return 0

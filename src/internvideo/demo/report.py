@@ -57,6 +57,13 @@ def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     return "\n".join([line(head), "  ".join("-" * w for w in widths), *[line(c) for c in cells]])
 
 
+def _load(report: dict[str, Any]) -> str:
+    start, end = report.get("load_average_at_start"), report.get("load_average")
+    if not start or not end:
+        return "?"
+    return f"{start[0]:.2f} at the start, {end[0]:.2f} at the end (1-minute)"
+
+
 def results_markdown(report: dict[str, Any], img_size: int) -> str:
     p = report["preset"]
     d = report["details"]
@@ -67,12 +74,55 @@ def results_markdown(report: dict[str, Any], img_size: int) -> str:
         f"({d['recognition_videomae']['num_samples'] if 'recognition_videomae' in d else '?'} clips). "
         "Every model is trained from scratch by the demo. Chance is what a model guessing uniformly would score.",
         "", format_table(report["table"], markdown=True), "",
-        f"Wall time: {duration(report['wall_seconds'])} ({report['threads']} compute thread(s), "
-        f"{report['data_workers']} video-decoding process(es)).", "",
-        "| stage | what | time | summary |", "|---|---|---:|---|",
+        f"Wall time: {duration(report['wall_seconds'])}, CPU time: {duration(report.get('cpu_seconds', 0.0))} "
+        f"({report['threads']} compute thread(s), {report['data_workers']} video-decoding process(es); "
+        f"{report.get('cpu_count', '?')} cores, load average {_load(report)}).", "",
+        "| stage | what | wall | CPU | summary |", "|---|---|---:|---:|---|",
     ]
-    lines += [f"| {s['stage']} | {s['title']} | {duration(s['seconds'])} | {s['summary']} |" for s in report["stages"]]
+    lines += [f"| {s['stage']} | {s['title']} | {duration(s['seconds'])} | {duration(s.get('cpu_seconds', 0.0))} | "
+              f"{s['summary']} |" for s in report["stages"]]
     lines += ["", "Notes on the choices made at this scale: docs/demo.md.", ""]
     return "\n".join(lines)
 
 
+
+
+# ----------------------------------------------------------------------------- several seeds
+
+
+def aggregate_seeds(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and spread (sample standard deviation, min, max) of every table row and time over seeded runs."""
+    import statistics
+
+    def spread(values: list[float]) -> dict[str, float]:
+        return {"mean": round(statistics.fmean(values), 2),
+                "std": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0,
+                "min": round(min(values), 2), "max": round(max(values), 2), "values": values}
+
+    first = reports[0]["table"]
+    rows = []
+    for i, row in enumerate(first):
+        values = [float(r["table"][i]["value"]) for r in reports]
+        rows.append({k: row[k] for k in ("family", "model", "metric", "short", "chance")} | spread(values))
+    stages = [{"stage": s["stage"], "seconds": spread([float(r["stages"][i]["seconds"]) for r in reports]),
+               "cpu_seconds": spread([float(r["stages"][i].get("cpu_seconds", 0.0)) for r in reports])}
+              for i, s in enumerate(reports[0]["stages"])]
+    return {"seeds": [r["seed"] for r in reports], "table": rows, "stages": stages,
+            "wall_seconds": spread([float(r["wall_seconds"]) for r in reports]),
+            "cpu_seconds": spread([float(r.get("cpu_seconds", 0.0)) for r in reports])}
+
+
+def seeds_markdown(summary: dict[str, Any]) -> str:
+    """The mean +- standard deviation table of :func:`aggregate_seeds` (min-max in brackets)."""
+    n = len(summary["seeds"])
+    lines = [f"# InternVideo demo over {n} seeds ({', '.join(map(str, summary['seeds']))})", "",
+             "| Task family (paper) | Model | Metric | Score (%), mean ± std (min-max) | Chance (%) |",
+             "|---|---|---|---:|---:|"]
+    lines += [f"| {r['family']} | {r['model']} | {r['metric']} | {r['mean']:.1f} ± {r['std']:.1f} "
+              f"({r['min']:.1f}-{r['max']:.1f}) | {r['chance']:.1f} |" for r in summary["table"]]
+    w, c = summary["wall_seconds"], summary["cpu_seconds"]
+    lines += ["", f"Per run: wall {duration(w['mean'])} ± {w['std']:.0f} s, CPU {duration(c['mean'])} ± "
+                  f"{c['std']:.0f} s.", "", "| stage | wall (mean ± std) | CPU (mean ± std) |", "|---|---:|---:|"]
+    lines += [f"| {s['stage']} | {duration(s['seconds']['mean'])} ± {s['seconds']['std']:.0f} s | "
+              f"{duration(s['cpu_seconds']['mean'])} ± {s['cpu_seconds']['std']:.0f} s |" for s in summary["stages"]]
+    return "\n".join(lines + [""])

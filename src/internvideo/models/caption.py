@@ -14,12 +14,15 @@ role and sizes, not weight-compatible).
 """
 from __future__ import annotations
 
+from typing import Literal, Protocol
+
 import torch
 from torch import nn
 
-from .layers import Activation, CrossBlock, init_weights, run_blocks
+from .layers import Activation, CrossBlock, KVCache, init_weights, run_blocks
 
 IGNORE_INDEX = -100
+Strategy = Literal["greedy", "beam"]
 
 
 class CaptionDecoder(nn.Module):
@@ -46,10 +49,24 @@ class CaptionDecoder(nn.Module):
         queries = self.queries.to(context.dtype).expand(context.shape[0], -1, -1)
         return self.pool_norm(self.pool(queries, context))
 
-    def forward(self, text_tokens: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        """Next-token logits ``(B, L, vocab)``; position ``i`` predicts token ``i + 1``."""
-        x = run_blocks(self.blocks, text_tokens, self.grad_checkpointing, context=pooled, is_causal=True)
-        return self.head(self.norm(x))
+    def forward(self, text_tokens: torch.Tensor, pooled: torch.Tensor,
+                cache: list[KVCache] | None = None) -> torch.Tensor:
+        """Next-token logits ``(B, L, vocab)``; position ``i`` predicts token ``i + 1``.
+
+        ``cache`` (one :class:`KVCache` per layer, for decoding): ``text_tokens`` continue the cached positions.
+        """
+        return self.head(self.features(text_tokens, pooled, cache))
+
+    def features(self, text_tokens: torch.Tensor, pooled: torch.Tensor,
+                 cache: list[KVCache] | None = None) -> torch.Tensor:
+        """The normalised states the LM head reads ``(B, L, width)`` (for a head over part of the vocabulary)."""
+        if cache is None:
+            x = run_blocks(self.blocks, text_tokens, self.grad_checkpointing, context=pooled, is_causal=True)
+        else:
+            x = text_tokens
+            for blk, layer_cache in zip(self.blocks, cache, strict=True):
+                x = blk(x, context=pooled, is_causal=True, cache=layer_cache)
+        return self.norm(x)
 
 
 def caption_targets(ids: torch.Tensor) -> torch.Tensor:
@@ -66,4 +83,112 @@ def caption_targets(ids: torch.Tensor) -> torch.Tensor:
     return targets
 
 
-__all__ = ["CaptionDecoder", "IGNORE_INDEX", "caption_targets"]
+# ----------------------------------------------------------------------------- decoding
+
+
+class Stepper(Protocol):
+    """What the searches drive: a model that extends every row by some tokens and scores the next one."""
+
+    def step(self, new_ids: torch.Tensor) -> torch.Tensor:
+        """Append ``new_ids (R, n)`` to each row's prefix; next-token logits ``(R, vocab)``."""
+        ...
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep rows ``index`` (may repeat rows: beams copy their parent's prefix)."""
+        ...
+
+
+def _pad(rows: list[list[int]], start: int, device: torch.device) -> torch.Tensor:
+    """``(B, 1 + longest)``: the start id, each row's ids, zeros after (CLIP's padding)."""
+    out = torch.zeros(len(rows), 1 + max(len(r) for r in rows), dtype=torch.long, device=device)
+    out[:, 0] = start
+    for i, r in enumerate(rows):
+        out[i, 1:1 + len(r)] = torch.tensor(r, dtype=torch.long, device=device)
+    return out
+
+
+def greedy_search(stepper: Stepper, batch: int, start: int, end: int, max_len: int,
+                  device: torch.device) -> torch.Tensor:
+    """The most likely next token at every step, up to ``max_len`` tokens or the end token (included)."""
+    new = torch.full((batch, 1), start, dtype=torch.long, device=device)
+    rows: list[list[int]] = [[] for _ in range(batch)]
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    for _ in range(max_len):
+        nxt = stepper.step(new).argmax(dim=-1)
+        for i in (~done).nonzero().flatten().tolist():
+            rows[i].append(int(nxt[i]))
+        done |= nxt == end
+        if bool(done.all()):
+            break
+        new = nxt.unsqueeze(1)
+    return _pad(rows, start, device)
+
+
+def beam_search(stepper: Stepper, batch: int, start: int, end: int, max_len: int, device: torch.device,
+                num_beams: int = 4, length_penalty: float = 1.0) -> torch.Tensor:
+    """Beam search: the hypothesis of highest ``sum log p / length ** length_penalty``.
+
+    ``length`` counts the generated tokens, end token included; ``length_penalty``
+    above 0 favours longer captions, below 0 shorter ones. A video is finished
+    once ``num_beams`` hypotheses have ended (early stopping, as in Hugging Face's
+    ``early_stopping=True``), so one beam is exactly greedy search. Hypotheses
+    still running at ``max_len`` compete as they are. Same output layout as
+    :func:`greedy_search`.
+    """
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    w = num_beams
+    stepper.reorder(torch.arange(batch, device=device).repeat_interleave(w))
+    scores = torch.full((batch, w), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # all beams start as the same prefix: only one may expand at the first step
+    prefixes: list[list[int]] = [[] for _ in range(batch * w)]
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
+    done = [False] * batch
+    new = torch.full((batch * w, 1), start, dtype=torch.long, device=device)
+    for _ in range(max_len):
+        logp = torch.log_softmax(stepper.step(new).float(), dim=-1)
+        vocab = logp.shape[-1]
+        top_scores, top_index = (scores.reshape(-1, 1) + logp).reshape(batch, w * vocab).topk(2 * w, dim=1)
+        top_scores, top_index = top_scores.tolist(), top_index.tolist()
+        next_scores = torch.full((batch, w), float("-inf"), device=device)
+        source = torch.arange(batch * w, device=device)  # finished videos keep their rows; they score -inf
+        tokens = torch.zeros(batch * w, dtype=torch.long, device=device)
+        next_prefixes = list(prefixes)
+        for b in range(batch):
+            if done[b]:
+                continue
+            kept = 0
+            for rank, (score, index) in enumerate(zip(top_scores[b], top_index[b])):
+                parent, token = b * w + index // vocab, index % vocab
+                if score == float("-inf"):
+                    break
+                if token == end:
+                    # An end token below the top num_beams would not have survived as a beam either.
+                    if rank < w:
+                        hyp = prefixes[parent] + [end]
+                        finished[b].append((score / len(hyp) ** length_penalty, hyp))
+                    continue
+                row = b * w + kept
+                next_scores[b, kept], source[row], tokens[row] = score, parent, token
+                next_prefixes[row] = prefixes[parent] + [token]
+                kept += 1
+                if kept == w:
+                    break
+            done[b] = len(finished[b]) >= w
+        if all(done):
+            break
+        prefixes, scores = next_prefixes, next_scores
+        stepper.reorder(source)
+        new = tokens.unsqueeze(1)
+    best = []
+    for b in range(batch):
+        hyps = list(finished[b])
+        if not done[b]:
+            hyps += [(float(scores[b, k]) / max(len(prefixes[b * w + k]), 1) ** length_penalty, prefixes[b * w + k])
+                     for k in range(w) if scores[b, k] > float("-inf")]
+        best.append(max(hyps, key=lambda h: h[0])[1])
+    return _pad(best, start, device)
+
+
+__all__ = ["CaptionDecoder", "IGNORE_INDEX", "Stepper", "Strategy", "beam_search", "caption_targets",
+           "greedy_search"]

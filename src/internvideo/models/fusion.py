@@ -41,6 +41,7 @@ class FusionConfig:
     mae_backbone: str = ""  # directory (or any supported checkpoint) of a VideoMAE classifier/encoder
     mm_backbone: str = ""  # directory of an InternVideoMM model
     num_classes: int = 400
+    class_names: tuple[str, ...] | None = None  # head row i's class (saved with the checkpoint)
     width: int = 512
     num_layers: int = 2  # the paper does not say; 2 is our default, ablated in the README
     num_heads: int = 8

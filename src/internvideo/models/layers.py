@@ -297,6 +297,65 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal)
 
 
+class KVCache:
+    """Keys and values of the positions a self-attention has already seen, for step-by-step decoding.
+
+    One per attention layer. Without it each generated token re-runs the whole
+    prefix; with it a step computes only the new positions' projections. Beam
+    search reorders the cached rows with :meth:`reorder` when beams are re-ranked.
+    """
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.shape[-2]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add the new positions ``(B, H, n, d)``; returns every position's keys and values."""
+        if self.k is not None:
+            k, v = torch.cat([self.k, k], dim=-2), torch.cat([self.v, v], dim=-2)
+        self.k, self.v = k, v
+        return k, v
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows ``index`` (beam search's surviving beams, in their new order)."""
+        if self.k is not None:
+            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+
+
+def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int,
+                    key_mask: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
+    """Self-attention of ``(B, H, N, d)`` in which query ``i`` sees keys ``j`` with ``|i - j| <= window // 2``.
+
+    The sequence is cut into chunks of ``c >= window // 2`` positions; a chunk's
+    queries attend to the keys of that chunk and its two neighbours (masked to
+    the band), so the cost is ``O(N * 3c)`` instead of ``O(N^2)`` and the result
+    equals full attention under the band mask. ``key_mask`` (bool ``(B, N)``,
+    True = a real position) hides padding; a query with no visible key (a
+    padded one) attends to its whole chunk neighbourhood instead of producing NaN.
+    """
+    b, h, n, d = q.shape
+    radius = window // 2
+    c = max(radius, 16)
+    chunks = -(-n // c)
+    pad = chunks * c - n
+    valid = torch.ones(b, n, dtype=torch.bool, device=q.device) if key_mask is None else key_mask.to(torch.bool)
+    # Keys padded by one chunk on each side so that every chunk has two neighbours.
+    kp = F.pad(k, (0, 0, c, c + pad)).unfold(2, 3 * c, c).transpose(-1, -2)  # (B, H, chunks, 3c, d)
+    vp = F.pad(v, (0, 0, c, c + pad)).unfold(2, 3 * c, c).transpose(-1, -2)
+    kv_valid = F.pad(valid, (c, c + pad), value=False).unfold(1, 3 * c, c)  # (B, chunks, 3c)
+    qi = torch.arange(c, device=q.device)[:, None]
+    kj = torch.arange(3 * c, device=q.device)[None, :]
+    band = (kj - c - qi).abs() <= radius  # (c, 3c): the same for every chunk
+    mask = band & kv_valid[:, :, None, :]  # (B, chunks, c, 3c)
+    mask = mask | ~mask.any(-1, keepdim=True)
+    qc = F.pad(q, (0, 0, 0, pad)).view(b, h, chunks, c, d)
+    out = F.scaled_dot_product_attention(qc, kp, vp, attn_mask=mask[:, None], dropout_p=dropout_p)
+    return out.reshape(b, h, chunks * c, d)[:, :, :n]
+
+
 class Attention(nn.Module):
     """Multi-head attention with one fused ``qkv`` projection on SDPA.
 
@@ -305,12 +364,16 @@ class Attention(nn.Module):
     usual fully biased projection (CLIP), ``"none"`` no bias. Passing ``context``
     turns it into cross-attention: queries from ``x``, keys and values from
     ``context``, using the same fused weight (this is how CLIP-style
-    ``nn.MultiheadAttention`` cross-attention is laid out).
+    ``nn.MultiheadAttention`` cross-attention is laid out). ``window`` makes
+    self-attention local (:func:`local_attention`: each position sees the
+    ``window // 2`` positions on either side; ActionFormer's temporal encoder);
+    ``key_mask`` (bool ``(B, N)``, True = real) hides padded keys in either mode.
     """
 
     def __init__(self, dim: int, num_heads: int, bias: BiasMode | bool = "qv", attn_drop: float = 0.0,
-                 proj_drop: float = 0.0, head_dim: int | None = None):
+                 proj_drop: float = 0.0, head_dim: int | None = None, window: int | None = None):
         super().__init__()
+        self.window = window if window is not None and window > 1 else None
         bias = _to_bias_mode(bias)
         self.num_heads = num_heads
         self.head_dim = head_dim or dim // num_heads
@@ -339,20 +402,39 @@ class Attention(nn.Module):
         return t.view(b, length, n, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+                attn_mask: torch.Tensor | None = None, is_causal: bool = False,
+                key_mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """``cache`` (self-attention only): ``x`` holds the positions after those cached, which it also attends to."""
         bias = self.qkv_bias()
         if context is None:
             q, k, v = self._heads(F.linear(x, self.qkv.weight, bias), 3)
+            if cache is not None:
+                past = len(cache)
+                k, v = cache.append(k, v)
+                if past and is_causal:
+                    # SDPA's is_causal aligns the mask top-left; new rows sit after ``past`` cached keys.
+                    n = q.shape[-2]
+                    if n > 1:
+                        rows = torch.arange(n, device=q.device).unsqueeze(1) + past
+                        attn_mask = rows >= torch.arange(past + n, device=q.device)
+                    is_causal = False
         else:
+            if cache is not None:
+                raise ValueError("a key/value cache is for self-attention; cross-attention has no growing keys")
             inner = self.inner_dim
             w_q, w_kv = self.qkv.weight[:inner], self.qkv.weight[inner:]
             b_q, b_kv = (None, None) if bias is None else (bias[:inner], bias[inner:])
             q = self._heads(F.linear(x, w_q, b_q), 1)[0]
             k, v = self._heads(F.linear(context, w_kv, b_kv), 2)
+        dropout_p = self.attn_drop if self.training else 0.0
+        if self.window is not None and context is None and attn_mask is None and not is_causal:
+            out = local_attention(q, k, v, self.window, key_mask, dropout_p).transpose(1, 2).flatten(2)
+            return self.proj_drop(self.proj(out))
+        if key_mask is not None:
+            keys = key_mask.to(torch.bool)[:, None, None, :]
+            attn_mask = keys if attn_mask is None else attn_mask & keys
         out = scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=is_causal,
-            dropout_p=self.attn_drop if self.training else 0.0,
-        )
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p)
         out = out.transpose(1, 2).flatten(2)
         return self.proj_drop(self.proj(out))
 
@@ -380,10 +462,11 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: BiasMode | bool = "qv",
                  drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
-                 init_values: float | None = None, norm_eps: float = 1e-6, act: Activation = "gelu"):
+                 init_values: float | None = None, norm_eps: float = 1e-6, act: Activation = "gelu",
+                 window: int | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        self.attn = Attention(dim, num_heads, bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop, window=window)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act=act, drop=drop)
         self.drop_path = DropPath(drop_path)
@@ -394,8 +477,9 @@ class Block(nn.Module):
             self.gamma_1 = self.gamma_2 = None
 
     def attn_residual(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                      is_causal: bool = False) -> torch.Tensor:
-        y = self.attn(self.norm1(x), attn_mask=attn_mask, is_causal=is_causal)
+                      is_causal: bool = False, key_mask: torch.Tensor | None = None,
+                      cache: KVCache | None = None) -> torch.Tensor:
+        y = self.attn(self.norm1(x), attn_mask=attn_mask, is_causal=is_causal, key_mask=key_mask, cache=cache)
         return _add_residual(x, self.drop_path(y if self.gamma_1 is None else self.gamma_1 * y))
 
     def mlp_residual(self, x: torch.Tensor) -> torch.Tensor:
@@ -403,8 +487,9 @@ class Block(nn.Module):
         return _add_residual(x, self.drop_path(y if self.gamma_2 is None else self.gamma_2 * y))
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                is_causal: bool = False) -> torch.Tensor:
-        return self.mlp_residual(self.attn_residual(x, attn_mask, is_causal))
+                is_causal: bool = False, key_mask: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> torch.Tensor:
+        return self.mlp_residual(self.attn_residual(x, attn_mask, is_causal, key_mask, cache))
 
 
 class CrossBlock(nn.Module):
@@ -443,9 +528,10 @@ class CrossBlock(nn.Module):
         return y if g is None else torch.tanh(g) * y
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, is_causal: bool = False,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+                attn_mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
         if self.self_attn is not None:
-            x = x + self.drop_path(self.self_attn(self.norm_self(x), attn_mask=attn_mask, is_causal=is_causal))
+            x = x + self.drop_path(self.self_attn(self.norm_self(x), attn_mask=attn_mask, is_causal=is_causal,
+                                                  cache=cache))
         x = x + self.drop_path(self._gate(self.gate_attn, self.cross_attn(self.norm_q(x), self.norm_kv(context))))
         return x + self.drop_path(self._gate(self.gate_mlp, self.mlp(self.norm2(x))))
 
@@ -529,7 +615,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = [
-    "Attention", "Block", "CrossBlock", "DropPath", "Mlp", "QuickGELU", "TubeletEmbed",
-    "count_parameters", "init_weights", "interpolate_pos_embed", "make_activation", "run_blocks",
+    "Attention", "Block", "CrossBlock", "DropPath", "KVCache", "Mlp", "QuickGELU", "TubeletEmbed",
+    "count_parameters", "init_weights", "interpolate_pos_embed", "local_attention", "make_activation", "run_blocks",
     "scaled_dot_product_attention", "sinusoid_table",
 ]

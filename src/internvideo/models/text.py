@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import Activation, Block, init_weights, run_blocks
+from .layers import Activation, Block, KVCache, init_weights, run_blocks
 
 
 def init_clip_blocks(blocks: nn.ModuleList, width: int) -> None:
@@ -72,23 +72,30 @@ class TextTransformer(nn.Module):
         init_clip_blocks(self.blocks, self.width)
         nn.init.normal_(self.proj.weight, std=self.width ** -0.5)
 
-    def forward_tokens(self, ids: torch.Tensor, masked: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_tokens(self, ids: torch.Tensor, masked: torch.Tensor | None = None,
+                       cache: list[KVCache] | None = None) -> torch.Tensor:
         """Per-position features after ``ln_final``: ``(B, L, width)``; ``L <= context_length``.
 
         ``masked`` (bool ``(B, L)``) swaps those positions' token embeddings for the mask embedding.
+        ``cache`` (one :class:`KVCache` per block, for decoding): ``ids`` continue the cached positions.
         """
         if ids.ndim != 2:
             raise ValueError(f"expected token ids of shape (B, L), got {tuple(ids.shape)}")
+        start = len(cache[0]) if cache else 0
         length = ids.shape[1]
-        if length > self.context_length:
-            raise ValueError(f"{length} tokens exceed the context length {self.context_length}")
+        if start + length > self.context_length:
+            raise ValueError(f"{start + length} tokens exceed the context length {self.context_length}")
         x = self.token_embedding(ids)
         if masked is not None:
             if self.mask_embedding is None:
                 raise ValueError("this text encoder was built without a mask embedding (mask_embedding=False)")
             x = torch.where(masked.unsqueeze(-1), self.mask_embedding.to(x.dtype), x)
-        x = x + self.pos_embed[:length]
-        x = run_blocks(self.blocks, x, self.grad_checkpointing, is_causal=True)
+        x = x + self.pos_embed[start:start + length]
+        if cache is None:
+            x = run_blocks(self.blocks, x, self.grad_checkpointing, is_causal=True)
+        else:
+            for blk, layer_cache in zip(self.blocks, cache, strict=True):
+                x = blk(x, is_causal=True, cache=layer_cache)
         return self.ln_final(x)
 
     def pool(self, tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .caption import CaptionDecoder, caption_targets
-from .layers import Activation, Block, CrossBlock, TubeletEmbed, init_weights, interpolate_pos_embed
+from .caption import CaptionDecoder, Strategy, beam_search, caption_targets, greedy_search
+from .layers import Activation, Block, CrossBlock, KVCache, TubeletEmbed, init_weights, interpolate_pos_embed
 from .text import TextTransformer, init_clip_blocks
 
 from ..constants import CLIP_MEAN, CLIP_STD
@@ -314,7 +314,8 @@ class InternVideoMM(nn.Module):
       ``caption_targets`` ``(B, L-1)`` (-100 where ignored). ``video`` may also be
       a list of tensors with different frame counts (e.g. images as 1-frame
       videos next to clips); their embeddings are concatenated in order.
-    * ``generate_caption(video, max_len)``: greedy decoding.
+    * ``generate(video, max_len, strategy)``: greedy or beam-search captions
+      (key/value-cached decoding); ``generate_caption`` is the greedy default.
     """
 
     # Parameters that plain CLIP weights do not provide; a loader may leave them freshly initialised.
@@ -383,28 +384,42 @@ class InternVideoMM(nn.Module):
         return out
 
     @torch.no_grad()
-    def generate_caption(self, video: torch.Tensor, max_len: int = 30) -> torch.Tensor:
-        """Greedy captions ``(B, <= 1 + max_len)``: start token, generated ids (end token included), zeros after.
+    def generate(self, video: torch.Tensor, max_len: int = 30, strategy: Strategy = "greedy", num_beams: int = 4,
+                 length_penalty: float = 1.0, use_cache: bool = True,
+                 allowed_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Caption ids ``(B, <= 1 + max_len)``: start token, generated ids (end token included), zeros after.
 
-        Decode with ``internvideo.get_tokenizer("clip").batch_decode``.
+        ``strategy``: ``"greedy"`` or ``"beam"`` (``num_beams`` wide, scores
+        divided by ``length ** length_penalty``). ``use_cache=False`` re-runs
+        the whole prefix at every step (the reference the cache is tested
+        against). ``allowed_tokens`` (ids) restricts the output to a closed
+        vocabulary, e.g. the tokens of the training captions (the end token is
+        always allowed). Decode with ``get_tokenizer("clip").batch_decode``.
         """
+        return self.generate_from_tokens(self.visual.forward_features(video).tokens.flatten(1, 2), max_len, strategy,
+                                         num_beams, length_penalty, use_cache, allowed_tokens)
+
+    @torch.no_grad()
+    def generate_from_tokens(self, video_tokens: torch.Tensor, max_len: int = 30, strategy: Strategy = "greedy",
+                             num_beams: int = 4, length_penalty: float = 1.0, use_cache: bool = True,
+                             allowed_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`generate` from last-layer video tokens ``(B, N, vision_width)`` already computed."""
         if self.caption is None:
             raise RuntimeError("this model has no caption decoder (caption_layers=0)")
+        if strategy not in ("greedy", "beam"):
+            raise ValueError(f"strategy must be 'greedy' or 'beam', not {strategy!r}")
         c = self.config
-        feats = self.visual.forward_features(video)
-        pooled = self.caption.pool_video(feats.tokens.flatten(1, 2))
-        b = pooled.shape[0]
-        ids = torch.full((b, 1), c.sot_token_id, dtype=torch.long, device=pooled.device)
-        done = torch.zeros(b, dtype=torch.bool, device=pooled.device)
-        for _ in range(min(max_len, c.context_length - 1)):
-            # Without a key/value cache each step re-reads the prefix; captions are short.
-            logits = self.caption(self.text.forward_tokens(ids), pooled)[:, -1]
-            nxt = logits.argmax(dim=-1).masked_fill(done, 0)
-            ids = torch.cat([ids, nxt.unsqueeze(1)], dim=1)
-            done |= nxt == c.eot_token_id
-            if bool(done.all()):
-                break
-        return ids
+        pooled = self.caption.pool_video(video_tokens)
+        stepper = _CaptionStepper(self, pooled, use_cache, allowed_tokens)
+        max_len = min(max_len, c.context_length - 1)  # the start token takes the first position
+        if strategy == "greedy":
+            return greedy_search(stepper, pooled.shape[0], c.sot_token_id, c.eot_token_id, max_len, pooled.device)
+        return beam_search(stepper, pooled.shape[0], c.sot_token_id, c.eot_token_id, max_len, pooled.device,
+                           num_beams=num_beams, length_penalty=length_penalty)
+
+    def generate_caption(self, video: torch.Tensor, max_len: int = 30) -> torch.Tensor:
+        """Greedy captions (:meth:`generate` with its defaults)."""
+        return self.generate(video, max_len)
 
     # ------------------------------------------------------------------ utilities
 
@@ -435,6 +450,38 @@ class InternVideoMM(nn.Module):
             raise ValueError(f"{key}: checkpoint has {value.shape[0]} text positions, model needs "
                              f"{self.config.context_length}; build the model with context_length={value.shape[0]}")
         raise ValueError(f"no rule to resize {key} of shape {tuple(value.shape)}")
+
+
+class _CaptionStepper:
+    """Text encoder then caption decoder, one step at a time, with or without key/value caches."""
+
+    def __init__(self, model: InternVideoMM, pooled: torch.Tensor, use_cache: bool,
+                 allowed_tokens: torch.Tensor | None = None):
+        self.model, self.pooled = model, pooled
+        self.blocked = None
+        if allowed_tokens is not None:
+            self.blocked = torch.ones(model.config.vocab_size, dtype=torch.bool, device=pooled.device)
+            self.blocked[allowed_tokens.to(pooled.device)] = False
+            self.blocked[model.config.eot_token_id] = False
+        self.text_cache = [KVCache() for _ in model.text.blocks] if use_cache else None
+        self.caption_cache = [KVCache() for _ in model.caption.blocks] if use_cache else None
+        self.ids: torch.Tensor | None = None
+
+    def step(self, new_ids: torch.Tensor) -> torch.Tensor:
+        if self.text_cache is not None:
+            tokens = self.model.text.forward_tokens(new_ids, cache=self.text_cache)
+            logits = self.model.caption(tokens, self.pooled, cache=self.caption_cache)[:, -1]
+        else:
+            self.ids = new_ids if self.ids is None else torch.cat([self.ids, new_ids], dim=1)
+            logits = self.model.caption(self.model.text.forward_tokens(self.ids), self.pooled)[:, -1]
+        return logits if self.blocked is None else logits.masked_fill(self.blocked, float("-inf"))
+
+    def reorder(self, index: torch.Tensor) -> None:
+        self.pooled = self.pooled.index_select(0, index)
+        if self.ids is not None:
+            self.ids = self.ids.index_select(0, index)
+        for cache in (self.text_cache or []) + (self.caption_cache or []):
+            cache.reorder(index)
 
 
 def contrastive_logits(video_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:

@@ -54,6 +54,7 @@ class VideoMAEConfig:
     use_mean_pooling: bool = True
     fc_drop_rate: float = 0.0
     init_scale: float = 0.001  # head weights scaled at init, as the official fine-tuning
+    class_names: tuple[str, ...] | None = None  # head row i's class, saved so evaluation never guesses the mapping
     # pretraining
     decoder_embed_dim: int = 384
     decoder_depth: int = 4
@@ -86,6 +87,9 @@ def tube_mask(batch_size: int, grid: tuple[int, int, int], mask_ratio: float = 0
     t, h, w = grid
     per_frame = h * w
     num_hidden = int(mask_ratio * per_frame)
+    if num_hidden == 0:  # nothing to reconstruct: the loss would be over zero tokens
+        raise ValueError(f"mask_ratio {mask_ratio} hides no token of the {h}x{w} patch grid; masked pretraining "
+                         f"needs mask_ratio >= {1 / per_frame:.3g} (VideoMAE: 0.9)")
     scores = torch.rand(batch_size, per_frame, generator=generator)
     ranks = scores.argsort(dim=1).argsort(dim=1)
     spatial = ranks < num_hidden

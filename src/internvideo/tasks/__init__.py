@@ -10,7 +10,8 @@ do live in :mod:`internvideo.experiments`). :data:`EVAL_COMMANDS` lists the
 """
 from __future__ import annotations
 
-from . import extract, metrics, multiple_choice, recognition, retrieval, zeroshot
+from . import ava, caption, extract, localization, metrics, multiple_choice, openset, qa, recognition, retrieval, \
+    zeroshot
 from .common import clip_embedding, dataset_features, write_json
 from .extract import extract_features
 from .multiple_choice import evaluate_multiple_choice
@@ -29,11 +30,20 @@ EVAL_COMMANDS = {
                   retrieval.main),
     "multiple-choice": ("zero-shot multiple choice among candidate captions", multiple_choice.add_arguments,
                         multiple_choice.main),
+    "localization": ("temporal action localization: ActivityNet detection mAP of a result file, or of a trained "
+                     "localizer on features", localization.add_arguments, localization.main),
+    "openset": ("open-set recognition: evidential uncertainty vs MSP/energy/max-logit (AUROC, macro-F1)",
+                openset.add_arguments, openset.main),
+    "qa": ("open-ended video QA: accuracy overall and per question type", qa.add_arguments, qa.main),
+    "caption": ("caption generation scored with BLEU-4 and CIDEr-D", caption.add_arguments, caption.main),
+    "ava": ("score AVA detections: frame-mAP@0.5 as the official evaluation (no model)", ava.add_arguments,
+            ava.main),
 }
 
 __all__ = [
-    "EVAL_COMMANDS", "DEFAULT_TEMPLATES", "clip_embedding", "dataset_features", "evaluate_multiple_choice",
+    "EVAL_COMMANDS", "DEFAULT_TEMPLATES", "ava", "caption", "openset", "qa", "clip_embedding", "dataset_features",
+    "evaluate_multiple_choice",
     "evaluate_recognition", "evaluate_retrieval", "evaluate_zeroshot", "extract", "extract_features", "linear_probe",
-    "metrics", "multiple_choice", "recognition", "retrieval", "retrieval_embeddings", "write_json", "zeroshot",
+    "localization", "metrics", "multiple_choice", "recognition", "retrieval", "retrieval_embeddings", "write_json", "zeroshot",
     "zeroshot_classifier",
 ]

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from ..data import DenseSampler, EvalTransformConfig, Sampler, SegmentSampler, UniformSampler, View, \
     build_eval_transform, collate_videos
 from ..factory import create_model, list_models, load_model
+from ..data.sampling import TestLayout
 from ..models.hardware import resolve_precision
 from ..models.recipe import InputRecipe
 from ..tokenizer import get_tokenizer
@@ -51,10 +52,22 @@ def is_multimodal(model: nn.Module) -> bool:
     return callable(getattr(model, "encode_video", None)) and callable(getattr(model, "encode_text", None))
 
 
+class WrongModelError(TypeError, ValueError):
+    """The model does not fit the evaluation (a user error: the message says which evaluation fits)."""
+
+
 def require_multimodal(model: nn.Module, task: str) -> None:
     if not is_multimodal(model):
-        raise TypeError(f"{task} needs a video-language model; {type(model).__name__} has no "
-                        "encode_video/encode_text")
+        raise WrongModelError(f"{task} needs a video-language model; {type(model).__name__} has no "
+                              "encode_video/encode_text (for a classifier use `eval recognition` or `eval linear-probe`)")
+
+
+def require_classifier(model: nn.Module, task: str) -> None:
+    """A video-language model's forward takes text too: say which evaluations fit it instead of failing inside."""
+    if is_multimodal(model) and getattr(model, "head", None) is None:
+        raise WrongModelError(f"{task} needs a classifier (video -> class logits); {type(model).__name__} is a "
+                              "video-language model: use `eval zeroshot` (class names as prompts), `eval retrieval`, "
+                              "or `eval linear-probe` (a classifier fitted on its frozen features)")
 
 
 def logit_scale(model: nn.Module) -> float:
@@ -117,10 +130,13 @@ def input_recipe(model: nn.Module, *, sampling: Sampling = "auto", frame_interva
     return dataclasses.replace(recipe, **changes) if changes else recipe
 
 
-def clip_sampler(recipe: InputRecipe, *, num_clips: int = 1) -> Sampler:
-    """Test-time frame sampler: ``num_clips`` dense clips, or one clip of segments/uniform frames over the video."""
+def clip_sampler(recipe: InputRecipe, *, num_clips: int = 1, layout: TestLayout = "videomae") -> Sampler:
+    """Test-time frame sampler: ``num_clips`` dense clips, or one clip of segments/uniform frames over the video.
+
+    ``layout`` places several dense clips (official VideoMAE by default; see :mod:`internvideo.data.sampling`).
+    """
     if recipe.sampling == "dense":
-        return DenseSampler(recipe.num_frames, recipe.frame_interval, num_clips=num_clips)
+        return DenseSampler(recipe.num_frames, recipe.frame_interval, num_clips=num_clips, layout=layout)
     if num_clips != 1:
         raise ValueError(f"{recipe.sampling} sampling covers the whole video in one clip; use sampling='dense' for "
                          f"num_clips={num_clips}")
@@ -128,7 +144,8 @@ def clip_sampler(recipe: InputRecipe, *, num_clips: int = 1) -> Sampler:
 
 
 def eval_view(model: nn.Module, *, num_clips: int = 1, num_crops: int = 1, sampling: Sampling = "auto",
-              frame_interval: int | None = None, short_side: int | None = None, name: str = "video") -> View:
+              frame_interval: int | None = None, short_side: int | None = None, name: str = "video",
+              layout: TestLayout = "videomae") -> View:
     """The test-time :class:`~internvideo.data.View` for ``model``: ``num_clips x num_crops`` views per video.
 
     Crops: 1 = centre crop, 3 = three crops along the longer side (after
@@ -139,7 +156,7 @@ def eval_view(model: nn.Module, *, num_clips: int = 1, num_crops: int = 1, sampl
     recipe = input_recipe(model, sampling=sampling, frame_interval=frame_interval)
     cfg = EvalTransformConfig(img_size=recipe.img_size, short_side=short_side, crop="three" if num_crops == 3 else
                               "center", mean=recipe.mean, std=recipe.std)
-    return View(clip_sampler(recipe, num_clips=num_clips), build_eval_transform(cfg), name)
+    return View(clip_sampler(recipe, num_clips=num_clips, layout=layout), build_eval_transform(cfg), name)
 
 
 def clip_embedding(model: nn.Module, clips: torch.Tensor, pool: Pool = "auto") -> torch.Tensor:
@@ -255,16 +272,21 @@ def embed_videos_and_texts(model: nn.Module, dataset: torch.utils.data.Dataset, 
 
 
 def encode_texts(model: nn.Module, texts: Sequence[str], *, batch_size: int = 256, device: torch.device,
-                 progress: bool = True, desc: str = "text") -> torch.Tensor:
+                 progress: bool = True, desc: str = "text", trim_padding: bool = False) -> torch.Tensor:
     """L2-normalised text embeddings ``(N, D)``, tokenised with the CLIP tokenizer at the model's context length.
 
-    Call inside :func:`inference`.
+    ``trim_padding`` drops the padding columns after the longest text of each
+    batch: the text tower is causal and pools at the end-of-text token, so the
+    result is the same (up to float rounding) at a fraction of the cost for
+    short texts (a search query: ~10 of 77 tokens). Call inside :func:`inference`.
     """
     context = getattr(getattr(model, "config", None), "context_length", 77)
     tokenizer = get_tokenizer("clip", context_length=context)
     chunks = []
     for i in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress, unit="batch"):
         ids = tokenizer(list(texts[i:i + batch_size])).to(device)
+        if trim_padding:
+            ids = ids[:, :max(1, int((ids != 0).sum(dim=1).max()))]  # CLIP pads with id 0, after the text
         chunks.append(torch.nn.functional.normalize(model.encode_text(ids).float(), dim=-1).cpu())
     if not chunks:
         raise ValueError("no texts to encode")
@@ -317,6 +339,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, data_help: str) -> 
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help=PRECISION_HELP)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="score clips with NaN/inf model outputs as wrong instead of failing the evaluation")
 
 
 def finish(results: dict[str, Any], table: str, out: str | os.PathLike | None) -> int:

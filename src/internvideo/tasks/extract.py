@@ -35,7 +35,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +45,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import Sampler, VideoError, probe, read_frames, segment_indices
+from ..data.datasets import text_lines
 from ..data.transforms import Compose
 from . import common
 from .common import Pool, Precision, Sampling
@@ -57,7 +58,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", "
 INDEX_NAME = "index.jsonl"
 CONFIG_NAME = "extract_config.json"
 
-__all__ = [ "window_starts", "read_video_list", "extract_features",
+__all__ = [ "feature_names", "window_starts", "read_video_list", "extract_features",
            "add_arguments", "main", "INDEX_NAME", "CONFIG_NAME"]
 
 
@@ -121,8 +122,7 @@ def read_video_list(videos: str | os.PathLike | Sequence[str], root: str | os.Pa
 
 
 def _list_file_paths(list_file: str) -> list[str]:
-    with open(list_file, encoding="utf-8") as f:
-        lines = [(n, line.strip()) for n, line in enumerate(f, start=1)]
+    lines = [(n, line.strip()) for n, line in text_lines(list_file)]
     lines = [(n, line) for n, line in lines if line and not line.startswith("#")]
     if list_file.endswith(".jsonl"):
         paths = []
@@ -210,8 +210,66 @@ class _Decoder(torch.utils.data.IterableDataset):
 # ----------------------------------------------------------------------------- extraction
 
 
+def feature_names(entries: Sequence[VideoEntry]) -> list[str]:
+    """The ``.npy`` path of each video inside the output folder.
+
+    ``dir/name.npy`` for ``dir/name.mp4``; videos that differ only by their
+    extension (``a.mp4``, ``a.mkv``) keep it (``a.mp4.npy``, ``a.mkv.npy``)
+    so each has its own file.
+    """
+    stems = [str(Path(e.key).with_suffix("")) for e in entries]
+    repeated = {s for s in stems if stems.count(s) > 1}
+    return [(e.key if stem in repeated else stem) + ".npy" for e, stem in zip(entries, stems)]
+
+
+def _existing_shape(path: Path) -> list[int] | None:
+    """The shape of a finished feature file; None when missing or unreadable (e.g. 0 bytes): extract it again."""
+    if not path.exists():
+        return None
+    try:
+        return list(np.load(path, mmap_mode="r").shape)
+    except (EOFError, ValueError, OSError) as e:
+        log.warning("%s is unreadable (%s: %s); extracting it again", path, type(e).__name__, e)
+        return None
+
+
+def _previous_index(out: Path) -> dict[str, dict[str, Any]]:
+    """The records of an earlier run's index, by feature file."""
+    index = out / INDEX_NAME
+    if not index.exists():
+        return {}
+    records = {}
+    for line in index.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # an index cut by a crash: the rows it lost are rebuilt from the files
+        if isinstance(record, dict) and record.get("features"):
+            records[record["features"]] = record
+    return records
+
+
 def _identity(piece: _Piece) -> _Piece:
     return piece  # pieces are already batched by video; a module-level function pickles into workers
+
+
+def clip_batches(pieces: Iterable[Any], batch_size: int, on_error: Callable[[Any], None]) -> Iterator[list[Any]]:
+    """Group decoded pieces (``.clips`` tensors, or ``.error`` set) into batches of at least ``batch_size`` clips.
+
+    Pieces of several short videos share a batch, so a forward pass stays full;
+    a piece whose video failed goes to ``on_error`` instead. The last batch may be smaller.
+    """
+    buffer: list[Any] = []
+    for piece in pieces:
+        if piece.error is not None:
+            on_error(piece)
+            continue
+        buffer.append(piece)
+        if sum(p.clips.shape[0] for p in buffer) >= batch_size:
+            yield buffer
+            buffer = []
+    if buffer:
+        yield buffer
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
@@ -255,10 +313,10 @@ def extract_features(model: nn.Module, videos: str | os.PathLike | Sequence[str]
         raise ValueError("stride needs a window length")
     out = Path(out_dir)
     entries = read_video_list(videos, root)
-    keys = [e.key for e in entries]
-    clash = {k for k in keys if keys.count(k) > 1}
+    names = feature_names(entries)
+    clash = sorted({n for n in names if names.count(n) > 1})
     if clash:
-        raise ValueError(f"videos would share a feature file name: {sorted(clash)[:5]}")
+        raise ValueError(f"videos would share a feature file name: {clash[:5]}")
     spec = common.input_recipe(model, sampling=sampling, frame_interval=frame_interval)
     if window is not None and stride is None:
         stride = window  # back-to-back windows
@@ -268,16 +326,19 @@ def extract_features(model: nn.Module, videos: str | os.PathLike | Sequence[str]
                 "num_frames": spec.num_frames, "img_size": spec.img_size}
     _check_config(out, settings, overwrite)
 
-    feature_file = {i: out / (str(Path(e.key).with_suffix("")) + ".npy") for i, e in enumerate(entries)}
+    feature_file = {i: out / name for i, name in enumerate(names)}
+    before = _previous_index(out)
     records: dict[int, dict[str, Any]] = {}
     todo = []
     for i, e in enumerate(entries):
-        if feature_file[i].exists() and not overwrite:
-            shape = list(np.load(feature_file[i], mmap_mode="r").shape)
-            records[i] = {"video": e.path, "features": feature_file[i].relative_to(out).as_posix(), "shape": shape,
-                          "status": "exists"}
-        else:
+        shape = None if overwrite else _existing_shape(feature_file[i])
+        if shape is None:
             todo.append(i)
+            continue
+        rel = feature_file[i].relative_to(out).as_posix()
+        # Keep what the first run recorded (window/stride/fps/num_frames): a rerun must not thin the index.
+        kept = {k: v for k, v in before.get(rel, {}).items() if k not in ("video", "features", "shape", "status")}
+        records[i] = {"video": e.path, "features": rel, "shape": shape, "status": "exists", **kept}
 
     view = common.eval_view(model, sampling=sampling, frame_interval=frame_interval)
     plan = _Plan(spec.num_frames, window, stride, unit, view.sampler, view.transform, max(1, batch_size))
@@ -287,9 +348,20 @@ def extract_features(model: nn.Module, videos: str | os.PathLike | Sequence[str]
     bar = tqdm(total=len(entries), initial=len(records), desc="extract", disable=not progress, unit="video")
 
     def finish_video(job: int, array: np.ndarray, meta: dict[str, Any]) -> None:
+        if not np.isfinite(array).all():  # a broken model's NaN features must not pass as "ok"
+            fail(job, f"the model gave non-finite features (NaN/inf) for {int((~np.isfinite(array)).sum())} "
+                      "value(s); nothing written")
+            return
         _save_atomic(feature_file[job], array.astype(dtype))
         records[job] = {"video": entries[job].path, "features": feature_file[job].relative_to(out).as_posix(),
                         "shape": list(array.shape), "status": "ok", **meta}
+        bar.update()
+
+    def fail(job: int, error: str) -> None:
+        failed.add(job)
+        records[job] = {"video": entries[job].path, "features": None, "shape": None, "status": "error",
+                        "error": error}
+        log.warning("skipping %s: %s", entries[job].path, error)
         bar.update()
 
     def run(pieces: list[_Piece]) -> None:
@@ -307,25 +379,15 @@ def extract_features(model: nn.Module, videos: str | os.PathLike | Sequence[str]
                     finish_video(p.job, array[0] if window is None else array, p.meta)
             start += n
 
-    buffer: list[_Piece] = []
+    def skip(piece: _Piece) -> None:
+        parts.pop(piece.job, None)
+        fail(piece.job, piece.error)
+
     with common.inference(model, dev, precision):
         stream = torch.utils.data.DataLoader(_Decoder(entries, todo, plan), batch_size=None, num_workers=num_workers,
                                              collate_fn=_identity)
-        for piece in stream:
-            if piece.error is not None:
-                failed.add(piece.job)
-                parts.pop(piece.job, None)
-                records[piece.job] = {"video": entries[piece.job].path, "features": None, "shape": None,
-                                      "status": "error", "error": piece.error}
-                log.warning("skipping %s: %s", entries[piece.job].path, piece.error)
-                bar.update()
-                continue
-            buffer.append(piece)
-            if sum(p.clips.shape[0] for p in buffer) >= batch_size:
-                run(buffer)
-                buffer = []
-        if buffer:
-            run(buffer)
+        for batch in clip_batches(stream, batch_size, skip):
+            run(batch)
     bar.close()
 
     index = out / INDEX_NAME

@@ -23,7 +23,7 @@ from torch import nn
 from ..data import QASample, VideoDataset, read_qa
 from . import common
 from .common import Precision, Sampling
-from .metrics import correct_rank, multiple_choice_accuracy
+from .metrics import check_finite, correct_rank, multiple_choice_accuracy
 
 QAData = str | os.PathLike | Sequence[QASample]
 
@@ -61,13 +61,17 @@ def multiple_choice_scores(model: nn.Module, data: QAData, *, root: str | os.Pat
     return scores, answers
 
 
-def evaluate_multiple_choice(model: nn.Module, data: QAData, **kwargs: Any) -> dict[str, Any]:
+def evaluate_multiple_choice(model: nn.Module, data: QAData, *, allow_nonfinite: bool = False,
+                             **kwargs: Any) -> dict[str, Any]:
     """``{"accuracy", "chance", "num_questions", ...}`` in percent.
 
-    Keyword arguments are those of :func:`multiple_choice_scores`.
+    Keyword arguments are those of :func:`multiple_choice_scores`. NaN scores
+    fail the evaluation unless ``allow_nonfinite`` (then those questions count as wrong).
     """
     scores, answers = multiple_choice_scores(model, data, **kwargs)
-    num_candidates = np.isfinite(scores).sum(axis=1)
+    # -inf pads the candidate lists of questions with fewer candidates: not a model failure.
+    nonfinite = check_finite(np.where(np.isneginf(scores), 0.0, scores), "questions", allow=allow_nonfinite)
+    num_candidates = (~np.isneginf(scores)).sum(axis=1)
     return {
         "task": "multiple_choice",
         "accuracy": multiple_choice_accuracy(scores, answers),
@@ -75,6 +79,7 @@ def evaluate_multiple_choice(model: nn.Module, data: QAData, **kwargs: Any) -> d
         "num_questions": int(len(answers)),
         "num_candidates": int(num_candidates.max()),  # the most; chance accounts for shorter lists
         "chance": float(np.mean(100.0 / num_candidates)),
+        "num_nonfinite": nonfinite,
     }
 
 
@@ -98,6 +103,6 @@ def main(args: argparse.Namespace) -> int:
     results = evaluate_multiple_choice(
         model, args.data, root=args.root, with_question=args.with_question, sampling=args.sampling,
         frame_interval=args.frame_interval, batch_size=args.batch_size, num_workers=args.num_workers,
-        device=args.device, precision=args.precision, progress=args.progress)
+        device=args.device, precision=args.precision, progress=args.progress, allow_nonfinite=args.allow_nonfinite)
     results.update(model=str(args.model), data=str(args.data))
     return common.finish(results, results_table(results), args.out)

@@ -22,7 +22,7 @@ from torch import nn
 from ..data import read_classes
 from . import common
 from .common import Precision, Sampling
-from .metrics import average_views, classification_metrics
+from .metrics import average_views, check_finite, classification_metrics
 from .recognition import ClassificationData, classification_dataset
 
 #: Prompt templates used when none are given; ``{}`` is replaced by the class name.
@@ -53,7 +53,8 @@ def read_templates(path: str | os.PathLike) -> list[str]:
 
 def zeroshot_classifier(model: nn.Module, classnames: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES,
                         *, batch_size: int = 256, device: str | torch.device | None = None,
-                        precision: Precision = "fp32", progress: bool = True) -> torch.Tensor:
+                        precision: Precision = "fp32", progress: bool = True, trim_padding: bool = False
+                        ) -> torch.Tensor:
     """Class embeddings ``(num_classes, D)``: prompts embedded, normalised, averaged per class, renormalised."""
     if not classnames or not templates:
         raise ValueError("zero-shot classification needs class names and at least one template")
@@ -64,7 +65,7 @@ def zeroshot_classifier(model: nn.Module, classnames: Sequence[str], templates: 
     prompts = [t.replace("{}", name) for name in classnames for t in templates]
     with common.inference(model, dev, precision):
         emb = common.encode_texts(model, prompts, batch_size=batch_size, device=dev, progress=progress,
-                                  desc="class prompts")
+                                  desc="class prompts", trim_padding=trim_padding)
     per_class = emb.reshape(len(classnames), len(templates), -1).mean(dim=1)
     return F.normalize(per_class, dim=-1)
 
@@ -113,10 +114,16 @@ def zeroshot_scores(model: nn.Module, data: ClassificationData, classnames: str 
 
 def evaluate_zeroshot(model: nn.Module, data: ClassificationData, classnames: str | os.PathLike | Sequence[str] | None
                       = None, templates: Sequence[str] | str | os.PathLike | None = None, *, num_clips: int = 1,
-                      num_crops: int = 1, **kwargs: Any) -> dict[str, Any]:
-    """Zero-shot top-1/top-5/mean-class accuracy (percent); keyword arguments as :func:`zeroshot_scores`."""
-    view_logits, labels, names = zeroshot_scores(model, data, classnames, templates, num_clips=num_clips,
+                      num_crops: int = 1, allow_nonfinite: bool = False, **kwargs: Any) -> dict[str, Any]:
+    """Zero-shot top-1/top-5/mean-class accuracy (percent); keyword arguments as :func:`zeroshot_scores`.
+
+    Non-finite scores fail the evaluation unless ``allow_nonfinite`` (then they count as wrong).
+    """
+    dataset = classification_dataset(model, data, num_clips=num_clips, num_crops=num_crops,
+                                     **{k: kwargs.pop(k) for k in ("root", "sampling", "frame_interval") if k in kwargs})
+    view_logits, labels, names = zeroshot_scores(model, dataset, classnames, templates, num_clips=num_clips,
                                                  num_crops=num_crops, **kwargs)
+    nonfinite = check_finite(view_logits, "test videos", allow=allow_nonfinite)
     if isinstance(templates, (str, os.PathLike)):
         templates = read_templates(templates)
     return {
@@ -127,6 +134,8 @@ def evaluate_zeroshot(model: nn.Module, data: ClassificationData, classnames: st
         "num_classes": len(names),
         "num_templates": len(templates or DEFAULT_TEMPLATES),
         "chance": 100.0 / len(names),
+        "num_nonfinite": nonfinite,
+        "num_duplicates": getattr(dataset, "num_duplicates", 0),
     }
 
 
@@ -135,6 +144,8 @@ def results_table(results: dict[str, Any]) -> str:
             ("mean class acc. (%)", results["mean_class_acc"]), ("chance top-1 (%)", results["chance"]),
             ("classes x templates", f"{results['num_classes']} x {results['num_templates']}"),
             ("test videos", results["num_samples"])]
+    if results.get("num_duplicates"):
+        rows.append(("duplicate lines dropped", results["num_duplicates"]))
     return common.format_table(f"Zero-shot recognition ({results['views']} views)", rows)
 
 
@@ -156,6 +167,6 @@ def main(args: argparse.Namespace) -> int:
         model, args.data, args.classes, args.templates, root=args.root, num_clips=args.num_clips,
         num_crops=args.num_crops, sampling=args.sampling, frame_interval=args.frame_interval,
         batch_size=args.batch_size, num_workers=args.num_workers, device=args.device, precision=args.precision,
-        progress=args.progress)
+        progress=args.progress, allow_nonfinite=args.allow_nonfinite)
     results.update(model=str(args.model), data=str(args.data))
     return common.finish(results, results_table(results), args.out)

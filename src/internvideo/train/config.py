@@ -7,6 +7,7 @@ checkpoints so a run can always be reproduced from its directory.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-ObjectiveName = Literal["mae", "classify", "linear_probe", "contrastive", "fusion"]
+ObjectiveName = Literal["mae", "classify", "linear_probe", "contrastive", "fusion", "localize", "openset", "qa", "ava"]
 
 
 @dataclass
@@ -23,6 +24,7 @@ class ModelSection:
     name: str = "videomae_tiny_pretrain"
     pretrained: str | None = None
     head: Literal["reinit", "slice", "error"] = "reinit"
+    allow_partial_pretrained: bool = False  # accept `pretrained` weights that fill half the model's tensors or fewer
     overrides: dict[str, Any] = field(default_factory=dict)  # config fields of the named model
     # fusion only: the two frozen backbones (directories of ours or any supported checkpoint)
     mae_backbone: str | None = None
@@ -56,7 +58,22 @@ class DataSection:
     label_smoothing: float = 0.0
     feature_cache: str | None = None  # fusion: cache frozen-backbone features here and train from them
     strict: bool = False  # raise on an unreadable video instead of skipping it
+    qa_answers: int = 1500  # qa: answer vocabulary = this many most frequent training answers
     num_workers: int = 2
+    # decode every video once, whole, and keep it in memory (small sets such as the synthetic world; videos
+    # beyond 2 GiB in all are decoded on demand as usual)
+    decode_once: bool = False
+    # localize: `train` (and `val`, default the same file) is an ActivityNet-style JSON; features are one .npy per
+    # video in `features` (`internvideo extract --window` output, or your own with the timing given below)
+    features: str | None = None
+    train_subset: str = "training"
+    val_subset: str = "validation"
+    feat_stride: float | None = None  # frames between feature windows (read from extract's index when present)
+    window_frames: float | None = None  # frames per feature window
+    fps: float | None = None  # frame rate (else the index's, or the JSON's per-video "fps")
+    crop_ratio: tuple[float, float] | None = None  # ActionFormer's random crop fraction, e.g. [0.9, 1.0]
+    resize_to: int | None = None  # resample every sequence to this many features (ActionFormer's ActivityNet)
+    tiou: tuple[float, ...] = ()  # evaluation tIoU thresholds; empty: ActivityNet 0.5:0.95:0.05
 
 
 #: Keys that moved to the model's input recipe (an old recipe using them gets an error saying where they went).
@@ -65,6 +82,21 @@ MOVED_KEYS = {f"data.{k}": f"model.overrides.{k}" for k in
     "data.mm_num_frames": "the multimodal backbone's own num_frames",
     "data.mm_mean": "the multimodal backbone's own mean", "data.mm_std": "the multimodal backbone's own std",
     "data.flip": "data.hflip", "data.multiscale_crop": "data.crop=multi_scale"}
+
+
+@dataclass
+class AVASection:
+    """Objective ``ava`` only (``data.train`` / ``data.val`` are AVA CSVs; see ``train/objectives/ava.py``)."""
+
+    labels: str = ""  # label map .pbtxt: the classes (head size = largest id) and the evaluated ones
+    videos: str | None = None  # folder of <video_id>.<ext> files (default: data.root)
+    proposals: str | None = None  # person proposals for validation (CSV or pickle); None: ground-truth boxes
+    proposal_threshold: float = 0.8  # proposals kept at validation (official VideoMAE AVA: 0.8)
+    exclude: str | None = None  # excluded timestamps CSV for validation
+    time_offset: float = 0.0  # seconds before frame 0 of the files (900 for AVA's 15:00-30:00 cuts)
+    box_jitter: float = 0.05  # train-time box jitter, fraction of the box side
+    box_scale: tuple[float, float] = (1.0, 1.25)  # train-time scale range before the random crop
+    freeze_backbone: bool = False  # train the RoI head only
 
 
 @dataclass
@@ -80,6 +112,7 @@ class OptimSection:
     accum_steps: int = 1
     ema: float | None = None  # e.g. 0.9999
     caption_weight: float = 1.0  # contrastive objective: weight of the captioning loss
+    edl_annealing_epochs: float = 10.0  # openset: the EDL loss's KL weight grows to 1 over these epochs (DEAR)
     scale_lr: bool = True  # lr * global_batch / 256
 
 
@@ -96,7 +129,7 @@ class RunSection:
     distributed: Literal["ddp", "fsdp"] = "ddp"
     log_every: int = 10
     save_every: int = 100  # steps; a checkpoint is also written at the end
-    keep_last: int = 2
+    keep_last: int = 2  # newest checkpoints kept; 0 keeps all. The newest (the final one) is never pruned
     eval_every: int | None = None  # steps; None: at the end of every epoch
     resume: bool = True  # continue from the latest checkpoint in out_dir if there is one
     progress: bool = True
@@ -109,6 +142,7 @@ class TrainConfig:
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     run: RunSection = field(default_factory=RunSection)
+    ava: AVASection = field(default_factory=AVASection)
 
 
 class ConfigError(ValueError):
@@ -212,8 +246,66 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        _set_path(data, key.strip(), yaml.safe_load(raw))
-    return _build(TrainConfig, data)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item}: the value is not valid YAML ({getattr(e, 'problem', None) or e}); "
+                              "quote it, e.g. --set 'data.train=\"a: b.txt\"'") from None
+        _set_path(data, key.strip(), value)
+    cfg = _build(TrainConfig, data)
+    validate(cfg)
+    return cfg
+
+
+def _range(where: str, value: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+           hi_open: bool = False, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (lo is None or (value > lo if lo_open else value >= lo))
+    ok = ok and (hi is None or (value < hi if hi_open else value <= hi))
+    if not ok:
+        low = "" if lo is None else f"{'>' if lo_open else '>='} {lo}"
+        high = "" if hi is None else f"{'<' if hi_open else '<='} {hi}"
+        raise ConfigError(f"{where}: must be {' and '.join(x for x in (low, high) if x)}"
+                          f"{' (or null)' if optional else ''}, got {value!r}")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Range checks of every numeric field, naming the key (types are checked when the config is built)."""
+    r, o, d = cfg.run, cfg.optim, cfg.data
+    for key in ("epochs", "batch_size", "log_every", "save_every"):
+        _range(f"run.{key}", getattr(r, key), 1)
+    _range("run.max_steps", r.max_steps, 1, optional=True)
+    _range("run.eval_every", r.eval_every, 1, optional=True)
+    _range("run.keep_last", r.keep_last, 0)  # 0 = keep every checkpoint
+    _range("optim.lr", o.lr, 0, lo_open=True)
+    for key in ("min_lr", "weight_decay", "warmup_steps", "warmup_epochs", "caption_weight"):
+        _range(f"optim.{key}", getattr(o, key), 0)
+    for i, b in enumerate(o.betas):
+        _range(f"optim.betas[{i}]", b, 0, 1, hi_open=True)
+    _range("optim.layer_decay", o.layer_decay, 0, 1, lo_open=True, optional=True)
+    _range("optim.clip_grad", o.clip_grad, 0, lo_open=True, optional=True)
+    _range("optim.accum_steps", o.accum_steps, 1)
+    _range("optim.ema", o.ema, 0, 1, lo_open=True, hi_open=True, optional=True)
+    _range("data.short_side", d.short_side, 1)
+    _range("data.scale[0]", d.scale[0], 0, 1, lo_open=True)
+    _range("data.scale[1]", d.scale[1], d.scale[0], 1)
+    for key in ("random_erasing", "label_smoothing"):
+        _range(f"data.{key}", getattr(d, key), 0, 1, hi_open=True)
+    for key in ("mixup", "cutmix"):
+        _range(f"data.{key}", getattr(d, key), 0)
+    _range("data.num_workers", d.num_workers, 0)
+    m = cfg.model.overrides
+    if "mask_ratio" in m:
+        _range("model.overrides.mask_ratio", m["mask_ratio"], 0, 1, lo_open=True, hi_open=True)
+    for key in ("num_frames", "img_size", "frame_interval", "num_classes"):
+        if key in m:
+            _range(f"model.overrides.{key}", m[key], 1)
+    if "std" in m:
+        std = m["std"]
+        if not isinstance(std, (list, tuple)) or not all(isinstance(x, (int, float)) and x > 0 for x in std):
+            raise ConfigError(f"model.overrides.std: must be a list of positive numbers (per-channel std), got {std!r}")
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from contextlib import nullcontext
@@ -32,11 +33,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..models.hardware import resolve_precision
-from .config import TrainConfig
+from .config import TrainConfig, validate
 from .objectives import Objective, make_objective
 from .optim import EMA, adamw, lr_at
-from .setup import Dist, all_reduce_mean, prepare_run_dir, seed_everything, setup_distributed, wrap_model
-from .state import Checkpointer, Progress, full_tensor, resume
+from .setup import (
+    Dist, all_reduce_mean, prepare_run_dir, run_dir_lock, seed_everything, setup_distributed, wrap_model,
+)
+from .state import Checkpointer, Progress, full_tensor, resume_latest
 
 log = logging.getLogger("internvideo.train")
 
@@ -206,12 +209,31 @@ class TrainResult:
     run_dir: Path
     history: list[dict]
     model: nn.Module
+    #: ``checkpoints/best``: the weights of the best evaluation (None without a validation metric)
+    best_checkpoint: Path | None = None
+    best_step: int | None = None
+
+    def describe(self) -> str:
+        """One line naming the best and the last checkpoint (and which is which)."""
+        last = f"last checkpoint {self.checkpoint}"
+        if self.best_metric is None:
+            return f"{self.steps} steps in {self.seconds:.1f}s (no validation metric); {last}"
+        return (f"{self.steps} steps in {self.seconds:.1f}s; best val {self.metric_name} {self.best_metric:.1f} % "
+                f"at step {self.best_step}: {self.best_checkpoint}; {last}")
 
 
 def train(cfg: TrainConfig, objective: Objective | None = None) -> TrainResult:
-    """Run (or resume) training as ``cfg`` describes; returns a summary of the run."""
+    """Run (or resume) training as ``cfg`` describes; returns a summary of the run.
+
+    The run directory is locked for the whole run (a second run on it is refused, naming the holder).
+    """
+    validate(cfg)
     d = setup_distributed()
-    run_dir = prepare_run_dir(cfg, d)
+    with run_dir_lock(Path(cfg.run.out_dir), d):
+        return _train(cfg, objective, d, prepare_run_dir(cfg, d))
+
+
+def _train(cfg: TrainConfig, objective: Objective | None, d: Dist, run_dir: Path) -> TrainResult:
     seed_everything(cfg.run.seed)
 
     objective = objective or make_objective(cfg)
@@ -230,10 +252,13 @@ def train(cfg: TrainConfig, objective: Objective | None = None) -> TrainResult:
     forward_model = torch.compile(wrapped) if cfg.run.compile else wrapped
 
     ckpt = Checkpointer(run_dir, cfg.run.keep_last)
-    latest = ckpt.latest() if cfg.run.resume else None
-    progress = resume(latest, model, optimizer, ema) if latest is not None else Progress()
+    if d.main:
+        ckpt.clean_stale()
+    latest, progress = resume_latest(ckpt, model, optimizer, ema) if cfg.run.resume else (None, Progress())
     if latest is not None and d.main:
         log.info("resumed from %s at step %d", latest, progress.step)
+        _drop_replayed_rows(run_dir / "metrics.jsonl", progress.step)
+    base_seconds = progress.seconds
 
     runlog = RunLog(run_dir, progress.history, d)
     last_good: Path | None = latest
@@ -267,7 +292,7 @@ def train(cfg: TrainConfig, objective: Objective | None = None) -> TrainResult:
                     sync = wrapped.no_sync()  # DDP: all-reduce the gradients on the last micro-batch only
                 with sync, autocast:
                     loss, logs = objective.loss(forward_model, batch)
-                _check_finite(loss, progress.step, last_good, d)
+                last_good = _check_finite(loss, progress.step, last_good, ckpt, d)
                 (loss / accum).backward()
                 micro += 1
                 progress.pos_in_epoch += 1
@@ -299,9 +324,11 @@ def train(cfg: TrainConfig, objective: Objective | None = None) -> TrainResult:
                 end_of_epoch = progress.pos_in_epoch >= micro_per_epoch
                 if val_set is not None and ((cfg.run.eval_every and step % cfg.run.eval_every == 0)
                                             or (not cfg.run.eval_every and end_of_epoch) or step == sched.total_steps):
-                    _evaluate(objective, model, val_set, d, progress, runlog)
+                    if _evaluate(objective, model, val_set, d, progress, runlog):
+                        ckpt.save_best(progress, model, objective.metric_name, d)
                     set_train_mode()
                 if step % cfg.run.save_every == 0 or step == sched.total_steps:
+                    progress.seconds = base_seconds + time.perf_counter() - t_start
                     last_good = ckpt.save(progress, model, optimizer, ema, d)
                 if step >= sched.total_steps or end_of_epoch:
                     break
@@ -314,35 +341,81 @@ def train(cfg: TrainConfig, objective: Objective | None = None) -> TrainResult:
         if bar is not None:
             bar.close()
         runlog.close()
-    seconds = time.perf_counter() - t_start
+    segment = time.perf_counter() - t_start
+    seconds = base_seconds + segment  # every segment of a resumed run, not only the last
     metric_name = objective.metric_name
+    best_step = _best_step(progress.history, metric_name, progress.best)
+    best_dir = ckpt.dir / "best" if progress.best is not None and (ckpt.dir / "best").exists() else None
+    result = TrainResult(progress.step, seconds, progress.best, metric_name, last_good, run_dir, progress.history,
+                         model, best_dir, best_step)
     if d.main:
         _plot(progress.history, run_dir / "curves.png", metric_name)
-        summary = {"steps": progress.step, "seconds": round(seconds, 1), "best": progress.best, "metric": metric_name,
+        summary = {"steps": progress.step, "seconds": round(seconds, 1), "seconds_this_segment": round(segment, 1),
+                   "best": progress.best, "metric": metric_name, "best_step": best_step,
+                   "best_checkpoint": str(best_dir) if best_dir else None,
                    "checkpoint": str(last_good) if last_good else None}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        log.info("done: %d steps in %.1fs; best %s %s; checkpoint %s", progress.step, seconds, metric_name,
-                 progress.best, last_good)
-    return TrainResult(progress.step, seconds, progress.best, metric_name, last_good, run_dir, progress.history, model)
+        log.info("done: %s", result.describe())
+    return result
 
 
-def _evaluate(objective: Objective, model: nn.Module, val_set, d: Dist, progress: Progress, runlog: RunLog) -> None:
+def _evaluate(objective: Objective, model: nn.Module, val_set, d: Dist, progress: Progress, runlog: RunLog) -> bool:
+    """Evaluate, record and print the metrics; True when the run's metric reached a new best."""
     metrics = all_reduce_mean(objective.evaluate(model, val_set, d.device), d)
     metrics["step"] = progress.step
     runlog.record(metrics, "eval")
     name = objective.metric_name
-    if name and name in metrics:
-        progress.best = metrics[name] if progress.best is None else max(progress.best, metrics[name])
+    if d.main:
+        from tqdm.auto import tqdm
+
+        shown = ", ".join(f"{k} {v:.1f}" + (" %" if k == name else "") for k, v in metrics.items()
+                          if k != "step" and isinstance(v, (int, float)))
+        tqdm.write(f"step {progress.step}: val {shown}")
+    if name and name in metrics and (progress.best is None or metrics[name] > progress.best):
+        progress.best = metrics[name]
+        return True
+    return False
 
 
-def _check_finite(loss: torch.Tensor, step: int, last_good: Path | None, d: Dist) -> None:
+def _best_step(history: list[dict], metric: str | None, best: float | None) -> int | None:
+    steps = [r["step"] for r in history if r.get("kind") == "eval" and metric and r.get(metric) == best]
+    return steps[0] if steps else None
+
+
+def _check_finite(loss: torch.Tensor, step: int, last_good: Path | None, ckpt: Checkpointer, d: Dist) -> Path | None:
+    """Stop on a non-finite loss. A checkpoint of the weights that gave it is not "good": it is set aside."""
     bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=d.device)
     if d.world > 1:
         dist.all_reduce(bad)
-    if bad.item():
-        where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
-        raise TrainingDiverged(f"non-finite loss ({float(loss.detach())}) at step {step + 1}; stopping without updating "
-                               f"the weights; {where}. Lower the learning rate or enable clip_grad.")
+    if not bad.item():
+        return last_good
+    set_aside = ""
+    if last_good is not None and last_good.name == f"step_{step:07d}":
+        # Saved after the update that produced these weights: resuming from it would diverge again.
+        if d.main and last_good.exists():
+            set_aside = f" The checkpoint of these weights was renamed to {ckpt.mark_diverged(last_good)}."
+        if d.world > 1:
+            dist.barrier()
+        last_good = ckpt.latest()
+    where = (f"The last good checkpoint is {last_good} (an automatic resume starts there)" if last_good
+             else "There is no good checkpoint")
+    raise TrainingDiverged(f"non-finite loss ({float(loss.detach())}) at step {step + 1}; stopping without updating "
+                           f"the weights.{set_aside} {where}. Lower optim.lr or set optim.clip_grad; to start fresh, "
+                           "set run.resume=false or use a new run.out_dir.")
+
+
+def _drop_replayed_rows(path: Path, step: int) -> None:
+    """Drop rows logged after the checkpoint a run resumes from: the resumed run logs those steps again."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if not line.strip() or json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        log.info("%s: dropped %d row(s) after step %d (logged before the interruption; they are re-run)",
+                 path, len(lines) - len(kept), step)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
 
 
 def _plot(history: list[dict], path: Path, metric: str | None) -> None:
@@ -376,7 +449,5 @@ def main(config_path: str | None, overrides: list[str]) -> int:
     result = train(cfg)
     if dist.is_initialized():
         dist.destroy_process_group()
-    best = f"{result.best_metric:.2f}" if result.best_metric is not None else "n/a"
-    print(f"trained {result.steps} steps in {result.seconds:.1f}s; best {result.metric_name or 'metric'} {best}; "
-          f"checkpoint {result.checkpoint}; run directory {result.run_dir}")
+    print(f"trained {result.describe()}; run directory {result.run_dir}")
     return 0

@@ -1,8 +1,14 @@
 """Run set-up: the process group ``torchrun`` describes, model wrapping, the run directory."""
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import os
 import random
+import socket
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +18,8 @@ import torch.distributed as dist
 from torch import nn
 
 from .config import TrainConfig, save_config
+
+log = logging.getLogger("internvideo.train")
 
 
 @dataclass
@@ -55,6 +63,63 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
+
+
+class RunDirLocked(RuntimeError):
+    """Another run holds the run directory."""
+
+
+LOCK_NAME = "run.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path, d: Dist) -> Iterator[None]:
+    """An exclusive lock on ``run_dir`` (rank 0): ``run.lock`` holds the owner's pid and host.
+
+    Two runs on one directory would resume from each other's checkpoints and
+    interleave their logs. A lock whose process is gone (same host) is stale
+    and taken over with a warning; one from another host is refused, naming
+    it, since its process cannot be checked from here.
+    """
+    if not d.main:
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / LOCK_NAME
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text() or "{}")
+            except (OSError, json.JSONDecodeError):
+                holder = {}
+            pid, host = holder.get("pid"), holder.get("host")
+            if host == me["host"] and isinstance(pid, int) and not _alive(pid):
+                log.warning("%s: taking over a stale lock of pid %d (no longer running)", run_dir, pid)
+                lock.unlink(missing_ok=True)
+                continue
+            raise RunDirLocked(f"{run_dir} is in use by another run (pid {pid} on host {host}, since "
+                               f"{holder.get('since')}); wait for it to finish, use another run.out_dir, or delete "
+                               f"{lock} if that run is gone") from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def prepare_run_dir(cfg: TrainConfig, d: Dist) -> Path:

@@ -8,8 +8,11 @@ one module here and one line to the table (and to ``ObjectiveName`` in
 from __future__ import annotations
 
 from ..config import TrainConfig
+from .ava import AVAObjective
 from .base import Objective, VideoObjective
 from .contrastive import ContrastiveObjective
+from .language import OpenSetObjective, QAObjective
+from .localization import LocalizeObjective
 from .video import ClassifyObjective, FusionObjective, LinearProbeObjective, MaskedVideoObjective
 
 OBJECTIVES: dict[str, type] = {
@@ -18,6 +21,10 @@ OBJECTIVES: dict[str, type] = {
     "linear_probe": LinearProbeObjective,
     "contrastive": ContrastiveObjective,
     "fusion": FusionObjective,
+    "localize": LocalizeObjective,
+    "openset": OpenSetObjective,
+    "qa": QAObjective,
+    "ava": AVAObjective,
 }
 
 
@@ -25,5 +32,6 @@ def make_objective(cfg: TrainConfig) -> Objective:
     return OBJECTIVES[cfg.objective](cfg)
 
 
-__all__ = ["OBJECTIVES", "ClassifyObjective", "ContrastiveObjective", "FusionObjective", "LinearProbeObjective",
-           "MaskedVideoObjective", "Objective", "VideoObjective", "make_objective"]
+__all__ = ["OBJECTIVES", "AVAObjective", "ClassifyObjective", "ContrastiveObjective", "FusionObjective",
+           "LinearProbeObjective", "LocalizeObjective", "MaskedVideoObjective", "Objective", "OpenSetObjective",
+           "QAObjective", "VideoObjective", "make_objective"]

@@ -16,11 +16,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ...data.datasets import SkipLog, View, collate_videos
+from ...data.memory import DecodedVideos, shared_decoded_videos
 from ...data.sampling import DenseSampler, SegmentSampler, UniformSampler
 from ...data.transforms import EvalTransformConfig, TrainTransformConfig, build_eval_transform, build_train_transform
 from ...factory import create_model
 from ...models.recipe import InputRecipe
-from ..config import TrainConfig
+from ..config import ConfigError, TrainConfig
 from ..optim import param_groups
 
 log = logging.getLogger("internvideo.train")
@@ -74,11 +75,24 @@ class VideoObjective:
         self.cfg = cfg
         self.skips = SkipLog()
         self.model: nn.Module | None = None
+        self._check_data_paths()
+
+    def _check_data_paths(self) -> None:
+        """Name the config key when the data is not where the config says (before any model is built)."""
+        d = self.cfg.data
+        if d.root and not Path(d.root).is_dir():
+            raise ConfigError(f"data.root: no such folder {d.root!r} (relative paths are from {Path.cwd()}); "
+                              "set data.root=DIR, e.g. the folder `internvideo synth DIR` writes")
+        train = self.path(d.train) if d.train else None
+        if train is not None and not train.exists():
+            where = f"in data.root {d.root!r}" if d.root else "(data.root is not set, so relative to the working folder)"
+            raise ConfigError(f"data.train: no such file {d.train!r} {where}")
 
     # -- model
     def build_model(self) -> nn.Module:
         m = self.cfg.model
-        self.model = create_model(m.name, pretrained=m.pretrained, head=m.head, **self.model_overrides())
+        self.model = create_model(m.name, pretrained=m.pretrained, head=m.head,
+                                  allow_partial=m.allow_partial_pretrained, **self.model_overrides())
         return self.model
 
     def model_overrides(self) -> dict[str, Any]:
@@ -106,6 +120,19 @@ class VideoObjective:
     @property
     def root(self) -> str | None:
         return self.cfg.data.root or None
+
+    @property
+    def decoded(self) -> DecodedVideos | None:
+        """The in-memory videos when ``data.decode_once`` is set (pass to datasets as ``decoded=``)."""
+        return shared_decoded_videos() if self.cfg.data.decode_once else None
+
+    def preload(self, *datasets: Dataset | None) -> None:
+        """Decode the datasets' videos now, in this process, before loader workers fork and share them."""
+        if self.decoded is None:
+            return
+        for ds in datasets:
+            if ds is not None:
+                self.decoded.preload(ds.videos, progress=self.cfg.run.progress, desc="decoding once")
 
     def sampler(self, recipe: InputRecipe):
         if recipe.sampling == "dense":

@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...data.datasets import VideoClassificationDataset, VideoTextDataset, View
+from ...data.datasets import VideoClassificationDataset, VideoTextDataset, View, read_classification_list
 from ...data.features import FeatureCache
 from ...data.labels import merge_label_sets
 from ...data.transforms import MixupCutmix
 from ...factory import create_fusion
-from ...models import apply_overrides
+from ...models import apply_overrides, get_config
 from ...models.fusion import FusionConfig
 from ...models.videomae import tube_mask
 from ..config import TrainConfig
@@ -57,7 +57,8 @@ class MaskedVideoObjective(VideoObjective):
         view = View(self.sampler(recipe), self.transform(recipe, training=True, pretrain=True), self.video_key)
         cls = VideoTextDataset if str(d.train).endswith(".jsonl") else VideoClassificationDataset
         train = cls(self.path(d.train), [view], root=self.root, training=True, seed=self.cfg.run.seed,
-                    strict=d.strict)
+                    strict=d.strict, decoded=self.decoded)
+        self.preload(train)
         return MaskedClips(train, c.grid, c.mask_ratio), None
 
     def loss(self, model, batch):
@@ -80,16 +81,24 @@ class ClassifyObjective(VideoObjective):
             if (d.mixup > 0 or d.cutmix > 0) else None
 
     def model_overrides(self) -> dict:
-        return {"num_classes": len(self.classes), **self.cfg.model.overrides}
+        extra: dict = {"num_classes": len(self.classes)}
+        if hasattr(get_config(self.cfg.model.name)[1], "class_names"):
+            extra["class_names"] = tuple(self.classes)  # saved in config.json: eval maps labels by name
+        return {**extra, **self.cfg.model.overrides}
 
     def datasets(self):
         d = self.cfg.data
         train = VideoClassificationDataset(self.train_samples, self.views(True), classes=self.classes,
-                                           training=True, seed=self.cfg.run.seed, strict=d.strict)
+                                           training=True, seed=self.cfg.run.seed, strict=d.strict,
+                                           decoded=self.decoded)
         val = None
         if d.val:
-            val = VideoClassificationDataset(self.path(d.val), self.views(False), root=self.root,
-                                             classes=self.classes, training=False, strict=True)
+            # Labels beyond the head are an error naming the line; "unknown" (-1) lines cannot be scored.
+            val_samples = [s for s in read_classification_list(self.path(d.val), self.root, len(self.classes))
+                           if s.label >= 0]
+            val = VideoClassificationDataset(val_samples, self.views(False), classes=self.classes,
+                                             training=False, strict=True, decoded=self.decoded)
+        self.preload(train, val)
         return train, val
 
     def logits(self, model, batch, video=None):
@@ -162,7 +171,8 @@ class FusionObjective(ClassifyObjective):
         if not (m.mae_backbone and m.mm_backbone):
             raise ValueError("objective 'fusion' needs model.mae_backbone and model.mm_backbone (checkpoint dirs)")
         cfg = apply_overrides(FusionConfig(mae_backbone=m.mae_backbone, mm_backbone=m.mm_backbone,
-                                           num_classes=len(self.classes)), dict(m.overrides), "fusion")
+                                           num_classes=len(self.classes), class_names=tuple(self.classes)),
+                              dict(m.overrides), "fusion")
         self.model = create_fusion(cfg)
         return self.model
 
@@ -174,7 +184,7 @@ class FusionObjective(ClassifyObjective):
         train, val = super().datasets()
         if self.cfg.data.feature_cache:
             eval_set = VideoClassificationDataset(self.train_samples, self.views(False), classes=self.classes,
-                                                  training=False, strict=self.cfg.data.strict)
+                                                  training=False, strict=self.cfg.data.strict, decoded=self.decoded)
             model = self.model
             train = FeatureCache.build(lambda b: model.backbone_features(b["video"], b["mm_video"], all_streams=True),
                                        eval_set, self.cfg.data.feature_cache, self.cfg.run.batch_size)

@@ -1,0 +1,706 @@
+"""AVA spatiotemporal action data: annotation files, person proposals, keyframe clips with boxes.
+
+The files a user of AVA already has:
+
+* ground truth / training CSV ``video_id, timestamp, x1, y1, x2, y2, action_id, person_id``
+  (coordinates are fractions of the frame, ids start at 1); rows of just
+  ``video_id, timestamp`` (keyframes without actions, AVA-Kinetics) are accepted and carry no box;
+* result CSV ``video_id, timestamp, x1, y1, x2, y2, action_id, score`` (7 columns: score 1);
+* the label map ``.pbtxt`` (``item { name: "..." id: N }``, ``label_id:`` also read);
+* excluded timestamps ``video_id, timestamp``;
+* person proposals: CSV ``video_id, timestamp, x1, y1, x2, y2, score`` or the pickled
+  ``{"video_id,timestamp": array (N, 5)}`` files that SlowFast / AlphAction
+  distribute. Pickles are **converted without being executed**: a small
+  interpreter walks the pickle opcodes and only understands dicts, lists,
+  tuples, numbers, strings and numpy arrays; anything else (a class, a
+  function call it does not know) is refused with an error.
+
+A keyframe is keyed by ``(video_id, timestamp)`` with the timestamp rounded
+to microseconds (the official evaluator's key), so ``0902`` and ``902.0`` match.
+
+:class:`AVADataset` turns keyframes into clips centred on them (``clip_len``
+frames every ``frame_interval`` frames, decoded by :func:`~internvideo.data.read_frames`)
+and carries the boxes through every spatial transform (:class:`BoxTransform`).
+"""
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import io
+import math
+import os
+import pickletools
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .datasets import AnnotationError, AVABox
+from .video import VideoError, probe, read_frames
+
+__all__ = [
+    "AVABox", "AVADetection", "Key", "key_of", "read_ava_groundtruth", "read_ava_results", "write_ava_results",
+    "read_label_map", "read_excluded_timestamps", "read_proposals", "check_proposals_cover", "safe_unpickle",
+    "BoxTransform", "AVADataset", "AVAKeyframe", "collate_ava", "jitter_boxes", "extend_boxes", "group_keyframes",
+    "keyframes_from_proposals", "at_keyframes",
+]
+
+PathLike = str | os.PathLike
+Key = tuple[str, float]
+
+
+def key_of(video_id: str, timestamp: float) -> Key:
+    """The keyframe key: the official evaluator formats timestamps with 6 decimals."""
+    return (video_id, round(float(timestamp), 6))
+
+
+@dataclasses.dataclass(frozen=True)
+class AVADetection:
+    video_id: str
+    timestamp: float
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2, fractions of width/height
+    action_id: int
+    score: float
+
+
+# ----------------------------------------------------------------------------- CSV readers
+
+
+def _rows(path: PathLike) -> Iterable[tuple[int, list[str]]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        for number, row in enumerate(csv.reader(f), start=1):
+            if not row or all(not v.strip() for v in row):
+                continue
+            yield number, [v.strip() for v in row]
+
+
+def _number(path: PathLike, line: int, field: str, text: str, kind: type = float) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise AnnotationError(path, f"{field} must be {'an integer' if kind is int else 'a number'}, "
+                                    f"got {text!r}", line) from None
+    if kind is float and not math.isfinite(value):
+        raise AnnotationError(path, f"{field} must be finite, got {text!r}", line)
+    return value
+
+
+def _box(path: PathLike, line: int, values: Sequence[str]) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (_number(path, line, name, v) for name, v in zip(("x1", "y1", "x2", "y2"), values))
+    if not (0 <= x1 <= 1 and 0 <= y1 <= 1 and 0 <= x2 <= 1 and 0 <= y2 <= 1):
+        raise AnnotationError(path, f"box ({x1}, {y1}, {x2}, {y2}) has coordinates outside [0, 1] "
+                                    "(AVA boxes are fractions of the frame)", line)
+    if x2 < x1 or y2 < y1:
+        raise AnnotationError(path, f"box ({x1}, {y1}, {x2}, {y2}) has x2 < x1 or y2 < y1", line)
+    return (x1, y1, x2, y2)
+
+
+def _action(path: PathLike, line: int, text: str, num_classes: int | None) -> int:
+    action = _number(path, line, "action_id", text, int)
+    if action < 1 or (num_classes is not None and action > num_classes):
+        known = f"1..{num_classes}" if num_classes is not None else ">= 1"
+        raise AnnotationError(path, f"unknown action id {action} (expected {known})", line)
+    return action
+
+
+def read_ava_groundtruth(path: PathLike, num_classes: int | None = None) -> list[AVABox]:
+    """Ground-truth rows (8 columns; 7 = no person id, stored as -1; 2 = keyframe without boxes, skipped).
+
+    ``num_classes``: action ids above it are an error (training); leave it
+    ``None`` for evaluation, where the label map decides which ids count.
+    """
+    boxes = []
+    for line, row in _rows(path):
+        if len(row) == 2:
+            _number(path, line, "timestamp", row[1])
+            continue
+        if len(row) not in (7, 8):
+            raise AnnotationError(path, f"expected 8 columns (video_id, timestamp, x1, y1, x2, y2, action_id, "
+                                        f"person_id), got {len(row)}", line)
+        timestamp = _number(path, line, "timestamp", row[1])
+        box = _box(path, line, row[2:6])
+        action = _action(path, line, row[6], num_classes)
+        person = _number(path, line, "person_id", row[7], int) if len(row) == 8 else -1
+        boxes.append(AVABox(row[0], timestamp, box, action, person))
+    return boxes
+
+
+def read_ava_results(path: PathLike) -> list[AVADetection]:
+    """Result rows ``video_id, timestamp, x1, y1, x2, y2, action_id, score`` (no score column: 1.0)."""
+    out = []
+    for line, row in _rows(path):
+        if len(row) not in (7, 8):
+            raise AnnotationError(path, f"expected 8 columns (video_id, timestamp, x1, y1, x2, y2, action_id, "
+                                        f"score), got {len(row)}", line)
+        timestamp = _number(path, line, "timestamp", row[1])
+        box = _box(path, line, row[2:6])
+        action = _action(path, line, row[6], None)
+        score = _number(path, line, "score", row[7]) if len(row) == 8 else 1.0
+        out.append(AVADetection(row[0], timestamp, box, action, score))
+    return out
+
+
+def write_ava_results(path: PathLike, detections: Iterable[AVADetection]) -> Path:
+    """Write the AVA result CSV; timestamps of whole seconds are written as AVA does (``0902``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        for d in detections:
+            ts = f"{int(d.timestamp):04d}" if float(d.timestamp).is_integer() else repr(float(d.timestamp))
+            writer.writerow([d.video_id, ts, *(f"{v:.3f}" for v in d.box), d.action_id, f"{d.score:.6g}"])
+    return path
+
+
+def read_label_map(path: PathLike) -> dict[int, str]:
+    """``{id: name}`` in file order from a label map ``.pbtxt`` (``item { name: "..." id: N }``)."""
+    text = Path(path).read_text(encoding="utf-8")
+    labels: dict[int, str] = {}
+    items = list(re.finditer(r"item\s*\{(.*?)\}", text, flags=re.S))
+    if not items:
+        raise AnnotationError(path, 'no "item { name: ... id: ... }" entries found (is this a label map .pbtxt?)')
+    for m in items:
+        line = text.count("\n", 0, m.start()) + 1
+        body = m.group(1)
+        ident = re.search(r"\b(?:label_)?id\s*:\s*(-?\d+)", body)
+        name = re.search(r'\bname\s*:\s*"([^"]*)"', body) or re.search(r"\bdisplay_name\s*:\s*\"([^\"]*)\"", body)
+        if ident is None:
+            raise AnnotationError(path, "label map item without an id", line)
+        class_id = int(ident.group(1))
+        if class_id < 1:
+            raise AnnotationError(path, f"label map ids start at 1, got {class_id}", line)
+        if class_id in labels:
+            raise AnnotationError(path, f"duplicate label map id {class_id}", line)
+        labels[class_id] = name.group(1) if name else str(class_id)
+    return labels
+
+
+def read_excluded_timestamps(path: PathLike) -> set[Key]:
+    """Keyframes the official evaluation ignores (``video_id, timestamp`` rows)."""
+    keys = set()
+    for line, row in _rows(path):
+        if len(row) != 2:
+            raise AnnotationError(path, f"expected 2 columns (video_id, timestamp), got {len(row)}", line)
+        keys.add(key_of(row[0], _number(path, line, "timestamp", row[1])))
+    return keys
+
+
+# ----------------------------------------------------------------------------- proposals
+
+
+def read_proposals(path: PathLike) -> dict[Key, np.ndarray]:
+    """Person boxes per keyframe: ``{(video_id, timestamp): float32 (N, 5) x1, y1, x2, y2, score}``.
+
+    CSV rows ``video_id, timestamp, x1, y1, x2, y2[, score]`` or a pickle
+    (``.pkl``/``.pickle``) mapping ``"video_id,timestamp"`` to ``(N, 4|5)``
+    arrays, converted by :func:`safe_unpickle` (never executed).
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head[:1] == b"\x80" or path.suffix in (".pkl", ".pickle"):
+        return _proposals_from_pickle(path)
+    grouped: dict[Key, list[list[float]]] = collections.defaultdict(list)
+    for line, row in _rows(path):
+        if len(row) not in (6, 7):
+            raise AnnotationError(path, f"expected 7 columns (video_id, timestamp, x1, y1, x2, y2, score), "
+                                        f"got {len(row)}", line)
+        ts = _number(path, line, "timestamp", row[1])
+        score = _number(path, line, "score", row[6]) if len(row) == 7 else 1.0
+        grouped[key_of(row[0], ts)].append([*_box(path, line, row[2:6]), score])
+    return {k: np.asarray(v, dtype=np.float32).reshape(-1, 5) for k, v in grouped.items()}
+
+
+def _proposals_from_pickle(path: Path) -> dict[Key, np.ndarray]:
+    data = safe_unpickle(path.read_bytes(), str(path))
+    if not isinstance(data, dict):
+        raise AnnotationError(path, f"expected a dict of 'video_id,timestamp' -> boxes, got {type(data).__name__}")
+    out = {}
+    for name, boxes in data.items():
+        if isinstance(name, bytes):
+            name = name.decode("utf-8")
+        if not isinstance(name, str) or "," not in name:
+            raise AnnotationError(path, f"key {name!r} is not 'video_id,timestamp'")
+        video, ts = name.rsplit(",", 1)
+        try:
+            timestamp = float(ts)
+        except ValueError:
+            raise AnnotationError(path, f"key {name!r}: timestamp {ts!r} is not a number") from None
+        arr = np.asarray(boxes, dtype=np.float32)
+        if arr.size == 0:
+            arr = arr.reshape(0, 5)
+        if arr.ndim != 2 or arr.shape[1] not in (4, 5):
+            raise AnnotationError(path, f"key {name!r}: expected boxes of shape (N, 4) or (N, 5), got {arr.shape}")
+        if arr.shape[1] == 4:
+            arr = np.concatenate([arr, np.ones((len(arr), 1), np.float32)], axis=1)
+        bad = ~((arr[:, :4] >= 0) & (arr[:, :4] <= 1)).all(1) | (arr[:, 2] < arr[:, 0]) | (arr[:, 3] < arr[:, 1])
+        if bad.any():
+            raise AnnotationError(path, f"key {name!r}: box {arr[bad][0, :4].tolist()} is outside [0, 1] or has "
+                                        "x2 < x1 / y2 < y1")
+        out[key_of(video, timestamp)] = arr
+    return out
+
+
+def check_proposals_cover(proposals: Mapping[Key, np.ndarray], keys: Iterable[Key], path: PathLike) -> None:
+    """Raise if the proposals hold none of the videos of some keyframes (wrong file for this split)."""
+    have = {video for video, _ in proposals}
+    missing = sorted({video for video, _ in keys} - have)
+    if missing:
+        listed = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise AnnotationError(path, f"no proposals for {len(missing)} video(s) of the annotations: {listed} "
+                                    "(a proposal file for other videos?)")
+
+
+# Pickle conversion: enough of the pickle machine for dicts of numpy arrays written by Python 2 or 3.
+# Nothing here imports or calls what the stream names; known globals map to converters below.
+_MARK = object()
+
+
+class _Recon:
+    """A numpy object being rebuilt: ``_reconstruct`` creates it, ``BUILD`` fills its state."""
+
+    def __init__(self, kind: str, args: tuple = ()):
+        self.kind, self.args, self.value = kind, args, None
+
+
+def _latin1(b: Any) -> bytes:
+    return b.encode("latin-1") if isinstance(b, str) else bytes(b)
+
+
+def _dtype_of(obj: Any) -> np.dtype:
+    if isinstance(obj, _Recon) and obj.kind == "dtype":
+        return obj.value
+    raise ValueError("array without a dtype")
+
+
+def _build(obj: Any, state: Any) -> Any:
+    if not isinstance(obj, _Recon):
+        if isinstance(obj, dict) and isinstance(state, dict):
+            obj.update(state)
+            return obj
+        raise ValueError(f"cannot set state of {type(obj).__name__}")
+    if obj.kind == "dtype":
+        code = obj.args[0]
+        code = code.decode() if isinstance(code, bytes) else code
+        dt = np.dtype(str(code))
+        order = state[1] if isinstance(state, tuple) and len(state) > 1 else "|"
+        if order in ("<", ">") and dt.itemsize > 1:
+            dt = dt.newbyteorder(order)
+        obj.value = dt
+    elif obj.kind == "ndarray":
+        _, shape, dtype, fortran, raw = state[:5]
+        dt = _dtype_of(dtype)
+        if isinstance(raw, list):  # object arrays pickle their items; only plain numbers are accepted
+            arr = np.asarray(raw, dtype=dt)
+        else:
+            arr = np.frombuffer(_latin1(raw), dtype=dt).copy()
+        obj.value = arr.reshape(shape, order="F" if fortran else "C")
+    return obj
+
+
+def _call(func: Any, args: tuple) -> Any:
+    if func == ("numpy", "_reconstruct"):
+        return _Recon("ndarray")
+    if func == ("numpy", "dtype"):
+        return _Recon("dtype", args)
+    if func == ("numpy", "scalar"):
+        dt = _dtype_of(args[0])
+        return np.frombuffer(_latin1(args[1]), dtype=dt)[0].item()
+    if func == ("numpy", "_frombuffer"):  # protocol 5 (numpy >= 1.16): buffer, dtype, shape, order
+        buf, dtype, shape, order = args
+        return np.frombuffer(_latin1(buf), dtype=_dtype_of(dtype)).reshape(shape, order=order).copy()
+    if func == ("builtins", "float"):
+        return float(args[0])
+    if func == ("builtins", "bytes"):
+        return bytes(_latin1(args[0])) if args else b""
+    if func == ("_codecs", "encode"):  # Python 3 writes Python 2 byte strings as encode(text, "latin1")
+        return _latin1(args[0])
+    raise ValueError(f"refusing to call {func[0]}.{func[1]}")
+
+
+_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): ("numpy", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"): ("numpy", "_reconstruct"),
+    ("numpy", "ndarray"): ("numpy", "ndarray"),
+    ("numpy.core.numeric", "_frombuffer"): ("numpy", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"): ("numpy", "_frombuffer"),
+    ("numpy", "dtype"): ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"): ("numpy", "scalar"),
+    ("numpy._core.multiarray", "scalar"): ("numpy", "scalar"),
+    ("builtins", "float"): ("builtins", "float"),
+    ("__builtin__", "float"): ("builtins", "float"),
+    ("builtins", "bytes"): ("builtins", "bytes"),
+    ("__builtin__", "bytes"): ("builtins", "bytes"),
+    ("_codecs", "encode"): ("_codecs", "encode"),
+}
+
+
+def _unwrap(obj: Any) -> Any:
+    if isinstance(obj, _Recon):
+        if obj.kind != "ndarray" or obj.value is None:
+            raise ValueError(f"incomplete numpy {obj.kind} in the pickle")
+        return obj.value
+    if isinstance(obj, dict):
+        return {_unwrap(k): _unwrap(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unwrap(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_unwrap(v) for v in obj)
+    return obj
+
+
+def safe_unpickle(data: bytes, name: str = "<pickle>") -> Any:
+    """Convert a pickle of dicts/lists/tuples/numbers/strings/numpy arrays without executing it.
+
+    Raises :class:`AnnotationError` naming ``name`` for anything else (a
+    class or callable other than numpy's array and dtype reconstructors).
+    """
+    stack: list[Any] = []
+    memo: dict[int, Any] = {}
+
+    def pop_mark() -> list[Any]:
+        i = len(stack) - 1
+        while stack[i] is not _MARK:
+            i -= 1
+        items = stack[i + 1:]
+        del stack[i:]
+        return items
+
+    try:
+        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+            n = op.name
+            if n in ("PROTO", "FRAME"):
+                continue
+            if n == "STOP":
+                break
+            if n == "EMPTY_DICT":
+                stack.append({})
+            elif n == "DICT":
+                items = pop_mark()
+                stack.append(dict(zip(items[::2], items[1::2])))
+            elif n == "EMPTY_LIST":
+                stack.append([])
+            elif n == "LIST":
+                stack.append(pop_mark())
+            elif n == "EMPTY_TUPLE":
+                stack.append(())
+            elif n == "TUPLE":
+                stack.append(tuple(pop_mark()))
+            elif n in ("TUPLE1", "TUPLE2", "TUPLE3"):
+                k = int(n[-1])
+                items = tuple(stack[-k:])
+                del stack[-k:]
+                stack.append(items)
+            elif n == "MARK":
+                stack.append(_MARK)
+            elif n in ("BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "UNICODE", "BININT", "BININT1", "BININT2",
+                       "LONG1", "LONG4", "BINFLOAT", "FLOAT", "INT", "LONG", "SHORT_BINBYTES", "BINBYTES",
+                       "BINBYTES8", "BYTEARRAY8", "SHORT_BINSTRING", "BINSTRING", "STRING"):
+                stack.append(arg)
+            elif n == "NONE":
+                stack.append(None)
+            elif n == "NEWTRUE":
+                stack.append(True)
+            elif n == "NEWFALSE":
+                stack.append(False)
+            elif n in ("BINPUT", "LONG_BINPUT", "PUT"):
+                memo[int(arg)] = stack[-1]
+            elif n == "MEMOIZE":
+                memo[len(memo)] = stack[-1]
+            elif n in ("BINGET", "LONG_BINGET", "GET"):
+                stack.append(memo[int(arg)])
+            elif n == "SETITEM":
+                value, key = stack.pop(), stack.pop()
+                stack[-1][key] = value
+            elif n == "SETITEMS":
+                items = pop_mark()
+                stack[-1].update(zip(items[::2], items[1::2]))
+            elif n == "APPEND":
+                value = stack.pop()
+                stack[-1].append(value)
+            elif n == "APPENDS":
+                items = pop_mark()
+                stack[-1].extend(items)
+            elif n in ("GLOBAL", "STACK_GLOBAL"):
+                if n == "GLOBAL":
+                    module, qual = arg.split(" ", 1)
+                else:
+                    qual, module = stack.pop(), stack.pop()
+                if (module, qual) not in _GLOBALS:
+                    raise ValueError(f"refusing to load {module}.{qual} (only numpy arrays and plain data are read)")
+                stack.append(_GLOBALS[(module, qual)])
+            elif n == "REDUCE":
+                args, func = stack.pop(), stack.pop()
+                stack.append(_call(func, tuple(args)))
+            elif n == "BUILD":
+                state = stack.pop()
+                stack[-1] = _build(stack[-1], state)
+            else:
+                raise ValueError(f"unsupported pickle opcode {n}")
+        if len(stack) != 1:
+            raise ValueError("malformed pickle stream")
+        return _unwrap(stack[0])
+    except AnnotationError:
+        raise
+    except Exception as e:  # noqa: BLE001 - every failure of an untrusted stream is the file's problem
+        raise AnnotationError(name, f"cannot convert pickle safely: {e}") from None
+
+
+# ----------------------------------------------------------------------------- boxes
+
+
+def jitter_boxes(boxes: np.ndarray, rng: np.random.Generator, scale: float = 0.05) -> np.ndarray:
+    """Move each side of each box by up to ``scale`` of its width/height, clipped to the frame.
+
+    The train-time box augmentation: ground-truth boxes are cleaner than the
+    detector's proposals the head sees at test time.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    wh = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
+    out = boxes + rng.uniform(-scale, scale, boxes.shape).astype(np.float32) * wh
+    out = np.clip(out, 0, 1)
+    lo, hi = np.minimum(out[:, :2], out[:, 2:]), np.maximum(out[:, :2], out[:, 2:])
+    return np.concatenate([lo, hi], axis=1)
+
+
+def extend_boxes(boxes: np.ndarray, extend: tuple[float, float] = (0.1, 0.05)) -> np.ndarray:
+    """Grow boxes by ``extend`` (fraction of width, of height) in total, clipped: the official test-time context."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    dw = (boxes[:, 2] - boxes[:, 0]) * extend[0] / 2
+    dh = (boxes[:, 3] - boxes[:, 1]) * extend[1] / 2
+    out = boxes + np.stack([-dw, -dh, dw, dh], axis=1)
+    return np.clip(out, 0, 1)
+
+
+@dataclasses.dataclass
+class BoxTransform:
+    """Resize a clip to ``size x size`` and carry its boxes (fractions of the frame) along.
+
+    Training: the frame is scaled to a random side in ``size * scale`` and a
+    random ``size x size`` window is cut out (boxes are shifted and clipped to
+    it; boxes left with no area are dropped), then the clip and its boxes are
+    mirrored with probability ``flip``. Test: the whole frame is resized to
+    ``size x size``. The frame is resized without keeping its aspect ratio
+    (our ViT takes square inputs), which a fraction-of-frame box survives
+    unchanged. Returns ``(video float (C, T, size, size) normalised, boxes (K, 4), kept (K,) bool)``.
+
+    ``flip`` defaults to 0: mirroring swaps left/right actions (the synthetic world's
+    "moving left"); real AVA recipes use 0.5.
+    """
+
+    size: int
+    training: bool = False
+    scale: tuple[float, float] = (1.0, 1.25)
+    flip: float = 0.0
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+    def params(self, rng: np.random.Generator) -> tuple[int, int, int, bool]:
+        """(scaled side, top, left, flipped) for one clip."""
+        if not self.training:
+            return self.size, 0, 0, False
+        side = max(self.size, int(round(self.size * rng.uniform(*self.scale))))
+        top = int(rng.integers(0, side - self.size + 1))
+        left = int(rng.integers(0, side - self.size + 1))
+        return side, top, left, bool(rng.random() < self.flip)
+
+    def boxes(self, boxes: np.ndarray, side: int, top: int, left: int, flipped: bool) -> tuple[np.ndarray, np.ndarray]:
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * side
+        b = b - np.array([left, top, left, top], dtype=np.float64)
+        b = np.clip(b, 0, self.size) / self.size
+        kept = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+        if flipped:
+            b = np.stack([1 - b[:, 2], b[:, 1], 1 - b[:, 0], b[:, 3]], axis=1)
+        return b.astype(np.float32), kept
+
+    def __call__(self, frames: np.ndarray, boxes: np.ndarray, rng: np.random.Generator | None = None):
+        rng = rng if rng is not None else np.random.default_rng()
+        side, top, left, flipped = self.params(rng)
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255)  # C T H W
+        video = F.interpolate(video.permute(1, 0, 2, 3), size=(side, side), mode="bilinear", align_corners=False,
+                              antialias=True).permute(1, 0, 2, 3)
+        video = video[..., top:top + self.size, left:left + self.size]
+        if flipped:
+            video = video.flip(-1)
+        mean = torch.tensor(self.mean).view(-1, 1, 1, 1)
+        std = torch.tensor(self.std).view(-1, 1, 1, 1)
+        out_boxes, kept = self.boxes(boxes, side, top, left, flipped)
+        return ((video - mean) / std).contiguous(), out_boxes, kept
+
+
+# ----------------------------------------------------------------------------- dataset
+
+
+@dataclasses.dataclass(frozen=True)
+class AVAKeyframe:
+    """One keyframe: its people (boxes) and, for training/evaluation, their action ids."""
+
+    video_id: str
+    timestamp: float
+    boxes: tuple[tuple[float, float, float, float], ...]
+    actions: tuple[tuple[int, ...], ...]  # per box; empty tuples for unlabelled proposals
+    scores: tuple[float, ...]  # detector scores (1.0 for ground truth)
+
+
+def group_keyframes(rows: Iterable[AVABox]) -> list[AVAKeyframe]:
+    """Group ground-truth rows into keyframes; rows of one person (same box) merge their actions."""
+    people: dict[Key, dict[tuple, list[int]]] = collections.defaultdict(dict)
+    times: dict[Key, float] = {}
+    for r in rows:
+        key = key_of(r.video_id, r.timestamp)
+        times[key] = r.timestamp
+        person = (r.person_id, tuple(round(v, 4) for v in r.box))
+        entry = people[key].setdefault(person, [])
+        if r.action_id not in entry:
+            entry.append(r.action_id)
+    out = []
+    for key, persons in people.items():
+        boxes = tuple(tuple(float(v) for v in p[1]) for p in persons)
+        out.append(AVAKeyframe(key[0], times[key], boxes, tuple(tuple(a) for a in persons.values()),
+                               (1.0,) * len(boxes)))
+    return out
+
+
+def at_keyframes(rows: Iterable[AVABox], hz: float = 1.0) -> list[AVABox]:
+    """Rows at keyframe times (multiples of ``1 / hz`` seconds; AVA annotates at 1 Hz)."""
+    out = []
+    for r in rows:
+        steps = r.timestamp * hz
+        if abs(steps - round(steps)) < 1e-6:
+            out.append(r)
+    return out
+
+
+def keyframes_from_proposals(proposals: Mapping[Key, np.ndarray], keys: Iterable[Key],
+                             threshold: float) -> list[AVAKeyframe]:
+    """Keyframes whose boxes are the proposals scoring at least ``threshold`` (unlabelled)."""
+    out = []
+    for key in keys:
+        boxes = proposals.get(key)
+        if boxes is None:
+            continue
+        boxes = boxes[boxes[:, 4] >= threshold]
+        if len(boxes):
+            out.append(AVAKeyframe(key[0], key[1], tuple(tuple(float(v) for v in b[:4]) for b in boxes),
+                                   ((),) * len(boxes), tuple(float(b[4]) for b in boxes)))
+    return out
+
+
+class AVADataset(torch.utils.data.Dataset):
+    """Clips centred on keyframes, with their boxes and multi-hot action targets.
+
+    Args:
+        keyframes: from :func:`group_keyframes` (training, or evaluation on
+            ground-truth boxes) or :func:`keyframes_from_proposals`.
+        video_root: folder of the videos, found as ``<video_id>.<any extension>``.
+        num_classes: size of the multi-hot target (action id ``a`` -> column ``a - 1``).
+        clip_len, frame_interval: the clip is ``clip_len`` frames every
+            ``frame_interval`` frames with the keyframe at position ``clip_len // 2``
+            (AVA recipes: 16 x 4); frames before the start or after the end repeat the edge frame.
+        time_offset: seconds subtracted from timestamps before finding the frame
+            (900 for AVA's movies cut at 15:00; 0 for whole files).
+        transform: a :class:`BoxTransform`.
+        jitter: train-time box jitter (fraction of the box side), 0 = off.
+        extend: test-time box growth ``(w, h)`` fractions, or None.
+
+    Keyframes whose frame lies beyond the end of the video, or in a missing
+    video, are dropped when the dataset is built and counted in
+    ``self.skipped`` (reason -> count); a clip that fails to decode later
+    comes back as ``None`` (dropped by :func:`collate_ava`, reported in the
+    batch's ``"skipped"``).
+    """
+
+    def __init__(self, keyframes: Sequence[AVAKeyframe], video_root: PathLike, num_classes: int,
+                 transform: BoxTransform, *, clip_len: int = 16, frame_interval: int = 4, time_offset: float = 0.0,
+                 jitter: float = 0.0, extend: tuple[float, float] | None = None, seed: int = 0) -> None:
+        self.root = Path(video_root)
+        self.num_classes, self.transform = num_classes, transform
+        self.clip_len, self.frame_interval, self.time_offset = clip_len, frame_interval, time_offset
+        self.jitter, self.extend, self.seed, self.epoch = jitter, extend, seed, 0
+        self.skipped: collections.Counter[str] = collections.Counter()
+        files = {p.stem: p for p in sorted(self.root.iterdir()) if p.is_file()} if self.root.is_dir() else {}
+        info: dict[str, tuple[int, float] | None] = {}
+        self.items: list[tuple[AVAKeyframe, Path, int, int]] = []
+        for kf in keyframes:
+            for actions in kf.actions:
+                for a in actions:
+                    if not 1 <= a <= num_classes:
+                        raise ValueError(f"{kf.video_id} @ {kf.timestamp}: unknown action id {a} "
+                                         f"(expected 1..{num_classes})")
+            path = files.get(kf.video_id)
+            if path is None:
+                self.skipped["video not found"] += 1
+                continue
+            if kf.video_id not in info:
+                try:
+                    meta = probe(path)
+                    info[kf.video_id] = (meta.num_frames, meta.fps)
+                except (VideoError, OSError):
+                    info[kf.video_id] = None
+            if info[kf.video_id] is None:
+                self.skipped["unreadable video"] += 1
+                continue
+            num_frames, fps = info[kf.video_id]
+            frame = int(round((kf.timestamp - time_offset) * fps))
+            if not 0 <= frame < num_frames:
+                self.skipped["no frame at the timestamp"] += 1
+                continue
+            self.items.append((kf, path, frame, num_frames))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def frame_indices(self, frame: int, num_frames: int) -> np.ndarray:
+        offsets = (np.arange(self.clip_len) - self.clip_len // 2) * self.frame_interval
+        return np.clip(frame + offsets, 0, num_frames - 1)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        kf, path, frame, num_frames = self.items[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        try:
+            frames = read_frames(path, self.frame_indices(frame, num_frames))
+        except VideoError as e:
+            return {"skipped": (str(path), str(e))}
+        boxes = np.asarray(kf.boxes, dtype=np.float32).reshape(-1, 4)
+        if self.jitter and self.transform.training:
+            boxes = jitter_boxes(boxes, rng, self.jitter)
+        if self.extend is not None:
+            boxes = extend_boxes(boxes, self.extend)
+        video, boxes, kept = self.transform(frames, boxes, rng)
+        labels = np.zeros((len(kf.boxes), self.num_classes), dtype=np.float32)
+        for i, actions in enumerate(kf.actions):
+            for a in actions:
+                labels[i, a - 1] = 1.0
+        source = np.asarray(kf.boxes, dtype=np.float32).reshape(-1, 4)[kept]  # as annotated, for result files
+        return {"video": video, "boxes": torch.from_numpy(boxes[kept]), "labels": torch.from_numpy(labels[kept]),
+                "source_boxes": torch.from_numpy(source),
+                "scores": torch.tensor(kf.scores, dtype=torch.float32)[torch.from_numpy(kept)],
+                "video_id": kf.video_id, "timestamp": kf.timestamp, "index": index}
+
+
+def collate_ava(items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """Stack clips; concatenate boxes into ``rois (K, 5)`` = (clip index in the batch, x1, y1, x2, y2)."""
+    skipped = [it["skipped"] for it in items if it is not None and "skipped" in it]
+    good = [it for it in items if it is not None and "skipped" not in it]
+    if not good:
+        return {"video": None, "rois": torch.zeros(0, 5), "labels": torch.zeros(0, 0), "skipped": skipped}
+    rois = [torch.cat([torch.full((len(it["boxes"]), 1), float(i)), it["boxes"]], dim=1) for i, it in enumerate(good)]
+    return {
+        "video": torch.stack([it["video"] for it in good]),
+        "rois": torch.cat(rois),
+        "labels": torch.cat([it["labels"] for it in good]),
+        "source_boxes": torch.cat([it["source_boxes"] for it in good]),
+        "scores": torch.cat([it["scores"] for it in good]),
+        "video_id": [it["video_id"] for it in good],
+        "timestamp": [it["timestamp"] for it in good],
+        "index": torch.tensor([it["index"] for it in good]),
+        "skipped": skipped,
+    }

@@ -1,0 +1,289 @@
+"""Feature sequences for temporal action localization, and a THUMOS14 annotation importer.
+
+Input: one ``.npy`` file per video holding ``(T, D)`` window features (the
+output of ``internvideo extract --window W --stride S``, or features a user
+already has), an ActivityNet-style JSON for the segments, and the numbers that
+place feature ``i`` in time: the stride between windows and the window length
+(both in frames) and the frame rate. Feature ``i`` sits at the centre of its
+window, ``(i * stride + window / 2) / fps`` seconds (ActionFormer's convention).
+
+Where those numbers come from, first found wins: the ``index.jsonl`` that
+``internvideo extract`` writes (``stride_frames``, ``window_frames``, ``fps``
+per video; its ``extract_config.json`` for window/stride in frames when a
+record lacks them), then the arguments ``feat_stride`` / ``window_frames`` /
+``fps``, the per-video ``fps`` of the JSON for the frame rate.
+
+Bad input is reported, not fatal where a run can go on: videos of the JSON
+without a feature file (or whose extraction failed) are listed in
+:attr:`FeatureSequenceDataset.missing`, logged and skipped; a feature file of
+the wrong width, or not ``(T, D)``, is an error naming the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .datasets import AnnotationError, LocalizationVideo, Segment, read_activitynet
+from .video import PathLike
+
+log = logging.getLogger("internvideo.data")
+
+AGNOSTIC = "action"
+
+__all__ = ["FeatureTiming", "FeatureSequenceDataset", "collate_sequences", "crop_sequence", "read_thumos14",
+           "write_activitynet"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureTiming:
+    """Where a video's features sit in time: window stride and length in frames, frames per second."""
+
+    stride: float
+    window: float
+    fps: float
+
+    def to_seconds(self, t: np.ndarray | torch.Tensor | float):
+        return (t * self.stride + 0.5 * self.window) / self.fps
+
+    def to_grid(self, s: np.ndarray | torch.Tensor | float):
+        return (s * self.fps - 0.5 * self.window) / self.stride
+
+
+def _read_index(folder: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """``internvideo extract``'s records keyed by feature-file stem, and its settings (both may be empty)."""
+    records: dict[str, dict[str, Any]] = {}
+    index = folder / "index.jsonl"
+    if index.exists():
+        for n, line in enumerate(index.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise AnnotationError(index, f"not valid JSON ({e.msg})", n) from None
+            name = r.get("features") or r.get("video")
+            if isinstance(name, str):
+                records[Path(name).stem] = r
+    settings = {}
+    cfg = folder / "extract_config.json"
+    if cfg.exists():
+        settings = json.loads(cfg.read_text(encoding="utf-8"))
+    return records, settings
+
+
+def crop_sequence(feats: np.ndarray, segments: np.ndarray, labels: np.ndarray, max_len: int,
+                  rng: np.random.Generator, trunc_thresh: float = 0.5,
+                  crop_ratio: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ActionFormer's training crop: a random window of at most ``max_len`` features.
+
+    With ``crop_ratio`` the window is also at most a random fraction of the
+    sequence. Segments (grid units) are clipped to it; those keeping less than
+    ``trunc_thresh`` of their length are dropped. Several tries look for a
+    window that keeps at least one action (the last try is kept either way).
+    """
+    t = feats.shape[0]
+    length = t
+    if crop_ratio is not None:
+        length = max(1, int(round(t * rng.uniform(*crop_ratio))))
+    length = min(length, max_len)
+    if length >= t:
+        return feats, segments, labels
+    for _ in range(10):
+        start = int(rng.integers(0, t - length + 1))
+        s = np.clip(segments, start, start + length)
+        keep = (s[:, 1] - s[:, 0]) >= trunc_thresh * np.maximum(segments[:, 1] - segments[:, 0], 1e-6)
+        if keep.any() or len(segments) == 0:
+            break
+    return feats[start:start + length], s[keep] - start, labels[keep]
+
+
+class FeatureSequenceDataset(torch.utils.data.Dataset):
+    """Videos of one or more subsets as ``{"video_id", "feats" (T, D), "segments" (N, 2) grid, "labels" (N,)}``.
+
+    ``classes`` fixes the label order (default: every label of the JSON,
+    sorted, as ActionFormer does); ``class_agnostic`` maps every label to
+    one class, ``"action"`` (ActionFormer's ActivityNet / HACS setting, whose
+    proposals are named by an external classifier). ``training`` turns on the random crop to
+    ``max_seq_len`` (:func:`crop_sequence`); ``resize_to`` resamples every
+    sequence to that many features by linear interpolation (ActionFormer's
+    ActivityNet setting), adjusting the stride to match.
+    """
+
+    def __init__(self, annotations: PathLike | Mapping[str, LocalizationVideo], features: PathLike, *,
+                 subset: str | Sequence[str] | None = None, classes: Sequence[str] | None = None,
+                 input_dim: int | None = None, feat_stride: float | None = None, window_frames: float | None = None,
+                 fps: float | None = None, prefix: str = "", training: bool = False, max_seq_len: int = 2304,
+                 trunc_thresh: float = 0.5, crop_ratio: tuple[float, float] | None = None,
+                 resize_to: int | None = None, class_agnostic: bool = False) -> None:
+        database = read_activitynet(annotations) if isinstance(annotations, (str, os.PathLike)) else annotations
+        self.folder = Path(features)
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"feature folder {self.folder} does not exist")
+        wanted = None if subset is None else {s.lower() for s in ([subset] if isinstance(subset, str) else subset)}
+        if class_agnostic:
+            # One "action" class: the model proposes segments, an external video classifier names them.
+            database = {vid: dataclasses.replace(v, segments=tuple(dataclasses.replace(s, label=AGNOSTIC)
+                                                                 for s in v.segments)) for vid, v in database.items()}
+            classes = [AGNOSTIC]
+        self.classes = list(classes) if classes is not None else sorted(
+            {s.label for v in database.values() for s in v.segments})
+        index = {c: i for i, c in enumerate(self.classes)}
+        records, settings = _read_index(self.folder)
+        self.training, self.max_seq_len, self.trunc_thresh, self.crop_ratio = training, max_seq_len, trunc_thresh, \
+            crop_ratio
+        self.resize_to = resize_to
+        self.videos: list[LocalizationVideo] = []
+        self.files: list[Path] = []
+        self.timing: list[FeatureTiming] = []
+        self.missing: list[str] = []
+        self.unknown_labels: set[str] = set()
+        self.input_dim = input_dim
+        for vid, video in database.items():
+            if wanted is not None and video.subset.lower() not in wanted:
+                continue
+            record = records.get(prefix + vid, {})
+            file = self.folder / (record["features"] if record.get("features") else f"{prefix}{vid}.npy")
+            if record.get("status") == "error" or not file.exists():
+                self.missing.append(vid)
+                continue
+            self.unknown_labels |= {s.label for s in video.segments if s.label not in index}
+            self.videos.append(video)
+            self.files.append(file)
+            self.timing.append(self._timing(vid, video, record, settings, feat_stride, window_frames, fps))
+        if self.missing:
+            shown = ", ".join(self.missing[:5]) + (" ..." if len(self.missing) > 5 else "")
+            log.warning("%d video(s) without features in %s skipped: %s", len(self.missing), self.folder, shown)
+        if self.unknown_labels:
+            log.warning("labels not in the class list are ignored: %s", sorted(self.unknown_labels))
+        self._index = index
+
+    def _timing(self, vid: str, video: LocalizationVideo, record: Mapping[str, Any], settings: Mapping[str, Any],
+                feat_stride: float | None, window_frames: float | None, fps: float | None) -> FeatureTiming:
+        frames_unit = settings.get("unit", "frames") == "frames"
+        stride = record.get("stride_frames") or feat_stride or (settings.get("stride") if frames_unit else None)
+        window = record.get("window_frames") or window_frames or (settings.get("window") if frames_unit else None)
+        rate = record.get("fps") or fps or video.fps
+        absent = [n for n, v in (("feat_stride", stride), ("window_frames", window), ("fps", rate)) if not v]
+        if absent:
+            raise ValueError(f"video {vid}: no {', '.join(absent)} for its features (no index.jsonl record, "
+                             "argument or per-video \"fps\" in the annotations gives it)")
+        return FeatureTiming(float(stride), float(window), float(rate))
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def load(self, i: int) -> np.ndarray:
+        feats = np.load(self.files[i], mmap_mode="r")
+        if feats.ndim != 2:
+            raise ValueError(f"{self.files[i]}: expected features of shape (T, D), got {feats.shape}")
+        if self.input_dim is None:
+            self.input_dim = int(feats.shape[1])
+        elif feats.shape[1] != self.input_dim:
+            raise ValueError(f"{self.files[i]}: features are {feats.shape[1]} wide, expected {self.input_dim} "
+                             "(all videos must come from one extractor)")
+        return np.array(feats, dtype=np.float32)  # a copy: the memory map stays read-only
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        video, timing = self.videos[i], self.timing[i]
+        feats = self.load(i)
+        if self.resize_to is not None and feats.shape[0] != self.resize_to:
+            span = feats.shape[0] * timing.stride  # frames the sequence covers
+            x = torch.from_numpy(feats).T[None]
+            feats = torch.nn.functional.interpolate(x, size=self.resize_to, mode="linear",
+                                                    align_corners=False)[0].T.numpy()
+            timing = FeatureTiming(span / self.resize_to, timing.window, timing.fps)
+        known = [s for s in video.segments if s.label in self._index]
+        segs = np.asarray([[s.start, s.end] for s in known], dtype=np.float32).reshape(-1, 2)
+        segs = timing.to_grid(segs).astype(np.float32)
+        labels = np.asarray([self._index[s.label] for s in known], dtype=np.int64)
+        if self.training:
+            # Drawn from the global generator, which the trainer seeds per sample (exact resume).
+            rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))
+            feats, segs, labels = crop_sequence(feats, segs, labels, self.max_seq_len, rng, self.trunc_thresh,
+                                                self.crop_ratio)
+        return {"video_id": video.video_id, "feats": torch.from_numpy(np.ascontiguousarray(feats)),
+                "segments": torch.from_numpy(np.ascontiguousarray(segs)), "labels": torch.from_numpy(labels),
+                "duration": video.duration, "timing": timing}
+
+
+def collate_sequences(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A batch as lists (sequences differ in length; the model pads them with a mask)."""
+    return {k: [it[k] for it in items] for k in items[0]}
+
+
+# ----------------------------------------------------------------------------- THUMOS14
+
+
+def read_thumos14(annotation_dirs: Mapping[str, PathLike], durations: Mapping[str, float] | None = None,
+                  fps: Mapping[str, float] | float | None = None, include_ambiguous: bool = False
+                  ) -> dict[str, LocalizationVideo]:
+    """THUMOS14's per-class files (``<Class>_val.txt`` / ``<Class>_test.txt``: ``video start end`` lines).
+
+    ``annotation_dirs`` maps a subset name (``"validation"``, ``"test"``) to a
+    folder of those files. ``durations`` (video id -> seconds, e.g. probed
+    from the videos) is needed for the ActivityNet ``duration`` field; without
+    it a video's last segment end is used, with a warning. ``Ambiguous_*``
+    files (segments THUMOS excludes from scoring) are skipped unless asked for.
+    """
+    segments: dict[str, list[Segment]] = {}
+    subset_of: dict[str, str] = {}
+    for subset, folder in annotation_dirs.items():
+        files = sorted(Path(folder).glob("*.txt"))
+        if not files:
+            raise FileNotFoundError(f"no THUMOS14 annotation files (*.txt) in {folder}")
+        for f in files:
+            label = f.stem.rsplit("_", 1)[0]
+            if label == "Ambiguous" and not include_ambiguous:
+                continue
+            for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), start=1):
+                parts = line.split()
+                if not parts:
+                    continue
+                if len(parts) != 3:
+                    raise AnnotationError(f, f"expected 'video start end', got {line!r}", n)
+                try:
+                    start, end = float(parts[1]), float(parts[2])
+                except ValueError:
+                    raise AnnotationError(f, f"start and end must be numbers, got {line!r}", n) from None
+                if start > end:
+                    raise AnnotationError(f, f"start {start} > end {end}", n)
+                segments.setdefault(parts[0], []).append(Segment(start, end, label))
+                subset_of[parts[0]] = subset
+    guessed = []
+    out = {}
+    for vid in sorted(segments):
+        segs = tuple(sorted(segments[vid], key=lambda s: (s.start, s.end, s.label)))
+        duration = (durations or {}).get(vid)
+        if duration is None:
+            duration = max(s.end for s in segs)
+            guessed.append(vid)
+        rate = fps.get(vid) if isinstance(fps, Mapping) else fps
+        out[vid] = LocalizationVideo(vid, float(duration), subset_of[vid], segs, None if rate is None else float(rate))
+    if guessed:
+        log.warning("%d THUMOS14 video(s) without a duration: using their last segment end (%s ...)", len(guessed),
+                    ", ".join(guessed[:3]))
+    return out
+
+
+def write_activitynet(videos: Mapping[str, LocalizationVideo], path: PathLike, version: str = "1.3") -> Path:
+    """Write videos as an ActivityNet-style JSON (the format every localization reader here takes)."""
+    database = {}
+    for vid, v in videos.items():
+        entry: dict[str, Any] = {"duration": v.duration, "subset": v.subset,
+                                 "annotations": [{"segment": [s.start, s.end], "label": s.label}
+                                                 for s in v.segments]}
+        if v.fps is not None:
+            entry["fps"] = v.fps
+        database[vid] = entry
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"version": version, "database": database}, indent=1) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,190 @@
+"""Demo rows for open understanding and language: open-set recognition, open-ended QA, captioning.
+
+All three read the demo's contrastively trained multimodal model, frozen, and
+train only small new parts on top of it, from clips decoded once:
+
+* **open-set**: the evidential head and the softmax head on the video
+  embeddings of the known-class clips (``openset_train.txt``); AUROC of each
+  unknown-score on ``openset_test.txt``, whose two held-out actions are the
+  unknowns (chance 50). Caveat: the contrastive stage saw captions of every
+  action, held-out ones included, as a pretrained backbone would have.
+* **QA**: a :class:`~internvideo.models.qa.VideoQA` head on the frozen video
+  and question tokens; accuracy on ``qa_test.jsonl`` overall and on the
+  motion questions, beside always answering the most frequent training answer
+  (overall, and for the motion questions).
+* **captioning**: a caption decoder trained on the frozen encoders (video
+  tokens and caption encodings computed once, softmax over the training
+  captions' tokens); beam-search captions (3 beams, same closed vocabulary) of
+  the test clips scored with BLEU-4 and CIDEr-D, beside the nearest-caption baseline
+  (each test clip gets the first caption of its nearest training clip).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data import VideoDataset, read_classification_list, read_qa, read_video_text
+from ..factory import load_model
+from ..losses import caption_loss
+from ..models.caption import IGNORE_INDEX, caption_targets
+from ..models.qa import VideoQA, VideoQAConfig, answer_vocabulary, question_padding
+from ..models.video_clip import InternVideoMM
+from ..tasks import common
+from ..tasks.metrics import caption_metrics
+from ..tasks.openset import evaluate_openset_features
+from ..tasks.qa import QAFeatures, evaluate_qa, train_qa_head
+from ..tokenizer import get_tokenizer
+from .context import DemoContext
+
+#: (caption decoder steps, QA head epochs, open-set head steps) per preset.
+BUDGET = {"smoke": (2, 1, 20), "quick": (300, 4, 200), "default": (1500, 8, 300)}
+
+
+def _with_decoder(path) -> InternVideoMM:
+    """The demo's multimodal model plus a fresh 2-layer caption decoder (its encoders' weights kept)."""
+    trained = load_model(path)
+    model = InternVideoMM(dataclasses.replace(trained.config, caption_layers=2, caption_queries=8))
+    missing, unexpected = model.load_state_dict(trained.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("caption.") for k in missing):
+        raise RuntimeError(f"unexpected weights loading {path}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return model.eval()
+
+
+def train_caption_decoder(model: InternVideoMM, video_tokens: torch.Tensor, captions: list[list[str]], *,
+                          steps: int, batch_size: int = 32, lr: float = 2e-3, seed: int = 0) -> torch.Tensor:
+    """Train ``model.caption`` with teacher forcing on frozen encoders: ``video_tokens[i]`` has ``captions[i]``.
+
+    The softmax runs over the tokens of the training captions only (a closed vocabulary: a few hundred of CLIP's
+    49k, which makes a step two orders of magnitude cheaper on a CPU); returns those token ids, to be passed to
+    ``generate(..., allowed_tokens=...)``.
+    """
+    tok = get_tokenizer("clip", context_length=model.config.context_length)
+    ids = tok([c for caps in captions for c in caps])
+    ids = ids[:, : int((ids != 0).sum(dim=1).max())]
+    vocab = torch.unique(ids[ids != 0])
+    local = torch.full((model.config.vocab_size,), -1, dtype=torch.long)
+    local[vocab] = torch.arange(len(vocab))
+    owner = torch.tensor([i for i, caps in enumerate(captions) for _ in caps])
+    with torch.no_grad():
+        text_tokens = torch.cat([model.text.forward_tokens(ids[i:i + 256]) for i in range(0, len(ids), 256)])
+    optim = torch.optim.AdamW(model.caption.parameters(), lr=lr, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
+    g = torch.Generator().manual_seed(seed)
+    model.caption.train()
+    for _ in range(steps):
+        rows = torch.randperm(len(ids), generator=g)[:batch_size]
+        # Cut at the batch's longest caption: the head over CLIP's 49k tokens is most of a step's cost.
+        length = int((ids[rows] != 0).sum(dim=1).max())
+        hidden = model.caption.features(text_tokens[rows, :length - 1],
+                                        model.caption.pool_video(video_tokens[owner[rows]]))
+        logits = F.linear(hidden, model.caption.head.weight[vocab], model.caption.head.bias[vocab])
+        targets = caption_targets(ids[rows, :length])
+        targets = torch.where(targets == IGNORE_INDEX, targets, local[targets.clamp(min=0)])
+        loss = caption_loss(logits, targets, pad_id=None)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        sched.step()
+    model.caption.eval()
+    return vocab
+
+
+def demo_stage(ctx: DemoContext) -> list[dict[str, Any]]:
+    decoder_steps, qa_epochs, openset_steps = BUDGET.get(ctx.preset, BUDGET["default"])
+    torch.manual_seed(ctx.seed)
+    model = _with_decoder(ctx.mm_checkpoint)
+    w = ctx.world
+    lists = {s: read_classification_list(w / f"openset_{s}.txt") for s in ("train", "val", "test")}
+    captions = {s: read_video_text(w / f"captions_{s}.jsonl") for s in ("train", "test")}
+    qa = {s: read_qa(w / f"qa_{s}.jsonl") for s in ("train", "test")}
+    videos = sorted({s.path for v in lists.values() for s in v} | {s.video for v in captions.values() for s in v})
+    row = {v: i for i, v in enumerate(videos)}
+
+    t0 = time.perf_counter()
+    dataset = VideoDataset(videos, common.eval_view(model), training=False, strict=True)
+    device = torch.device("cpu")
+
+    def encode(clips: torch.Tensor) -> torch.Tensor:
+        feats = model.visual.forward_features(clips)
+        emb = torch.nn.functional.normalize(model.visual.pool(feats), dim=-1)
+        # Embedding and tokens travel together: (B, 1 + T * N, D), the embedding padded to the token width.
+        tokens = feats.tokens.flatten(1, 2)
+        return torch.cat([torch.nn.functional.pad(emb, (0, tokens.shape[-1] - emb.shape[-1]))[:, None], tokens], 1)
+
+    out, _ = common.map_views(model, encode, dataset, batch_size=32, device=device, progress=ctx.progress,
+                              desc="frozen multimodal features")
+    out = out[:, 0]
+    emb = out[:, 0, : model.config.embed_dim]
+    t = model.config.num_frames
+    tokens = out[:, 1:].reshape(len(videos), t, -1, out.shape[-1])
+    rows: list[dict[str, Any]] = []
+
+    # --- open-set recognition
+    splits = {s: (emb[[row[x.path] for x in v]].numpy(), np.asarray([x.label for x in v])) for s, v in lists.items()}
+    result = evaluate_openset_features(splits["train"], splits["val"], splits["test"], hidden=128,
+                                       steps=openset_steps, seed=ctx.seed)
+    names = {"uncertainty": "EDL uncertainty", "msp": "max softmax prob.", "energy": "energy", "max_logit": "max logit"}
+    for score, m in result["scores"].items():
+        rows.append({"family": "open-set recognition", "model": f"frozen MM embedding, {names[score]}",
+                     "metric": "AUROC known vs held-out actions (%)", "short": f"openset {score} AUROC",
+                     "value": m["auroc"], "chance": 50.0})
+
+    # --- open-ended QA
+    tok = get_tokenizer("clip", context_length=model.config.context_length)
+    qa_model = VideoQA(VideoQAConfig(answers=answer_vocabulary([s.answer for s in qa["train"]]), width=128,
+                                     heads=4, layers=2), backbone=model)
+    features = {}
+    with torch.no_grad():
+        for split, samples in qa.items():
+            ids = tok([s.question for s in samples])
+            ids = ids[:, : int((ids != 0).sum(dim=1).max())]
+            question = torch.cat([model.text.forward_tokens(ids[i:i + 512]) for i in range(0, len(ids), 512)])
+            features[split] = QAFeatures(tokens, torch.tensor([row[s.video] for s in samples]), question,
+                                         question_padding(ids))
+    train_qa_head(qa_model, qa["train"], features=features["train"], epochs=qa_epochs, seed=ctx.seed,
+                  progress=ctx.progress)
+    r = evaluate_qa(qa_model, qa["test"], train=qa["train"], features=features["test"], progress=False)
+    rows.append({"family": "open-ended QA", "model": "frozen MM + QA head", "metric": "accuracy, all questions (%)",
+                 "short": "QA acc", "value": r["accuracy"], "chance": r["baseline"]["accuracy"]})
+    motion = [s for s in qa["train"] if s.type == "motion"]
+    test_motion = [s for s in qa["test"] if s.type == "motion"]
+    if motion and test_motion:
+        # The stated baseline for motion questions: always the most frequent motion answer of training.
+        common_motion = answer_vocabulary([s.answer for s in motion], 1)[0]
+        base = 100.0 * float(np.mean([s.answer == common_motion for s in test_motion]))
+        rows.append({"family": "open-ended QA", "model": "frozen MM + QA head",
+                     "metric": "accuracy, motion questions (%)", "short": "QA motion acc",
+                     "value": r["per_type"]["motion"], "chance": base})
+
+    # --- captioning
+    train_rows = [row[s.video] for s in captions["train"]]
+    vocab = train_caption_decoder(model, tokens[train_rows].flatten(1, 2),
+                                  [list(s.captions) for s in captions["train"]], steps=decoder_steps, seed=ctx.seed)
+    test = captions["test"]
+    test_rows = [row[s.video] for s in test]
+    generated: dict[str, str] = {}
+    with torch.no_grad():
+        for i in range(0, len(test), 64):
+            ids = model.generate_from_tokens(tokens[test_rows[i:i + 64]].flatten(1, 2), max_len=20, strategy="beam",
+                                             num_beams=3, allowed_tokens=vocab)
+            for s, text in zip(test[i:i + 64], tok.batch_decode(ids), strict=True):
+                generated[s.video] = text
+    references = {s.video: list(s.captions) for s in test}
+    nearest = (emb[test_rows] @ emb[train_rows].T).argmax(dim=1).tolist()
+    baseline = caption_metrics(references, {s.video: captions["train"][j].captions[0] for s, j in zip(test, nearest)})
+    scores = caption_metrics(references, generated)
+    for metric, short in (("bleu4", "BLEU-4"), ("cider", "CIDEr-D")):
+        rows.append({"family": "captioning", "model": "frozen MM + caption decoder (beam 3)",
+                     "metric": f"{short} vs the world's captions (%)", "short": f"caption {short}",
+                     "value": scores[metric], "chance": baseline[metric]})
+    for r_ in rows:
+        r_["seconds"] = round(time.perf_counter() - t0, 1)
+    return rows
+
+
+__all__ = ["BUDGET", "demo_stage", "train_caption_decoder"]

@@ -1,0 +1,253 @@
+"""Open-set action recognition with the protocol of DEAR (as the paper reports it).
+
+Train on the known classes; test on videos of known and unknown classes.
+Reported, in percent, for each unknown-score (the evidential uncertainty
+``u = K / S`` and, as baselines on the same frozen features, maximum softmax
+probability, energy and max-logit; see :mod:`internvideo.models.openset`):
+
+* **closed-set accuracy**: top-1 over the known test videos only;
+* **AUROC**: known vs unknown test videos ranked by the score, unknown being
+  the positive class (scikit-learn's ``roc_auc_score``; chance = 50);
+* **open-set macro-F1** over K + 1 classes (the K known ones and "unknown"):
+  a video whose score exceeds a threshold is called unknown, the others get
+  the head's top class. The threshold comes from the validation split, never
+  from the test split: the one maximising validation macro-F1 when validation
+  holds unknown videos, otherwise the score below which ``1 - reject_rate`` of
+  the known validation videos fall (95 % kept by default).
+
+Lists are Kinetics-style classification lists; in test (and validation)
+lists label ``-1`` marks an unknown video (the synthetic world's
+``openset_*.txt``). Class names can also mark unknowns: ``unknown=[names]``
+with ``classes`` (``classes.txt``); a name both known and unknown is an error.
+
+Features come from the frozen backbone, one centre view per video
+(:func:`~internvideo.tasks.common.dataset_features`), so the heads train in
+seconds; :func:`evaluate_openset_features` takes cached features directly.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import ClassificationSample, read_classes, read_classification_list
+from ..models.openset import SCORES, EvidenceFn, OpenSetHead, annealing, edl_loss, evidence, unknown_scores
+from . import common
+from .common import Precision, Sampling
+from .inputs import usage_error
+
+__all__ = ["resolve_unknown", "fit_head", "openset_metrics", "evaluate_openset_features", "evaluate_openset",
+           "results_table", "add_arguments", "main"]
+
+UNKNOWN = -1
+
+
+def resolve_unknown(classes: Sequence[str], unknown: Sequence[str], known: Sequence[str] | None = None) -> set[int]:
+    """Label indices of the ``unknown`` class names; errors name classes both known and unknown, or not listed."""
+    overlap = sorted(set(unknown) & set(known or ()))
+    if overlap:
+        raise ValueError(f"classes listed as both known and unknown: {', '.join(overlap)}")
+    missing = sorted(set(unknown) - set(classes))
+    if missing:
+        raise ValueError(f"unknown classes not in the class list: {', '.join(missing)}")
+    return {classes.index(name) for name in unknown}
+
+
+def fit_head(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, loss: str = "edl",
+             kind: EvidenceFn = "exp", steps: int = 300, annealing_steps: int = 100, lr: float = 1e-2,
+             weight_decay: float = 1e-4, hidden: int = 0, seed: int = 0) -> OpenSetHead:
+    """A head trained full-batch on frozen features: ``loss="edl"`` (evidential) or ``"ce"`` (softmax baseline)."""
+    if loss not in ("edl", "ce"):
+        raise ValueError(f"loss must be 'edl' or 'ce', not {loss!r}")
+    torch.manual_seed(seed)
+    head = OpenSetHead(x.shape[1], num_classes, hidden=hidden)
+    optim = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    head.train()
+    for step in range(steps):
+        logits = head(x)
+        value = (edl_loss(evidence(logits, kind), y, annealing(step, annealing_steps)) if loss == "edl"
+                 else F.cross_entropy(logits, y))
+        optim.zero_grad(set_to_none=True)
+        value.backward()
+        optim.step()
+    return head.eval()
+
+
+def _threshold(scores: np.ndarray, predictions: np.ndarray, labels: np.ndarray, num_classes: int,
+               reject_rate: float) -> float:
+    """The rejection threshold from validation (see the module docstring)."""
+    if (labels == UNKNOWN).any() and (labels != UNKNOWN).any():
+        candidates = np.unique(scores)
+        f1s = [_macro_f1(scores, predictions, labels, num_classes, t) for t in candidates]
+        return float(candidates[int(np.argmax(f1s))])
+    return float(np.quantile(scores[labels != UNKNOWN], 1.0 - reject_rate))
+
+
+def _macro_f1(scores: np.ndarray, predictions: np.ndarray, labels: np.ndarray, num_classes: int,
+              threshold: float) -> float:
+    from sklearn.metrics import f1_score
+
+    called = np.where(scores > threshold, num_classes, predictions)
+    truth = np.where(labels == UNKNOWN, num_classes, labels)
+    return 100.0 * float(f1_score(truth, called, labels=list(range(num_classes + 1)), average="macro",
+                                  zero_division=0))
+
+
+def openset_metrics(test_scores: np.ndarray, test_predictions: np.ndarray, test_labels: np.ndarray,
+                    threshold: float, num_classes: int) -> dict[str, float]:
+    """Closed-set accuracy, AUROC and open-set macro-F1 (percent) of one score; labels ``-1`` = unknown."""
+    from sklearn.metrics import roc_auc_score
+
+    known = test_labels != UNKNOWN
+    if known.all() or not known.any():
+        raise ValueError("the open-set test split needs both known and unknown videos (label -1 or unknown classes)")
+    return {
+        "closed_set_accuracy": 100.0 * float((test_predictions[known] == test_labels[known]).mean()),
+        "auroc": 100.0 * float(roc_auc_score(~known, test_scores)),
+        "macro_f1": _macro_f1(test_scores, test_predictions, test_labels, num_classes, threshold),
+        "threshold": float(threshold),
+    }
+
+
+def _check_finite(name: str, x: np.ndarray | torch.Tensor) -> None:
+    bad = ~np.isfinite(np.asarray(x))
+    if bad.any():
+        raise ValueError(f"{name}: {int(bad.any(axis=tuple(range(1, bad.ndim))).sum())} videos have non-finite "
+                         "features or scores")
+
+
+def evaluate_openset_features(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+                              test: tuple[np.ndarray, np.ndarray], *, kind: EvidenceFn = "exp",
+                              reject_rate: float = 0.05, steps: int = 300, annealing_steps: int = 100,
+                              lr: float = 1e-2, hidden: int = 0, seed: int = 0) -> dict[str, Any]:
+    """The protocol on cached ``(features, labels)`` splits; known labels may be any subset of integers.
+
+    Returns ``{"scores": {score: metrics}, "num_known_classes", "num_train", "num_test_known",
+    "num_test_unknown", ...}``; ``uncertainty`` comes from the evidential head, the others from the
+    softmax head.
+    """
+    for name, (x, _) in (("train", train), ("val", val), ("test", test)):
+        _check_finite(name, x)
+    classes = np.unique(train[1])
+    if (classes == UNKNOWN).any():
+        raise ValueError("the open-set training list holds unknown videos (label -1); train on known classes only")
+    if len(classes) < 2:
+        raise ValueError(f"open-set training needs at least two known classes, got {len(classes)}")
+    index = {int(c): i for i, c in enumerate(classes)}
+
+    def remap(labels: np.ndarray, split: str) -> np.ndarray:
+        stray = sorted({int(v) for v in labels if v != UNKNOWN and int(v) not in index})
+        if stray:
+            raise ValueError(f"{split} labels {stray} are neither training classes nor marked unknown (-1)")
+        return np.asarray([UNKNOWN if v == UNKNOWN else index[int(v)] for v in labels], dtype=np.int64)
+
+    k = len(classes)
+    x_train, y_train = torch.as_tensor(train[0], dtype=torch.float32), torch.as_tensor(remap(train[1], "train"))
+    opts = dict(steps=steps, annealing_steps=annealing_steps, lr=lr, hidden=hidden, seed=seed)
+    heads = {"edl": fit_head(x_train, y_train, k, loss="edl", kind=kind, **opts),
+             "ce": fit_head(x_train, y_train, k, loss="ce", **opts)}
+    splits = {"val": (val[0], remap(val[1], "val")), "test": (test[0], remap(test[1], "test"))}
+    out: dict[str, Any] = {"scores": {}}
+    with torch.no_grad():
+        logits = {(h, s): heads[h](torch.as_tensor(x, dtype=torch.float32)) for h in heads for s, (x, _) in
+                  splits.items()}
+        for score in SCORES:
+            head = "edl" if score == "uncertainty" else "ce"
+            per = {}
+            for split in splits:
+                lg = logits[(head, split)]
+                per[split] = (unknown_scores(lg, score, kind).numpy(), lg.argmax(dim=-1).numpy())
+                _check_finite(f"{split} {score}", per[split][0])
+            threshold = _threshold(*per["val"], splits["val"][1], k, reject_rate)
+            out["scores"][score] = openset_metrics(*per["test"], splits["test"][1], threshold, k)
+    y_test = splits["test"][1]
+    out.update(task="openset", num_known_classes=k, num_train=int(len(y_train)),
+               num_test_known=int((y_test != UNKNOWN).sum()), num_test_unknown=int((y_test == UNKNOWN).sum()),
+               reject_rate=reject_rate, evidence=kind)
+    return out
+
+
+ListData = str | os.PathLike | Sequence[ClassificationSample]
+
+
+def _labels(samples: Sequence[ClassificationSample], unknown: set[int]) -> np.ndarray:
+    return np.asarray([UNKNOWN if s.label in unknown else s.label for s in samples], dtype=np.int64)
+
+
+def evaluate_openset(model: nn.Module, train: ListData, val: ListData, test: ListData, *,
+                     root: str | os.PathLike | None = None, classes: str | os.PathLike | Sequence[str] | None = None,
+                     unknown: Sequence[str] = (), known: Sequence[str] | None = None, pool: str = "auto",
+                     sampling: Sampling = "auto", frame_interval: int | None = None, batch_size: int = 8,
+                     num_workers: int = 0, device: str | torch.device | None = None, precision: Precision = "fp32",
+                     progress: bool = True, **protocol: Any) -> dict[str, Any]:
+    """Features of the frozen ``model`` on the three lists, then :func:`evaluate_openset_features`."""
+    from .recognition import classification_dataset
+
+    unknown_ids: set[int] = set()
+    if unknown or known:
+        if classes is None:
+            raise ValueError("naming known/unknown classes needs the class list (classes.txt)")
+        names = read_classes(classes) if isinstance(classes, (str, os.PathLike)) else list(classes)
+        unknown_ids = resolve_unknown(names, unknown, known)
+    splits = {}
+    for name, data in (("train", train), ("val", val), ("test", test)):
+        samples = read_classification_list(data, root) if isinstance(data, (str, os.PathLike)) else list(data)
+        if not samples:
+            raise ValueError(f"the open-set {name} list is empty")
+        labels = _labels(samples, unknown_ids)
+        if name == "train" and (labels == UNKNOWN).any():
+            bad = sorted({s.label for s in samples if s.label in unknown_ids or s.label == UNKNOWN})
+            raise ValueError(f"the open-set training list holds unknown classes {bad}; train on known classes only")
+        dataset = classification_dataset(model, samples, root=root, sampling=sampling, frame_interval=frame_interval)
+        feats = common.dataset_features(model, dataset, pool=pool, batch_size=batch_size, num_workers=num_workers,
+                                 device=device, precision=precision, progress=progress, desc=f"features ({name})")
+        splits[name] = (feats, labels)
+    return evaluate_openset_features(splits["train"], splits["val"], splits["test"], **protocol)
+
+
+def results_table(results: dict[str, Any]) -> str:
+    rows: list[tuple[str, Any]] = []
+    for score, m in results["scores"].items():
+        rows += [(f"{score}: AUROC (%)", m["auroc"]), (f"{score}: open-set macro-F1 (%)", m["macro_f1"]),
+                 (f"{score}: closed-set accuracy (%)", m["closed_set_accuracy"])]
+    rows += [("known classes", results["num_known_classes"]),
+             ("test videos known / unknown", f"{results['num_test_known']} / {results['num_test_unknown']}")]
+    return common.format_table("Open-set recognition (AUROC chance = 50)", rows)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``internvideo eval openset``."""
+    common.add_common_arguments(parser, data_help="test list 'path label' with known and unknown (-1) videos")
+    parser.add_argument("--train", required=True, help="training list of known classes only")
+    parser.add_argument("--val", required=True, help="validation list (threshold selection)")
+    parser.add_argument("--classes", default=None, help="classes.txt, needed with --unknown/--known")
+    parser.add_argument("--unknown", nargs="*", default=[], metavar="NAME", help="class names treated as unknown")
+    parser.add_argument("--known", nargs="*", default=None, metavar="NAME",
+                        help="class names declared known (checked against --unknown)")
+    parser.add_argument("--evidence", choices=["exp", "relu", "softplus"], default="exp")
+    parser.add_argument("--reject-rate", type=float, default=0.05,
+                        help="share of known validation videos rejected by the threshold (no unknowns in val)")
+    parser.add_argument("--steps", type=int, default=300, help="full-batch optimiser steps for each head")
+    parser.add_argument("--pool", choices=["auto", "pre_logits", "mean", "embed"], default="auto")
+
+
+def main(args: argparse.Namespace) -> int:
+    if not 0.0 <= args.reject_rate < 1.0:
+        raise usage_error(f"--reject-rate must be in [0, 1), got {args.reject_rate}")
+    model = common.load_model_arg(args.model)
+    try:
+        results = evaluate_openset(model, args.train, args.val, args.data, root=args.root, classes=args.classes,
+                                   unknown=args.unknown, known=args.known, pool=args.pool,
+                                   batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
+                                   precision=args.precision, progress=args.progress, kind=args.evidence,
+                                   reject_rate=args.reject_rate, steps=args.steps)
+    except ValueError as e:
+        raise usage_error(str(e)) from None
+    results.update(model=str(args.model), train=str(args.train), val=str(args.val), data=str(args.data))
+    return common.finish(results, results_table(results), args.out)

@@ -1,0 +1,250 @@
+"""Open-ended video question answering: an answer classifier over the most frequent training answers.
+
+Protocol (as the official MSRVTT-QA / MSVD-QA / TGIF-QA evaluations):
+
+* answers are normalised (lower case, surrounding whitespace stripped) in
+  training and test alike;
+* the answer vocabulary is the ``top_k`` most frequent answers of the training
+  split (ties: first seen first); training questions with other answers are
+  left out of training;
+* at test time every question counts: one whose answer is outside the
+  vocabulary can never be answered right and counts as wrong;
+* accuracy (percent) overall and per question type, when the data has types
+  (the first word for MSRVTT-QA/MSVD-QA, FrameQA's object/number/color/location,
+  the synthetic world's colour/shape/size/action/motion).
+
+Videos that cannot be read are listed, skipped and counted (``skipped``); their
+questions are not scored. The baseline beside the model's accuracy answers
+every question with the most frequent training answer.
+
+The model is :class:`~internvideo.models.qa.VideoQA`. :func:`train_qa_head`
+trains its head on a frozen backbone from cached backbone outputs (the video
+tokens of each distinct video are computed once).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..data import QASample, VideoDataset, read_qa
+from ..models.qa import VideoQA, answer_vocabulary, normalize_answer, question_padding
+from ..tokenizer import get_tokenizer
+from . import common
+from .common import Precision
+from .inputs import readable_videos, usage_error
+
+__all__ = ["normalize_answer", "answer_vocabulary", "qa_accuracy", "most_frequent_answer", "QAFeatures",
+           "qa_features", "train_qa_head", "predict_answers", "evaluate_qa", "results_table", "add_arguments",
+           "main"]
+
+QAData = str | os.PathLike | Sequence[QASample]
+
+
+def most_frequent_answer(samples: Sequence[QASample]) -> str:
+    return answer_vocabulary([s.answer for s in samples], 1)[0]
+
+
+def qa_accuracy(predictions: Sequence[str], samples: Sequence[QASample]) -> dict[str, Any]:
+    """``{"accuracy", "per_type", "num_questions"}`` in percent; answers compared after normalisation."""
+    if len(predictions) != len(samples):
+        raise ValueError(f"{len(predictions)} predictions for {len(samples)} questions")
+    if not samples:
+        raise ValueError("no questions to score")
+    hits = np.asarray([normalize_answer(p) == normalize_answer(s.answer) for p, s in zip(predictions, samples)])
+    out: dict[str, Any] = {"accuracy": 100.0 * float(hits.mean()), "num_questions": len(samples)}
+    types = [s.type for s in samples]
+    if any(t is not None for t in types):
+        per: dict[str, list[bool]] = collections.defaultdict(list)
+        for t, h in zip(types, hits):
+            per[t or "other"].append(bool(h))
+        out["per_type"] = {t: 100.0 * float(np.mean(v)) for t, v in sorted(per.items())}
+        out["type_counts"] = {t: len(v) for t, v in sorted(per.items())}
+    return out
+
+
+def _samples(data: QAData, root: str | os.PathLike | None) -> list[QASample]:
+    samples = read_qa(data, root) if isinstance(data, (str, os.PathLike)) else list(data)
+    if not samples:
+        raise ValueError("no questions")
+    return samples
+
+
+# ----------------------------------------------------------------------------- backbone outputs
+
+
+class QAFeatures:
+    """Cached backbone outputs of a QA set: per-video tokens and per-question text tokens."""
+
+    def __init__(self, video_tokens: torch.Tensor, video_index: torch.Tensor, question_tokens: torch.Tensor,
+                 padding: torch.Tensor):
+        self.video_tokens = video_tokens  # (V, T, N, D) of each distinct readable video
+        self.video_index = video_index  # (Q,) question -> row of video_tokens
+        self.question_tokens = question_tokens  # (Q, L, text_width)
+        self.padding = padding  # (Q, L) True = padding
+
+    def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.question_tokens[rows], self.padding[rows], self.video_tokens[self.video_index[rows]]
+
+
+def qa_features(model: VideoQA, samples: Sequence[QASample], *, batch_size: int = 8, num_workers: int = 0,
+                device: str | torch.device | None = None, precision: Precision = "fp32",
+                progress: bool = True) -> tuple[QAFeatures, list[int], list[tuple[str, str]]]:
+    """Backbone outputs of the questions whose video is readable: ``(features, kept question indices, skipped)``."""
+    keep, skipped = readable_videos([s.video for s in samples])
+    kept = [samples[i] for i in keep]
+    if not kept:
+        first = skipped[0] if skipped else ("-", "no questions")
+        raise ValueError(f"none of the videos could be read (first: {first[0]}: {first[1]})")
+    videos = list(dict.fromkeys(s.video for s in kept))
+    row = {v: i for i, v in enumerate(videos)}
+    dev = common.resolve_device(device)
+    backbone = model.backbone
+    dataset = VideoDataset(videos, common.eval_view(backbone), training=False, strict=True)
+    tokens, _ = common.map_views(model, lambda clip: backbone.visual.forward_features(clip).tokens, dataset,
+                                 batch_size=batch_size, num_workers=num_workers, device=dev, precision=precision,
+                                 progress=progress, desc="video tokens")
+    tokenizer = get_tokenizer("clip", context_length=backbone.config.context_length)
+    ids = tokenizer([s.question for s in kept])
+    ids = ids[:, : int((ids != 0).sum(dim=1).max())]  # up to the longest question: the rest is padding
+    chunks = []
+    with common.inference(model, dev, precision):
+        for i in tqdm(range(0, len(ids), 256), desc="questions", disable=not progress, unit="batch"):
+            chunks.append(backbone.text.forward_tokens(ids[i:i + 256].to(dev)).float().cpu())
+    features = QAFeatures(tokens[:, 0], torch.tensor([row[s.video] for s in kept]), torch.cat(chunks),
+                          question_padding(ids))
+    return features, keep, skipped
+
+
+def train_qa_head(model: VideoQA, train: QAData, *, root: str | os.PathLike | None = None, epochs: int = 30,
+                  batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.05, seed: int = 0,
+                  features: QAFeatures | None = None, device: str | torch.device | None = None,
+                  progress: bool = True) -> dict[str, Any]:
+    """Train ``model.head`` (backbone frozen) with cross-entropy on the in-vocabulary training questions.
+
+    Returns ``{"losses": [mean loss per epoch], "num_trained", "num_out_of_vocabulary", "skipped"}``.
+    """
+    samples = _samples(train, root)
+    skipped: list[tuple[str, str]] = []
+    keep = list(range(len(samples)))
+    if features is None:
+        features, keep, skipped = qa_features(model, samples, device=device, progress=progress)
+    index = {a: i for i, a in enumerate(model.answers)}
+    labels = torch.tensor([index.get(normalize_answer(samples[i].answer), -1) for i in keep])
+    rows = (labels >= 0).nonzero().flatten()
+    if not len(rows):
+        raise ValueError("no training question has an answer in the vocabulary")
+    dev = common.resolve_device(device)
+    head = model.head.to(dev).train()
+    optim = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    g = torch.Generator().manual_seed(seed)
+    steps = epochs * ((len(rows) + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=lr, total_steps=steps, pct_start=0.1)
+    losses = []
+    for _ in tqdm(range(epochs), desc="QA head", disable=not progress, unit="epoch"):
+        order = rows[torch.randperm(len(rows), generator=g)]
+        total = 0.0
+        for i in range(0, len(order), batch_size):
+            batch = order[i:i + batch_size]
+            q, pad, v = (t.to(dev) for t in features.batch(batch))
+            loss = F.cross_entropy(head(q, pad, v), labels[batch].to(dev))
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            sched.step()
+            total += loss.item() * len(batch)
+        losses.append(total / len(order))
+    head.eval()
+    return {"losses": losses, "num_trained": int(len(rows)), "num_out_of_vocabulary": int((labels < 0).sum()),
+            "skipped": skipped}
+
+
+def predict_answers(model: VideoQA, samples: Sequence[QASample], *, batch_size: int = 8, num_workers: int = 0,
+                    device: str | torch.device | None = None, precision: Precision = "fp32", progress: bool = True,
+                    features: QAFeatures | None = None) -> tuple[list[str], list[int], list[tuple[str, str]]]:
+    """``(answers of the kept questions, kept indices, skipped videos)``."""
+    keep, skipped = list(range(len(samples))), []
+    if features is None:
+        features, keep, skipped = qa_features(model, samples, batch_size=batch_size, num_workers=num_workers,
+                                              device=device, precision=precision, progress=progress)
+    dev = common.resolve_device(device)
+    picks = []
+    with common.inference(model, dev, precision):
+        for i in range(0, len(keep), 256):
+            q, pad, v = (t.to(dev) for t in features.batch(torch.arange(i, min(i + 256, len(keep)))))
+            picks.append(model.forward_head(q, pad, v).float().argmax(dim=-1).cpu())
+    return [model.answers[int(j)] for j in torch.cat(picks)], keep, skipped
+
+
+def evaluate_qa(model: VideoQA, data: QAData, *, root: str | os.PathLike | None = None,
+                train: QAData | None = None, features: QAFeatures | None = None, **kwargs: Any) -> dict[str, Any]:
+    """``{"accuracy", "per_type"?, "num_questions", "num_out_of_vocabulary", "num_skipped", "skipped", "baseline"?}``.
+
+    ``train`` (the training questions) adds the most-frequent-answer baseline on the same questions.
+    Other keyword arguments are those of :func:`predict_answers`.
+    """
+    if not isinstance(model, VideoQA):
+        raise TypeError(f"open-ended QA needs a VideoQA model (a backbone with a QA head), got {type(model).__name__}")
+    samples = _samples(data, root)
+    predictions, keep, skipped = predict_answers(model, samples, features=features, **kwargs)
+    scored = [samples[i] for i in keep]
+    vocab = set(model.answers)
+    results: dict[str, Any] = {"task": "qa", **qa_accuracy(predictions, scored),
+                               "num_out_of_vocabulary": sum(normalize_answer(s.answer) not in vocab for s in scored),
+                               "num_answers": len(model.answers), "num_skipped": len(skipped),
+                               "skipped": [{"video": v, "reason": r} for v, r in skipped],
+                               "examples": [{"question": s.question, "answer": s.answer, "predicted": p}
+                                            for s, p in list(zip(scored, predictions))[:5]]}
+    if train is not None:
+        common_answer = most_frequent_answer(_samples(train, root))
+        results["baseline"] = {"name": f"always {common_answer!r}",
+                               **qa_accuracy([common_answer] * len(scored), scored)}
+    return results
+
+
+def results_table(results: dict[str, Any]) -> str:
+    rows: list[tuple[str, Any]] = [("accuracy (%)", results["accuracy"])]
+    if "baseline" in results:
+        rows.append((f"baseline: {results['baseline']['name']} (%)", results["baseline"]["accuracy"]))
+    for t, acc in results.get("per_type", {}).items():
+        base = results.get("baseline", {}).get("per_type", {}).get(t)
+        rows.append((f"  {t} ({results['type_counts'][t]})", f"{acc:.1f}" + ("" if base is None else
+                                                                          f"  (baseline {base:.1f})")))
+    rows += [("questions", results["num_questions"]), ("answers outside the vocabulary", results["num_out_of_vocabulary"]),
+             ("skipped videos (unreadable)", results["num_skipped"])]
+    return common.format_table("Open-ended video QA", rows)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``internvideo eval qa``."""
+    common.add_common_arguments(parser, data_help='QA data: JSON lines {"video", "question", "answer"}, '
+                                                  "MSRVTT-QA/MSVD-QA .json, or TGIF-QA FrameQA .csv")
+    parser.add_argument("--train", default=None, help="training questions: adds the most-frequent-answer baseline")
+    parser.add_argument("--video-template", default=None,
+                        help="video file name from a QA id, e.g. 'video{}.mp4' (MSRVTT-QA), '{}.gif' (TGIF-QA)")
+
+
+def main(args: argparse.Namespace) -> int:
+    model = common.load_model_arg(args.model)
+    if not isinstance(model, VideoQA):
+        raise usage_error(f"{args.model} is not a QA model (train one with the qa objective)")
+    try:
+        data = read_qa(args.data, args.root, args.video_template)
+        train = read_qa(args.train, args.root, args.video_template) if args.train else None
+        results = evaluate_qa(model, data, train=train, batch_size=args.batch_size, num_workers=args.num_workers,
+                              device=args.device, precision=args.precision, progress=args.progress)
+    except ValueError as e:
+        raise usage_error(str(e)) from None
+    for entry in results["skipped"][:10]:
+        print(f"skipped {entry['video']}: {entry['reason']}", file=sys.stderr)
+    results.update(model=str(args.model), data=str(args.data))
+    return common.finish(results, results_table(results), args.out)

@@ -1,0 +1,26 @@
+"""The open-language demo stage on the tiny world with an untrained multimodal model (the pipeline only)."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from internvideo.demo.context import DemoContext
+from internvideo.demo.open_language import demo_stage
+from internvideo.factory import save_model
+from internvideo.models.video_clip import NAMED_CONFIGS, InternVideoMM
+from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
+
+
+def test_stage_rows(data_world, tmp_path):
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(NAMED_CONFIGS["internvideo_mm_tiny"][1], caption_layers=0)
+    save_model(InternVideoMM(cfg), tmp_path / "mm")
+    ctx = DemoContext(data_world.root, tmp_path / "work", 0, False, tmp_path / "x", tmp_path / "y", tmp_path / "mm",
+                      32, "smoke")
+    rows = demo_stage(ctx)
+    shorts = [r["short"] for r in rows]
+    assert shorts == ["openset uncertainty AUROC", "openset msp AUROC", "openset energy AUROC",
+                      "openset max_logit AUROC", "QA acc", "QA motion acc", "caption BLEU-4", "caption CIDEr-D"]
+    assert all(set(r) >= {"family", "model", "metric", "short", "value", "chance"} for r in rows)
+    assert all(0 <= r["value"] <= 1000 and 0 <= r["chance"] <= 1000 for r in rows)

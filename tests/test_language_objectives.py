@@ -1,0 +1,47 @@
+"""The ``openset`` and ``qa`` objectives in the one training loop, on the tiny synthetic world."""
+from __future__ import annotations
+
+import pytest
+
+from internvideo.factory import load_model
+from internvideo.models.qa import VideoQA
+from internvideo.train import train
+from internvideo.train.config import load_config
+from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
+
+
+def _args(world, out, objective, model, *extra):
+    return [f"objective={objective}", f"model.name={model}", f"data.root={world}", "data.hflip=false",
+            "data.num_workers=0", f"run.out_dir={out}", "run.batch_size=8", "run.log_every=1", "run.progress=false",
+            "optim.scale_lr=false", "optim.weight_decay=0.0", "optim.lr=1e-3", *extra]
+
+
+@pytest.mark.slow  # about a minute on the shared 2-core machine (two epochs with evaluation)
+def test_openset_objective_trains_on_known_classes(data_world, tmp_path):
+    cfg = load_config(None, _args(data_world.root, tmp_path, "openset", "videomae_tiny", "data.train=openset_train.txt",
+                                  "data.val=openset_val.txt", "run.epochs=2", "optim.edl_annealing_epochs=1",
+                                  "model.overrides.num_frames=4", "model.overrides.frame_interval=2"))
+    result = train(cfg)
+    rows = [r for r in result.history if r["kind"] == "train"]
+    assert rows[0]["kl_weight"] == 0.0 and rows[-1]["kl_weight"] == 1.0  # annealed by epoch
+    assert result.metric_name == "top1" and result.best_metric is not None
+    evals = [r for r in result.history if r["kind"] == "eval"]
+    assert 0 < evals[-1]["uncertainty"] <= 100
+    model = load_model(result.checkpoint)
+    assert model.config.num_classes == 8  # the world's two held-out classes are not in the head
+
+
+def test_openset_objective_refuses_unknown_training_videos(data_world, tmp_path):
+    cfg = load_config(None, _args(data_world.root, tmp_path, "openset", "videomae_tiny", "data.train=openset_test.txt"))
+    with pytest.raises(ValueError, match="known classes only"):
+        train(cfg)
+
+
+def test_qa_objective_trains_and_saves_a_qa_model(data_world, tmp_path):
+    cfg = load_config(None, _args(data_world.root, tmp_path, "qa", "internvideo_mm_tiny", "data.train=qa_train.jsonl",
+                                  "data.val=qa_val.jsonl", "run.max_steps=6", "data.qa_answers=20",
+                                  "model.overrides.caption_layers=0"))
+    result = train(cfg)
+    assert result.metric_name == "accuracy" and result.best_metric is not None
+    model = load_model(result.checkpoint)
+    assert isinstance(model, VideoQA) and len(model.answers) == 20

@@ -1,0 +1,120 @@
+"""Open-set recognition: EDL loss (gradient-checked, KL against torch.distributions), scores, the protocol."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from internvideo.models.openset import (OpenSetHead, annealing, dirichlet_uncertainty, edl_loss, evidence,
+                                        kl_to_uniform_dirichlet, unknown_scores)
+from internvideo.tasks.openset import evaluate_openset_features, openset_metrics, resolve_unknown
+from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
+
+
+def test_kl_matches_torch_distributions():
+    alpha = torch.rand(5, 4, dtype=torch.float64) * 5 + 0.2
+    ours = kl_to_uniform_dirichlet(alpha)
+    ref = torch.distributions.kl_divergence(torch.distributions.Dirichlet(alpha),
+                                            torch.distributions.Dirichlet(torch.ones_like(alpha)))
+    torch.testing.assert_close(ours, ref)
+
+
+def test_edl_loss_by_hand_and_gradcheck():
+    ev = torch.tensor([[3.0, 0.0, 1.0]], dtype=torch.float64)
+    target = torch.tensor([0])
+    # alpha = (4, 1, 2), S = 7: risk = digamma(7) - digamma(4); alpha~ = (1, 1, 2): KL(Dir(1,1,2) || Dir(1,1,1)).
+    risk = torch.digamma(torch.tensor(7.0, dtype=torch.float64)) - torch.digamma(torch.tensor(4.0, dtype=torch.float64))
+    # KL(Dir(1,1,2) || Dir(1,1,1)) = lgamma(4) - lgamma(3) - lgamma(2) + (2 - 1)(digamma(2) - digamma(4))
+    #                             = log 3 - (1/2 + 1/3)
+    kl = np.log(3.0) - (0.5 + 1.0 / 3.0)
+    torch.testing.assert_close(edl_loss(ev, target, 0.0), risk)
+    torch.testing.assert_close(edl_loss(ev, target, 0.5), risk + 0.5 * kl)
+
+    logits = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 5, (6,))
+    for kind in ("exp", "softplus"):
+        assert torch.autograd.gradcheck(lambda z: edl_loss(evidence(z, kind), y, 0.7), (logits,))
+    relu_logits = (torch.rand(6, 5, dtype=torch.float64) + 0.1).requires_grad_()  # away from relu's kink
+    assert torch.autograd.gradcheck(lambda z: edl_loss(evidence(z, "relu"), y, 0.7), (relu_logits,))
+
+
+def test_uncertainty_annealing_and_scores():
+    assert dirichlet_uncertainty(torch.zeros(1, 4)).item() == 1.0  # no evidence: fully uncertain
+    assert dirichlet_uncertainty(torch.tensor([[6.0, 0.0]])).item() == pytest.approx(2 / 8)
+    assert [annealing(e, 10) for e in (0, 5, 10, 50)] == [0.0, 0.5, 1.0, 1.0] and annealing(3, 0) == 1.0
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
+    msp = unknown_scores(logits, "msp")
+    assert msp[0] < msp[1] and msp[1].item() == pytest.approx(-0.5)
+    torch.testing.assert_close(unknown_scores(logits, "energy"), -torch.logsumexp(logits, -1))
+    assert unknown_scores(logits, "max_logit").tolist() == [-2.0, 0.0]
+    with pytest.raises(ValueError, match="score must be"):
+        unknown_scores(logits, "entropy")
+    with pytest.raises(ValueError, match="evidence must be"):
+        evidence(logits, "square")
+    assert evidence(torch.tensor([1e4]), "exp").isfinite().all()
+
+
+def test_metrics_by_hand():
+    # Two known classes (0, 1), unknown = -1. Scores: higher = more unknown.
+    labels = np.array([0, 1, 0, -1, -1])
+    predictions = np.array([0, 1, 1, 0, 1])
+    scores = np.array([0.1, 0.2, 0.6, 0.5, 0.9])
+    m = openset_metrics(scores, predictions, labels, threshold=0.55, num_classes=2)
+    assert m["closed_set_accuracy"] == pytest.approx(100 * 2 / 3)
+    # Unknown scores {0.5, 0.9} vs known {0.1, 0.2, 0.6}: pairs won 5 of 6.
+    assert m["auroc"] == pytest.approx(100 * 5 / 6)
+    # Called: [0, 1, unk, 0, unk]; truth: [0, 1, 0, unk, unk]. F1: class 0 = 2*1/(2+1)... by hand:
+    # class 0: tp 1, fp 1 (video 4), fn 1 (video 3) -> 0.5; class 1: tp 1 -> 1.0; unknown: tp 1, fp 1, fn 1 -> 0.5.
+    assert m["macro_f1"] == pytest.approx(100 * (0.5 + 1.0 + 0.5) / 3)
+    with pytest.raises(ValueError, match="known and unknown"):
+        openset_metrics(scores[:3], predictions[:3], labels[:3], 0.5, 2)
+
+
+def test_overlapping_class_lists_are_named():
+    classes = ["walk", "run", "jump"]
+    assert resolve_unknown(classes, ["jump"], ["walk", "run"]) == {2}
+    with pytest.raises(ValueError, match="both known and unknown: jump, run"):
+        resolve_unknown(classes, ["run", "jump"], ["walk", "run", "jump"])
+    with pytest.raises(ValueError, match="not in the class list: swim"):
+        resolve_unknown(classes, ["swim"])
+
+
+def _clusters(rng, labels, centres, noise=0.6):
+    return centres[labels] + rng.normal(0, noise, (len(labels), centres.shape[1]))
+
+
+def test_protocol_rejects_unseen_clusters_with_every_score():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (6, 16))  # classes 4 and 5 are never trained on
+    y_train = np.repeat(np.arange(4), 30)
+    y_val = np.repeat(np.arange(4), 8)
+    y_test_true = np.repeat(np.arange(6), 10)
+    y_test = np.where(y_test_true >= 4, -1, y_test_true)
+    result = evaluate_openset_features((_clusters(rng, y_train, centres), y_train),
+                                       (_clusters(rng, y_val, centres), y_val),
+                                       (_clusters(rng, y_test_true, centres), y_test), steps=200)
+    assert set(result["scores"]) == {"uncertainty", "msp", "energy", "max_logit"}
+    assert (result["num_known_classes"], result["num_test_known"], result["num_test_unknown"]) == (4, 40, 20)
+    for score, m in result["scores"].items():
+        assert m["closed_set_accuracy"] > 95, (score, m)
+        assert m["auroc"] > 75, (score, m)
+        assert m["macro_f1"] > 60, (score, m)
+
+
+def test_protocol_input_errors():
+    x = np.zeros((4, 3))
+    with pytest.raises(ValueError, match="unknown videos"):
+        evaluate_openset_features((x, np.array([0, 1, -1, 0])), (x, np.zeros(4)), (x, np.zeros(4)))
+    with pytest.raises(ValueError, match=r"test labels \[7\]"):
+        evaluate_openset_features((x, np.array([0, 1, 1, 0])), (x, np.array([0, 1, 1, 0])),
+                                  (x, np.array([0, 7, -1, 0])), steps=2)
+    bad = x.copy()
+    bad[1, 0] = np.nan
+    with pytest.raises(ValueError, match="val: 1 videos have non-finite"):
+        evaluate_openset_features((x, np.array([0, 1, 1, 0])), (bad, np.array([0, 1, 1, 0])),
+                                  (x, np.array([0, 1, -1, 0])))
+
+
+def test_head_shapes():
+    head = OpenSetHead(8, 3, hidden=16)
+    assert head(torch.randn(5, 8)).shape == (5, 3)
