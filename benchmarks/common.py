@@ -108,12 +108,24 @@ def _cpuinfo() -> dict[str, str]:
     return info
 
 
+# Settings that make PyTorch use less of the CPU than it has (recorded: results under them are of another CPU kind).
+FORCING_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "INTERNVIDEO_CPU_BF16_ATTENTION")
+
+
 def machine_info(device: torch.device | None = None) -> dict:
-    """Cores, CPU model and flags, library versions; the GPU if one is used."""
+    """Cores, CPU model and flags, PyTorch's CPU capability and bf16 support, library versions; the GPU if used."""
+    from internvideo.models import hardware
+
     cpu = _cpuinfo()
     flags = cpu.get("flags", "").split()
+    bf16 = hardware.cpu_bf16()
     info = {
         "cpu_model": cpu.get("model name") or platform.processor() or platform.machine(),
+        "cpu_capability": bf16.capability,
+        "bf16_native": bf16.native,
+        "bf16_probe_speedup": bf16.speedup,
+        "bf16": bf16.describe(),
+        "forced": {k: os.environ[k] for k in FORCING_ENV if k in os.environ},
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_flags_relevant": [f for f in _INTERESTING_FLAGS if f in flags],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,7 @@ def test_runner_writes_results_and_table(tmp_path):
     assert set(results["cases"]) == {"videomae_infer_fp32_b1"}
     machine = results["machine"]
     assert machine["torch"] == torch.__version__ and machine["logical_cpus"] >= 1 and "cpu_flags" in machine
+    assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and "bf16" in machine
     variants = results["cases"]["videomae_infer_fp32_b1"]["variants"]
     assert {"ref", "ours"} <= set(variants)
     assert all(v["median_s"] > 0 and v["gflops"] > 0 for v in variants.values())
@@ -57,6 +59,22 @@ def test_runner_writes_results_and_table(tmp_path):
     text = docs.read_text()
     assert text.count("results:cpu-quick:begin") == 1
     assert "new table" in text and "Hand-written analysis stays." in text
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 instruction set limits")
+def test_runner_forced_avx2_records_the_cpu_kind(tmp_path):
+    docs = tmp_path / "benchmarks.md"
+    _run([sys.executable, "-m", "benchmarks.run", "--quick", "--isa", "avx2", "--reps", "1", "--no-memory",
+          "--only", "videomae_infer_bf16_b1", "--out", str(tmp_path), "--docs", str(docs)], tmp_path)
+    results = json.loads((tmp_path / "cpu-avx2-quick.json").read_text())
+    machine = results["machine"]
+    # Emulated bf16 is slow, not wrong: the same accuracy against fp32.
+    assert all(v["bf16_rel_err"] < 0.05 for v in results["cases"]["videomae_infer_bf16_b1"]["variants"].values())
+    assert machine["cpu_capability"] == "AVX2" and machine["bf16_native"] is False
+    assert machine["forced"] == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    text = docs.read_text()
+    assert "Emulated bf16 (PyTorch CPU capability AVX2), forced with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2" in text
+    assert "| bf16 | 1 | ours (bf16 autocast) |" in text and "| — |" in text  # no % of an emulated peak
 
 
 def test_gpu_script_small_runs_on_cpu(tmp_path):

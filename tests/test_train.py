@@ -160,10 +160,26 @@ def test_nan_loss_stops_with_step_and_checkpoint(world, tmp_path):
         train(cfg)
 
 
+def test_bf16_on_a_cpu_that_emulates_it_logs_one_warning(world, tmp_path, monkeypatch, caplog):
+    from internvideo.models import hardware
+    monkeypatch.setattr(hardware, "cpu_bf16", lambda: hardware.Bf16Support(native=False, capability="AVX2"))
+    hardware._log_once.cache_clear()
+    for precision, warned in (("auto", False), ("bf16", True)):  # auto: fp32 here
+        caplog.clear()
+        cfg = load_config(None, tiny(world, tmp_path / precision, "mae", "videomae_tiny_pretrain", "run.max_steps=1",
+                                     f"run.precision={precision}"))
+        with caplog.at_level("WARNING", logger=hardware.__name__):
+            train(cfg)
+        warnings = [r.getMessage() for r in caplog.records if r.name == hardware.__name__]
+        assert warnings == (["bf16 requested, but this CPU emulates it (PyTorch CPU capability AVX2): "
+                             "fp32 will be faster"] if warned else []), precision
+    hardware._log_once.cache_clear()
+
+
 def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown config key 'optim.lrr'.*valid keys of optim: lr, min_lr"):
         load_config(None, ["optim.lrr=1"])
-    with pytest.raises(ConfigError, match=r"run.precision: 'fp8' is not one of \['fp32', 'bf16'\]"):
+    with pytest.raises(ConfigError, match=r"run.precision: 'fp8' is not one of \['fp32', 'bf16', 'auto'\]"):
         load_config(None, ["run.precision=fp8"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("objective: mae\nrun:\n  batch_sise: 3\n")

@@ -9,12 +9,15 @@ mapped by the converters in :mod:`internvideo.checkpoints`.
 """
 from __future__ import annotations
 
+import os
 from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from . import hardware
 
 BiasMode = Literal["qv", "qkv", "none"]
 Activation = Literal["gelu", "quick_gelu"]
@@ -134,18 +137,33 @@ class TubeletEmbed(nn.Module):
         With ``keep`` the convolution becomes a matmul over just the gathered
         tubelets (kernel = stride makes them the same thing), so a pretraining
         encoder that keeps 10 % of the tokens does not embed the other 90 %.
+        In bf16 on a CPU that emulates it, all tubelets go the matmul way too:
+        there PyTorch's bf16 Conv3d falls back to a naive kernel 8x slower than
+        the bf16 matmul (1.9 vs 0.23 s for ViT-B/16 16x224 on one core, forced AVX2).
         """
         t, h, w = self.grid(video.shape)
-        if keep is None:
+        if keep is None and not _emulated_bf16(video):
             return self.proj(video).flatten(2).transpose(1, 2)
         b, c = video.shape[:2]
         ts, p = self.tubelet_size, self.patch_size
         # A view (B, t, h, w, C, ts, p, p): indexing it copies only the kept tubelets.
         tubes = video.reshape(b, c, t, ts, h, p, w, p).permute(0, 2, 4, 6, 1, 3, 5, 7)
-        bi, n = keep.nonzero(as_tuple=True)
-        hw = h * w
-        patches = tubes[bi, n // hw, (n % hw) // w, n % w].reshape(b, -1, c * ts * p * p)
+        if keep is None:
+            patches = tubes.reshape(b, t * h * w, -1)
+        else:
+            bi, n = keep.nonzero(as_tuple=True)
+            hw = h * w
+            patches = tubes[bi, n // hw, (n % hw) // w, n % w].reshape(b, -1, c * ts * p * p)
         return F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)
+
+
+def _emulated_bf16(x: torch.Tensor) -> bool:
+    """Whether ``x`` will be computed in bf16 (its dtype or CPU autocast) on a CPU without native bf16."""
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return False
+    bf16 = x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
+                                         and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+    return bf16 and not hardware.cpu_bf16().native
 
 
 def _blocking(heads: int, rows: int, keys: int) -> tuple[int, int]:
@@ -175,10 +193,11 @@ def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class _BlockedAttention(torch.autograd.Function):
     """Softmax attention as plain matmuls over blocks of query rows.
 
-    Why it exists: on CPUs without AMX, PyTorch's fused (flash) attention kernel
-    runs bf16 no faster than fp32 (~90 GFLOP/s per core here), while bf16
-    matmuls reach ~420. A block of rows sees every key, so its softmax is exact
-    and needs no running maximum; blocks are bounded (see :func:`_blocking`), so
+    Why it exists: on CPUs with AVX-512 BF16 but no AMX, PyTorch's fused (flash)
+    attention kernel runs bf16 no faster than fp32 (~90 GFLOP/s per core here),
+    while bf16 matmuls reach ~420 (on CPUs that emulate bf16 they are the slow
+    part instead: see :func:`cpu_bf16_attention`). A block of rows sees every
+    key, so its softmax is exact and needs no running maximum; blocks are bounded (see :func:`_blocking`), so
     nothing of size N x N is materialised for long sequences. The backward
     recomputes the probabilities block by block (as flash attention does) and
     keeps only q, k, v and the output. Scores are rounded to bf16 before the
@@ -240,20 +259,40 @@ class _BlockedAttention(torch.autograd.Function):
         return dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2), None
 
 
+ATTENTION_ENV = "INTERNVIDEO_CPU_BF16_ATTENTION"
+
+
+def cpu_bf16_attention() -> Literal["blocked", "sdpa"]:
+    """The kernel of bf16 attention on CPU: ``blocked`` where bf16 matmuls are native, else ``sdpa``.
+
+    Where bf16 is emulated the blocked path's plain bf16 matmuls are the slow
+    part (4x slower than SDPA for a whole ViT on AVX2), while SDPA's fused kernel
+    computes in fp32 inside. ``INTERNVIDEO_CPU_BF16_ATTENTION=blocked|sdpa``
+    forces either (tests, benchmarks); ``auto`` or unset asks :mod:`.hardware`.
+    """
+    forced = os.environ.get(ATTENTION_ENV, "auto")
+    if forced == "auto":
+        return "blocked" if hardware.cpu_bf16().native else "sdpa"
+    if forced not in ("blocked", "sdpa"):
+        raise ValueError(f"{ATTENTION_ENV}={forced!r}: expected 'auto', 'blocked' or 'sdpa'")
+    return forced  # type: ignore[return-value]
+
+
 def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                                  attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0,
                                  is_causal: bool = False) -> torch.Tensor:
-    """``F.scaled_dot_product_attention`` on ``(B, H, N, d)``, with a faster bf16 path on CPU.
+    """``F.scaled_dot_product_attention`` on ``(B, H, N, d)``, with a faster bf16 path on CPUs with native bf16.
 
-    bf16 on CPU without a mask, causality or dropout goes through
-    :class:`_BlockedAttention` (1.6-2.5x faster than the fused kernel there,
-    forward and backward, once there are more than ~128 x 128 scores per head;
-    below that the Python loop over blocks costs more than it saves); everything
-    else, GPUs and ``torch.compile`` included, uses SDPA unchanged.
+    There, bf16 without a mask, causality or dropout goes through
+    :class:`_BlockedAttention` (1.6-2.5x faster than the fused kernel, forward
+    and backward, once there are more than ~128 x 128 scores per head; below
+    that the Python loop over blocks costs more than it saves); everything
+    else, GPUs, ``torch.compile`` and CPUs that emulate bf16 included, uses
+    SDPA unchanged (:func:`cpu_bf16_attention`).
     """
     if (q.device.type == "cpu" and q.dtype == torch.bfloat16 and attn_mask is None and not is_causal
             and dropout_p == 0.0 and q.ndim == 4 and q.shape[-2] * k.shape[-2] >= 128 * 128
-            and not torch.compiler.is_compiling()):
+            and not torch.compiler.is_compiling() and cpu_bf16_attention() == "blocked"):
         return _BlockedAttention.apply(q, k, v, q.shape[-1] ** -0.5)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal)
 

@@ -31,12 +31,15 @@ from ..data import DenseSampler, EvalTransformConfig, Sampler, SegmentSampler, U
     build_eval_transform, collate_videos
 from ..factory import create_model, list_models, load_model
 from ..data.sampling import TestLayout
+from ..models.hardware import resolve_precision
 from ..models.recipe import InputRecipe
 from ..tokenizer import get_tokenizer
 
 log = logging.getLogger("internvideo.tasks")
 
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["fp32", "bf16", "auto"]  # auto: bf16 where the device computes it natively
+PRECISION_HELP = ("bf16: autocast, 1.5-4x faster on CPUs with native bf16 (AVX-512 BF16, AMX) and GPUs, but slower "
+                  "than fp32 where the CPU emulates it (AVX2; a warning says so); auto: bf16 where native, else fp32")
 Sampling = Literal["auto", "dense", "segment", "uniform"]
 Pool = Literal["auto", "pre_logits", "mean", "embed"]
 
@@ -98,8 +101,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 @contextlib.contextmanager
 def inference(model: nn.Module, device: torch.device, precision: Precision) -> Iterator[None]:
     """Eval mode, no gradients and optional bf16 autocast; the model's train/eval flag is restored after."""
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
+    if precision not in ("fp32", "bf16", "auto"):
+        raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', not {precision!r}")
+    precision = resolve_precision(precision, device)  # logs a warning for bf16 on a CPU that emulates it
     was_training = model.training
     model.to(device).eval()
     try:
@@ -333,8 +337,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, data_help: str) -> 
     parser.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for decoding")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                        help="bf16 autocast (about 4x faster on CPUs with AVX-512 BF16)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help=PRECISION_HELP)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     parser.add_argument("--allow-nonfinite", action="store_true",
                         help="score clips with NaN/inf model outputs as wrong instead of failing the evaluation")

@@ -123,7 +123,7 @@ class RunSection:
     max_steps: int | None = None  # stops early (counts optimiser steps)
     batch_size: int = 8  # per process
     seed: int = 0
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # auto: bf16 where the device computes it natively
     grad_checkpointing: bool = False
     compile: bool = False
     distributed: Literal["ddp", "fsdp"] = "ddp"

@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..models.hardware import resolve_precision
 from .config import TrainConfig, validate
 from .objectives import Objective, make_objective
 from .optim import EMA, adamw, lr_at
@@ -261,7 +262,8 @@ def _train(cfg: TrainConfig, objective: Objective | None, d: Dist, run_dir: Path
 
     runlog = RunLog(run_dir, progress.history, d)
     last_good: Path | None = latest
-    autocast = torch.autocast(d.device.type, dtype=torch.bfloat16) if cfg.run.precision == "bf16" else nullcontext()
+    precision = resolve_precision(cfg.run.precision, d.device)  # logs a warning for bf16 on a CPU that emulates it
+    autocast = torch.autocast(d.device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     accum, batch_size = cfg.optim.accum_steps, cfg.run.batch_size
     micro_per_epoch = sched.steps_per_epoch * accum
     bar = _progress_bar(sched.total_steps, progress.step, d.main and cfg.run.progress)
