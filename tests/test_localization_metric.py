@@ -213,7 +213,7 @@ def test_result_file_round_trip_and_errors(tmp_path):
     with pytest.raises(AnnotationError, match='"results"'):
         read_detections(bad)
     bad.write_text(json.dumps({"results": {"v1": [{"label": "a", "score": 1, "segment": [3, 1]}]}}))
-    with pytest.raises(AnnotationError, match=r"results/v1\[0\]/segment.*start > end"):
+    with pytest.raises(AnnotationError, match=r"results/v1\[0\]/segment.*start <= end"):
         read_detections(bad)
 
 

@@ -313,6 +313,16 @@ def _number(value: Any, path: PathLike, field: str) -> float:
     return float(value)
 
 
+def read_segment(segment: Any, path: PathLike, field: str) -> tuple[float, float]:
+    """An ActivityNet ``[start, end]`` in seconds, checked (the error names the file and the JSON field)."""
+    if not isinstance(segment, list) or len(segment) != 2:
+        raise AnnotationError(path, f"segment must be [start, end], got {segment!r}", field=field)
+    start, end = (_number(x, path, field) for x in segment)
+    if start > end:
+        raise AnnotationError(path, f"segment [{start}, {end}] must satisfy start <= end", field=field)
+    return start, end
+
+
 def read_activitynet(path: PathLike, clip: bool = True) -> dict[str, LocalizationVideo]:
     """ActivityNet-style temporal localization JSON, keyed by video id.
 
@@ -353,13 +363,7 @@ def read_activitynet(path: PathLike, clip: bool = True) -> dict[str, Localizatio
             for key in ("segment", "label"):
                 if key not in ann:
                     raise AnnotationError(path, f'missing key "{key}"', field=field)
-            segment = ann["segment"]
-            if not isinstance(segment, list) or len(segment) != 2:
-                raise AnnotationError(path, f"segment must be [start, end], got {segment!r}", field=f"{field}/segment")
-            start, end = (_number(x, path, f"{field}/segment") for x in segment)
-            if start > end:
-                raise AnnotationError(path, f"segment [{start}, {end}] must satisfy start <= end",
-                                      field=f"{field}/segment")
+            start, end = read_segment(ann["segment"], path, f"{field}/segment")
             label = ann["label"]
             if not isinstance(label, str) or not label:
                 raise AnnotationError(path, f"label must be a non-empty string, got {label!r}", field=f"{field}/label")

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.datasets import AnnotationError, LocalizationVideo, _number, read_activitynet
+from ..data.datasets import AnnotationError, LocalizationVideo, _number, read_activitynet, read_segment
 
 log = logging.getLogger("internvideo.localization")
 
@@ -266,12 +266,7 @@ def read_detections(path: str | os.PathLike) -> list[Detection]:
             for key in ("label", "score", "segment"):
                 if key not in entry:
                     raise AnnotationError(path, f'missing "{key}"', field=where)
-            segment = entry["segment"]
-            if not isinstance(segment, list) or len(segment) != 2:
-                raise AnnotationError(path, f"segment must be [start, end], got {segment!r}", field=f"{where}/segment")
-            start, end = (_number(x, path, f"{where}/segment") for x in segment)
-            if start > end:
-                raise AnnotationError(path, f"segment [{start}, {end}] has start > end", field=f"{where}/segment")
+            start, end = read_segment(entry["segment"], path, f"{where}/segment")
             label = entry["label"]
             if isinstance(label, bool) or not isinstance(label, (str, int)):
                 raise AnnotationError(path, f"label must be a string, got {label!r}", field=f"{where}/label")
