@@ -350,7 +350,7 @@ def _train(cfg: TrainConfig, objective: Objective | None, d: Dist, run_dir: Path
                          model, best_dir, best_step)
     if d.main:
         _plot(progress.history, run_dir / "curves.png", metric_name)
-        summary = {"steps": progress.step, "seconds": round(seconds, 1), "seconds_this_segment": round(segment, 1),
+        summary = {"steps": progress.step, "seconds": round(seconds, 3), "seconds_this_segment": round(segment, 3),
                    "best": progress.best, "metric": metric_name, "best_step": best_step,
                    "best_checkpoint": str(best_dir) if best_dir else None,
                    "checkpoint": str(last_good) if last_good else None}
