@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 
 import pytest
@@ -12,7 +11,7 @@ import torch
 from internvideo.models.caption import beam_search, greedy_search
 from internvideo.models.layers import Attention, KVCache
 from internvideo.models.video_clip import NAMED_CONFIGS, InternVideoMM
-from internvideo.tokenizer import build_vocab, get_tokenizer, read_bpe_merges
+from internvideo.tokenizer import get_tokenizer
 from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 TINY = NAMED_CONFIGS["internvideo_mm_tiny"][1]
@@ -144,16 +143,6 @@ def test_generate_rejects_unknown_strategy_and_missing_decoder():
     torch.manual_seed(0)
     with pytest.raises(RuntimeError, match="caption decoder"):
         InternVideoMM(dataclasses.replace(TINY, caption_layers=0)).generate(_video(1))
-
-
-@pytest.fixture(scope="module")
-def hf_tok(tmp_path_factory):
-    transformers = pytest.importorskip("transformers")
-    merges = read_bpe_merges()
-    d = tmp_path_factory.mktemp("hf_clip_decode")
-    (d / "vocab.json").write_text(json.dumps(build_vocab(merges)))
-    (d / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
-    return transformers.CLIPTokenizer(vocab=str(d / "vocab.json"), merges=str(d / "merges.txt"))
 
 
 @pytest.mark.parametrize("text", [

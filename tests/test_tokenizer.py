@@ -1,12 +1,11 @@
 """CLIP tokenizer: ids against Hugging Face's CLIPTokenizer built from the same vocabulary file."""
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
 
-from internvideo.tokenizer import ClipTokenizer, build_vocab, bytes_to_unicode, clean_text, get_tokenizer, read_bpe_merges
+from internvideo.tokenizer import ClipTokenizer, bytes_to_unicode, clean_text, get_tokenizer
 
 AWKWARD = [
     "a photo of a dog",
@@ -31,17 +30,6 @@ HTML = {
 @pytest.fixture(scope="module")
 def tok() -> ClipTokenizer:
     return get_tokenizer("clip")
-
-
-@pytest.fixture(scope="module")
-def hf_tok(tmp_path_factory):
-    transformers = pytest.importorskip("transformers")
-    # HF's conversion: vocab.json = bytes, bytes + '</w>', one entry per merge, the two specials; merges.txt as is.
-    merges = read_bpe_merges()
-    d = tmp_path_factory.mktemp("hf_clip_tok")
-    (d / "vocab.json").write_text(json.dumps(build_vocab(merges)))
-    (d / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
-    return transformers.CLIPTokenizer(vocab=str(d / "vocab.json"), merges=str(d / "merges.txt"))
 
 
 def _hf_ids(hf_tok, text: str, length: int = 77) -> list[int]:
