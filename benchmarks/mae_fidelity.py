@@ -77,6 +77,8 @@ def pretrain(train: torch.Tensor, steps: int, batch: int, lr: float, mask_ratio:
         loss.backward()
         opt.step()
         losses.append(float(loss))
+        if step % 50 == 0 or step + 1 == steps:
+            print(f"mae step {step} loss {losses[-1]:.4f}", flush=True)
     return model, losses
 
 
@@ -180,6 +182,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--mask-ratio", type=float, default=0.75)
     ap.add_argument("--norm-pix", action="store_true")
+    ap.add_argument("--noise", type=float, default=5.0, help="sensor-noise sigma of the world, grey levels")
     ap.add_argument("--decoder-depth", type=int, default=1)
     ap.add_argument("--mae-lr", type=float, default=1.5e-3)
     ap.add_argument("--recipes", default="demo,official")
@@ -191,7 +194,7 @@ def main() -> None:
     report: dict = {"args": vars(args), "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         root = make_world(Path(tmp) / "world", num_videos=args.videos, seed=args.seed, size=32, num_frames=16,
-                          num_long=1, num_ava=1, num_images=2).root
+                          num_long=1, num_ava=1, num_images=2, noise=args.noise).root
         (train, train_y), (val, val_y), (test, test_y) = (decode_split(root, s) for s in ("train", "val", "test"))
         report["world_s"] = round(time.perf_counter() - t0, 1)
 

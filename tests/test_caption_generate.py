@@ -176,3 +176,46 @@ def test_closed_vocabulary_decoding_emits_only_allowed_tokens(strategy):
     body = ids[:, 1:]
     ok = torch.isin(body, torch.cat([allowed, torch.tensor([TINY.eot_token_id, 0])]))
     assert ok.all() and torch.isin(body, allowed).any(), ids
+
+
+def _closed_model(vocab, seed: int = 0) -> InternVideoMM:
+    torch.manual_seed(seed)
+    model = InternVideoMM(dataclasses.replace(TINY, caption_vocab=tuple(vocab))).eval()
+    with torch.no_grad():  # end within a few tokens, as _ending_model does
+        end = model.config.caption_vocab.index(TINY.eot_token_id)
+        model.caption.head.bias[end] = model.caption.head.bias.max() - 1.0
+        model.caption.head.weight[end] *= 20
+    return model
+
+
+def test_closed_caption_vocabulary_head_targets_and_decoding():
+    vocab = [1929, 320, 2368, 3309, 320]
+    model = _closed_model(vocab)
+    assert model.config.caption_vocab == (320, 1929, 2368, 3309, TINY.eot_token_id)  # sorted, unique, end added
+    assert model.caption.head.out_features == 5
+    ids = torch.tensor([[TINY.sot_token_id, 2368, 320, 777, TINY.eot_token_id, 0]])
+    out = model(_video(1), ids)
+    assert out["caption_logits"].shape == (1, 5, 5)
+    # Targets are head rows; a token outside the vocabulary (777) and the padding after the end are ignored.
+    assert out["caption_targets"].tolist() == [[2, 0, -100, 4, -100]]
+    for strategy in ("greedy", "beam"):
+        cached = model.generate(_video(3), max_len=8, strategy=strategy, num_beams=2)
+        uncached = model.generate(_video(3), max_len=8, strategy=strategy, num_beams=2, use_cache=False)
+        assert torch.equal(cached, uncached)
+        body = cached[:, 1:]
+        assert torch.isin(body, torch.tensor([*model.config.caption_vocab, 0])).all(), cached
+
+
+def test_closed_caption_vocabulary_survives_save_and_load(tmp_path):
+    from internvideo.factory import load_model, save_model
+
+    model = _closed_model([320, 1929])
+    save_model(model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.config.caption_vocab == model.config.caption_vocab
+    assert torch.equal(loaded.generate(_video(2), max_len=6), model.generate(_video(2), max_len=6))
+
+
+def test_closed_caption_vocabulary_rejects_ids_outside_clip():
+    with pytest.raises(ValueError, match="caption_vocab"):
+        dataclasses.replace(TINY, caption_vocab=(5, TINY.vocab_size))

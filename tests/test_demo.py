@@ -28,14 +28,17 @@ def check_outputs(out: Path, preset: str) -> dict:
     from internvideo.demo.pipeline import TASK_STAGES
 
     core = [r for r in rows if r["family"] in FAMILIES]  # task-family stages add their own rows
-    assert len(core) == 7 and {r["family"] for r in core} == FAMILIES
+    assert len(core) == 9 and {r["family"] for r in core} == FAMILIES
     for r in rows:
         assert 0.0 <= r["value"] <= 100.0 and 0.0 < r["chance"] < 100.0, r
-    assert [s["stage"] for s in report["stages"]] == ["world", "mae", "contrastive", "classify", "fusion",
-                                                      "evaluate", *(n for n, _, _ in TASK_STAGES), "figures"]
+    assert [s["stage"] for s in report["stages"]] == ["world", "mae", "contrastive", "classify", "classify_mae",
+                                                      "fusion", "late_fusion", "evaluate",
+                                                      *(n for n, _, _ in TASK_STAGES), "figures"]
+    assert [c["claim"][:3] for c in report["claims"]] == ["(a)", "(b)", "(c)", "(d)"]
     assert all(s["seconds"] >= 0 and s["summary"] for s in report["stages"])
     md = (out / "results.md").read_text()
     assert format_table(rows, markdown=True) in md and "Chance (%)" in md
+    assert "The paper's claims, in miniature" in md and md.count("| (") == 4
     # Each stage's recipe is kept and re-runnable with `internvideo train`.
     for s in STAGE_CURVES:
         assert (out / "runs" / s / "recipe.yaml").is_file()
@@ -48,7 +51,7 @@ def test_demo_smoke_preset_runs_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     from internvideo.demo.pipeline import TASK_STAGES
 
-    n = 7 + len(TASK_STAGES)
+    n = 9 + len(TASK_STAGES)
     assert f"[{n}/{n}] figures" in printed and "Task family (paper)" in printed
     assert report["wall_seconds"] > 0
 

@@ -14,7 +14,8 @@ from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 def test_stage_rows(data_world, tmp_path):
     torch.manual_seed(0)
-    cfg = dataclasses.replace(NAMED_CONFIGS["internvideo_mm_tiny"][1], caption_layers=0)
+    # As the demo trains it: with its caption decoder over a closed vocabulary.
+    cfg = dataclasses.replace(NAMED_CONFIGS["internvideo_mm_tiny"][1], caption_vocab=tuple(range(320, 400)))
     save_model(InternVideoMM(cfg), tmp_path / "mm")
     ctx = DemoContext(data_world.root, tmp_path / "work", 0, False, tmp_path / "x", tmp_path / "y", tmp_path / "mm",
                       32, "smoke")

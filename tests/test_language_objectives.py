@@ -45,3 +45,19 @@ def test_qa_objective_trains_and_saves_a_qa_model(data_world, tmp_path):
     assert result.metric_name == "accuracy" and result.best_metric is not None
     model = load_model(result.checkpoint)
     assert isinstance(model, VideoQA) and len(model.answers) == 20
+
+
+def test_contrastive_caption_vocabulary_from_the_training_captions(data_world, tmp_path):
+    from internvideo.data import read_video_text
+    from internvideo.tokenizer import get_tokenizer
+
+    cfg = load_config(None, _args(data_world.root, tmp_path, "contrastive", "internvideo_mm_tiny",
+                                  "data.train=captions_train.jsonl", "run.max_steps=3", "model.caption_vocab=train"))
+    result = train(cfg)
+    captions = [c for s in read_video_text(data_world.root / "captions_train.jsonl") for c in s.captions]
+    ids = get_tokenizer("clip")(captions)
+    expected = sorted(set(ids[ids != 0].tolist()))  # the start and end tokens are in every caption
+    model = load_model(result.checkpoint)
+    assert list(model.config.caption_vocab) == expected and model.caption.head.out_features == len(expected)
+    logged = [r for r in result.history if r["kind"] == "train"]
+    assert all(0 < r["caption"] < 10 for r in logged)  # ln(len(expected)) at init, not ln(49408)

@@ -226,12 +226,15 @@ def _box(actor: Actor, state: Sequence[float]) -> tuple[float, float, float, flo
 
 
 def render_clip(rng: np.random.Generator, actors: Sequence[Actor | None], size: int, num_frames: int,
-                schedule: Sequence[Sequence[tuple[Actor, float] | None]] | None = None) -> np.ndarray:
+                schedule: Sequence[Sequence[tuple[Actor, float] | None]] | None = None,
+                noise: float = 5.0) -> np.ndarray:
     """Render ``(num_frames, size, size, 3)`` uint8 frames.
 
     By default every actor follows its action over the whole clip. A
     ``schedule`` instead lists, per frame, ``(actor, t)`` pairs to draw (used
-    for long videos whose segments start and stop).
+    for long videos whose segments start and stop). ``noise`` is the sensor
+    noise's sigma in grey levels (drawn even when 0, so the random stream and
+    everything else drawn from ``rng`` stay the same).
     """
     background = _background(rng, size)
     frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
@@ -246,7 +249,7 @@ def render_clip(rng: np.random.Generator, actors: Sequence[Actor | None], size: 
             cx, cy, scale, angle, alpha = actor.state(at)
             cover = _coverage(actor.shape, size, cx, cy, SIZES[actor.size] * scale, angle)[..., None] * alpha
             image = image * (1 - cover) + np.asarray(COLORS[actor.color], np.float32) * cover
-        image += rng.normal(0, 5, image.shape).astype(np.float32)  # sensor noise, fresh every frame
+        image += rng.normal(0, noise, image.shape).astype(np.float32)  # sensor noise, fresh every frame
         frames[i] = np.clip(image, 0, 255).astype(np.uint8)
     return frames
 
@@ -364,7 +367,7 @@ def _write_list(path: Path, rows: Sequence[tuple[str, int]]) -> None:
 
 def make_world(out_dir: str | os.PathLike, num_videos: int = 600, seed: int = 0, size: int = 64,
                num_frames: int = 16, fps: int = 8, num_long: int | None = None, num_ava: int | None = None,
-               num_images: int | None = None, progress: bool = False) -> World:
+               num_images: int | None = None, progress: bool = False, noise: float = 5.0) -> World:
     """Generate the synthetic world into ``out_dir`` (created if needed; files are overwritten).
 
     Args:
@@ -376,6 +379,7 @@ def make_world(out_dir: str | os.PathLike, num_videos: int = 600, seed: int = 0,
         num_long, num_ava, num_images: defaults ``max(4, num_videos // 10)``,
             ``max(4, num_videos // 10)`` and ``max(10, num_videos // 5)``.
         progress: a progress bar over the action clips.
+        noise: sigma of the sensor noise in grey levels, fresh every frame (0: none).
     """
     if size % 2 or size < 16:
         raise ValueError(f"size must be an even number >= 16 (h264 needs even sides), got {size}")
@@ -411,7 +415,8 @@ def make_world(out_dir: str | os.PathLike, num_videos: int = 600, seed: int = 0,
         actor = _random_actor(rng, label)
         distractor = _distractor(rng, actor) if rng.random() < 0.3 else None
         video = f"videos/clip_{i:05d}.mp4"
-        write_video(root / video, render_clip(rng, [actor, distractor], size, num_frames), fps=fps, options=_ENCODER)
+        write_video(root / video, render_clip(rng, [actor, distractor], size, num_frames, noise=noise), fps=fps,
+                    options=_ENCODER)
         lists[split].append((video, label))
         captions[split].append({"video": video, "caption": _captions(actor, rng, 4)})
         questions[split].extend(_questions(actor, video, rng))
@@ -436,7 +441,7 @@ def make_world(out_dir: str | os.PathLike, num_videos: int = 600, seed: int = 0,
         rng = np.random.default_rng([seed, 3, i])
         still = _random_actor(rng, int(rng.integers(len(ACTIONS))))
         still = dataclasses.replace(still, action=0, end=still.start)
-        frame = render_clip(rng, [still], size, 1)[0]
+        frame = render_clip(rng, [still], size, 1, noise=noise)[0]
         name = f"images/img_{i:05d}.png"
         _save_png(root / name, frame)
         words = f"a {rng.choice(_SIZE_WORDS[still.size])} {still.color} {rng.choice(_SHAPE_WORDS[still.shape])}"
@@ -444,8 +449,8 @@ def make_world(out_dir: str | os.PathLike, num_videos: int = 600, seed: int = 0,
                                                          f"a picture of a {still.color} {still.shape}"]})
     _write_jsonl(root / "image_text.jsonl", image_records)
 
-    _make_long_videos(root / "localization", num_long, seed, size, num_frames, fps)
-    _make_ava(root / "ava", num_ava, seed, size, num_frames * 2, fps)
+    _make_long_videos(root / "localization", num_long, seed, size, num_frames, fps, noise)
+    _make_ava(root / "ava", num_ava, seed, size, num_frames * 2, fps, noise)
 
     (root / "world.json").write_text(json.dumps({
         "seed": seed, "size": size, "num_frames": num_frames, "fps": fps, "classes": list(ACTIONS),
@@ -487,7 +492,8 @@ def _multiple_choice(items: Sequence[tuple[str, Actor]], rng: np.random.Generato
     return records
 
 
-def _make_long_videos(folder: Path, count: int, seed: int, size: int, num_frames: int, fps: int) -> None:
+def _make_long_videos(folder: Path, count: int, seed: int, size: int, num_frames: int, fps: int,
+                      noise: float = 5.0) -> None:
     """Long videos: 2-3 action segments (each a new shape) separated by still gaps.
 
     A video's segments come from different reversed pairs, so no two of its
@@ -523,7 +529,7 @@ def _make_long_videos(folder: Path, count: int, seed: int, size: int, num_frames
         for f in range(cursor - int(gaps[-1]), total):
             schedule[f] = [(previous, 1.0)]
         name = f"long_{i:05d}"
-        frames = render_clip(rng, [], size, total, schedule=schedule)
+        frames = render_clip(rng, [], size, total, schedule=schedule, noise=noise)
         write_video(folder / f"{name}.mp4", frames, fps=fps, options=_ENCODER)
         database[name] = {"duration": round(total / fps, 3), "subset": "validation" if i % 4 == 3 else "training",
                           "fps": fps, "annotations": annotations}
@@ -531,7 +537,8 @@ def _make_long_videos(folder: Path, count: int, seed: int, size: int, num_frames
                                                         indent=1) + "\n", encoding="utf-8")
 
 
-def _make_ava(folder: Path, count: int, seed: int, size: int, num_frames: int, fps: int) -> None:
+def _make_ava(folder: Path, count: int, seed: int, size: int, num_frames: int, fps: int,
+              noise: float = 5.0) -> None:
     """Two shapes doing two different actions at once, one in each half of the frame, a box row per visible frame.
 
     Different actions in one clip make a box-agnostic predictor (one set of
@@ -547,7 +554,7 @@ def _make_ava(folder: Path, count: int, seed: int, size: int, num_frames: int, f
         left = _random_actor(rng, first, region=(0.0, 0.0, 0.5, 1.0), sizes=("small",))
         right = _random_actor(rng, second, region=(0.5, 0.0, 1.0, 1.0), exclude_color=left.color, sizes=("small",))
         name = f"ava_{i:05d}"
-        write_video(folder / f"{name}.mp4", render_clip(rng, [left, right], size, num_frames), fps=fps,
+        write_video(folder / f"{name}.mp4", render_clip(rng, [left, right], size, num_frames, noise=noise), fps=fps,
                     options=_ENCODER)
         split = "val" if i % 4 == 3 else "train"
         for f in range(num_frames):

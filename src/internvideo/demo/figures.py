@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import DenseSampler, EvalTransformConfig, VideoClassificationDataset, View, build_eval_transform, probe, \
-    read_frames
-from ..models.videomae import reconstruction_target, tube_mask, unpatchify
+from ..data import probe, read_frames
+from ..models.videomae import tube_mask, unpatchify
+from .reconstruction import reconstruct, clip_dataset
 
 # ----------------------------------------------------------------------------- figures
 
@@ -38,10 +38,7 @@ def reconstruction_figure(model: nn.Module, test_list: str | os.PathLike, path: 
     model = model.eval()
     c = model.config
     mask_ratio = c.mask_ratio if mask_ratio is None else mask_ratio
-    view = View(DenseSampler(c.num_frames, c.frame_interval),
-                build_eval_transform(EvalTransformConfig(img_size=c.img_size, short_side=c.img_size, mean=c.mean,
-                                                         std=c.std)))
-    dataset = VideoClassificationDataset(test_list, view, training=False)
+    dataset = clip_dataset(model, test_list)
     picks, seen = [], set()
     for i, sample in enumerate(dataset.samples):
         if sample.label not in seen:
@@ -51,17 +48,9 @@ def reconstruction_figure(model: nn.Module, test_list: str | os.PathLike, path: 
             break
     video = torch.stack([dataset[i]["video"] for i in picks])
     mask = tube_mask(len(picks), c.grid, mask_ratio, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        pred = model(video, mask)["pred"].float()
-    pixels = reconstruction_target(video, c.patch_size, c.tubelet_size, False, c.mean, c.std)  # (B, N, D), 0-1
-    b, n, dim = pixels.shape
-    if c.norm_pix_loss:
-        hidden = pixels[mask].reshape(b, -1, dim // 3, 3)
-        pred = pred.reshape(hidden.shape) * (hidden.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6) \
-            + hidden.mean(dim=-2, keepdim=True)
-    recon, masked, alone = pixels.clone(), pixels.clone(), torch.zeros_like(pixels)
-    recon[mask] = pred.reshape(-1, dim)
-    alone[mask] = pred.reshape(-1, dim)
+    pixels, recon = reconstruct(model, video, mask)
+    masked, alone = pixels.clone(), torch.zeros_like(pixels)
+    alone[mask] = recon[mask]
     masked[mask] = 0.5
     rows = [("input", pixels), (f"mask {mask_ratio * 100:.0f} %", masked),
             ("predicted", alone), ("pasted", recon)]

@@ -12,28 +12,24 @@ train only small new parts on top of it, from clips decoded once:
   and question tokens; accuracy on ``qa_test.jsonl`` overall and on the
   motion questions, beside always answering the most frequent training answer
   (overall, and for the motion questions).
-* **captioning**: a caption decoder trained on the frozen encoders (video
-  tokens and caption encodings computed once, softmax over the training
-  captions' tokens); beam-search captions (3 beams, same closed vocabulary) of
-  the test clips scored with BLEU-4 and CIDEr-D, beside the nearest-caption baseline
-  (each test clip gets the first caption of its nearest training clip).
+* **captioning**: the multimodal model's own caption decoder, trained with the
+  contrastive stage (caption loss beside InfoNCE, over a closed vocabulary: the
+  tokens of the training captions, a few hundred of CLIP's 49k); beam-search
+  captions (3 beams) of the test clips scored with BLEU-4 and CIDEr-D, beside
+  the nearest-caption baseline (each test clip gets the first caption of its
+  nearest training clip).
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..data import VideoDataset, read_classification_list, read_qa, read_video_text
 from ..factory import load_model
-from ..losses import caption_loss
-from ..models.caption import IGNORE_INDEX, caption_targets
 from ..models.qa import VideoQA, VideoQAConfig, answer_vocabulary, question_padding
-from ..models.video_clip import InternVideoMM
 from ..tasks import common
 from ..tasks.metrics import caption_metrics
 from ..tasks.openset import evaluate_openset_features
@@ -41,63 +37,16 @@ from ..tasks.qa import QAFeatures, evaluate_qa, train_qa_head
 from ..tokenizer import get_tokenizer
 from .context import DemoContext
 
-#: (caption decoder steps, QA head epochs, open-set head steps) per preset.
-BUDGET = {"smoke": (2, 1, 20), "quick": (300, 4, 200), "default": (1500, 8, 300)}
-
-
-def _with_decoder(path) -> InternVideoMM:
-    """The demo's multimodal model plus a fresh 2-layer caption decoder (its encoders' weights kept)."""
-    trained = load_model(path)
-    model = InternVideoMM(dataclasses.replace(trained.config, caption_layers=2, caption_queries=8))
-    missing, unexpected = model.load_state_dict(trained.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("caption.") for k in missing):
-        raise RuntimeError(f"unexpected weights loading {path}: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    return model.eval()
-
-
-def train_caption_decoder(model: InternVideoMM, video_tokens: torch.Tensor, captions: list[list[str]], *,
-                          steps: int, batch_size: int = 32, lr: float = 2e-3, seed: int = 0) -> torch.Tensor:
-    """Train ``model.caption`` with teacher forcing on frozen encoders: ``video_tokens[i]`` has ``captions[i]``.
-
-    The softmax runs over the tokens of the training captions only (a closed vocabulary: a few hundred of CLIP's
-    49k, which makes a step two orders of magnitude cheaper on a CPU); returns those token ids, to be passed to
-    ``generate(..., allowed_tokens=...)``.
-    """
-    tok = get_tokenizer("clip", context_length=model.config.context_length)
-    ids = tok([c for caps in captions for c in caps])
-    ids = ids[:, : int((ids != 0).sum(dim=1).max())]
-    vocab = torch.unique(ids[ids != 0])
-    local = torch.full((model.config.vocab_size,), -1, dtype=torch.long)
-    local[vocab] = torch.arange(len(vocab))
-    owner = torch.tensor([i for i, caps in enumerate(captions) for _ in caps])
-    with torch.no_grad():
-        text_tokens = torch.cat([model.text.forward_tokens(ids[i:i + 256]) for i in range(0, len(ids), 256)])
-    optim = torch.optim.AdamW(model.caption.parameters(), lr=lr, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
-    g = torch.Generator().manual_seed(seed)
-    model.caption.train()
-    for _ in range(steps):
-        rows = torch.randperm(len(ids), generator=g)[:batch_size]
-        # Cut at the batch's longest caption: the head over CLIP's 49k tokens is most of a step's cost.
-        length = int((ids[rows] != 0).sum(dim=1).max())
-        hidden = model.caption.features(text_tokens[rows, :length - 1],
-                                        model.caption.pool_video(video_tokens[owner[rows]]))
-        logits = F.linear(hidden, model.caption.head.weight[vocab], model.caption.head.bias[vocab])
-        targets = caption_targets(ids[rows, :length])
-        targets = torch.where(targets == IGNORE_INDEX, targets, local[targets.clamp(min=0)])
-        loss = caption_loss(logits, targets, pad_id=None)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        sched.step()
-    model.caption.eval()
-    return vocab
+#: (QA head epochs, open-set head steps) per preset.
+BUDGET = {"smoke": (1, 20), "quick": (4, 200), "default": (6, 300)}
 
 
 def demo_stage(ctx: DemoContext) -> list[dict[str, Any]]:
-    decoder_steps, qa_epochs, openset_steps = BUDGET.get(ctx.preset, BUDGET["default"])
+    qa_epochs, openset_steps = BUDGET.get(ctx.preset, BUDGET["default"])
     torch.manual_seed(ctx.seed)
-    model = _with_decoder(ctx.mm_checkpoint)
+    model = load_model(ctx.mm_checkpoint).eval()
+    if model.caption is None:
+        raise RuntimeError(f"{ctx.mm_checkpoint}: the demo's multimodal model has no caption decoder")
     w = ctx.world
     lists = {s: read_classification_list(w / f"openset_{s}.txt") for s in ("train", "val", "test")}
     captions = {s: read_video_text(w / f"captions_{s}.jsonl") for s in ("train", "test")}
@@ -161,17 +110,15 @@ def demo_stage(ctx: DemoContext) -> list[dict[str, Any]]:
                      "metric": "accuracy, motion questions (%)", "short": "QA motion acc",
                      "value": r["per_type"]["motion"], "chance": base})
 
-    # --- captioning
+    # --- captioning (the decoder trained with the contrastive stage, on the training captions' vocabulary)
     train_rows = [row[s.video] for s in captions["train"]]
-    vocab = train_caption_decoder(model, tokens[train_rows].flatten(1, 2),
-                                  [list(s.captions) for s in captions["train"]], steps=decoder_steps, seed=ctx.seed)
     test = captions["test"]
     test_rows = [row[s.video] for s in test]
     generated: dict[str, str] = {}
     with torch.no_grad():
         for i in range(0, len(test), 64):
             ids = model.generate_from_tokens(tokens[test_rows[i:i + 64]].flatten(1, 2), max_len=20, strategy="beam",
-                                             num_beams=3, allowed_tokens=vocab)
+                                             num_beams=3)
             for s, text in zip(test[i:i + 64], tok.batch_decode(ids), strict=True):
                 generated[s.video] = text
     references = {s.video: list(s.captions) for s in test}
@@ -187,4 +134,4 @@ def demo_stage(ctx: DemoContext) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["BUDGET", "demo_stage", "train_caption_decoder"]
+__all__ = ["BUDGET", "demo_stage"]

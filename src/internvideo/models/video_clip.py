@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .caption import CaptionDecoder, Strategy, beam_search, caption_targets, greedy_search
+from .caption import IGNORE_INDEX, CaptionDecoder, Strategy, beam_search, caption_targets, greedy_search
 from .layers import Activation, Block, CrossBlock, KVCache, TubeletEmbed, init_weights, interpolate_pos_embed
 from .text import TextTransformer, init_clip_blocks
 
@@ -92,6 +92,10 @@ class InternVideoMMConfig:
     # caption decoder (CoCa-style); 0 layers = none
     caption_layers: int = 0
     caption_queries: int = 256
+    # A closed caption vocabulary: the token ids the decoder can emit (its head has one row per id; the end token
+    # is always added). Empty: CLIP's whole vocabulary. A demo-scale choice: a head over a few hundred ids costs
+    # a fraction of one over 49k on a CPU (train/config.py: model.caption_vocab=train picks the training captions').
+    caption_vocab: tuple[int, ...] = ()
     # shared
     norm_eps: float = 1e-5
     act: Activation = "quick_gelu"
@@ -104,6 +108,13 @@ class InternVideoMMConfig:
             bad = [i for i in self.local_blocks if not 0 <= i < self.vision_layers]
             if bad:
                 raise ValueError(f"local_blocks {bad} out of range for {self.vision_layers} vision layers")
+        if self.caption_vocab:
+            ids = sorted({int(i) for i in self.caption_vocab} | {self.eot_token_id})
+            if ids[0] < 0 or ids[-1] >= self.vocab_size:
+                raise ValueError(f"caption_vocab: token ids must lie in [0, {self.vocab_size}), got {ids[0]}..{ids[-1]}")
+            self.caption_vocab = tuple(ids)
+        else:
+            self.caption_vocab = ()
 
     @property
     def grid_size(self) -> int:
@@ -332,9 +343,16 @@ class InternVideoMM(nn.Module):
             mask_embedding=c.text_mask_embedding,
         )
         self.caption = CaptionDecoder(
-            c.text_width, c.vision_width, c.text_heads, c.caption_layers, c.caption_queries, c.vocab_size,
-            mlp_ratio=c.text_mlp_ratio, norm_eps=c.norm_eps, act=c.act,
+            c.text_width, c.vision_width, c.text_heads, c.caption_layers, c.caption_queries,
+            len(c.caption_vocab) or c.vocab_size, mlp_ratio=c.text_mlp_ratio, norm_eps=c.norm_eps, act=c.act,
         ) if c.caption_layers else None
+        # Closed vocabulary: head row -> token id, and token id -> head row (-1: not in the vocabulary).
+        ids = torch.tensor(c.caption_vocab, dtype=torch.long)
+        rows = torch.full((c.vocab_size if len(ids) else 0,), -1, dtype=torch.long)
+        if len(ids):
+            rows[ids] = torch.arange(len(ids))
+        self.register_buffer("caption_ids", ids, persistent=False)
+        self.register_buffer("caption_rows", rows, persistent=False)
         self.logit_scale = nn.Parameter(torch.tensor(float(c.logit_scale_init)))
 
     # ------------------------------------------------------------------ encoders
@@ -380,8 +398,16 @@ class InternVideoMM(nn.Module):
             # Pooled queries have a fixed count, so groups of different frame counts concatenate here.
             pooled = torch.cat([self.caption.pool_video(f.tokens.flatten(1, 2)) for f in feats])
             out["caption_logits"] = self.caption(text_tokens[:, :-1], pooled)
-            out["caption_targets"] = caption_targets(text_ids)
+            out["caption_targets"] = self.caption_head_targets(caption_targets(text_ids))
         return out
+
+    def caption_head_targets(self, targets: torch.Tensor) -> torch.Tensor:
+        """Token-id targets as rows of the caption head: unchanged for CLIP's whole vocabulary; with a closed
+        vocabulary, its row, and ignored (-100) for a token outside it (a caption the vocabulary was not made from)."""
+        if not len(self.caption_ids):
+            return targets
+        rows = self.caption_rows[targets.clamp(min=0)]
+        return torch.where((targets == IGNORE_INDEX) | (rows < 0), IGNORE_INDEX, rows)
 
     @torch.no_grad()
     def generate(self, video: torch.Tensor, max_len: int = 30, strategy: Strategy = "greedy", num_beams: int = 4,
@@ -392,9 +418,10 @@ class InternVideoMM(nn.Module):
         ``strategy``: ``"greedy"`` or ``"beam"`` (``num_beams`` wide, scores
         divided by ``length ** length_penalty``). ``use_cache=False`` re-runs
         the whole prefix at every step (the reference the cache is tested
-        against). ``allowed_tokens`` (ids) restricts the output to a closed
-        vocabulary, e.g. the tokens of the training captions (the end token is
-        always allowed). Decode with ``get_tokenizer("clip").batch_decode``.
+        against). ``allowed_tokens`` (ids) restricts the output further, e.g. to
+        the tokens of the training captions (the end token is always allowed); a
+        model built with ``caption_vocab`` emits only those ids anyway. Decode
+        with ``get_tokenizer("clip").batch_decode``.
         """
         return self.generate_from_tokens(self.visual.forward_features(video).tokens.flatten(1, 2), max_len, strategy,
                                          num_beams, length_penalty, use_cache, allowed_tokens)
@@ -474,6 +501,10 @@ class _CaptionStepper:
         else:
             self.ids = new_ids if self.ids is None else torch.cat([self.ids, new_ids], dim=1)
             logits = self.model.caption(self.model.text.forward_tokens(self.ids), self.pooled)[:, -1]
+        ids = self.model.caption_ids
+        if len(ids):  # a closed vocabulary's rows back to token ids; every other id impossible
+            logits = logits.new_full((logits.shape[0], self.model.config.vocab_size), float("-inf")).index_copy_(
+                1, ids, logits)
         return logits if self.blocked is None else logits.masked_fill(self.blocked, float("-inf"))
 
     def reorder(self, index: torch.Tensor) -> None:

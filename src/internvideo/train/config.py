@@ -29,6 +29,9 @@ class ModelSection:
     # fusion only: the two frozen backbones (directories of ours or any supported checkpoint)
     mae_backbone: str | None = None
     mm_backbone: str | None = None
+    # contrastive, with a caption decoder: "train" gives the decoder a closed vocabulary, the tokens of the
+    # training captions (model config caption_vocab); "full": all of CLIP's 49k tokens
+    caption_vocab: Literal["full", "train"] = "full"
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...data.datasets import VideoTextDataset, collate_videos
+from ...data.datasets import VideoTextDataset, collate_videos, read_video_text
 from ...losses import ClipLoss, caption_loss
 from ...tokenizer import get_tokenizer
 from ..config import TrainConfig
@@ -18,6 +18,14 @@ class ContrastiveObjective(VideoObjective):
         super().__init__(cfg)
         self.tokenizer = get_tokenizer("clip")
         self.clip_loss = ClipLoss()
+
+    def model_overrides(self):
+        overrides = super().model_overrides()
+        if self.cfg.model.caption_vocab == "train":
+            captions = [c for s in read_video_text(self.path(self.cfg.data.train), self.root) for c in s.captions]
+            ids = self.tokenizer(captions)
+            overrides["caption_vocab"] = tuple(torch.unique(ids[ids != 0]).tolist())
+        return overrides
 
     def datasets(self):
         d = self.cfg.data
