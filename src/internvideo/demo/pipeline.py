@@ -36,10 +36,9 @@ training curves of every stage (``curves_<stage>.png``),
 ``retrieval.png`` (text queries and their top-3 videos), and the world, runs
 and checkpoints under ``world/`` and ``runs/``.
 
-Presets: the default run takes 17 minutes on a 2-core machine shared with
-other jobs (11 minutes of CPU time; one compute thread beside one decoding
-process); ``--quick`` a few minutes (numbers not meaningful; the slow test);
-``--smoke`` under a minute (the pipeline only; the default test suite).
+Presets: the default run takes 10 minutes on an idle 2-core machine (17 CPU-minutes; two compute threads,
+clips decoded once into memory; docs/demo.md has the 3-seed table); ``--quick`` a few minutes (numbers not
+meaningful; the slow test); ``--smoke`` under a minute (the pipeline only; the default test suite).
 """
 from __future__ import annotations
 
