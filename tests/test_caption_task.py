@@ -141,3 +141,34 @@ def test_eval_caption_command(data_world, captioner, tmp_path, capsys):
     assert caption_task.main(args) == 0
     assert "BLEU-4" in capsys.readouterr().out
     assert json.loads(out.read_text())["strategy"] == "beam"
+
+
+def test_fine_tune_decoder_learns_the_captions_and_leaves_the_encoders(data_world):
+    torch.manual_seed(0)
+    model = InternVideoMM(dataclasses.replace(TINY, caption_vocab=tuple(range(320, 40000)))).eval()
+    samples = read_video_text(data_world.root / "captions_train.jsonl")[:6]
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("caption.")}
+    before = model.caption.head.weight.clone()
+    with torch.no_grad():
+        tokens = torch.cat([model.forward_features(_clips(model, [s.video])) for s in samples])
+    out = caption_task.fine_tune_decoder(model, samples, video_tokens=tokens, steps=40, batch_size=8, lr=3e-3,
+                                         progress=False)
+    losses = out["losses"]
+    assert len(losses) == 40 and out["num_captions"] == sum(len(s.captions) for s in samples)
+    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5  # it learns the captions
+    assert not torch.equal(model.caption.head.weight, before)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in frozen.items())  # encoders untouched
+    with pytest.raises(ValueError, match="video_tokens holds 5 videos but the training set 6"):
+        caption_task.fine_tune_decoder(model, samples, video_tokens=tokens[:5], steps=1, progress=False)
+    # Computing the tokens itself gives the same first loss as the tokens passed in.
+    torch.manual_seed(0)
+    again = InternVideoMM(dataclasses.replace(TINY, caption_vocab=tuple(range(320, 40000)))).eval()
+    first = caption_task.fine_tune_decoder(again, samples, steps=1, batch_size=8, lr=3e-3, progress=False)
+    assert first["losses"][0] == pytest.approx(losses[0], rel=1e-4)
+
+
+def _clips(model, paths):
+    from internvideo.data import VideoDataset
+    from internvideo.tasks import common
+
+    return VideoDataset(paths, common.eval_view(model), training=False, strict=True)[0]["video"][None]

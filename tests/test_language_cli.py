@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -62,3 +63,58 @@ def test_eval_qa_and_refusing_other_models(data_world, mm_dir, tmp_path, capsys)
     with pytest.raises(SystemExit) as e:
         cli.main(["eval", "qa", "--model", str(mm_dir), "--data", str(r / "qa_test.jsonl"), "--no-progress"])
     assert e.value.code == 2 and "is not a QA model" in capsys.readouterr().err
+
+
+def test_eval_openset_scores_the_models_own_head(data_world, tmp_path):
+    """A classifier of the known classes is scored from its own logits, its head rows mapped by saved label."""
+    from internvideo.data import read_classification_list
+    from internvideo.factory import create_model
+    from internvideo.models.openset import SCORES
+    from internvideo.tasks.openset import evaluate_openset, score_logits
+
+    r = data_world.root
+    torch.manual_seed(0)
+    rows = ("7", "6", "5", "4", "3", "2", "1", "0")  # head row i predicts label 7 - i
+    model = create_model("videomae_tiny", num_classes=8, class_names=rows).eval()
+    result = evaluate_openset(model, r / "openset_train.txt", r / "openset_val.txt", r / "openset_test.txt",
+                              progress=False)
+    assert result["head"] == "model" and result["num_known_classes"] == 8
+    # By hand: logits in label order, labels as rows, the same thresholds rule.
+    lists = {s: read_classification_list(r / f"openset_{s}.txt") for s in ("val", "test")}
+    with torch.no_grad():
+        logits = {s: torch.cat([model(_clip(model, x.path)) for x in v])[:, list(range(7, -1, -1))]
+                  for s, v in lists.items()}
+    labels = {s: np.asarray([x.label for x in v]) for s, v in lists.items()}
+    expected = score_logits({k: (logits["val"], logits["test"]) for k in SCORES}, labels["val"], labels["test"], 8)
+    for score in SCORES:
+        assert result["scores"][score]["auroc"] == pytest.approx(expected["scores"][score]["auroc"], abs=1e-6)
+        assert result["scores"][score]["closed_set_accuracy"] == pytest.approx(
+            expected["scores"][score]["closed_set_accuracy"])
+    fitted = evaluate_openset(model, r / "openset_train.txt", r / "openset_val.txt", r / "openset_test.txt",
+                              head="fit", steps=5, progress=False)
+    assert fitted["head"] == "fit"
+
+
+def test_eval_openset_own_head_errors(data_world, mm_dir, tmp_path, capsys):
+    from internvideo.factory import create_model
+
+    r = data_world.root
+    lists = ["--train", str(r / "openset_train.txt"), "--val", str(r / "openset_val.txt"),
+             "--data", str(r / "openset_test.txt"), "--no-progress"]
+    with pytest.raises(SystemExit) as e:
+        cli.main(["eval", "openset", "--model", str(mm_dir), "--head", "model", *lists])
+    assert e.value.code == 2 and "no classifier head over the known classes" in capsys.readouterr().err
+    wrong = tmp_path / "wrong"
+    save_model(create_model("videomae_tiny", num_classes=8, class_names=tuple("01234569")), wrong)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["eval", "openset", "--model", str(wrong), "--head", "model", *lists])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith("internvideo: error: the model's head predicts labels")
+    assert "[0, 1, 2, 3, 4, 5, 6, 9]" in err
+
+
+def _clip(model, path):
+    from internvideo.data import VideoDataset
+    from internvideo.tasks import common
+
+    return VideoDataset([path], common.eval_view(model), training=False, strict=True)[0]["video"][None]

@@ -5,6 +5,7 @@ import pytest
 
 from internvideo.factory import load_model
 from internvideo.models.qa import VideoQA
+from internvideo.tasks.openset import evaluate_openset
 from internvideo.train import train
 from internvideo.train.config import load_config
 from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
@@ -29,6 +30,12 @@ def test_openset_objective_trains_on_known_classes(data_world, tmp_path):
     assert 0 < evals[-1]["uncertainty"] <= 100
     model = load_model(result.checkpoint)
     assert model.config.num_classes == 8  # the world's two held-out classes are not in the head
+    # `eval openset` then scores the trained head itself (its rows saved as the known labels).
+    r = data_world.root
+    scored = evaluate_openset(model, r / "openset_train.txt", r / "openset_val.txt", r / "openset_test.txt",
+                              progress=False)
+    assert scored["head"] == "model" and set(scored["scores"]) == {"uncertainty", "msp", "energy", "max_logit"}
+    assert scored["num_test_unknown"] > 0
 
 
 def test_openset_objective_refuses_unknown_training_videos(data_world, tmp_path):

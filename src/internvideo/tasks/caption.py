@@ -10,6 +10,9 @@
   With ``train=`` it also scores the nearest-caption baseline: each test video
   gets the first caption of the training video closest to it in the model's
   video embedding space, i.e. what retrieval alone achieves without a decoder.
+* :func:`fine_tune_decoder`: captioning fine-tuning of the decoder alone
+  (video and text encoders frozen, their outputs computed once), the step
+  between caption pretraining and generation that CoCa-style models take.
 * CLI: ``internvideo eval caption --model DIR --data captions_test.jsonl`` and
   ``internvideo caption VIDEO... --model DIR [--jsonl]``.
 """
@@ -17,24 +20,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from ..data import VideoDataset, VideoTextSample, read_video_text
-from ..models.caption import Strategy
+from ..models.caption import IGNORE_INDEX, Strategy, caption_targets
 from ..tokenizer import get_tokenizer
 from . import common
 from .common import Precision
 from .inputs import readable_videos, usage_error
 from .metrics import caption_metrics
 
-__all__ = ["generate_captions", "evaluate_caption", "nearest_caption_baseline", "results_table", "add_arguments",
+__all__ = ["generate_captions", "evaluate_caption", "nearest_caption_baseline", "fine_tune_decoder", "results_table", "add_arguments",
            "main", "add_caption_arguments", "caption_main"]
 
 
@@ -125,6 +130,74 @@ def evaluate_caption(model: nn.Module, data: str | os.PathLike | Sequence[VideoT
                                            progress=progress)
         results["baseline"] = {"name": "nearest training caption", **caption_metrics(references, nearest)}
     return results
+
+
+def fine_tune_decoder(model: nn.Module, train: str | os.PathLike | Sequence[VideoTextSample], *,
+                      root: str | os.PathLike | None = None, video_tokens: torch.Tensor | None = None,
+                      steps: int = 1000, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.05,
+                      seed: int = 0, device: str | torch.device | None = None,
+                      progress: bool = True) -> dict[str, Any]:
+    """Train ``model.caption`` with teacher-forced cross-entropy on every caption of ``train``; all else frozen.
+
+    ``video_tokens`` ``(len(train), N, vision_width)``: last-layer tokens of
+    each training video in order (``model.forward_features``), when already
+    computed; otherwise they are computed here and unreadable videos are
+    skipped and counted. Batches draw (video, caption) pairs at random; the
+    learning rate warms up linearly over the first tenth of the steps, then
+    follows a cosine. A non-finite loss stops training with the step named.
+    Returns ``{"losses": [every step], "num_videos", "num_captions",
+    "num_ignored_tokens", "skipped"}``.
+    """
+    _require_decoder(model)
+    samples = _samples(train, root)
+    dev = common.resolve_device(device)
+    skipped: list[tuple[str, str]] = []
+    if video_tokens is None:
+        keep, skipped = readable_videos([s.video for s in samples])
+        samples = [samples[i] for i in keep]
+        if not samples:
+            raise ValueError(f"none of the training videos could be read (first: {skipped[0][0]}: {skipped[0][1]})")
+        dataset = VideoDataset([s.video for s in samples], common.eval_view(model), training=False, strict=True)
+        tokens, _ = common.map_views(model, model.forward_features, dataset, device=dev, progress=progress,
+                                     desc="video tokens")
+        video_tokens = tokens[:, 0]
+    if len(video_tokens) != len(samples):
+        raise ValueError(f"video_tokens holds {len(video_tokens)} videos but the training set {len(samples)}")
+    pairs = [(i, c) for i, s in enumerate(samples) for c in s.captions]
+    if not pairs:
+        raise ValueError("the training videos have no captions")
+    tokenizer = get_tokenizer("clip", context_length=model.config.context_length)
+    ids = tokenizer([c for _, c in pairs])
+    ids = ids[:, : int((ids != 0).sum(dim=1).max())]
+    model.to(dev).eval()
+    with torch.no_grad():  # the text encoder is frozen: its causal states are the decoder's fixed input
+        text = torch.cat([model.text.forward_tokens(ids[i:i + 256].to(dev)) for i in range(0, len(ids), 256)])
+    targets = model.caption_head_targets(caption_targets(ids).to(dev))
+    video = torch.tensor([i for i, _ in pairs], device=dev)
+    decoder = model.caption.train()
+    optim = torch.optim.AdamW(decoder.parameters(), lr=lr, weight_decay=weight_decay)
+    warm = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: (s + 1) / warm if s < warm else
+                                              0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    bar = tqdm(range(steps), desc="caption decoder", disable=not progress, unit="step")
+    for step in bar:
+        rows = torch.randint(len(pairs), (min(batch_size, len(pairs)),), generator=g).to(dev)
+        logits = decoder(text[rows, :-1], decoder.pool_video(video_tokens[video[rows]].to(dev)))
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets[rows].flatten(), ignore_index=IGNORE_INDEX)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"caption fine-tuning: non-finite loss at step {step} (lower lr, now {lr})")
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        sched.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    decoder.eval()
+    return {"losses": losses, "num_videos": len(samples), "num_captions": len(pairs),
+            "num_ignored_tokens": int(((targets == IGNORE_INDEX) & (caption_targets(ids).to(dev) != IGNORE_INDEX)
+                                       ).sum()), "skipped": skipped}
 
 
 def results_table(results: dict[str, Any]) -> str:

@@ -20,16 +20,23 @@ lists label ``-1`` marks an unknown video (the synthetic world's
 ``openset_*.txt``). Class names can also mark unknowns: ``unknown=[names]``
 with ``classes`` (``classes.txt``); a name both known and unknown is an error.
 
-Features come from the frozen backbone, one centre view per video
-(:func:`~internvideo.tasks.common.dataset_features`), so the heads train in
-seconds; :func:`evaluate_openset_features` takes cached features directly.
+Two ways to get the scores (:func:`evaluate_openset`, ``--head``):
+
+* the model's **own head**, for a classifier trained on the known classes
+  (the ``openset`` objective, which fine-tunes the backbone with the EDL loss
+  as DEAR does, or any classifier of the known classes): the four scores come
+  from its logits;
+* **fitted heads** on frozen features (one centre view per video,
+  :func:`~internvideo.tasks.common.dataset_features`): an evidential and a
+  softmax head trained in seconds; :func:`evaluate_openset_features` takes
+  cached features directly.
 """
 from __future__ import annotations
 
 import argparse
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -43,6 +50,7 @@ from .common import Precision, Sampling
 from .inputs import usage_error
 
 __all__ = ["resolve_unknown", "fit_head", "openset_metrics", "evaluate_openset_features", "evaluate_openset",
+           "score_logits", "model_head_rows",
            "results_table", "add_arguments", "main"]
 
 UNKNOWN = -1
@@ -122,6 +130,23 @@ def _check_finite(name: str, x: np.ndarray | torch.Tensor) -> None:
                          "features or scores")
 
 
+def _known_index(train_labels: np.ndarray) -> dict[int, int]:
+    """Known label -> head row (increasing label order); the training labels must all be known."""
+    classes = np.unique(train_labels)
+    if (classes == UNKNOWN).any():
+        raise ValueError("the open-set training list holds unknown videos (label -1); train on known classes only")
+    if len(classes) < 2:
+        raise ValueError(f"open-set training needs at least two known classes, got {len(classes)}")
+    return {int(c): i for i, c in enumerate(classes)}
+
+
+def _remap(labels: np.ndarray, index: dict[int, int], split: str) -> np.ndarray:
+    stray = sorted({int(v) for v in labels if v != UNKNOWN and int(v) not in index})
+    if stray:
+        raise ValueError(f"{split} labels {stray} are neither training classes nor marked unknown (-1)")
+    return np.asarray([UNKNOWN if v == UNKNOWN else index[int(v)] for v in labels], dtype=np.int64)
+
+
 def evaluate_openset_features(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
                               test: tuple[np.ndarray, np.ndarray], *, kind: EvidenceFn = "exp",
                               reject_rate: float = 0.05, steps: int = 300, annealing_steps: int = 100,
@@ -134,18 +159,11 @@ def evaluate_openset_features(train: tuple[np.ndarray, np.ndarray], val: tuple[n
     """
     for name, (x, _) in (("train", train), ("val", val), ("test", test)):
         _check_finite(name, x)
-    classes = np.unique(train[1])
-    if (classes == UNKNOWN).any():
-        raise ValueError("the open-set training list holds unknown videos (label -1); train on known classes only")
-    if len(classes) < 2:
-        raise ValueError(f"open-set training needs at least two known classes, got {len(classes)}")
-    index = {int(c): i for i, c in enumerate(classes)}
+    index = _known_index(train[1])
+    classes = np.asarray(sorted(index))
 
     def remap(labels: np.ndarray, split: str) -> np.ndarray:
-        stray = sorted({int(v) for v in labels if v != UNKNOWN and int(v) not in index})
-        if stray:
-            raise ValueError(f"{split} labels {stray} are neither training classes nor marked unknown (-1)")
-        return np.asarray([UNKNOWN if v == UNKNOWN else index[int(v)] for v in labels], dtype=np.int64)
+        return _remap(labels, index, split)
 
     k = len(classes)
     x_train, y_train = torch.as_tensor(train[0], dtype=torch.float32), torch.as_tensor(remap(train[1], "train"))
@@ -153,23 +171,34 @@ def evaluate_openset_features(train: tuple[np.ndarray, np.ndarray], val: tuple[n
     heads = {"edl": fit_head(x_train, y_train, k, loss="edl", kind=kind, **opts),
              "ce": fit_head(x_train, y_train, k, loss="ce", **opts)}
     splits = {"val": (val[0], remap(val[1], "val")), "test": (test[0], remap(test[1], "test"))}
-    out: dict[str, Any] = {"scores": {}}
     with torch.no_grad():
         logits = {(h, s): heads[h](torch.as_tensor(x, dtype=torch.float32)) for h in heads for s, (x, _) in
                   splits.items()}
-        for score in SCORES:
-            head = "edl" if score == "uncertainty" else "ce"
-            per = {}
-            for split in splits:
-                lg = logits[(head, split)]
-                per[split] = (unknown_scores(lg, score, kind).numpy(), lg.argmax(dim=-1).numpy())
-                _check_finite(f"{split} {score}", per[split][0])
-            threshold = _threshold(*per["val"], splits["val"][1], k, reject_rate)
-            out["scores"][score] = openset_metrics(*per["test"], splits["test"][1], threshold, k)
-    y_test = splits["test"][1]
-    out.update(task="openset", num_known_classes=k, num_train=int(len(y_train)),
-               num_test_known=int((y_test != UNKNOWN).sum()), num_test_unknown=int((y_test == UNKNOWN).sum()),
-               reject_rate=reject_rate, evidence=kind)
+    out = score_logits({score: tuple(logits[("edl" if score == "uncertainty" else "ce", s)] for s in splits)
+                        for score in SCORES}, splits["val"][1], splits["test"][1], k, kind=kind,
+                       reject_rate=reject_rate)
+    out.update(num_train=int(len(y_train)), head="fit")
+    return out
+
+
+def score_logits(logits: dict[str, tuple[torch.Tensor, torch.Tensor]], val_labels: np.ndarray,
+                 test_labels: np.ndarray, num_classes: int, *, kind: EvidenceFn = "exp",
+                 reject_rate: float = 0.05) -> dict[str, Any]:
+    """The protocol's metrics from head outputs: ``{score: (val logits, test logits)}`` over the K known classes.
+
+    Labels are head rows ``0..K-1`` or ``-1`` (unknown); each score's threshold comes from the validation split.
+    """
+    out: dict[str, Any] = {"scores": {}}
+    for score, (val_logits, test_logits) in logits.items():
+        per = {}
+        for split, lg in (("val", val_logits), ("test", test_logits)):
+            _check_finite(f"{split} logits", lg)
+            per[split] = (unknown_scores(lg, score, kind).numpy(), lg.argmax(dim=-1).numpy())
+            _check_finite(f"{split} {score}", per[split][0])
+        threshold = _threshold(*per["val"], val_labels, num_classes, reject_rate)
+        out["scores"][score] = openset_metrics(*per["test"], test_labels, threshold, num_classes)
+    out.update(task="openset", num_known_classes=num_classes, num_test_known=int((test_labels != UNKNOWN).sum()),
+               num_test_unknown=int((test_labels == UNKNOWN).sum()), reject_rate=reject_rate, evidence=kind)
     return out
 
 
@@ -180,22 +209,61 @@ def _labels(samples: Sequence[ClassificationSample], unknown: set[int]) -> np.nd
     return np.asarray([UNKNOWN if s.label in unknown else s.label for s in samples], dtype=np.int64)
 
 
+Head = Literal["auto", "model", "fit"]
+
+
+def model_head_rows(model: nn.Module, known: Sequence[int], names: Sequence[str] | None = None) -> list[int] | None:
+    """Which known label each row of the model's own classifier head predicts, or None if it has no such head.
+
+    The ``openset`` objective saves the known labels as ``class_names`` (``"0"``, ``"1"``, ...); a classifier
+    trained on class names maps through ``names`` (classes.txt); a head without names is read as the known
+    labels in increasing order when it has one row per known class.
+    """
+    config = getattr(model, "config", None)
+    rows = getattr(config, "num_classes", 0) or 0
+    if not rows or hasattr(model, "encode_text"):
+        return None
+    saved = getattr(config, "class_names", None)
+    if not saved:
+        return sorted(known) if rows == len(known) else None
+    if all(str(n).lstrip("-").isdigit() for n in saved):
+        return [int(n) for n in saved]
+    if names is None:
+        raise ValueError("the model's head is labelled by class name: give the class list (classes.txt) to map it")
+    missing = [n for n in saved if n not in names]
+    if missing:
+        raise ValueError(f"the model's head classes {', '.join(missing)} are not in the class list")
+    return [list(names).index(n) for n in saved]
+
+
 def evaluate_openset(model: nn.Module, train: ListData, val: ListData, test: ListData, *,
                      root: str | os.PathLike | None = None, classes: str | os.PathLike | Sequence[str] | None = None,
-                     unknown: Sequence[str] = (), known: Sequence[str] | None = None, pool: str = "auto",
-                     sampling: Sampling = "auto", frame_interval: int | None = None, batch_size: int = 8,
-                     num_workers: int = 0, device: str | torch.device | None = None, precision: Precision = "fp32",
-                     progress: bool = True, **protocol: Any) -> dict[str, Any]:
-    """Features of the frozen ``model`` on the three lists, then :func:`evaluate_openset_features`."""
+                     unknown: Sequence[str] = (), known: Sequence[str] | None = None, head: Head = "auto",
+                     pool: str = "auto", sampling: Sampling = "auto", frame_interval: int | None = None,
+                     batch_size: int = 8, num_workers: int = 0, device: str | torch.device | None = None,
+                     precision: Precision = "fp32", progress: bool = True, **protocol: Any) -> dict[str, Any]:
+    """The protocol on a model: its own classifier head, or heads fitted on its frozen features.
+
+    ``head="model"`` scores the model's own outputs (a classifier trained on
+    the known classes, e.g. by the ``openset`` objective): all four scores
+    come from the same logits, and the training list only names the known
+    classes. ``head="fit"`` trains the evidential and softmax heads on the
+    frozen features (:func:`evaluate_openset_features`; ``protocol`` goes to
+    it). ``"auto"``: the model's head when it has one row per known class,
+    else fitted heads. ``results["head"]`` says which.
+    """
     from .recognition import classification_dataset
 
+    if head not in ("auto", "model", "fit"):
+        raise ValueError(f"head must be 'auto', 'model' or 'fit', not {head!r}")
+    names = None if classes is None else (read_classes(classes) if isinstance(classes, (str, os.PathLike))
+                                          else list(classes))
     unknown_ids: set[int] = set()
     if unknown or known:
-        if classes is None:
+        if names is None:
             raise ValueError("naming known/unknown classes needs the class list (classes.txt)")
-        names = read_classes(classes) if isinstance(classes, (str, os.PathLike)) else list(classes)
         unknown_ids = resolve_unknown(names, unknown, known)
-    splits = {}
+    lists = {}
     for name, data in (("train", train), ("val", val), ("test", test)):
         samples = read_classification_list(data, root) if isinstance(data, (str, os.PathLike)) else list(data)
         if not samples:
@@ -204,11 +272,41 @@ def evaluate_openset(model: nn.Module, train: ListData, val: ListData, test: Lis
         if name == "train" and (labels == UNKNOWN).any():
             bad = sorted({s.label for s in samples if s.label in unknown_ids or s.label == UNKNOWN})
             raise ValueError(f"the open-set training list holds unknown classes {bad}; train on known classes only")
+        lists[name] = (samples, labels)
+    index = _known_index(lists["train"][1])
+    rows = model_head_rows(model, list(index), names) if head != "fit" else None
+    if rows is not None and sorted(rows) != sorted(index):
+        if head == "model":
+            raise ValueError(f"the model's head predicts labels {sorted(rows)}, not the known training classes "
+                             f"{sorted(index)}")
+        rows = None
+    if head == "model" and rows is None:
+        raise ValueError(f"{type(model).__name__} has no classifier head over the known classes; use head='fit'")
+
+    def outputs(name: str, fn: Any) -> np.ndarray:
+        samples = lists[name][0]
         dataset = classification_dataset(model, samples, root=root, sampling=sampling, frame_interval=frame_interval)
-        feats = common.dataset_features(model, dataset, pool=pool, batch_size=batch_size, num_workers=num_workers,
-                                 device=device, precision=precision, progress=progress, desc=f"features ({name})")
-        splits[name] = (feats, labels)
-    return evaluate_openset_features(splits["train"], splits["val"], splits["test"], **protocol)
+        if fn is None:
+            return common.dataset_features(model, dataset, pool=pool, batch_size=batch_size, num_workers=num_workers,
+                                           device=device, precision=precision, progress=progress,
+                                           desc=f"features ({name})")
+        out, _ = common.map_views(model, fn, dataset, batch_size=batch_size, num_workers=num_workers,
+                                  device=common.resolve_device(device), precision=precision, progress=progress,
+                                  desc=f"logits ({name})")
+        return out.float().mean(dim=1).numpy()
+
+    if rows is None:
+        splits = {name: (outputs(name, None), lists[name][1]) for name in lists}
+        return evaluate_openset_features(splits["train"], splits["val"], splits["test"], **protocol)
+    # Head rows reordered to the known labels' increasing order, the row order the metrics use.
+    order = [rows.index(label) for label in sorted(index)]
+    logits = {name: torch.as_tensor(outputs(name, lambda x: model(x).float()))[:, order] for name in ("val", "test")}
+    y = {name: _remap(lists[name][1], index, name) for name in ("val", "test")}
+    opts = {k: protocol[k] for k in ("kind", "reject_rate") if k in protocol}
+    out = score_logits({score: (logits["val"], logits["test"]) for score in SCORES}, y["val"], y["test"],
+                       len(index), **opts)
+    out.update(num_train=len(lists["train"][0]), head="model")
+    return out
 
 
 def results_table(results: dict[str, Any]) -> str:
@@ -233,7 +331,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--evidence", choices=["exp", "relu", "softplus"], default="exp")
     parser.add_argument("--reject-rate", type=float, default=0.05,
                         help="share of known validation videos rejected by the threshold (no unknowns in val)")
-    parser.add_argument("--steps", type=int, default=300, help="full-batch optimiser steps for each head")
+    parser.add_argument("--head", choices=["auto", "model", "fit"], default="auto",
+                        help="score the model's own classifier head (model), heads fitted on its frozen features "
+                             "(fit), or the model's head when it has one row per known class (auto)")
+    parser.add_argument("--steps", type=int, default=300, help="full-batch optimiser steps for each fitted head")
     parser.add_argument("--pool", choices=["auto", "pre_logits", "mean", "embed"], default="auto")
 
 
@@ -243,7 +344,7 @@ def main(args: argparse.Namespace) -> int:
     model = common.load_model_arg(args.model)
     try:
         results = evaluate_openset(model, args.train, args.val, args.data, root=args.root, classes=args.classes,
-                                   unknown=args.unknown, known=args.known, pool=args.pool,
+                                   unknown=args.unknown, known=args.known, head=args.head, pool=args.pool,
                                    batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
                                    precision=args.precision, progress=args.progress, kind=args.evidence,
                                    reject_rate=args.reject_rate, steps=args.steps)
