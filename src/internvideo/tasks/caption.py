@@ -39,8 +39,8 @@ from .common import Precision
 from .inputs import readable_videos, usage_error
 from .metrics import caption_metrics
 
-__all__ = ["generate_captions", "evaluate_caption", "nearest_caption_baseline", "fine_tune_decoder", "results_table", "add_arguments",
-           "main", "add_caption_arguments", "caption_main"]
+__all__ = ["generate_captions", "evaluate_caption", "nearest_caption_baseline", "fine_tune_decoder", "results_table",
+           "add_arguments", "main", "add_caption_arguments", "caption_main"]
 
 
 def _require_decoder(model: nn.Module) -> None:
