@@ -25,3 +25,9 @@ def test_stage_rows(data_world, tmp_path):
                       "openset max_logit AUROC", "QA acc", "QA motion acc", "caption BLEU-4", "caption CIDEr-D"]
     assert all(set(r) >= {"family", "model", "metric", "short", "value", "chance"} for r in rows)
     assert all(0 <= r["value"] <= 1000 and 0 <= r["chance"] <= 1000 for r in rows)
+    # The fine-tuned captioner is saved, with the beam width chosen on validation, and loads for `caption`.
+    from internvideo.factory import load_model
+
+    captioner = load_model(tmp_path / "work" / "captioner")
+    assert captioner.config.caption_vocab == cfg.caption_vocab
+    assert int((tmp_path / "work" / "captioner" / "beams.txt").read_text()) in (1, 3, 5)

@@ -33,3 +33,15 @@ def test_seeds_option(capsys):
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(["demo", "--seeds", "0"])
     assert e.value.code == 2 and "--seeds" in capsys.readouterr().err
+
+
+def test_data_dependent_baselines_are_averaged_and_tables_must_align():
+    reports = [_report(s, [40.0, 20.0], 100.0) for s in range(3)]
+    for report, baseline, beams in zip(reports, (20.0, 23.0, 29.0), (5, 5, 3), strict=True):
+        report["table"][1].update(chance=baseline, model=f"decoder (beam {beams})")
+    row = aggregate_seeds(reports)["table"][1]
+    assert row["chance"] == 24.0 and row["chance_values"] == [20.0, 23.0, 29.0]  # not the first seed's 20
+    assert row["model"] == "decoder (beam 5) / decoder (beam 3)"
+    reports[2]["table"][1]["short"] = "other"
+    with pytest.raises(ValueError, match="tables differ at row 1"):
+        aggregate_seeds(reports)

@@ -19,7 +19,8 @@ train only small new parts on top of it, from clips decoded once:
   (:func:`~internvideo.tasks.caption.fine_tune_decoder`); captions of the test
   clips with the beam width of best validation CIDEr-D, scored with BLEU-4 and
   CIDEr-D beside the nearest-caption baseline (each test clip gets the first
-  caption of its nearest training clip).
+  caption of its nearest training clip). The fine-tuned model is saved in
+  ``runs/open_language/captioner`` (``beams.txt``: the width chosen).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 from ..data import VideoDataset, read_classification_list, read_qa, read_video_text
-from ..factory import load_model
+from ..factory import load_model, save_model
 from ..models.qa import VideoQA, VideoQAConfig, answer_vocabulary, question_padding
 from ..tasks import common
 from ..tasks.caption import fine_tune_decoder
@@ -134,6 +135,8 @@ def demo_stage(ctx: DemoContext) -> list[dict[str, Any]]:
         return out_
 
     beams = max(CAPTION_BEAMS, key=lambda b: caption_metrics(references["val"], beam_captions("val", b))["cider"])
+    save_model(model, ctx.work / "captioner")  # the fine-tuned decoder, for `internvideo caption --beam {beams}`
+    (ctx.work / "captioner" / "beams.txt").write_text(f"{beams}\n", encoding="utf-8")
     scores = caption_metrics(references["test"], beam_captions("test", beams))
     train_emb = emb[[row[s.video] for s in captions["train"]]]
     nearest = (emb[[row[s.video] for s in captions["test"]]] @ train_emb.T).argmax(dim=1).tolist()

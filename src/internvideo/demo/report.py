@@ -167,8 +167,16 @@ def aggregate_seeds(reports: list[dict[str, Any]]) -> dict[str, Any]:
     first = reports[0]["table"]
     rows = []
     for i, row in enumerate(first):
-        values = [float(r["table"][i]["value"]) for r in reports]
-        rows.append({k: row[k] for k in ("family", "model", "metric", "short", "chance")} | spread(values))
+        same = [r["table"][i] for r in reports]
+        if any(x["short"] != row["short"] for x in same):
+            raise ValueError(f"the seeds' tables differ at row {i}: {sorted({x['short'] for x in same})}")
+        values = [float(x["value"]) for x in same]
+        # A baseline computed from the data (nearest caption, most frequent answer...) differs between seeds: its mean.
+        chances = [float(x["chance"]) for x in same]
+        models = list(dict.fromkeys(x["model"] for x in same))
+        rows.append({k: row[k] for k in ("family", "metric", "short")} | spread(values)
+                    | {"model": " / ".join(models), "chance": round(statistics.fmean(chances), 2),
+                       "chance_values": chances})
     stages = [{"stage": s["stage"], "seconds": spread([float(r["stages"][i]["seconds"]) for r in reports]),
                "cpu_seconds": spread([float(r["stages"][i].get("cpu_seconds", 0.0)) for r in reports])}
               for i, s in enumerate(reports[0]["stages"])]
@@ -183,7 +191,7 @@ def seeds_markdown(summary: dict[str, Any]) -> str:
     """The mean +- standard deviation table of :func:`aggregate_seeds` (min-max in brackets)."""
     n = len(summary["seeds"])
     lines = [f"# InternVideo demo over {n} seeds ({', '.join(map(str, summary['seeds']))})", "",
-             "| Task family (paper) | Model | Metric | Score (%), mean ± std (min-max) | Chance (%) |",
+             "| Task family (paper) | Model | Metric | Score (%), mean ± std (min-max) | Chance or baseline (%), mean |",
              "|---|---|---|---:|---:|"]
     lines += [f"| {r['family']} | {r['model']} | {r['metric']} | {r['mean']:.1f} ± {r['std']:.1f} "
               f"({r['min']:.1f}-{r['max']:.1f}) | {r['chance']:.1f} |" for r in summary["table"]]
