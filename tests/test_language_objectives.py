@@ -68,3 +68,19 @@ def test_contrastive_caption_vocabulary_from_the_training_captions(data_world, t
     assert list(model.config.caption_vocab) == expected and model.caption.head.out_features == len(expected)
     logged = [r for r in result.history if r["kind"] == "train"]
     assert all(0 < r["caption"] < 10 for r in logged)  # ln(len(expected)) at init, not ln(49408)
+
+
+@pytest.mark.parametrize("objective,model,train_list,val_list", [
+    ("openset", "videomae_tiny", "openset_train.txt", "openset_val.txt"),
+    ("qa", "internvideo_mm_tiny", "qa_train.jsonl", "qa_val.jsonl"),
+])
+def test_language_objectives_honour_decode_once(data_world, tmp_path, objective, model, train_list, val_list):
+    from internvideo.train.objectives import OBJECTIVES
+
+    cfg = load_config(None, _args(data_world.root, tmp_path, objective, model, f"data.train={train_list}",
+                                  f"data.val={val_list}", "data.decode_once=true"))
+    obj = OBJECTIVES[objective](cfg)
+    obj.build_model()
+    train_set, val_set = obj.datasets()
+    assert train_set.decoded is not None and val_set.decoded is train_set.decoded
+    assert all(v in train_set.decoded for v in train_set.videos[:3])  # decoded up front, before any loader worker forks

@@ -60,9 +60,10 @@ class OpenSetObjective(ClassifyObjective):
     def datasets(self):
         d = self.cfg.data
         train = VideoClassificationDataset(self.train_samples, self.views(True), training=True,
-                                           seed=self.cfg.run.seed, strict=d.strict)
+                                           seed=self.cfg.run.seed, strict=d.strict, decoded=self.decoded)
         val = VideoClassificationDataset(self._known(self.path(d.val)), self.views(False), training=False,
-                                         strict=True) if d.val else None
+                                         strict=True, decoded=self.decoded) if d.val else None
+        self.preload(train, val)
         return train, val
 
     def start_epoch(self, train_set, epoch: int) -> None:
@@ -121,9 +122,10 @@ class QAObjective(VideoObjective):
     def datasets(self):
         d = self.cfg.data
         train = QADataset(self.train_samples, self.answers, self.views(True), training=True, seed=self.cfg.run.seed,
-                          strict=d.strict)
+                          strict=d.strict, decoded=self.decoded)
         val = QADataset(read_qa(self.path(d.val), self.root), self.answers, self.views(False), training=False,
-                        strict=True) if d.val else None
+                        strict=True, decoded=self.decoded) if d.val else None
+        self.preload(train, val)
         return train, val
 
     def collate(self, items):
