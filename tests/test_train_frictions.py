@@ -87,3 +87,13 @@ def test_missing_data_names_the_key(tmp_path, monkeypatch, capsys):
     (tmp_path / "world").mkdir()
     with pytest.raises(ConfigError, match="data.train: no such file 'train.txt' in data.root"):
         train(load_config(tiny, []))
+
+
+def test_best_step_is_found_when_the_log_rounds_the_metric():
+    from internvideo.train.loop import _best_step
+
+    best = 100 * 37 / 120  # 30.8333..., logged as 30.833333
+    history = [{"kind": "eval", "top1": 12.5, "step": 300}, {"kind": "train", "top1": best, "step": 400},
+               {"kind": "eval", "top1": round(best, 6), "step": 600}, {"kind": "eval", "top1": 30.0, "step": 900}]
+    assert _best_step(history, "top1", best) == 600
+    assert _best_step(history, "top1", None) is None and _best_step(history, None, best) is None

@@ -378,7 +378,11 @@ def _evaluate(objective: Objective, model: nn.Module, val_set, d: Dist, progress
 
 
 def _best_step(history: list[dict], metric: str | None, best: float | None) -> int | None:
-    steps = [r["step"] for r in history if r.get("kind") == "eval" and metric and r.get(metric) == best]
+    # The history holds the metrics as logged (rounded to 6 decimals), the best its exact value.
+    if not metric or best is None:
+        return None
+    steps = [r["step"] for r in history if r.get("kind") == "eval" and isinstance(r.get(metric), (int, float))
+             and abs(r[metric] - best) <= 1e-5 * max(1.0, abs(best))]
     return steps[0] if steps else None
 
 
