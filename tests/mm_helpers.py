@@ -13,3 +13,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def eval_clip(model, path) -> torch.Tensor:
+    """One video's evaluation clip as a batch of one, read the way the tasks read it."""
+    from internvideo.data import VideoDataset
+    from internvideo.tasks import common
+
+    return VideoDataset([path], common.eval_view(model), training=False, strict=True)[0]["video"][None]

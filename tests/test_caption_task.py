@@ -15,7 +15,7 @@ from internvideo.data import VideoTextSample, read_video_text
 from internvideo.models.video_clip import NAMED_CONFIGS, InternVideoMM
 from internvideo.tasks import caption as caption_task
 from internvideo.tasks.metrics import caption_metrics, caption_words
-from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
+from mm_helpers import eval_clip, one_thread  # noqa: F401  (autouse fixture)
 
 TINY = NAMED_CONFIGS["internvideo_mm_tiny"][1]
 
@@ -150,7 +150,7 @@ def test_fine_tune_decoder_learns_the_captions_and_leaves_the_encoders(data_worl
     frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("caption.")}
     before = model.caption.head.weight.clone()
     with torch.no_grad():
-        tokens = torch.cat([model.forward_features(_clips(model, [s.video])) for s in samples])
+        tokens = torch.cat([model.forward_features(eval_clip(model, s.video)) for s in samples])
     out = caption_task.fine_tune_decoder(model, samples, video_tokens=tokens, steps=40, batch_size=8, lr=3e-3,
                                          progress=False)
     losses = out["losses"]
@@ -166,9 +166,3 @@ def test_fine_tune_decoder_learns_the_captions_and_leaves_the_encoders(data_worl
     first = caption_task.fine_tune_decoder(again, samples, steps=1, batch_size=8, lr=3e-3, progress=False)
     assert first["losses"][0] == pytest.approx(losses[0], rel=1e-4)
 
-
-def _clips(model, paths):
-    from internvideo.data import VideoDataset
-    from internvideo.tasks import common
-
-    return VideoDataset(paths, common.eval_view(model), training=False, strict=True)[0]["video"][None]

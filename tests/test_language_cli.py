@@ -12,7 +12,7 @@ from internvideo import cli
 from internvideo.factory import save_model
 from internvideo.models.qa import VideoQA, VideoQAConfig
 from internvideo.models.video_clip import NAMED_CONFIGS, InternVideoMM
-from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
+from mm_helpers import eval_clip, one_thread  # noqa: F401  (autouse fixture)
 
 TINY = dataclasses.replace(NAMED_CONFIGS["internvideo_mm_tiny"][1], caption_layers=0)
 
@@ -82,7 +82,7 @@ def test_eval_openset_scores_the_models_own_head(data_world, tmp_path):
     # By hand: logits in label order, labels as rows, the same thresholds rule.
     lists = {s: read_classification_list(r / f"openset_{s}.txt") for s in ("val", "test")}
     with torch.no_grad():
-        logits = {s: torch.cat([model(_clip(model, x.path)) for x in v])[:, list(range(7, -1, -1))]
+        logits = {s: torch.cat([model(eval_clip(model, x.path)) for x in v])[:, list(range(7, -1, -1))]
                   for s, v in lists.items()}
     labels = {s: np.asarray([x.label for x in v]) for s, v in lists.items()}
     expected = score_logits({k: (logits["val"], logits["test"]) for k in SCORES}, labels["val"], labels["test"], 8)
@@ -112,9 +112,3 @@ def test_eval_openset_own_head_errors(data_world, mm_dir, tmp_path, capsys):
     assert e.value.code == 2 and err.startswith("internvideo: error: the model's head predicts labels")
     assert "[0, 1, 2, 3, 4, 5, 6, 9]" in err
 
-
-def _clip(model, path):
-    from internvideo.data import VideoDataset
-    from internvideo.tasks import common
-
-    return VideoDataset([path], common.eval_view(model), training=False, strict=True)[0]["video"][None]

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data import VideoDataset, read_classes, read_classification_list
@@ -38,10 +37,10 @@ def held_out_pairs(model: nn.Module, world: str | Path, *, hidden: int = 128, st
     lists = {s: read_classification_list(world / f"{s}.txt") for s in ("train", "val")}
     videos = sorted({x.path for v in lists.values() for x in v})
     dataset = VideoDataset(videos, common.eval_view(model), training=False, strict=True)
-    emb, _ = common.map_views(model, lambda clip: F.normalize(model.encode_video(clip), dim=-1), dataset,
-                              batch_size=32, device=torch.device("cpu"), progress=progress, desc="video embeddings")
+    emb = common.video_embeddings(model, dataset, batch_size=32, device=common.resolve_device(None),
+                                  progress=progress, desc="video embeddings")
     row = {v: i for i, v in enumerate(videos)}
-    x = {s: emb[[row[s_.path] for s_ in v], 0].numpy() for s, v in lists.items()}
+    x = {s: emb[[row[s_.path] for s_ in v]].numpy() for s, v in lists.items()}
     y = {s: np.asarray([s_.label for s_ in v]) for s, v in lists.items()}
     pairs = sorted({tuple(sorted((classes.index(a), classes.index(b)))) for a, b in meta["reversed"].items()})
     rows = []

@@ -172,7 +172,8 @@ def fine_tune_decoder(model: nn.Module, train: str | os.PathLike | Sequence[Vide
     model.to(dev).eval()
     with torch.no_grad():  # the text encoder is frozen: its causal states are the decoder's fixed input
         text = torch.cat([model.text.forward_tokens(ids[i:i + 256].to(dev)) for i in range(0, len(ids), 256)])
-    targets = model.caption_head_targets(caption_targets(ids).to(dev))
+    token_targets = caption_targets(ids).to(dev)
+    targets = model.caption_head_targets(token_targets)
     video = torch.tensor([i for i, _ in pairs], device=dev)
     decoder = model.caption.train()
     optim = torch.optim.AdamW(decoder.parameters(), lr=lr, weight_decay=weight_decay)
@@ -196,8 +197,8 @@ def fine_tune_decoder(model: nn.Module, train: str | os.PathLike | Sequence[Vide
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     decoder.eval()
     return {"losses": losses, "num_videos": len(samples), "num_captions": len(pairs),
-            "num_ignored_tokens": int(((targets == IGNORE_INDEX) & (caption_targets(ids).to(dev) != IGNORE_INDEX)
-                                       ).sum()), "skipped": skipped}
+            "num_ignored_tokens": int(((targets == IGNORE_INDEX) & (token_targets != IGNORE_INDEX)).sum()),
+            "skipped": skipped}
 
 
 def results_table(results: dict[str, Any]) -> str:

@@ -160,17 +160,13 @@ def evaluate_openset_features(train: tuple[np.ndarray, np.ndarray], val: tuple[n
     for name, (x, _) in (("train", train), ("val", val), ("test", test)):
         _check_finite(name, x)
     index = _known_index(train[1])
-    classes = np.asarray(sorted(index))
-
-    def remap(labels: np.ndarray, split: str) -> np.ndarray:
-        return _remap(labels, index, split)
-
-    k = len(classes)
-    x_train, y_train = torch.as_tensor(train[0], dtype=torch.float32), torch.as_tensor(remap(train[1], "train"))
+    k = len(index)
+    x_train = torch.as_tensor(train[0], dtype=torch.float32)
+    y_train = torch.as_tensor(_remap(train[1], index, "train"))
     opts = dict(steps=steps, annealing_steps=annealing_steps, lr=lr, hidden=hidden, seed=seed)
     heads = {"edl": fit_head(x_train, y_train, k, loss="edl", kind=kind, **opts),
              "ce": fit_head(x_train, y_train, k, loss="ce", **opts)}
-    splits = {"val": (val[0], remap(val[1], "val")), "test": (test[0], remap(test[1], "test"))}
+    splits = {"val": (val[0], _remap(val[1], index, "val")), "test": (test[0], _remap(test[1], index, "test"))}
     with torch.no_grad():
         logits = {(h, s): heads[h](torch.as_tensor(x, dtype=torch.float32)) for h in heads for s, (x, _) in
                   splits.items()}
@@ -221,7 +217,7 @@ def model_head_rows(model: nn.Module, known: Sequence[int], names: Sequence[str]
     """
     config = getattr(model, "config", None)
     rows = getattr(config, "num_classes", 0) or 0
-    if not rows or hasattr(model, "encode_text"):
+    if not rows or common.is_multimodal(model):
         return None
     saved = getattr(config, "class_names", None)
     if not saved:
