@@ -34,7 +34,7 @@ from ..data import VideoDataset, read_classification_list, read_qa, read_video_t
 from ..factory import load_model, save_model
 from ..models.qa import VideoQA, VideoQAConfig, answer_vocabulary, question_padding
 from ..tasks import common
-from ..tasks.caption import fine_tune_decoder
+from ..tasks.caption import fine_tune_decoder, nearest_captions
 from ..tasks.metrics import caption_metrics
 from ..tasks.openset import evaluate_openset_features
 from ..tasks.qa import QAFeatures, evaluate_qa, train_qa_head
@@ -118,8 +118,11 @@ def demo_stage(ctx: DemoContext) -> list[dict[str, Any]]:
 
     # --- captioning: the decoder pretrained with the contrastive stage, fine-tuned for captioning on frozen
     # video tokens; the beam width is the one with the best validation CIDEr-D.
+    def rows_of(samples):
+        return [row[s.video] for s in samples]
+
     def tokens_of(samples):
-        return tokens[[row[s.video] for s in samples]].flatten(1, 2)
+        return tokens[rows_of(samples)].flatten(1, 2)
 
     fine_tune_decoder(model, captions["train"], video_tokens=tokens_of(captions["train"]), steps=caption_steps,
                       seed=ctx.seed, progress=ctx.progress)
@@ -138,10 +141,8 @@ def demo_stage(ctx: DemoContext) -> list[dict[str, Any]]:
     save_model(model, ctx.work / "captioner")  # the fine-tuned decoder, for `internvideo caption --beam {beams}`
     (ctx.work / "captioner" / "beams.txt").write_text(f"{beams}\n", encoding="utf-8")
     scores = caption_metrics(references["test"], beam_captions("test", beams))
-    train_emb = emb[[row[s.video] for s in captions["train"]]]
-    nearest = (emb[[row[s.video] for s in captions["test"]]] @ train_emb.T).argmax(dim=1).tolist()
-    baseline = caption_metrics(references["test"], {s.video: captions["train"][j].captions[0]
-                                                    for s, j in zip(captions["test"], nearest, strict=True)})
+    baseline = caption_metrics(references["test"], nearest_captions(
+        captions["train"], emb[rows_of(captions["train"])], captions["test"], emb[rows_of(captions["test"])]))
     for metric, short in (("bleu4", "BLEU-4"), ("cider", "CIDEr-D")):
         rows.append({"family": "captioning", "model": f"frozen MM + fine-tuned caption decoder (beam {beams})",
                      "metric": f"{short} vs the world's captions (%)", "short": f"caption {short}",

@@ -39,8 +39,8 @@ from .common import Precision
 from .inputs import readable_videos, usage_error
 from .metrics import caption_metrics
 
-__all__ = ["generate_captions", "evaluate_caption", "nearest_caption_baseline", "fine_tune_decoder", "results_table",
-           "add_arguments", "main", "add_caption_arguments", "caption_main"]
+__all__ = ["generate_captions", "evaluate_caption", "nearest_caption_baseline", "nearest_captions", "fine_tune_decoder",
+           "results_table", "add_arguments", "main", "add_caption_arguments", "caption_main"]
 
 
 def _require_decoder(model: nn.Module) -> None:
@@ -94,8 +94,14 @@ def nearest_caption_baseline(model: nn.Module, train: str | os.PathLike | Sequen
     train_emb = common.video_embeddings(model, VideoDataset([s.video for s in train_samples], view, strict=True),
                                         **kwargs)
     test_emb = common.video_embeddings(model, VideoDataset([s.video for s in test], view, strict=True), **kwargs)
+    return nearest_captions(train_samples, train_emb, test, test_emb)
+
+
+def nearest_captions(train: Sequence[VideoTextSample], train_emb: torch.Tensor, test: Sequence[VideoTextSample],
+                     test_emb: torch.Tensor) -> dict[str, str]:
+    """The baseline from embeddings already computed (normalised, one row per sample, in order)."""
     nearest = (test_emb @ train_emb.t()).argmax(dim=1).tolist()
-    return {s.video: train_samples[j].captions[0] for s, j in zip(test, nearest, strict=True)}
+    return {s.video: train[j].captions[0] for s, j in zip(test, nearest, strict=True)}
 
 
 def evaluate_caption(model: nn.Module, data: str | os.PathLike | Sequence[VideoTextSample], *,

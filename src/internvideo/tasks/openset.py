@@ -330,8 +330,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head", choices=["auto", "model", "fit"], default="auto",
                         help="score the model's own classifier head (model), heads fitted on its frozen features "
                              "(fit), or the model's head when it has one row per known class (auto)")
-    parser.add_argument("--steps", type=int, default=300, help="full-batch optimiser steps for each fitted head (--head fit or auto without a model head; "
-                        "a model head is scored as trained)")
+    parser.add_argument("--steps", type=int, default=300,
+                        help="full-batch optimiser steps for each fitted head (a model's own head is scored as trained)")
     parser.add_argument("--pool", choices=["auto", "pre_logits", "mean", "embed"], default="auto")
 
 
