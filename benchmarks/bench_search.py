@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import internvideo  # noqa: E402
 from internvideo.tasks import common  # noqa: E402
-from internvideo.tasks.search import build_index, vectors  # noqa: E402
-from internvideo.tasks.search.index import auto_precision  # noqa: E402
-from internvideo.tasks.search.query import SEARCH_TEMPLATES  # noqa: E402
+from internvideo.search import build_index, vectors  # noqa: E402
+from internvideo.search.index import auto_precision  # noqa: E402
+from internvideo.search.query import SEARCH_TEMPLATES  # noqa: E402
 
 from .common import load_average, machine_info  # noqa: E402
 

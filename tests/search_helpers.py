@@ -104,7 +104,7 @@ def train_tiny_search_model(samples: list[tuple[Path, int, int, list[str]]], des
     from internvideo.data import read_frames, segment_indices
     from internvideo.losses import ClipLoss
     from internvideo.tasks.common import eval_view
-    from internvideo.tasks.search.query import SEARCH_TEMPLATES
+    from internvideo.search.query import SEARCH_TEMPLATES
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model: per-op overhead dominates, a second thread only contends

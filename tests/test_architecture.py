@@ -1,9 +1,10 @@
 """The package's layers stay one-way, and every named model builds, runs and round-trips.
 
 Data flows one way: ``data``, ``models`` -> ``checkpoints`` -> ``factory`` ->
-``train`` / ``tasks`` -> ``experiments``, ``demo`` -> ``cli``. Checked on the
-source (every import, at module level or inside functions), so a violation
-fails here rather than as an import cycle somewhere else.
+``train`` / ``tasks`` -> ``search``, ``experiments``, ``demo`` -> ``cli``. Checked on
+the source (every import, at module level or inside functions), so a violation
+fails here rather than as an import cycle somewhere else; import circles
+inside a layer are refused too.
 """
 from __future__ import annotations
 
@@ -20,15 +21,19 @@ from internvideo.models import NAMED_CONFIGS, list_models
 PACKAGE = Path(internvideo.__file__).parent
 
 #: layer -> layers it must never import
+_APPS = {"search", "experiments", "demo", "cli"}
 FORBIDDEN = {
-    "models": {"data", "tasks", "train", "checkpoints", "factory", "experiments", "demo", "cli"},
-    "data": {"models", "tasks", "train", "checkpoints", "factory", "experiments", "demo", "cli"},
-    "checkpoints": {"data", "tasks", "train", "factory", "experiments", "demo", "cli"},
-    "factory": {"data", "tasks", "train", "experiments", "demo", "cli"},
-    "tasks": {"train", "experiments", "demo", "cli"},
-    "train": {"experiments", "demo", "cli"},
-    "experiments": {"demo", "cli"},
-    "constants": {"models", "data", "tasks", "train", "checkpoints", "factory", "experiments", "demo", "cli"},
+    "models": {"data", "tasks", "train", "checkpoints", "factory"} | _APPS,
+    "data": {"models", "tasks", "train", "checkpoints", "factory"} | _APPS,
+    "checkpoints": {"data", "tasks", "train", "factory"} | _APPS,
+    "factory": {"data", "tasks", "train"} | _APPS,
+    "tasks": {"train"} | _APPS,
+    "train": _APPS,
+    "search": {"experiments", "demo", "cli"},
+    "experiments": {"search", "demo", "cli"},
+    "demo": {"cli"},
+    "constants": {"models", "data", "tasks", "train", "checkpoints", "factory", "errors"} | _APPS,
+    "errors": {"models", "data", "tasks", "train", "checkpoints", "factory", "constants"} | _APPS,
 }
 
 
@@ -81,6 +86,46 @@ def _violations() -> list[str]:
 
 def test_imports_follow_the_layers():
     assert _violations() == []
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """module -> the package modules it imports (inside functions too: a lazy import circle is still a circle)."""
+    return {_module_name(p): {t for _, t in _imports(p) if t.startswith("internvideo.")}
+            for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Import circles between modules (a package importing its own submodules is not a circle)."""
+    found, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if nxt.startswith(node + "."):
+                continue  # a package's __init__ re-exporting its modules
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                if not any(m.startswith(c + ".") for c in cycle for m in cycle):
+                    found.append(cycle)
+            elif nxt in graph and not state.get(nxt):
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if not state.get(module):
+            visit(module, [module])
+    return found
+
+
+def test_no_import_circles():
+    graph = _import_graph()
+    assert "internvideo.tasks.common" in graph["internvideo.search.query"]  # the graph sees real imports
+    assert _circles(graph) == []
+
+
+def test_the_circle_check_catches_a_circle():
+    assert _circles({"internvideo.a": {"internvideo.b"}, "internvideo.b": {"internvideo.a"}}) == \
+        [["internvideo.a", "internvideo.b", "internvideo.a"]]
 
 
 def test_the_layer_check_catches_a_violation(tmp_path, monkeypatch):

@@ -20,11 +20,11 @@ from PIL import Image
 import internvideo
 from internvideo.data import probe, read_frames, segment_indices
 from internvideo.tasks.common import eval_view
-from internvideo.tasks.search import SEARCH_TEMPLATES, Searcher, SearchIndexError, build_index
-from internvideo.tasks.search import vectors
-from internvideo.tasks.search.__main__ import main as search_main
-from internvideo.tasks.search.index import window_bounds
-from internvideo.tasks.search.store import DB_NAME, Store
+from internvideo.search import SEARCH_TEMPLATES, Searcher, SearchIndexError, build_index
+from internvideo.search import vectors
+from internvideo.search.__main__ import main as search_main
+from internvideo.search.index import window_bounds
+from internvideo.search.store import DB_NAME, Store
 
 from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
 from search_helpers import search_model, search_world, tiny_model_dir, video_folder  # noqa: F401
@@ -220,7 +220,7 @@ def test_resume_after_sigkill_no_duplicates_no_lost_rows(search_world, search_mo
         (folder / f"v{i:02d}.mp4").write_bytes(data[i % 10])
     (folder / "long.mp4").write_bytes((search_world / "localization" / "long_00000.mp4").read_bytes())
     out = tmp_path / "idx"
-    cmd = [sys.executable, "-m", "internvideo.tasks.search", "index", str(folder), "--model", str(search_model),
+    cmd = [sys.executable, "-m", "internvideo.search", "index", str(folder), "--model", str(search_model),
            "--out", str(out), "--window", "1", "--stride", "0.5", "--batch-size", "1", "--precision", "fp32",
            "--no-progress"]
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",

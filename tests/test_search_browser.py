@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 import internvideo
-from internvideo.tasks.search import Searcher, build_index
-from internvideo.tasks.search.server import create_app
+from internvideo.search import Searcher, build_index
+from internvideo.search.server import create_app
 
 from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
 from search_helpers import ServerThread, composite_videos, search_world, train_tiny_search_model  # noqa: F401

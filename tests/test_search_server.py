@@ -10,9 +10,9 @@ import urllib.request
 import pytest
 
 import internvideo
-from internvideo.tasks.search import Searcher, build_index
-from internvideo.tasks.search.query import MAX_QUERY_CHARS
-from internvideo.tasks.search.server import create_app
+from internvideo.search import Searcher, build_index
+from internvideo.search.query import MAX_QUERY_CHARS
+from internvideo.search.server import create_app
 
 from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
 from search_helpers import ServerThread, search_model, search_world, video_folder  # noqa: F401

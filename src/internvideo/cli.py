@@ -115,7 +115,7 @@ def _add_extract(sub) -> None:
 
 
 def _add_search(sub) -> None:
-    from .tasks.search.commands import add_commands
+    from .search.commands import add_commands
 
     add_commands(sub)  # index, search, serve
 

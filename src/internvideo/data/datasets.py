@@ -60,7 +60,7 @@ __all__ = [
     "read_classification_list", "read_classes", "read_video_text", "write_video_text", "read_msrvtt",
     "read_activitynet", "read_ava_csv", "read_qa", "text_lines",
     "View", "VideoDataset", "VideoClassificationDataset", "VideoTextDataset", "collate_videos", "SkipLog",
-    "SkipSummary", "IMAGE_EXTENSIONS",
+    "SkipSummary", "IMAGE_EXTENSIONS", "json_number", "read_segment",
 ]
 
 log = logging.getLogger("internvideo.data")
@@ -307,7 +307,7 @@ def _load_json(path: PathLike) -> Any:
         raise AnnotationError(path, f"not valid JSON ({e.msg} at column {e.colno})", e.lineno) from e
 
 
-def _number(value: Any, path: PathLike, field: str) -> float:
+def json_number(value: Any, path: PathLike, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise AnnotationError(path, f"must be a number, got {value!r}", field=field)
     return float(value)
@@ -317,7 +317,7 @@ def read_segment(segment: Any, path: PathLike, field: str) -> tuple[float, float
     """An ActivityNet ``[start, end]`` in seconds, checked (the error names the file and the JSON field)."""
     if not isinstance(segment, list) or len(segment) != 2:
         raise AnnotationError(path, f"segment must be [start, end], got {segment!r}", field=field)
-    start, end = (_number(x, path, field) for x in segment)
+    start, end = (json_number(x, path, field) for x in segment)
     if start > end:
         raise AnnotationError(path, f"segment [{start}, {end}] must satisfy start <= end", field=field)
     return start, end
@@ -348,10 +348,10 @@ def read_activitynet(path: PathLike, clip: bool = True) -> dict[str, Localizatio
             raise AnnotationError(path, "must be an object", field=where)
         if "duration" not in entry:
             raise AnnotationError(path, 'missing key "duration"', field=where)
-        duration = _number(entry["duration"], path, f"{where}/duration")
+        duration = json_number(entry["duration"], path, f"{where}/duration")
         subset = entry.get("subset", "")
         fps = entry.get("fps")
-        fps = None if fps is None else _number(fps, path, f"{where}/fps")
+        fps = None if fps is None else json_number(fps, path, f"{where}/fps")
         annotations = entry.get("annotations", [])
         if not isinstance(annotations, list):
             raise AnnotationError(path, "must be a list", field=f"{where}/annotations")

@@ -12,8 +12,8 @@ import shutil
 from typing import Any
 
 from ..data import read_video_text
-from ..tasks.search import Searcher, build_index
-from ..tasks.search.query import load_model_from
+from ..search import Searcher, build_index
+from ..tasks.common import load_model_from
 from .context import DemoContext
 
 #: Clips indexed per preset (the test split has 15 % of the world's clips).
@@ -39,7 +39,7 @@ def demo_stage(ctx: DemoContext) -> list[dict[str, Any]]:
         if not dst.exists():
             _link_or_copy(s.video, str(dst))
     out = ctx.work / "index"
-    model = load_model_from(ctx.mm_checkpoint)
+    model = load_model_from(ctx.mm_checkpoint, "video search")
     # World clips are 2 s long: one window per clip, so R@1 asks for the clip itself.
     build_index(model, folder, out, model_source=ctx.mm_checkpoint, window=2.0, stride=2.0, progress=ctx.progress,
                 overwrite=True)

@@ -92,6 +92,13 @@ def load_model_arg(spec: str | os.PathLike | nn.Module) -> nn.Module:
                             f"{', '.join(list_models())})")
 
 
+def load_model_from(source: str | os.PathLike | nn.Module, task: str) -> nn.Module:
+    """A multimodal model for ``task`` from a checkpoint path (or a named config: random weights, for smoke tests)."""
+    model = load_model_arg(source)
+    require_multimodal(model, task)
+    return model
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -58,7 +58,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", "
 INDEX_NAME = "index.jsonl"
 CONFIG_NAME = "extract_config.json"
 
-__all__ = [ "feature_names", "window_starts", "read_video_list", "extract_features",
+__all__ = ["feature_names", "window_starts", "read_video_list", "extract_features", "identity_collate", "clip_batches",
            "add_arguments", "main", "INDEX_NAME", "CONFIG_NAME"]
 
 
@@ -249,7 +249,7 @@ def _previous_index(out: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def _identity(piece: _Piece) -> _Piece:
+def identity_collate(piece: _Piece) -> _Piece:
     return piece  # pieces are already batched by video; a module-level function pickles into workers
 
 
@@ -385,7 +385,7 @@ def extract_features(model: nn.Module, videos: str | os.PathLike | Sequence[str]
 
     with common.inference(model, dev, precision):
         stream = torch.utils.data.DataLoader(_Decoder(entries, todo, plan), batch_size=None, num_workers=num_workers,
-                                             collate_fn=_identity)
+                                             collate_fn=identity_collate)
         for batch in clip_batches(stream, batch_size, skip):
             run(batch)
     bar.close()

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.datasets import AnnotationError, LocalizationVideo, _number, read_activitynet, read_segment
+from ..data.datasets import AnnotationError, LocalizationVideo, json_number, read_activitynet, read_segment
 
 log = logging.getLogger("internvideo.localization")
 
@@ -270,7 +270,7 @@ def read_detections(path: str | os.PathLike) -> list[Detection]:
             label = entry["label"]
             if isinstance(label, bool) or not isinstance(label, (str, int)):
                 raise AnnotationError(path, f"label must be a string, got {label!r}", field=f"{where}/label")
-            out.append(Detection(str(vid), str(label), _number(entry["score"], path, f"{where}/score"), start, end))
+            out.append(Detection(str(vid), str(label), json_number(entry["score"], path, f"{where}/score"), start, end))
     return out
 
 

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import common
-from ..zeroshot import read_templates, zeroshot_classifier
+from ..tasks import common
+from ..tasks.zeroshot import read_templates, zeroshot_classifier
 from . import vectors
 from .index import check_model, model_record
 from .store import VECTORS_META, VECTORS_NAME, SearchIndexError, Store
@@ -39,14 +39,7 @@ SEARCH_TEMPLATES: tuple[str, ...] = ("{}", "a video of {}.", "a clip of {}.", "a
 MAX_QUERY_CHARS = 500
 MAX_K = 100
 
-__all__ = ["SEARCH_TEMPLATES", "Hit", "Searcher", "load_model_from", "add_arguments", "main"]
-
-
-def load_model_from(source: str | os.PathLike | nn.Module) -> nn.Module:
-    """A multimodal model from a checkpoint path (or a named config: random weights, for smoke tests)."""
-    model = common.load_model_arg(source)
-    common.require_multimodal(model, "video search")
-    return model
+__all__ = ["SEARCH_TEMPLATES", "Hit", "Searcher", "add_arguments", "main"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +77,7 @@ class Searcher:
         if model is None and not os.path.exists(str(source)):
             raise SearchIndexError(f"{self.dir} was built with model {source}, which is no longer there; pass the "
                                    "same model with --model")
-        self.model = load_model_from(source)
+        self.model = common.load_model_from(source, "video search")
         check_model(stored, model_record(self.model, None if isinstance(source, nn.Module) else source),
                     f"index {self.dir}")
         self.root = Path(self.store.get("root"))

@@ -1,11 +1,11 @@
-"""The ``index``, ``search`` and ``serve`` sub-commands, for ``internvideo`` and ``python -m internvideo.tasks.search``."""
+"""The ``index``, ``search`` and ``serve`` sub-commands, for ``internvideo`` and ``python -m internvideo.search``."""
 from __future__ import annotations
 
 import argparse
 import functools
 from collections.abc import Callable
 
-from ...data import VideoError
+from ..data import VideoError
 from . import index, query, server
 from .store import SearchIndexError
 

@@ -1,4 +1,4 @@
-"""``python -m internvideo.tasks.search index|search|serve ...``: the same commands as ``internvideo index/search/serve``."""
+"""``python -m internvideo.search index|search|serve ...``: the same commands as ``internvideo index/search/serve``."""
 from __future__ import annotations
 
 import argparse

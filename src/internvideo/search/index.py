@@ -31,11 +31,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ...data import Sampler, VideoError, probe, read_frames
-from ...data.transforms import Compose
-from ...models.recipe import InputRecipe
-from .. import common
-from ..extract import VIDEO_EXTENSIONS, _identity, clip_batches, window_starts
+from ..data import Sampler, VideoError, probe, read_frames
+from ..data.transforms import Compose
+from ..models.recipe import InputRecipe
+from ..tasks import common
+from ..tasks.extract import VIDEO_EXTENSIONS, identity_collate, clip_batches, window_starts
 from . import vectors
 from .store import DB_NAME, THUMBS, VECTORS_META, VECTORS_NAME, SearchIndexError, Store, model_fingerprint
 
@@ -45,7 +45,7 @@ DEFAULT_INDEX_DIR = ".internvideo-index"
 THUMB_MAX_SIDE = 320
 LOCK_NAME = ".lock"
 
-__all__ = ["window_bounds", "find_videos", "build_index", "auto_precision", "model_record", "index_for_demo",
+__all__ = ["window_bounds", "find_videos", "build_index", "auto_precision", "model_record", 
            "add_arguments", "main", "DEFAULT_INDEX_DIR"]
 
 
@@ -380,7 +380,7 @@ def _update(store: Store, model: nn.Module, root: Path, out_dir: Path, spec: Inp
         bar.update()
 
     with common.inference(model, dev, prec):
-        stream = torch.utils.data.DataLoader(decoder, batch_size=None, num_workers=num_workers, collate_fn=_identity)
+        stream = torch.utils.data.DataLoader(decoder, batch_size=None, num_workers=num_workers, collate_fn=identity_collate)
         for batch in clip_batches(stream, batch_size, skip):
             run(batch)
     bar.close()
@@ -410,20 +410,6 @@ def results_table(summary: dict[str, Any]) -> str:
     if "recall_at_10" in vec:
         rows.append(("recall@10 vs exact (%)", float(vec["recall_at_10"])))
     return common.format_table("Search index", rows)
-
-
-# ----------------------------------------------------------------------------- demo hook
-
-
-def index_for_demo(model_dir: str | os.PathLike, videos: str | os.PathLike, out: str | os.PathLike, *,
-                   window: float = 2.0, stride: float = 1.0, progress: bool = False) -> tuple[dict[str, Any], str]:
-    """Index the demo's synthetic videos with its trained model; returns the summary and the command to serve it."""
-    from .query import load_model_from
-
-    model = load_model_from(model_dir)
-    summary = build_index(model, videos, out, model_source=model_dir, window=window, stride=stride,
-                          progress=progress)
-    return summary, f"internvideo serve {out}"
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -456,9 +442,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import json
 
-    from .query import load_model_from
-
-    model = load_model_from(args.model)
+    model = common.load_model_from(args.model, "video search")
     summary = build_index(model, args.folder, args.out, model_source=args.model, window=args.window,
                           stride=args.stride, extensions=[e.strip() for e in args.extensions.split(",") if e.strip()],
                           kind=args.kind, target_recall=args.target_recall, batch_size=args.batch_size,

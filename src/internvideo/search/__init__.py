@@ -8,8 +8,8 @@ Each module has ``add_arguments(parser)`` / ``main(args)`` for its command.
 """
 from __future__ import annotations
 
-from .index import build_index, index_for_demo
+from .index import build_index
 from .query import SEARCH_TEMPLATES, Hit, Searcher
 from .store import SearchIndexError
 
-__all__ = ["build_index", "index_for_demo", "Searcher", "Hit", "SEARCH_TEMPLATES", "SearchIndexError"]
+__all__ = ["build_index", "Searcher", "Hit", "SEARCH_TEMPLATES", "SearchIndexError"]
