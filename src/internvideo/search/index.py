@@ -74,6 +74,8 @@ class FileEntry:
     rel: str  # relative to the folder, '/'-separated: the key stored in the index
     size: int
     mtime_ns: int
+    dev: int = 0  # which file: the server serves a video only while these still match
+    ino: int = 0
 
 
 def find_videos(folder: str | os.PathLike, extensions: Sequence[str] = tuple(sorted(VIDEO_EXTENSIONS)),
@@ -101,7 +103,8 @@ def find_videos(folder: str | os.PathLike, extensions: Sequence[str] = tuple(sor
                 log.warning("skipping %s: it points outside %s", p, root)
                 continue
             st = real.stat()
-            found.append(FileEntry(str(p), p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
+            found.append(FileEntry(str(p), p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns, st.st_dev,
+                                   st.st_ino))
     return sorted(found, key=lambda e: e.rel)
 
 
@@ -319,8 +322,15 @@ def _update(store: Store, model: nn.Module, root: Path, out_dir: Path, spec: Inp
     on_disk = {f.rel for f in files}
     gone = sorted(set(known) - on_disk)
     store.remove_videos(gone)
-    todo = [i for i, f in enumerate(files)
-            if f.rel not in known or (known[f.rel].size, known[f.rel].mtime_ns) != (f.size, f.mtime_ns)]
+    todo = []
+    for i, f in enumerate(files):
+        row = known.get(f.rel)
+        if row is None or (row.size, row.mtime_ns) != (f.size, f.mtime_ns):
+            todo.append(i)
+        elif row.ino is None:  # a row of an upgraded version-1 index: record which file it was built from
+            store.set_identity(f.rel, f.dev, f.ino)
+        elif (row.dev, row.ino) != (f.dev, f.ino):  # another file put in its place, same size and mtime
+            todo.append(i)
     (out_dir / THUMBS).mkdir(exist_ok=True)
     _sweep_thumbs(store)
 
@@ -337,6 +347,11 @@ def _update(store: Store, model: nn.Module, root: Path, out_dir: Path, spec: Inp
         nonlocal new_windows
         f = files[job]
         emb = np.concatenate(embedded.pop(job))
+        bad = int((~np.isfinite(emb).all(axis=1)).sum())
+        if bad:  # as extract does: a video whose model outputs are not finite is a failure, never good rows
+            skip(_Piece(job, error=f"{f.path}: the model gave non-finite embeddings for {bad} of {len(emb)} "
+                                   "windows"))
+            return
         spans = [s for p in pieces for s in p.spans]
         thumbs = [t for p in pieces for t in p.thumbs]
         if store.get("dim") is None:
@@ -347,7 +362,8 @@ def _update(store: Store, model: nn.Module, root: Path, out_dir: Path, spec: Inp
         for wid, frame in zip(ids, thumbs):
             _save_thumb(store.thumb_path(wid), frame)
         got = store.replace_video(f.rel, f.size, f.mtime_ns, current["fingerprint"], windows=spans, embeddings=emb,
-                                  duration=pieces[0].info.get("duration"), fps=pieces[0].info.get("fps"))
+                                  duration=pieces[0].info.get("duration"), fps=pieces[0].info.get("fps"),
+                                  dev=f.dev, ino=f.ino)
         assert got == ids, "window ids changed under a running index (is another process writing?)"
         new_windows += len(spans)
         bar.update()
@@ -375,7 +391,8 @@ def _update(store: Store, model: nn.Module, root: Path, out_dir: Path, spec: Inp
         nonlocal failed_now
         f = files[piece.job]
         log.warning("skipping %s", piece.error)
-        store.replace_video(f.rel, f.size, f.mtime_ns, current["fingerprint"], error=piece.error)
+        store.replace_video(f.rel, f.size, f.mtime_ns, current["fingerprint"], error=piece.error, dev=f.dev,
+                            ino=f.ino)
         failed_now += 1
         bar.update()
 
