@@ -410,7 +410,7 @@ def _update(store: Store, model: nn.Module, root: Path, out_dir: Path, spec: Inp
     store.set("kind", kind)
     failures = [{"video": p, "error": e} for p, e in store.failures()]
     return {"task": "index", "folder": str(root), "index": str(out_dir), "model": current, "videos": len(files),
-            "indexed": len(todo) - failed_now, "unchanged": len(files) - len(todo), "removed": len(gone),
+            "indexed": len(todo) - failed_now, "failed_now": failed_now, "unchanged": len(files) - len(todo), "removed": len(gone),
             "failed": failures, "windows": store.count_windows(), "new_windows": new_windows,
             "seconds": round(time.perf_counter() - t0, 3),
             "windows_per_s": round(new_windows / index_seconds, 2) if new_windows else None,
@@ -421,7 +421,7 @@ def results_table(summary: dict[str, Any]) -> str:
     vec = summary["vectors"]
     rows = [("videos in folder", summary["videos"]), ("indexed now", summary["indexed"]),
             ("unchanged (skipped)", summary["unchanged"]), ("removed (deleted files)", summary["removed"]),
-            ("unreadable (skipped)", len(summary["failed"])), ("windows in index", summary["windows"]),
+            ("failed (unreadable or non-finite; skipped)", len(summary["failed"])), ("windows in index", summary["windows"]),
             ("windows/s (this run)", summary["windows_per_s"] if summary["windows_per_s"] is not None else "-"),
             ("vector index", vec["kind"])]
     if "recall_at_10" in vec:
@@ -467,10 +467,14 @@ def main(args: argparse.Namespace) -> int:
                           overwrite=args.overwrite, progress=args.progress)
     if args.json:
         print(json.dumps(summary, indent=2))
-        return 0
-    print(results_table(summary))
-    for failure in summary["failed"]:
-        print(f"  unreadable: {failure['error']}")
-    print(f"search it: internvideo search {summary['index']} \"your query\"   or   "
-          f"internvideo serve {summary['index']}")
+    else:
+        print(results_table(summary))
+        for failure in summary["failed"]:
+            print(f"  failed: {failure['error']}")
+    if summary["failed_now"] and not summary["indexed"]:
+        raise SearchIndexError(f"all {summary['failed_now']} videos to index failed (the first: "
+                               f"{summary['failed'][0]['error']})")
+    if not args.json:
+        print(f"search it: internvideo search {summary['index']} \"your query\"   or   "
+              f"internvideo serve {summary['index']}")
     return 0

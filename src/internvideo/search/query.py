@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..tasks import common
+from ..tasks.metrics import check_finite
 from ..tasks.zeroshot import read_templates, zeroshot_classifier
 from . import vectors
 from .index import check_model, model_record
@@ -124,6 +125,8 @@ class Searcher:
         emb = zeroshot_classifier(self.model, list(queries), self.templates, device=self.device,
                                   precision=self.precision, progress=False, trim_padding=True)
         vec = torch.nn.functional.normalize(emb.mean(dim=0), dim=-1).numpy().astype(np.float32)
+        # NaN scores would rank nothing and "no results" would look like an honest answer.
+        check_finite(vec[None], "query embeddings")
         self._cache[key] = vec
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

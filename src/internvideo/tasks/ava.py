@@ -46,6 +46,7 @@ from ..data.ava import (
     read_excluded_timestamps, read_label_map, write_ava_results,
 )
 from ..data.datasets import AnnotationError
+from .metrics import check_finite
 
 __all__ = ["box_iou", "voc_average_precision", "frame_map", "evaluate_files", "detect", "evaluate_detector",
            "results_table", "add_arguments", "main"]
@@ -237,6 +238,7 @@ def detect(model: nn.Module, dataset: AVADataset, *, batch_size: int = 8, num_wo
             probs = model(video).float().softmax(-1).cpu()[clip]
         else:
             probs = torch.sigmoid(model(video, rois).float()).cpu()
+        check_finite(probs, "person boxes")  # 'p >= min_score' would drop a NaN silently
         ids = list(range(1, probs.shape[1] + 1)) if action_ids is None else list(action_ids)
         for k, row in enumerate(probs.tolist()):
             video_id, timestamp = batch["video_id"][clip[k]], batch["timestamp"][clip[k]]

@@ -34,6 +34,7 @@ from ..data.sampling import TestLayout
 from ..models.hardware import resolve_precision
 from ..models.recipe import InputRecipe
 from ..tokenizer import get_tokenizer
+from .metrics import NonFiniteError
 
 log = logging.getLogger("internvideo.tasks")
 
@@ -75,8 +76,14 @@ def logit_scale(model: nn.Module) -> float:
     raw = getattr(model, "logit_scale", None)
     if raw is None:
         return 100.0
-    value = raw.detach().float().exp().item() if isinstance(raw, torch.Tensor) else math.exp(float(raw))
-    return min(value, 100.0)
+    value = float(raw.detach().float().item() if isinstance(raw, torch.Tensor) else raw)  # the raw log-scale
+    # min() would pass a NaN through (every comparison with it is false) and every score would be NaN; an
+    # infinite one would be clamped to a plausible 100. Either way the model is broken, whatever the metric.
+    if not math.isfinite(value):
+        raise NonFiniteError(f"the model's logit_scale is {value} (non-finite): every score would be "
+                             "meaningless; the model is probably broken (diverged training, corrupt weights)")
+    scale = raw.detach().float().exp().item() if isinstance(raw, torch.Tensor) else math.exp(min(value, 10.0))
+    return min(scale, 100.0)
 
 
 def load_model_arg(spec: str | os.PathLike | nn.Module) -> nn.Module:

@@ -341,6 +341,8 @@ def localize(model: Any, dataset: Any, *, class_scores: Mapping[str, Sequence[fl
     names = list(score_classes) if class_scores is not None else list(dataset.classes)
     import torch
 
+    from .metrics import check_finite
+
     was_training = model.training
     dev = torch.device(device) if device else next(model.parameters()).device
     model.eval()
@@ -357,6 +359,8 @@ def localize(model: Any, dataset: Any, *, class_scores: Mapping[str, Sequence[fl
                     ext = torch.as_tensor(class_scores[item["video_id"]], dtype=torch.float32)
                 segs, scores, labels = model.predict(model(feats, mask), 0, class_scores=ext,
                                                      top_k_classes=top_k_classes)
+                check_finite(torch.cat([segs.reshape(len(segs), -1).float(), scores.reshape(-1, 1).float()], 1),
+                             f"detections of video {item['video_id']}")
                 sec = item["timing"].to_seconds(segs.double().cpu()).clamp(0.0, item["duration"])
                 out += [Detection(item["video_id"], names[int(c)], float(sc), float(a), float(b))
                         for (a, b), sc, c in zip(sec.tolist(), scores.tolist(), labels.tolist())]

@@ -42,6 +42,7 @@ from ..tokenizer import get_tokenizer
 from . import common
 from .common import Precision
 from .inputs import readable_videos, usage_error
+from .metrics import check_finite
 
 __all__ = ["normalize_answer", "answer_vocabulary", "qa_accuracy", "most_frequent_answer", "QAFeatures",
            "qa_features", "train_qa_head", "predict_answers", "evaluate_qa", "results_table", "add_arguments",
@@ -181,7 +182,9 @@ def predict_answers(model: VideoQA, samples: Sequence[QASample], *, batch_size: 
     with common.inference(model, dev, precision):
         for i in range(0, len(keep), 256):
             q, pad, v = (t.to(dev) for t in features.batch(torch.arange(i, min(i + 256, len(keep)))))
-            picks.append(model.forward_head(q, pad, v).float().argmax(dim=-1).cpu())
+            logits = model.forward_head(q, pad, v).float()
+            check_finite(logits, "questions")  # argmax would pick a NaN answer as if it were the best
+            picks.append(logits.argmax(dim=-1).cpu())
     return [model.answers[int(j)] for j in torch.cat(picks)], keep, skipped
 
 
