@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..models import MODEL_CLASSES, NAMED_CONFIGS, apply_overrides
+from ..models.config_io import config_from_json
 
 log = logging.getLogger(__name__)
 StateDict = dict[str, torch.Tensor]
@@ -95,27 +96,46 @@ def _describe(model: nn.Module) -> dict:
 
 
 def _build(meta: dict, source: object, overrides: dict | None = None) -> nn.Module:
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{source}: expected a JSON object with 'class' and 'config', got {type(meta).__name__}")
     cls_name = meta.get("class")
     if cls_name not in MODEL_CLASSES:
         raise CheckpointError(f"{source}: unknown model class {cls_name!r}; known: {sorted(MODEL_CLASSES)}")
+    if "config" not in meta:
+        raise CheckpointError(f"{source}: no 'config' object (the {cls_name} fields)")
     cls = MODEL_CLASSES[cls_name]
-    cfg = apply_overrides(_config_from_dict(_config_class(cls), meta["config"], source), overrides or {})
-    children = {name: _build(sub, f"{source} [{name}]") for name, sub in meta.get("submodels", {}).items()}
+    cfg = apply_overrides(config_from_json(_config_class(cls), meta["config"], str(source), CheckpointError),
+                          overrides or {})
+    submodels = meta.get("submodels", {})
+    if not isinstance(submodels, dict):
+        raise CheckpointError(f"{source}: 'submodels' must be a JSON object")
+    children = {name: _build(sub, f"{source} [{name}]") for name, sub in submodels.items()}
     return cls(cfg, **children)
+
+
+def read_config_json(path: Path) -> dict:
+    """A checkpoint's ``config.json`` as a JSON object; every way it can be unreadable is an error naming it."""
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path}: not UTF-8 text (byte {e.start}); a binary file where config.json "
+                              "belongs?") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e}); an interrupted save? Save the model again") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: expected a JSON object at the top level, got {type(meta).__name__}")
+    return meta
 
 
 def _is_ours(path: Path) -> bool:
     cfg = path / CONFIG_NAME
     if not (path.is_dir() and cfg.exists()):
         return False
-    try:
-        return json.loads(cfg.read_text()).get("format") == "internvideo"
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg}: not valid JSON ({e})") from None
+    return read_config_json(cfg).get("format") == "internvideo"
 
 
 def _build_ours(path: Path, overrides: dict) -> tuple[nn.Module, StateDict]:
-    meta = json.loads((path / CONFIG_NAME).read_text())
+    meta = read_config_json(path / CONFIG_NAME)
     return _build(meta, path / CONFIG_NAME, overrides), load_safetensors(path / WEIGHTS_NAME)
 
 
@@ -126,15 +146,6 @@ def _config_class(cls: type[nn.Module]) -> type:
         if model_cls is cls or issubclass(cls, model_cls) or issubclass(model_cls, cls):
             return type(cfg)
     raise CheckpointError(f"no config class registered for {cls.__name__}")
-
-
-def _config_from_dict(config_cls: type, data: dict, source: object):
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        log.warning("%s: ignoring unknown config fields %s", source, unknown)
-    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
-    return config_cls(**kwargs)
 
 
 # ----------------------------------------------------------------------------- reading raw files

@@ -6,7 +6,6 @@ modules, listed in :data:`FORMATS`.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from ..models import apply_overrides
 from . import clip, videomae
 from .base import (
     CONFIG_NAME, WEIGHTS_NAME, CheckpointError, Format, HeadPolicy, LoadReport, StateDict, UnsureArchitecture,
-    _build_ours, _is_ours, _read_dir_weights, load_safetensors, load_state_dict_checked, read_state_dict,
+    _build_ours, _is_ours, read_config_json, _read_dir_weights, load_safetensors, load_state_dict_checked, read_state_dict,
 )
 
 FORMATS: tuple[Format, ...] = videomae.FORMATS + clip.FORMATS
@@ -36,7 +35,7 @@ def _read_any(path: Path, allow_torchscript: bool = False) -> tuple[StateDict, d
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():
         cfg = path / CONFIG_NAME
-        meta = json.loads(cfg.read_text()) if cfg.exists() else None
+        meta = read_config_json(cfg) if cfg.exists() else None
         return _read_dir_weights(path), meta
     if allow_torchscript:
         return clip.read_openai_clip(path, allow_torchscript=True), None
