@@ -138,3 +138,143 @@ def test_search_with_a_nan_text_projection_is_an_error(search_world, search_mode
             searcher.search("a green triangle", 2)
     finally:
         searcher.close()
+
+
+# ----------------------------------------------------------------------------- checkpoint config.json: no guesses
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    mae = internvideo.save_model(internvideo.create_model("videomae_tiny", num_classes=3, img_size=32, num_frames=4),
+                                 base / "mae")
+    mm = internvideo.save_model(internvideo.create_model("internvideo_mm_tiny"), base / "mm")
+    return {"mae": mae, "mm": mm}
+
+
+def _edited(src, dest, edit):
+    """A copy of checkpoint ``src`` whose config.json went through ``edit(meta)`` (or is ``edit`` when bytes)."""
+    import shutil
+
+    shutil.copytree(src, dest)
+    cfg = dest / "config.json"
+    if isinstance(edit, bytes):
+        cfg.write_bytes(edit)
+    else:
+        meta = json.loads(cfg.read_text())
+        edit(meta)
+        cfg.write_text(json.dumps(meta))
+    return dest
+
+
+def _load_error(path) -> str:
+    from internvideo.checkpoints import CheckpointError
+
+    with pytest.raises(CheckpointError) as e:
+        internvideo.load_model(path)
+    message = str(e.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+@pytest.mark.parametrize("which, fields", [("mae", ["img_size"]), ("mae", ["num_frames"]),
+                                           ("mae", ["img_size", "num_frames"]), ("mae", ["sampling", "mean"]),
+                                           ("mm", ["vision_layers"]), ("mm", ["std"])])
+def test_a_missing_config_field_is_an_error_naming_it(tiny_dirs, tmp_path, which, fields):
+    """Before: img_size/num_frames fell back to 224 px / 16 frames and the demo classifier scored 0 %."""
+    path = _edited(tiny_dirs[which], tmp_path / "ckpt", lambda m: [m["config"].pop(f) for f in fields])
+    message = _load_error(path)
+    assert "missing" in message and all(repr(f) in message for f in fields)
+
+
+def test_naming_only_fields_may_be_missing(tiny_dirs, tmp_path):
+    path = _edited(tiny_dirs["mae"], tmp_path / "ckpt", lambda m: m["config"].pop("class_names"))
+    assert internvideo.load_model(path).config.img_size == 32
+
+
+@pytest.mark.parametrize("field", ["num_frame", "imgsize", "Img_size"])
+def test_an_unknown_config_field_is_an_error(tiny_dirs, tmp_path, field):
+    """Before: a misspelt field only warned, and its default was used."""
+    path = _edited(tiny_dirs["mae"], tmp_path / "ckpt", lambda m: m["config"].update({field: 4}))
+    assert f"unknown VideoMAEConfig field(s) {field!r}" in _load_error(path)
+
+
+def test_a_known_rename_is_read_under_its_new_name(tiny_dirs, tmp_path):
+    path = _edited(tiny_dirs["mae"], tmp_path / "ckpt",
+                   lambda m: m["config"].update(all_frames=m["config"].pop("num_frames")))
+    assert internvideo.load_model(path).config.num_frames == 4
+    both = _edited(tiny_dirs["mae"], tmp_path / "both", lambda m: m["config"].update(all_frames=4))
+    assert "both 'all_frames' and 'num_frames'" in _load_error(both)
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("num_frames", "4", "expected an integer, got a string"),
+    ("num_frames", 4.0, "expected an integer, got a number"),
+    ("num_frames", True, "expected an integer, got true/false"),
+    ("mean", "abc", "expected a list"),
+    ("mean", [0.5, "x", 0.5], "field 'mean'[1]: expected a number"),
+    ("mean", [0.5, 0.5], "expected 3 values"),
+    ("sampling", "random", "'random' is not one of"),
+    ("qkv_bias", "yes", "expected true/false"),
+    ("mlp_ratio", float("nan"), "finite"),
+])
+def test_wrong_config_types_and_enum_values_are_one_line_errors(tiny_dirs, tmp_path, field, value, needle):
+    path = _edited(tiny_dirs["mae"], tmp_path / "ckpt", lambda m: m["config"].update({field: value}))
+    message = _load_error(path)
+    assert needle in message and repr(field) in message
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"[1, 2, 3]", "expected a JSON object at the top level, got list"),
+    (b'"videomae"', "expected a JSON object at the top level, got str"),
+    (b"null", "expected a JSON object at the top level"),
+    (b'{"format": "internvideo", "class": "VideoMAEClassifier", "config": [1]}', "expected a JSON object of VideoMAEConfig"),
+    (b'{"format": "internvideo", "class": "VideoMAEClassifier"}', "no 'config'"),
+    (b'{"format": "internvideo", ', "not valid JSON"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "not UTF-8"),
+])
+def test_a_config_json_that_is_not_a_config_object_is_named(tiny_dirs, tmp_path, content, needle):
+    assert needle in _load_error(_edited(tiny_dirs["mae"], tmp_path / "ckpt", content))
+
+
+def test_config_errors_print_one_line_through_the_cli(tiny_dirs, tmp_path, capsys):
+    from internvideo.cli import main
+
+    path = _edited(tiny_dirs["mm"], tmp_path / "ckpt", lambda m: m["config"].pop("img_size"))
+    with pytest.raises(SystemExit) as e:
+        main(["index", str(tmp_path), "--model", str(path), "--out", str(tmp_path / "idx")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("internvideo: error:")
+    assert "missing InternVideoMMConfig field(s) 'img_size'" in err
+
+
+# ----------------------------------------------------------------------------- schedule cross-field checks
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["optim.lr=1e-4", "optim.min_lr=1e-2"], "optim.min_lr (0.01) is above optim.lr"),
+    (["optim.warmup_steps=5", "optim.warmup_epochs=1", "run.epochs=3"], "both set"),
+    (["optim.warmup_epochs=3", "run.epochs=3"], "optim.warmup_epochs (3) must be less than run.epochs"),
+    (["optim.warmup_steps=50", "run.max_steps=50"], "optim.warmup_steps (50) must be less than run.max_steps"),
+])
+def test_schedule_cross_field_checks(overrides, needle):
+    """Before: min_lr above lr was accepted; the lr climbed to ~10 and the loss to 3,623, exit 0."""
+    from internvideo.train.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, overrides)
+    load_config(None, ["optim.lr=1e-4", "optim.min_lr=1e-4", "optim.warmup_steps=49", "run.max_steps=50"])
+
+
+def test_warmup_longer_than_the_run_is_refused_once_the_step_count_is_known():
+    from internvideo.train.config import ConfigError, load_config
+    from internvideo.train.loop import Schedule
+
+    class OneProcess:
+        world = 1
+
+    cfg = load_config(None, ["optim.warmup_steps=40", "run.epochs=2", "run.batch_size=4", "optim.accum_steps=1"])
+    with pytest.raises(ConfigError, match=r"warmup \(40 steps.*not shorter than the run \(10 steps"):
+        Schedule.of(cfg, 20, OneProcess())
+    assert Schedule.of(cfg, 100, OneProcess()).warmup == 40  # 50 steps: fine

@@ -160,6 +160,8 @@ def _config(stage_dir: Path, world: Path, preset: Preset, seed: int, progress: b
     optim = {"scale_lr": False, "warmup_steps": 30, "min_lr": 1e-5, "weight_decay": 0.05, "betas": (0.9, 0.999),
              **(optim or {})}
     run = run or {}
+    if run.get("max_steps") and optim["warmup_steps"] >= run["max_steps"]:  # the smoke preset: a few steps only
+        optim["warmup_steps"] = run["max_steps"] // 5
     # Five or more validation points per stage, so that every training curve is a curve.
     eval_every = preset.eval_every or max(1, int(run.get("max_steps") or 1) // EVAL_POINTS)
     run = {"out_dir": str(stage_dir), "epochs": 10_000, "batch_size": preset.batch_size, "seed": seed,

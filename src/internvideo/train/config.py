@@ -291,6 +291,7 @@ def validate(cfg: TrainConfig) -> None:
     _range("optim.clip_grad", o.clip_grad, 0, lo_open=True, optional=True)
     _range("optim.accum_steps", o.accum_steps, 1)
     _range("optim.ema", o.ema, 0, 1, lo_open=True, hi_open=True, optional=True)
+    _check_schedule(cfg)
     _range("data.short_side", d.short_side, 1)
     _range("data.scale[0]", d.scale[0], 0, 1, lo_open=True)
     _range("data.scale[1]", d.scale[1], d.scale[0], 1)
@@ -309,6 +310,32 @@ def validate(cfg: TrainConfig) -> None:
         std = m["std"]
         if not isinstance(std, (list, tuple)) or not all(isinstance(x, (int, float)) and x > 0 for x in std):
             raise ConfigError(f"model.overrides.std: must be a list of positive numbers (per-channel std), got {std!r}")
+
+
+def _check_schedule(cfg: TrainConfig) -> None:
+    """Cross-field checks of the learning-rate schedule (each field alone is in range; together they must make a
+    schedule that warms up, then decays from lr down to min_lr). The step count is checked again, once the data
+    size fixes it, by :func:`check_warmup`."""
+    o, r = cfg.optim, cfg.run
+    if o.min_lr > o.lr:  # the cosine would climb from lr to min_lr
+        raise ConfigError(f"optim.min_lr ({o.min_lr:g}) is above optim.lr ({o.lr:g}): the schedule decays from lr to "
+                          "min_lr, so min_lr must be <= lr")
+    if o.warmup_steps and o.warmup_epochs:
+        raise ConfigError(f"optim.warmup_steps ({o.warmup_steps}) and optim.warmup_epochs ({o.warmup_epochs:g}) are "
+                          "both set; set one of them (the other to 0)")
+    if o.warmup_epochs and o.warmup_epochs >= r.epochs:
+        raise ConfigError(f"optim.warmup_epochs ({o.warmup_epochs:g}) must be less than run.epochs ({r.epochs}): the "
+                          "run would end before warmup does")
+    if o.warmup_steps and r.max_steps is not None and o.warmup_steps >= r.max_steps:
+        raise ConfigError(f"optim.warmup_steps ({o.warmup_steps}) must be less than run.max_steps ({r.max_steps}): "
+                          "the run would end before warmup does")
+
+
+def check_warmup(warmup: int, total: int) -> None:
+    """Warmup must end before the run does (``total`` optimiser steps, known once the data size is)."""
+    if total > 1 and warmup >= total:
+        raise ConfigError(f"the warmup ({warmup} steps, from optim.warmup_steps / optim.warmup_epochs) is not shorter "
+                          f"than the run ({total} steps, from run.epochs / run.max_steps and the data size)")
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:

@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..models.hardware import resolve_precision
-from .config import TrainConfig, validate
+from .config import TrainConfig, check_warmup, validate
 from .objectives import Objective, make_objective
 from .optim import EMA, adamw, lr_at
 from .setup import (
@@ -147,8 +147,9 @@ class Schedule:
         if cfg.run.max_steps is not None:
             total = min(total, cfg.run.max_steps)
         scale = global_batch / 256 if cfg.optim.scale_lr else 1.0
-        return cls(steps_per_epoch, total, cfg.optim.warmup_steps or int(cfg.optim.warmup_epochs * steps_per_epoch),
-                   cfg.optim.lr * scale, cfg.optim.min_lr * scale)
+        warmup = cfg.optim.warmup_steps or int(cfg.optim.warmup_epochs * steps_per_epoch)
+        check_warmup(warmup, total)
+        return cls(steps_per_epoch, total, warmup, cfg.optim.lr * scale, cfg.optim.min_lr * scale)
 
     def lr(self, step: int) -> float:
         return lr_at(step, self.total_steps, self.warmup, self.peak_lr, self.min_lr)
