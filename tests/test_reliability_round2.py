@@ -338,3 +338,125 @@ def test_a_stale_lock_is_taken_over_by_exactly_one_of_several_racing_runs(tmp_pa
         assert 2 not in got, f"trial {trial}: two runs held the lock at once ({got})"
         assert got.count(1) >= 1 and -1 not in got, got
         assert not (run_dir / "run.lock").exists()  # released by whoever held it
+
+
+# ----------------------------------------------------------------------------- atomic writes and full disks
+
+
+def _enospc(*args, **kwargs):
+    import errno
+    import os
+
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_disk_full_during_extract_leaves_no_torn_config_and_names_the_path(colours, tmp_path, monkeypatch):
+    """Before: a 0-byte extract_config.json, and the rerun failed with a JSON message naming no file."""
+    from eval_standins import ColourClassifier
+    from internvideo import fileio
+    from internvideo.tasks import extract as E
+
+    out = tmp_path / "feats"
+    with monkeypatch.context() as m:
+        m.setattr(fileio.os, "fsync", _enospc)
+        with pytest.raises(fileio.DiskFullError) as e:
+            E.extract_features(ColourClassifier(), colours["list"], out, progress=False)
+    assert str(out / "extract_config.json") in str(e.value) and "\n" not in str(e.value)
+    assert not (out / "extract_config.json").exists() and not list(out.rglob("*.tmp"))
+    summary = E.extract_features(ColourClassifier(), colours["list"], out, progress=False)
+    assert summary["extracted"] == summary["videos"] > 0
+
+
+def test_a_torn_extract_config_left_by_an_older_version_is_recognised(colours, tmp_path):
+    from eval_standins import ColourClassifier
+    from internvideo.tasks import extract as E
+
+    out = tmp_path / "feats"
+    out.mkdir()
+    (out / "extract_config.json").write_bytes(b"")  # what the old in-place write left on a full disk
+    assert E.extract_features(ColourClassifier(), colours["list"], out, progress=False)["extracted"] > 0
+    (out / "extract_config.json").write_bytes(b'{"window": ')  # torn, and now features lie beside it
+    with pytest.raises(ValueError, match=r"extract_config\.json is damaged.*--overwrite"):
+        E.extract_features(ColourClassifier(), colours["list"], out, progress=False)
+
+
+def test_disk_full_while_saving_a_training_checkpoint_is_one_line_naming_it(tmp_path, monkeypatch):
+    """Before: a SafetensorError traceback. Now DiskFullError naming the checkpoint; no partial step_N left."""
+    from safetensors import SafetensorError
+
+    from internvideo import fileio
+    from internvideo.checkpoints import base
+    from internvideo.train.state import Checkpointer
+
+    def full(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
+                              '"No space left on device" })')
+
+    model = internvideo.create_model("videomae_tiny", num_classes=3, img_size=32, num_frames=4)
+    ckpt = Checkpointer(tmp_path, keep_last=2)
+    monkeypatch.setattr(base, "save_file", full)
+    with pytest.raises(fileio.DiskFullError) as e:
+        ckpt.write(3, model, {"step": 3}, None, model.state_dict())
+    assert str(tmp_path / "checkpoints" / "step_0000003") in str(e.value) and "\n" not in str(e.value)
+    assert not list((tmp_path / "checkpoints").iterdir())  # neither step_0000003 nor its .tmp
+    with pytest.raises(fileio.DiskFullError, match="model.safetensors"):  # save_model on its own, too
+        internvideo.save_model(model, tmp_path / "saved")
+    assert not list((tmp_path / "saved").iterdir())
+
+
+def test_disk_full_during_index_names_the_index_and_the_real_error_is_not_hidden(search_world, search_model,
+                                                                                  tmp_path, monkeypatch):
+    """Before: "cannot rollback - no transaction is active", hiding SQLite's "database or disk is full"."""
+    import sqlite3
+
+    from internvideo import fileio
+    from internvideo.search import build_index
+    from internvideo.search.store import Store
+
+    store = Store(tmp_path / "plain", create=True)
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        with store.transaction() as db:
+            db.execute("ROLLBACK")  # what SQLite does by itself on a full disk
+            raise sqlite3.OperationalError("database or disk is full")
+    store.close()
+
+    def full(self, *args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    folder = video_folder(search_world, tmp_path / "videos", clips=1, long=False)
+    monkeypatch.setattr(Store, "replace_video", full)
+    with pytest.raises(fileio.DiskFullError) as e:
+        build_index(internvideo.load_model(search_model), folder, tmp_path / "idx", model_source=search_model,
+                    window=1.0, precision="fp32", progress=False)
+    assert str(tmp_path / "idx") in str(e.value)
+
+
+def test_disk_full_through_the_cli_is_one_line(tmp_path, monkeypatch, capsys):
+    """Writing scorer results (an unlisted writer of the same class) on a full disk: one line, exit 2."""
+    from internvideo import fileio
+    from internvideo.cli import main
+
+    gt, pred = _localization_files(tmp_path)
+    monkeypatch.setattr(fileio.os, "fsync", _enospc)
+    code = main(["eval", "localization", "--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "No space left on device" in err and "r.json" in err
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "r.json.tmp").exists()
+
+
+def test_results_json_is_valid_json_even_when_a_value_is_not_finite(tmp_path):
+    from internvideo import fileio
+
+    path = fileio.write_json(tmp_path / "r.json", {"mAP": float("nan"), "per_class": [1.0, float("inf")],
+                                                  "n": np.float32("nan")})
+    assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}")) == {
+        "mAP": None, "per_class": [1.0, None], "n": None}
+
+
+def _localization_files(tmp_path, gt_segments=((1.0, 3.0),), pred=None):
+    gt = {"database": {"v1": {"duration": 10.0, "subset": "validation",
+                              "annotations": [{"segment": list(s), "label": "jump"} for s in gt_segments]}}}
+    results = pred if pred is not None else {"v1": [{"label": "jump", "score": 0.9, "segment": [1.0, 3.0]}]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "pred.json").write_text(json.dumps({"results": results}))
+    return tmp_path / "gt.json", tmp_path / "pred.json"

@@ -22,6 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .. import fileio
+from ..fileio import atomic_path
 from ..models import MODEL_CLASSES, NAMED_CONFIGS, apply_overrides
 from ..models.config_io import config_from_json
 
@@ -76,10 +78,9 @@ def save_model(model: nn.Module, directory: str | os.PathLike, state_dict: dict 
     meta = _describe(model)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in (state_dict or model.state_dict()).items()}
-    tmp = directory / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, directory / WEIGHTS_NAME)
-    (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    fileio.write_json(directory / CONFIG_NAME, meta)
     return directory
 
 

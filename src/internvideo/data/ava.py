@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..fileio import atomic_path
 from .datasets import AnnotationError, AVABox
 from .video import VideoError, probe, read_frames
 
@@ -148,8 +149,7 @@ def read_ava_results(path: PathLike) -> list[AVADetection]:
 def write_ava_results(path: PathLike, detections: Iterable[AVADetection]) -> Path:
     """Write the AVA result CSV; timestamps of whole seconds are written as AVA does (``0902``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         for d in detections:
             ts = f"{int(d.timestamp):04d}" if float(d.timestamp).is_integer() else repr(float(d.timestamp))

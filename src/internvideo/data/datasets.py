@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..fileio import atomic_path
 from .memory import DecodedVideos
 from .sampling import DenseSampler, Sampler
 from .transforms import EvalTransformConfig, TrainTransformConfig, as_float, build_eval_transform
@@ -241,7 +242,7 @@ def read_video_text(path: PathLike, root: PathLike | None = None) -> list[VideoT
 
 def write_video_text(samples: Iterable[VideoTextSample], path: PathLike, root: PathLike | None = None) -> None:
     """Write samples as video-text JSON lines (paths made relative to ``root`` when given)."""
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for s in samples:
             video = os.path.relpath(s.video, root) if root is not None else s.video
             caption: str | list[str] = s.captions[0] if len(s.captions) == 1 else list(s.captions)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..fileio import write_json
 from .datasets import AnnotationError, LocalizationVideo, Segment, read_activitynet
 from .video import PathLike
 
@@ -283,7 +284,4 @@ def write_activitynet(videos: Mapping[str, LocalizationVideo], path: PathLike, v
         if v.fps is not None:
             entry["fps"] = v.fps
         database[vid] = entry
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"version": version, "database": database}, indent=1) + "\n", encoding="utf-8")
-    return path
+    return write_json(path, {"version": version, "database": database}, indent=1)

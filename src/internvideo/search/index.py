@@ -36,6 +36,7 @@ from ..data.transforms import Compose
 from ..models.recipe import InputRecipe
 from ..tasks import common
 from ..tasks.extract import VIDEO_EXTENSIONS, identity_collate, clip_batches, window_starts
+from ..fileio import atomic_path, disk_full_guard
 from . import vectors
 from .store import DB_NAME, THUMBS, VECTORS_META, VECTORS_NAME, SearchIndexError, Store, model_fingerprint
 
@@ -169,9 +170,8 @@ def _save_thumb(path: Path, frame: np.ndarray) -> None:
 
     image = Image.fromarray(frame)
     image.thumbnail((THUMB_MAX_SIDE, THUMB_MAX_SIDE))
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="JPEG", quality=85)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="JPEG", quality=85)
 
 
 # ----------------------------------------------------------------------------- model identity
@@ -303,7 +303,9 @@ def build_index(model: nn.Module, folder: str | os.PathLike, out: str | os.PathL
             store.set("model", current)
             store.set("settings", settings)
             store.set("root", str(root))
-            return _update(store, model, root, out_dir, spec, current, extensions=extensions, window=window,
+            # SQLite says "database or disk is full"; FAISS and PIL their own way: one error naming the index.
+            with disk_full_guard(out_dir):
+                return _update(store, model, root, out_dir, spec, current, extensions=extensions, window=window,
                            stride=stride, kind=kind, target_recall=target_recall, batch_size=batch_size,
                            num_workers=num_workers, device=device, precision=precision, progress=progress)
         finally:

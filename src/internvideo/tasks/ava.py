@@ -45,6 +45,7 @@ from ..data.ava import (
     AVABox, AVADataset, AVADetection, Key, collate_ava, key_of, read_ava_groundtruth, read_ava_results,
     read_excluded_timestamps, read_label_map, write_ava_results,
 )
+from .. import fileio
 from ..data.datasets import AnnotationError
 from .metrics import check_finite
 
@@ -314,6 +315,6 @@ def main(args: argparse.Namespace) -> int:
     except AnnotationError as e:
         return _fail(str(e))
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        fileio.write_json(args.out, results, indent=1)
     print(json.dumps(results, indent=1) if args.json else results_table(results))
     return 0

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -29,6 +28,7 @@ from tqdm import tqdm
 
 from ..data import DenseSampler, EvalTransformConfig, Sampler, SegmentSampler, UniformSampler, View, \
     build_eval_transform, collate_videos
+from .. import fileio
 from ..factory import create_model, list_models, load_model
 from ..data.sampling import TestLayout
 from ..models.hardware import resolve_precision
@@ -311,11 +311,8 @@ def encode_texts(model: nn.Module, texts: Sequence[str], *, batch_size: int = 25
 
 
 def write_json(results: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write a results dict as indented JSON (parent folders created); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-    return path
+    """Write a results dict as indented JSON (parent folders created, atomically, NaN as null); returns the path."""
+    return fileio.write_json(path, results, default=str)
 
 
 def format_table(title: str, rows: Sequence[tuple[str, Any]]) -> str:

@@ -47,6 +47,7 @@ from tqdm import tqdm
 from ..data import Sampler, VideoError, probe, read_frames, segment_indices
 from ..data.datasets import text_lines
 from ..data.transforms import Compose
+from .. import fileio
 from . import common
 from .common import Pool, Precision, Sampling
 
@@ -273,24 +274,39 @@ def clip_batches(pieces: Iterable[Any], batch_size: int, on_error: Callable[[Any
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
+    with fileio.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+
+def _read_settings(cfg: Path) -> dict[str, Any] | None:
+    """The settings an earlier run recorded. A file a crash left empty or torn (older versions wrote it in place)
+    is written again when no features are there yet; beside features it is an error, since nothing then says
+    which settings made them."""
+    try:
+        before = json.loads(cfg.read_bytes().decode("utf-8"))
+        problem = None if isinstance(before, dict) else "holds no settings object"
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        before, problem = None, f"is damaged ({e})"
+    if problem is None:
+        return before
+    if any(cfg.parent.rglob("*.npy")):
+        raise ValueError(f"{cfg} {problem}, so the features beside it cannot be checked against this run's "
+                         "settings; pass --overwrite to extract everything again")
+    log.warning("%s %s, as an interrupted run may leave it; it is written again", cfg, problem)
+    return None
 
 
 def _check_config(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
     cfg = out / CONFIG_NAME
-    if cfg.exists() and not overwrite:
-        before = json.loads(cfg.read_text(encoding="utf-8"))
+    before = _read_settings(cfg) if cfg.exists() and not overwrite else None
+    if before is not None:
         changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
         if changed:
             detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
             raise ValueError(f"{out} holds features extracted with other settings ({detail}); use another --out "
                              "folder, or --overwrite to re-extract everything")
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    fileio.write_json(cfg, settings)
 
 
 def extract_features(model: nn.Module, videos: str | os.PathLike | Sequence[str], out_dir: str | os.PathLike, *,
@@ -390,12 +406,8 @@ def extract_features(model: nn.Module, videos: str | os.PathLike | Sequence[str]
             run(batch)
     bar.close()
 
-    index = out / INDEX_NAME
-    tmp = index.with_name(INDEX_NAME + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for i in range(len(entries)):
-            f.write(json.dumps(records[i]) + "\n")
-    os.replace(tmp, index)
+    index = fileio.write_text(out / INDEX_NAME, "".join(fileio.json_text(records[i], indent=None) + "\n"
+                                                        for i in range(len(entries))))
     errors = [{"video": records[i]["video"], "error": records[i]["error"]} for i in sorted(failed)]
     return {"task": "extract", "videos": len(entries),
             "extracted": sum(r["status"] == "ok" for r in records.values()),

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import fileio
 from ..data.datasets import AnnotationError, LocalizationVideo, json_number, read_activitynet, read_segment
 
 log = logging.getLogger("internvideo.localization")
@@ -283,12 +284,7 @@ def write_detections(detections: Iterable[Detection], path: str | os.PathLike, *
     payload = {"version": "VERSION 1.3", "results": results,
                "external_data": dict(external_data or {"used": False, "details": ""})}
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f)
-        f.write("\n")
-    os.replace(tmp, path)
+    fileio.write_json(path, payload, indent=None)
     return path
 
 
@@ -531,12 +527,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"internvideo: error: {e}", file=sys.stderr)
         return 2
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
+        fileio.write_json(args.out, results)
     if args.json:
-        print(json.dumps(results))
+        print(fileio.json_text(results, indent=None))
     else:
         print(results_table(results))
         if args.model:

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
+from .. import fileio
+
 ObjectiveName = Literal["mae", "classify", "linear_probe", "contrastive", "fusion", "localize", "openset", "qa", "ava"]
 
 
@@ -352,4 +354,4 @@ def config_to_dict(cfg: TrainConfig) -> dict:
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    fileio.write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

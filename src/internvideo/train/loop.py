@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import time
 from contextlib import nullcontext
@@ -32,6 +31,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .. import fileio
 from ..models.hardware import resolve_precision
 from .config import TrainConfig, check_warmup, validate
 from .objectives import Objective, make_objective
@@ -355,7 +355,7 @@ def _train(cfg: TrainConfig, objective: Objective | None, d: Dist, run_dir: Path
                    "best": progress.best, "metric": metric_name, "best_step": best_step,
                    "best_checkpoint": str(best_dir) if best_dir else None,
                    "checkpoint": str(last_good) if last_good else None}
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        fileio.write_json(run_dir / "summary.json", summary)
         log.info("done: %s", result.describe())
     return result
 
@@ -418,9 +418,7 @@ def _drop_replayed_rows(path: Path, step: int) -> None:
     if len(kept) != len(lines):
         log.info("%s: dropped %d row(s) after step %d (logged before the interruption; they are re-run)",
                  path, len(lines) - len(kept), step)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        fileio.write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _plot(history: list[dict], path: Path, metric: str | None) -> None:
