@@ -41,6 +41,7 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -273,7 +274,7 @@ def read_msrvtt(path: PathLike, video_dir: PathLike, split: str | None = None,
                     raise AnnotationError(path, "empty video_id or sentence", number)
                 samples.append(VideoTextSample(os.path.join(os.fspath(video_dir), vid + extension), (sentence,)))
         return samples
-    data = _load_json(path)
+    data = load_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("sentences"), list):
         raise AnnotationError(path, 'expected an object with a "sentences" list (MSRVTT_data.json)')
     wanted: set[str] | None = None
@@ -300,25 +301,51 @@ def _natural_key(name: str) -> tuple[str, int]:
     return stem, int(digits) if digits else -1
 
 
-def _load_json(path: PathLike) -> Any:
+def load_json(path: PathLike) -> Any:
+    """A JSON annotation or result file: UTF-8 (a leading BOM dropped); bad bytes, bad JSON and a key repeated
+    in one object (a JSON reader would silently keep the last) are errors naming the file, line or key."""
+    data = Path(path).read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise AnnotationError(path, f"not valid UTF-8 (byte {e.start}: {data[e.start:e.start + 1]!r}); a binary file? "
+                                    "Save it as UTF-8 JSON", line) from None
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise AnnotationError(path, f"key {key!r} appears twice in one object (the first would be silently "
+                                            "discarded); merge its entries", field=key)
+            out[key] = value
+        return out
+
+    try:
+        return json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as e:
         raise AnnotationError(path, f"not valid JSON ({e.msg} at column {e.colno})", e.lineno) from e
 
 
-def json_number(value: Any, path: PathLike, field: str) -> float:
+
+def json_number(value: Any, path: PathLike, field: str, *, finite: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise AnnotationError(path, f"must be a number, got {value!r}", field=field)
+    if finite and not math.isfinite(value):
+        raise AnnotationError(path, f"must be a finite number, got {value!r}", field=field)
     return float(value)
 
 
-def read_segment(segment: Any, path: PathLike, field: str) -> tuple[float, float]:
-    """An ActivityNet ``[start, end]`` in seconds, checked (the error names the file and the JSON field)."""
+def read_segment(segment: Any, path: PathLike, field: str, *, ground_truth: bool = False) -> tuple[float, float]:
+    """An ActivityNet ``[start, end]`` in seconds, checked (the error names the file and the JSON field).
+
+    A ground-truth segment must be finite: a NaN one can never be matched and
+    would silently lower the recall of its class."""
     if not isinstance(segment, list) or len(segment) != 2:
         raise AnnotationError(path, f"segment must be [start, end], got {segment!r}", field=field)
-    start, end = (json_number(x, path, field) for x in segment)
+    start, end = (json_number(x, path, field, finite=ground_truth) for x in segment)
     if start > end:
         raise AnnotationError(path, f"segment [{start}, {end}] must satisfy start <= end", field=field)
     return start, end
@@ -334,7 +361,7 @@ def read_activitynet(path: PathLike, clip: bool = True) -> dict[str, Localizatio
     those left empty are dropped; without it (for scoring, as the official
     evaluation does) boundaries are kept as written. ``start > end`` is an error.
     """
-    data = _load_json(path)
+    data = load_json(path)
     if not isinstance(data, dict) or "database" not in data:
         raise AnnotationError(path, 'missing key "database": expected a top-level object with a "database" object '
                                     '(ActivityNet format)')
@@ -349,7 +376,7 @@ def read_activitynet(path: PathLike, clip: bool = True) -> dict[str, Localizatio
             raise AnnotationError(path, "must be an object", field=where)
         if "duration" not in entry:
             raise AnnotationError(path, 'missing key "duration"', field=where)
-        duration = json_number(entry["duration"], path, f"{where}/duration")
+        duration = json_number(entry["duration"], path, f"{where}/duration", finite=True)
         subset = entry.get("subset", "")
         fps = entry.get("fps")
         fps = None if fps is None else json_number(fps, path, f"{where}/fps")
@@ -364,10 +391,13 @@ def read_activitynet(path: PathLike, clip: bool = True) -> dict[str, Localizatio
             for key in ("segment", "label"):
                 if key not in ann:
                     raise AnnotationError(path, f'missing key "{key}"', field=field)
-            start, end = read_segment(ann["segment"], path, f"{field}/segment")
+            start, end = read_segment(ann["segment"], path, f"{field}/segment", ground_truth=True)
             label = ann["label"]
             if not isinstance(label, str) or not label:
                 raise AnnotationError(path, f"label must be a non-empty string, got {label!r}", field=f"{field}/label")
+            if not clip and end <= 0:  # scoring: predictions lie inside the video; this one could never be matched
+                raise AnnotationError(path, f"segment [{start}, {end}] lies before the video starts (negative time)",
+                                      field=f"{field}/segment")
             if clip and (start < 0 or end > duration):
                 start, end = min(max(start, 0.0), duration), min(max(end, 0.0), duration)
                 clipped += 1
@@ -465,7 +495,7 @@ def read_qa(path: PathLike, root: PathLike | None = None, video_template: str | 
 
 
 def _read_qa_list(path: PathLike, root: PathLike, template: str) -> list[QASample]:
-    data = _load_json(path)
+    data = load_json(path)
     if not isinstance(data, list):
         raise AnnotationError(path, 'expected a JSON list of {"video_id", "question", "answer"} (MSRVTT-QA/MSVD-QA)')
     samples = []

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from .. import fileio
-from ..data.datasets import AnnotationError, LocalizationVideo, json_number, read_activitynet, read_segment
+from ..data.datasets import AnnotationError, LocalizationVideo, json_number, load_json, read_activitynet, read_segment
 
 log = logging.getLogger("internvideo.localization")
 
@@ -176,7 +176,8 @@ def detection_map(ground_truth: Mapping[str, LocalizationVideo], detections: Ite
     Returns ``mAP`` (tIoU key -> percent), ``average_mAP``, ``per_class`` (label
     -> AP per threshold, percent) and counts: ``num_videos``, ``num_classes``,
     ``num_ground_truth``, ``num_duplicates_removed``, ``num_predictions``,
-    ``num_ignored_predictions`` (labels without ground truth), ``num_nonfinite``.
+    ``num_ignored_predictions`` (labels without ground truth), ``num_nonfinite`` (never hits),
+    ``num_predictions_unknown_videos`` (videos not in the ground truth or subset: false positives).
     """
     thresholds = [float(t) for t in tiou_thresholds]
     if not thresholds:
@@ -200,11 +201,15 @@ def detection_map(ground_truth: Mapping[str, LocalizationVideo], detections: Ite
         where = f" in subset {subset!r}" if subset is not None else ""
         raise ValueError(f"no ground-truth segments{where}: nothing to evaluate")
     preds: dict[str, tuple[list[str], list[tuple[float, float]], list[float]]] = {c: ([], [], []) for c in gt}
-    num_pred = ignored = nonfinite = 0
+    num_pred = ignored = nonfinite = unknown_video = 0
+    gt_videos = {vid for per_video in gt.values() for vid in per_video} | {
+        vid for vid, video in ground_truth.items() if want is None or video.subset.lower() == want}
     for d in detections:
         num_pred += 1
         if not (np.isfinite(d.score) and np.isfinite(d.start) and np.isfinite(d.end)):
             nonfinite += 1
+        if d.video_id not in gt_videos:
+            unknown_video += 1  # scored as a false positive, as the official evaluation does
         bucket = preds.get(d.label)
         if bucket is None:
             ignored += 1
@@ -235,6 +240,7 @@ def detection_map(ground_truth: Mapping[str, LocalizationVideo], detections: Ite
         "num_predictions": num_pred,
         "num_ignored_predictions": ignored,
         "num_nonfinite": nonfinite,
+        "num_predictions_unknown_videos": unknown_video,
     }
 
 
@@ -245,14 +251,12 @@ def read_detections(path: str | os.PathLike) -> list[Detection]:
     """An ActivityNet detection result file: ``{"results": {video_id: [{"label", "score", "segment"}]}}``.
 
     Errors name the offending field (``results/v_1[3]/segment``). ``NaN``
-    scores are accepted (they never count as hits).
+    scores are accepted (they never count as hits, and are counted). A video
+    key given twice is an error: a JSON reader would silently keep only the
+    last list.
     """
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise AnnotationError(path, f"not valid JSON ({e.msg} at column {e.colno})", e.lineno) from e
+    data = load_json(path)
     results = data.get("results") if isinstance(data, dict) else None
     if not isinstance(results, dict):
         raise AnnotationError(path, 'expected a top-level object with a "results" object (ActivityNet result format)')
@@ -311,6 +315,12 @@ def results_table(results: Mapping[str, Any]) -> str:
              ("predictions", results["num_predictions"])]
     if results.get("num_ignored_predictions"):
         rows.append(("ignored (label without GT)", results["num_ignored_predictions"]))
+    if results.get("num_nonfinite"):
+        rows.append(("non-finite (never hits)", results["num_nonfinite"]))
+    if results.get("num_predictions_unknown_videos"):
+        rows.append(("of videos without GT (false positives)", results["num_predictions_unknown_videos"]))
+    if results.get("num_duplicates_removed"):
+        rows.append(("duplicate GT segments (counted once)", results["num_duplicates_removed"]))
     if "chance_average_mAP" in results:
         rows.append(("random segments: average mAP (%)", f"{results['chance_average_mAP']:.2f}"))
     width = max(len(n) for n, _ in rows)
