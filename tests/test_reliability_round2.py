@@ -460,3 +460,114 @@ def _localization_files(tmp_path, gt_segments=((1.0, 3.0),), pred=None):
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "pred.json").write_text(json.dumps({"results": results}))
     return tmp_path / "gt.json", tmp_path / "pred.json"
+
+
+# ----------------------------------------------------------------------------- scorers: nothing dropped silently
+
+
+def _ava_files(tmp_path, gt_rows, pred_rows, pred_prefix=b"", gt_prefix=b""):
+    (tmp_path / "gt.csv").write_bytes(gt_prefix + "".join(r + "\n" for r in gt_rows).encode())
+    (tmp_path / "pred.csv").write_bytes(pred_prefix + "".join(r + "\n" for r in pred_rows).encode())
+    (tmp_path / "map.pbtxt").write_text('item { name: "stand" id: 1 }\nitem { name: "walk" id: 2 }\n')
+    return ["eval", "ava", "--gt", str(tmp_path / "gt.csv"), "--pred", str(tmp_path / "pred.csv"),
+            "--labels", str(tmp_path / "map.pbtxt")]
+
+
+GT_ROW = "v1,0902,0.1,0.1,0.5,0.9,1,0"
+HIT = "v1,0902,0.1,0.1,0.5,0.9,1,0.9"
+
+
+@pytest.mark.parametrize("gt_rows", [[], ["v1,0902"], ["v1,0902,0.1,0.1,0.5,0.9,5,0"]])
+def test_ava_without_ground_truth_to_score_is_an_error_not_nan(tmp_path, capsys, gt_rows):
+    """Before: "mAP: nan %", exit 0, and a bare NaN in the --out JSON. Unlisted: only keyframes without boxes,
+    only classes outside the label map."""
+    from internvideo.cli import main
+
+    argv = _ava_files(tmp_path, gt_rows, [HIT]) + ["--out", str(tmp_path / "r.json")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "gt.csv" in err and "nothing to score" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_ava_bom_on_either_csv_keeps_the_first_row(tmp_path, capsys):
+    """Before: a UTF-8 BOM stuck to the first video id and that detection was silently dropped (mAP 0)."""
+    from internvideo.cli import main
+
+    for gt_bom, pred_bom in ((b"", b"\xef\xbb\xbf"), (b"\xef\xbb\xbf", b"")):
+        argv = _ava_files(tmp_path, [GT_ROW], [HIT], pred_prefix=pred_bom, gt_prefix=gt_bom)
+        assert main(argv + ["--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["mAP"] == 100.0 and result["false_positives_off_ground_truth"] == {}
+
+
+def test_ava_non_utf8_csv_names_file_and_line(tmp_path, capsys):
+    from internvideo.cli import main
+
+    argv = _ava_files(tmp_path, [GT_ROW], [HIT])
+    (tmp_path / "pred.csv").write_bytes(HIT.encode() + b"\nv1,0902,0.1,0.1,0.5,0.9,1,\xff\xfe\n")
+    assert main(argv) == 2
+    assert "pred.csv:2: not valid UTF-8" in capsys.readouterr().err
+
+
+def test_ava_detections_off_the_ground_truth_are_counted(tmp_path, capsys):
+    from internvideo.cli import main
+
+    preds = [HIT, "v9,0902,0.1,0.1,0.5,0.9,1,0.8", "v1,0903,0.1,0.1,0.5,0.9,1,0.7", "v1,0904,0.1,0.1,0.5,0.9,1,0.6"]
+    argv = _ava_files(tmp_path, [GT_ROW, "v1,0904"], preds)  # 0904: an annotated keyframe without boxes
+    assert main(argv + ["--json", "--out", str(tmp_path / "r.json")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["false_positives_off_ground_truth"] == {"detections of videos not in the ground truth": 1,
+                                                          "detections at timestamps that are not annotated keyframes": 1}
+    assert result["num_detections"] == 4 and result["mAP"] == 100.0  # the hit ranks first
+    assert json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(c)) == result
+    assert main(argv) == 0
+    assert "scored as false positives: 1 detections of videos not in the ground truth" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("segment, needle", [
+    ("[NaN, 3]", "must be a finite number, got nan"),
+    ("[1, Infinity]", "must be a finite number, got inf"),
+    ("[-5, -2]", "lies before the video starts"),
+])
+def test_localization_ground_truth_segments_that_can_never_match_are_refused(tmp_path, capsys, segment, needle):
+    """Before: accepted and silently never matched (the class's recall dropped)."""
+    from internvideo.cli import main
+
+    gt, pred = _localization_files(tmp_path)
+    gt.write_text(gt.read_text().replace("[1.0, 3.0]", segment))
+    assert main(["eval", "localization", "--gt", str(gt), "--pred", str(pred)]) == 2
+    err = capsys.readouterr().err
+    assert "gt.json" in err and "database/v1/annotations[0]/segment" in err and needle in err
+
+
+def test_a_repeated_video_key_in_predictions_is_an_error(tmp_path, capsys):
+    """Before: the second list silently replaced the first. Unlisted: the same in the ground truth."""
+    from internvideo.cli import main
+
+    gt, pred = _localization_files(tmp_path)
+    one = '{"label": "jump", "score": 0.9, "segment": [1.0, 3.0]}'
+    pred.write_text('{"results": {"v1": [' + one + '], "v1": [' + one + ']}}')
+    assert main(["eval", "localization", "--gt", str(gt), "--pred", str(pred)]) == 2
+    assert "pred.json" in (err := capsys.readouterr().err) and "'v1' appears twice" in err
+    gt2, pred2 = _localization_files(tmp_path)
+    gt2.write_text(gt2.read_text().replace('{"database": {', '{"database": {"v1": {"duration": 5}, '))
+    assert main(["eval", "localization", "--gt", str(gt2), "--pred", str(pred2)]) == 2
+    assert "gt.json" in (err := capsys.readouterr().err) and "'v1' appears twice" in err
+
+
+def test_localization_counts_predictions_it_cannot_match(tmp_path, capsys):
+    from internvideo.cli import main
+
+    preds = {"v1": [{"label": "jump", "score": 0.9, "segment": [1.0, 3.0]},
+                    {"label": "swim", "score": 0.5, "segment": [1.0, 3.0]},
+                    {"label": "jump", "score": float("nan"), "segment": [4.0, 5.0]}],
+             "v7": [{"label": "jump", "score": 0.4, "segment": [1.0, 3.0]}]}
+    gt, pred = _localization_files(tmp_path, pred=preds)
+    assert main(["eval", "localization", "--gt", str(gt), "--pred", str(pred), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["num_predictions"], result["num_ignored_predictions"], result["num_nonfinite"],
+            result["num_predictions_unknown_videos"]) == (4, 1, 1, 1)
+    assert main(["eval", "localization", "--gt", str(gt), "--pred", str(pred)]) == 0
+    table = capsys.readouterr().out
+    assert "of videos without GT (false positives)" in table and "non-finite (never hits)" in table
