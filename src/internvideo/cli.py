@@ -8,6 +8,8 @@ import time
 
 import torch
 
+from . import argtypes
+
 
 def _param_count(name: str) -> int:
     from .models import build_model, count_parameters
@@ -74,14 +76,14 @@ def _add_synth(sub) -> None:
                                    "QA and multiple choice, open-set lists, image-text pairs, long videos with "
                                    "ActivityNet-style segments and AVA-style boxes (see docs/data.md).")
     s.add_argument("out", help="output folder (created; files in it are overwritten)")
-    s.add_argument("--videos", type=int, default=600, help="action clips, balanced over the 10 classes")
-    s.add_argument("--seed", type=int, default=0, help="everything is a function of the seed")
-    s.add_argument("--size", type=int, default=64, help="frame side in pixels (even)")
-    s.add_argument("--frames", type=int, default=16, help="frames per clip")
-    s.add_argument("--fps", type=int, default=8, help="frame rate written into the files")
-    s.add_argument("--long", type=int, default=None, help="long videos for localization (default videos/10)")
-    s.add_argument("--ava", type=int, default=None, help="two-actor videos with boxes (default videos/10)")
-    s.add_argument("--images", type=int, default=None, help="image-text pairs (default videos/5)")
+    s.add_argument("--videos", type=argtypes.positive_int, default=600, help="action clips, balanced over the 10 classes")
+    s.add_argument("--seed", type=argtypes.nonnegative_int, default=0, help="everything is a function of the seed")
+    s.add_argument("--size", type=argtypes.positive_int, default=64, help="frame side in pixels (even)")
+    s.add_argument("--frames", type=argtypes.positive_int, default=16, help="frames per clip")
+    s.add_argument("--fps", type=argtypes.positive_int, default=8, help="frame rate written into the files")
+    s.add_argument("--long", type=argtypes.nonnegative_int, default=None, help="long videos for localization (default videos/10)")
+    s.add_argument("--ava", type=argtypes.nonnegative_int, default=None, help="two-actor videos with boxes (default videos/10)")
+    s.add_argument("--images", type=argtypes.nonnegative_int, default=None, help="image-text pairs (default videos/5)")
     s.set_defaults(func=cmd_synth)
 
 

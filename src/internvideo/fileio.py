@@ -24,7 +24,8 @@ from typing import Any
 
 from .errors import UserError
 
-__all__ = ["DiskFullError", "atomic_path", "write_text", "write_json", "json_text", "disk_full_guard", "is_disk_full"]
+__all__ = ["DiskFullError", "TextDecodeError", "atomic_path", "write_text", "write_json", "json_text", "read_text",
+           "disk_full_guard", "is_disk_full"]
 
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 # How libraries that do not raise OSError say it (safetensors, SQLite, FAISS).
@@ -118,6 +119,30 @@ def _finite_or_null(obj: Any) -> Any:
     if type(obj).__module__ == "numpy" and hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
         return _finite_or_null(obj.item())
     return obj
+
+
+class TextDecodeError(UserError, ValueError):
+    """A file that should be UTF-8 text is not (a binary file, another encoding); names the file and line."""
+
+    def __init__(self, path: str | os.PathLike, line: int, problem: str) -> None:
+        super().__init__(f"{os.fspath(path)}:{line}: {problem}")
+        self.path, self.line, self.problem = os.fspath(path), line, problem
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file's contents, a leading BOM dropped (editors on Windows write one; it would stick to the
+    first name). Bytes that are not UTF-8 (a binary file where text belongs) are :class:`TextDecodeError`."""
+    data = Path(path).read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        start = data.rfind(b"\n", 0, e.start) + 1
+        kind = "a binary file? " if b"\x00" in data[:4096] else ""
+        raise TextDecodeError(path, line, f"not valid UTF-8 (byte {e.start - start + 1} of the line: "
+                                          f"{data[e.start:e.start + 1]!r}); {kind}save it as UTF-8") from None
 
 
 def _remove(path: Path) -> None:

@@ -40,7 +40,7 @@ from typing import Callable
 import torch
 
 from ..models.video_clip import InternVideoMM, InternVideoMMConfig
-from .base import CheckpointError, Format, StateDict, is_torchscript, read_state_dict
+from .base import CheckpointError, Format, StateDict, is_torchscript, read_config_json, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +329,7 @@ def is_hf_clip_dir(path: str | os.PathLike) -> bool:
     if not (path.is_dir() and cfg.exists()):
         return False
     try:
-        return json.loads(cfg.read_text()).get("model_type") == "clip"
+        return read_config_json(cfg).get("model_type") == "clip"
     except json.JSONDecodeError:
         return False
 
@@ -436,7 +436,7 @@ def convert_hf_clip(path: str | os.PathLike) -> tuple[InternVideoMMConfig, State
     path = Path(path)
     if not is_hf_clip_dir(path):
         raise CheckpointError(f"{path}: not an HF CLIPModel directory (config.json with model_type 'clip')")
-    meta = json.loads((path / "config.json").read_text())
+    meta = read_config_json(path / "config.json")
     return infer_hf_clip_config(meta), convert_hf_clip_state_dict(_read_hf_weights(path))
 
 

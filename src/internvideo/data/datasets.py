@@ -39,10 +39,12 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import io
 import json
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import fileio
 from ..fileio import atomic_path
 from .memory import DecodedVideos
 from .sampling import DenseSampler, Sampler
@@ -143,16 +146,18 @@ def _default_root(annotation: PathLike, root: PathLike | None) -> PathLike:
 
 def text_lines(path: PathLike) -> Iterator[tuple[int, str]]:
     """Numbered lines of a UTF-8 text file (a leading BOM dropped); bad bytes are an error naming the line."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if data.startswith(b"\xef\xbb\xbf"):  # editors on Windows write one; it would stick to the first path/name
-        data = data[3:]
-    for number, raw in enumerate(data.splitlines(), start=1):
-        try:
-            yield number, raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise AnnotationError(path, f"not valid UTF-8 (byte {e.start + 1} of the line: {raw[e.start:e.start + 1]!r}); "
-                                        "save the file as UTF-8", number) from None
+    lines = re.split(r"\r\n|\r|\n", read_text(path))  # not str.splitlines: U+2028 and kin may sit in a caption
+    if lines and lines[-1] == "":
+        lines.pop()
+    yield from enumerate(lines, start=1)
+
+
+def read_text(path: PathLike) -> str:
+    """:func:`internvideo.fileio.read_text` whose decoding error is an :class:`AnnotationError` (file:line)."""
+    try:
+        return fileio.read_text(path)
+    except fileio.TextDecodeError as e:
+        raise AnnotationError(path, e.problem, e.line) from None
 
 
 def _lines(path: PathLike) -> Iterator[tuple[int, str]]:
@@ -263,7 +268,7 @@ def read_msrvtt(path: PathLike, video_dir: PathLike, split: str | None = None,
     path = os.fspath(path)
     if path.endswith(".csv"):
         samples = []
-        with open(path, encoding="utf-8", newline="") as f:
+        with io.StringIO(read_text(path), newline="") as f:
             reader = csv.DictReader(f)
             missing = {"video_id", "sentence"} - set(reader.fieldnames or [])
             if missing:
@@ -304,15 +309,7 @@ def _natural_key(name: str) -> tuple[str, int]:
 def load_json(path: PathLike) -> Any:
     """A JSON annotation or result file: UTF-8 (a leading BOM dropped); bad bytes, bad JSON and a key repeated
     in one object (a JSON reader would silently keep the last) are errors naming the file, line or key."""
-    data = Path(path).read_bytes()
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise AnnotationError(path, f"not valid UTF-8 (byte {e.start}: {data[e.start:e.start + 1]!r}); a binary file? "
-                                    "Save it as UTF-8 JSON", line) from None
+    text = read_text(path)
 
     def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -415,7 +412,7 @@ def read_activitynet(path: PathLike, clip: bool = True) -> dict[str, Localizatio
 def read_ava_csv(path: PathLike) -> list[AVABox]:
     """AVA-style CSV rows ``video_id, timestamp, x1, y1, x2, y2, action_id, person_id`` (coordinates 0-1)."""
     boxes = []
-    with open(path, encoding="utf-8", newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         for number, row in enumerate(csv.reader(f), start=1):
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
@@ -516,7 +513,7 @@ def _read_qa_list(path: PathLike, root: PathLike, template: str) -> list[QASampl
 
 
 def _read_frameqa(path: PathLike, root: PathLike, template: str) -> list[QASample]:
-    with open(path, encoding="utf-8", newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         reader = csv.DictReader(f, delimiter="\t")
         missing = {"gif_name", "question", "answer"} - set(reader.fieldnames or [])
         if missing:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..fileio import write_json
-from .datasets import AnnotationError, LocalizationVideo, Segment, read_activitynet
+from .datasets import AnnotationError, LocalizationVideo, Segment, load_json, read_activitynet, text_lines
 from .video import PathLike
 
 log = logging.getLogger("internvideo.data")
@@ -63,7 +63,7 @@ def _read_index(folder: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]
     records: dict[str, dict[str, Any]] = {}
     index = folder / "index.jsonl"
     if index.exists():
-        for n, line in enumerate(index.read_text(encoding="utf-8").splitlines(), start=1):
+        for n, line in text_lines(index):
             if not line.strip():
                 continue
             try:
@@ -76,7 +76,7 @@ def _read_index(folder: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]
     settings = {}
     cfg = folder / "extract_config.json"
     if cfg.exists():
-        settings = json.loads(cfg.read_text(encoding="utf-8"))
+        settings = load_json(cfg)
     return records, settings
 
 
@@ -244,7 +244,7 @@ def read_thumos14(annotation_dirs: Mapping[str, PathLike], durations: Mapping[st
             label = f.stem.rsplit("_", 1)[0]
             if label == "Ambiguous" and not include_ambiguous:
                 continue
-            for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), start=1):
+            for n, line in text_lines(f):
                 parts = line.split()
                 if not parts:
                     continue

@@ -71,6 +71,7 @@ from .context import DemoContext
 from .figures import reconstruction_figure, retrieval_figure
 from .reconstruction import reconstruction_errors
 from .report import aggregate_seeds, claims, duration, format_table, results_markdown, seeds_markdown, table_rows
+from .. import argtypes
 
 __all__ = ["Preset", "PRESETS", "run_demo", "run_seeds", "add_arguments", "main"]
 
@@ -405,7 +406,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("--quick", action="store_true", help="a few minutes, smaller world and fewer steps "
                                                             "(numbers not meaningful; the slow test)")
     size.add_argument("--smoke", action="store_true", help="under a minute: the pipeline only (what the default tests run)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the world and of every training run")
+    parser.add_argument("--seed", type=argtypes.nonnegative_int, default=0, help="seed of the world and of every training run")
     parser.add_argument("--seeds", type=_at_least_one, default=1,
                         help="run the demo for this many seeds (--seed, --seed + 1, ...) into OUT/seed_<s>/ and "
                              "report every number's mean and spread in OUT/summary.md")

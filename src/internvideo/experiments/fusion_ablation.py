@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..train import TrainConfig, train
 from ..train.config import DataSection, ModelSection, OptimSection, RunSection, load_config
+from .. import argtypes
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train", required=True, help="classification list for training, relative to root")
     p.add_argument("--val", required=True, help="classification list for evaluation, relative to root")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--width", type=int, default=64, help="common width of the fusion layers")
-    p.add_argument("--heads", type=int, default=4, help="attention heads of the fusion layers")
+    p.add_argument("--epochs", type=argtypes.positive_int, default=30)
+    p.add_argument("--lr", type=argtypes.positive_float, default=1e-3)
+    p.add_argument("--width", type=argtypes.positive_int, default=64, help="common width of the fusion layers")
+    p.add_argument("--heads", type=argtypes.positive_int, default=4, help="attention heads of the fusion layers")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra training overrides (data.*, optim.*, run.*; the variant sets model.overrides)")
 

@@ -26,6 +26,7 @@ from torch import nn
 from ..data import VideoDataset, read_classes, read_classification_list
 from ..tasks import common
 from ..tasks.openset import UNKNOWN, evaluate_openset_features
+from .. import argtypes
 
 
 def held_out_pairs(model: nn.Module, world: str | Path, *, hidden: int = 128, steps: int = 300, seed: int = 0,
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m internvideo.experiments.openset_pairs", description=__doc__)
     parser.add_argument("demo_out", type=Path, help="a finished demo's output folder")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=argtypes.nonnegative_int, default=0)
     args = parser.parse_args(argv)
     checkpoints = sorted((args.demo_out / "runs" / "contrastive" / "checkpoints").glob("step_*"))
     if not checkpoints:

@@ -39,6 +39,7 @@ from ..tasks.extract import VIDEO_EXTENSIONS, identity_collate, clip_batches, wi
 from ..fileio import atomic_path, disk_full_guard
 from . import vectors
 from .store import DB_NAME, THUMBS, VECTORS_META, VECTORS_NAME, SearchIndexError, Store, model_fingerprint
+from .. import argtypes
 
 log = logging.getLogger("internvideo.search")
 
@@ -439,17 +440,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", help="folder of videos (searched recursively; hidden folders skipped)")
     parser.add_argument("--model", required=True, help="multimodal model checkpoint directory/file")
     parser.add_argument("--out", default=None, help=f"index folder (default: FOLDER/{DEFAULT_INDEX_DIR})")
-    parser.add_argument("--window", type=float, default=4.0, help="window length in seconds")
-    parser.add_argument("--stride", type=float, default=2.0, help="seconds between window starts")
+    parser.add_argument("--window", type=argtypes.positive_float, default=4.0, help="window length in seconds")
+    parser.add_argument("--stride", type=argtypes.positive_float, default=2.0, help="seconds between window starts")
     parser.add_argument("--extensions", default=",".join(sorted(VIDEO_EXTENSIONS)),
                         help="comma-separated file extensions to index")
     parser.add_argument("--index", dest="kind", choices=list(vectors.KINDS), default="flat",
                         help="vector index: flat (exact), flat16 (exhaustive, float16 storage), ivf or hnsw "
                              "(approximate, tuned to --target-recall)")
-    parser.add_argument("--target-recall", type=float, default=95.0, help="recall@10 (%%) approximate indexes "
+    parser.add_argument("--target-recall", type=argtypes.percent, default=95.0, help="recall@10 (%%) approximate indexes "
                                                                           "are tuned to")
-    parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
-    parser.add_argument("--num-workers", type=int, default=0, help="decoding worker processes")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=16, help="windows per forward pass")
+    parser.add_argument("--num-workers", type=argtypes.nonnegative_int, default=0, help="decoding worker processes")
     parser.add_argument("--device", default=None)
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="auto: bf16 where the hardware has it (AVX-512 BF16, CUDA), else fp32")

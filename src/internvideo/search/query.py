@@ -33,6 +33,7 @@ from ..tasks.zeroshot import read_templates, zeroshot_classifier
 from . import vectors
 from .index import check_model, model_record
 from .store import VECTORS_META, VECTORS_NAME, SearchIndexError, Store
+from .. import argtypes
 
 log = logging.getLogger("internvideo.search")
 
@@ -220,7 +221,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``internvideo search``."""
     parser.add_argument("index_dir", help="an index folder written by 'internvideo index'")
     parser.add_argument("query", nargs="+", help="what to find; several phrasings of one query are averaged")
-    parser.add_argument("-k", type=int, default=10, help=f"results to show (1-{MAX_K})")
+    parser.add_argument("-k", type=argtypes.number(int, low=1, high=MAX_K), default=10, help=f"results to show (1-{MAX_K})")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--model", default=None, help="model to embed the query with (default: the index's; "
                                                       "another model is refused)")

@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .query import MAX_K, MAX_QUERY_CHARS, NotServed, Searcher, templates_from_args
+from .. import argtypes
 
 log = logging.getLogger("internvideo.search")
 
@@ -330,7 +331,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``internvideo serve``."""
     parser.add_argument("index_dir", help="an index folder written by 'internvideo index'")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=argtypes.port, default=8000)
     parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                         help="another Host name to answer (repeatable; default: the --host address and "
                              "localhost, 127.0.0.1, ::1); requests naming any other host get 400")

@@ -49,6 +49,7 @@ from ..data.ava import (
 from .. import fileio
 from ..data.datasets import AnnotationError
 from .metrics import check_finite
+from .. import argtypes
 
 __all__ = ["box_iou", "voc_average_precision", "frame_map", "evaluate_files", "detect", "evaluate_detector",
            "results_table", "add_arguments", "main"]
@@ -317,8 +318,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", default=None, help="label map .pbtxt of the evaluated classes "
                                                        "(default: every action id in the ground truth)")
     parser.add_argument("--exclude", default=None, help="excluded timestamps CSV: video_id, timestamp")
-    parser.add_argument("--iou", type=float, default=0.5, help="IoU threshold of a hit (official: 0.5)")
-    parser.add_argument("--capacity", type=int, default=50, help="detections kept per keyframe (official: 50; 0 = all)")
+    parser.add_argument("--iou", type=argtypes.fraction, default=0.5, help="IoU threshold of a hit (official: 0.5)")
+    parser.add_argument("--capacity", type=argtypes.nonnegative_int, default=50, help="detections kept per keyframe (official: 50; 0 = all)")
     parser.add_argument("--ties", choices=["pessimistic", "optimistic"], default="pessimistic",
                         help="order of detections with equal scores")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -38,6 +38,7 @@ from . import common
 from .common import Precision
 from .inputs import readable_videos, usage_error
 from .metrics import caption_metrics
+from .. import argtypes
 
 __all__ = ["generate_captions", "evaluate_caption", "nearest_caption_baseline", "nearest_captions", "fine_tune_decoder",
            "results_table", "add_arguments", "main", "add_caption_arguments", "caption_main"]
@@ -217,10 +218,10 @@ def results_table(results: dict[str, Any]) -> str:
 
 
 def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-len", type=int, default=30, help="most tokens to generate per caption")
-    parser.add_argument("--beam", type=int, default=1, metavar="WIDTH",
+    parser.add_argument("--max-len", type=argtypes.positive_int, default=30, help="most tokens to generate per caption")
+    parser.add_argument("--beam", type=argtypes.positive_int, default=1, metavar="WIDTH",
                         help="beam search with this many beams (1 = greedy decoding)")
-    parser.add_argument("--length-penalty", type=float, default=1.0,
+    parser.add_argument("--length-penalty", type=argtypes.nonnegative_float, default=1.0,
                         help="beam scores are divided by length ** this (>0 favours longer captions)")
 
 
@@ -256,7 +257,7 @@ def add_caption_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("videos", nargs="+", help="video files to caption")
     parser.add_argument("--model", required=True, help="multimodal checkpoint with a caption decoder")
     parser.add_argument("--jsonl", action="store_true", help='print {"video", "caption"} JSON lines')
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=8)
     parser.add_argument("--device", default=None)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     _add_decoding_arguments(parser)

@@ -35,6 +35,7 @@ from ..models.hardware import resolve_precision
 from ..models.recipe import InputRecipe
 from ..tokenizer import get_tokenizer
 from .metrics import NonFiniteError
+from .. import argtypes
 
 log = logging.getLogger("internvideo.tasks")
 
@@ -333,7 +334,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampling", choices=["auto", "dense", "segment", "uniform"], default="auto",
                         help="auto: the model's own recipe (dense clips for VideoMAE, TSN segments for multimodal "
                              "models)")
-    parser.add_argument("--frame-interval", type=int, default=None,
+    parser.add_argument("--frame-interval", type=argtypes.positive_int, default=None,
                         help="frame step inside a dense clip (default: the model's recipe)")
 
 
@@ -345,8 +346,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, data_help: str) -> 
     parser.add_argument("--root", default=None, help="folder the video paths are relative to (default: the "
                                                      "annotation file's folder)")
     parser.add_argument("--out", default=None, help="write the results JSON here")
-    parser.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for decoding")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=8, help="clips per forward pass")
+    parser.add_argument("--num-workers", type=argtypes.nonnegative_int, default=0, help="DataLoader worker processes for decoding")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help=PRECISION_HELP)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")

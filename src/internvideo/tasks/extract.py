@@ -50,6 +50,7 @@ from ..data.transforms import Compose
 from .. import fileio
 from . import common
 from .common import Pool, Precision, Sampling
+from .. import argtypes
 
 log = logging.getLogger("internvideo.extract")
 
@@ -433,15 +434,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder: one .npy per video + index.jsonl")
     parser.add_argument("--root", default=None, help="folder relative paths in the list start from "
                                                      "(default: the list file's folder)")
-    parser.add_argument("--window", type=float, default=None,
+    parser.add_argument("--window", type=argtypes.positive_float, default=None,
                         help="window length for a sequence of features per video (default: one clip-level feature)")
-    parser.add_argument("--stride", type=float, default=None, help="window step (default: the window length)")
+    parser.add_argument("--stride", type=argtypes.positive_float, default=None, help="window step (default: the window length)")
     parser.add_argument("--unit", choices=["frames", "seconds"], default="frames", help="unit of --window/--stride")
     common.add_sampling_arguments(parser)
     parser.add_argument("--pool", choices=["auto", "pre_logits", "mean", "embed"], default="auto",
                         help="auto: encode_video for multimodal models, pre-logits for classifiers, else token mean")
-    parser.add_argument("--batch-size", type=int, default=16, help="clips per forward pass")
-    parser.add_argument("--num-workers", type=int, default=0, help="decoding worker processes")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=16, help="clips per forward pass")
+    parser.add_argument("--num-workers", type=argtypes.nonnegative_int, default=0, help="decoding worker processes")
     parser.add_argument("--device", default=None)
     parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help=common.PRECISION_HELP)
     parser.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored feature dtype")

@@ -47,6 +47,7 @@ import numpy as np
 
 from .. import fileio
 from ..data.datasets import AnnotationError, LocalizationVideo, json_number, load_json, read_activitynet, read_segment
+from .. import argtypes
 
 log = logging.getLogger("internvideo.localization")
 
@@ -468,15 +469,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="a trained localizer checkpoint directory: run it on --features")
     parser.add_argument("--features", default=None, help="folder of per-video .npy features (internvideo extract "
                                                          "--window output, or your own with --feat-stride ...)")
-    parser.add_argument("--feat-stride", type=float, default=None, help="frames between feature windows")
-    parser.add_argument("--window-frames", type=float, default=None, help="frames per feature window")
-    parser.add_argument("--fps", type=float, default=None, help="frame rate of the videos")
+    parser.add_argument("--feat-stride", type=argtypes.positive_float, default=None, help="frames between feature windows")
+    parser.add_argument("--window-frames", type=argtypes.positive_float, default=None, help="frames per feature window")
+    parser.add_argument("--fps", type=argtypes.positive_float, default=None, help="frame rate of the videos")
     parser.add_argument("--class-scores", default=None, help="JSON {\"class\": [names], \"results\": {video_id: "
                                                              "[score per class]}} of an external video classifier to "
                                                              "fuse with class-agnostic proposals (ActivityNet protocol)")
     parser.add_argument("--subset", default=None, help="only videos of this subset give ground truth "
                                                        "(e.g. validation, test); default: all")
-    parser.add_argument("--tiou", type=float, nargs="+", default=None, metavar="T",
+    parser.add_argument("--tiou", type=argtypes.unit_interval, nargs="+", default=None, metavar="T",
                         help="tIoU thresholds (default ActivityNet 0.5:0.95:0.05; THUMOS14: 0.3 0.4 0.5 0.6 0.7)")
     parser.add_argument("--protocol", choices=["activitynet", "thumos"], default="activitynet",
                         help="default thresholds when --tiou is not given")
@@ -506,8 +507,7 @@ def _run_model(args: argparse.Namespace, thresholds: Sequence[float]) -> dict[st
                                      window_frames=args.window_frames, fps=args.fps)
     scores = names = None
     if args.class_scores:
-        with open(args.class_scores, encoding="utf-8") as f:
-            data = json.load(f)
+        data = load_json(args.class_scores)
         if not isinstance(data, dict) or "class" not in data or "results" not in data:
             raise ValueError(f'{args.class_scores}: expected {{"class": [names], "results": {{video_id: [scores]}}}}')
         scores, names = data["results"], data["class"]

@@ -29,6 +29,7 @@ from ..data.sampling import TestLayout
 from . import common
 from .common import Precision, Sampling
 from .metrics import average_views, check_finite, classification_metrics
+from .. import argtypes
 
 ClassificationData = str | os.PathLike | Sequence[ClassificationSample] | VideoClassificationDataset
 
@@ -230,10 +231,10 @@ def results_table(results: dict[str, Any]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``internvideo eval recognition``."""
     common.add_common_arguments(parser, data_help="classification list: '<video path> <label>' per line")
-    parser.add_argument("--num-clips", type=int, default=1, help="temporal views per video (Kinetics: 5)")
+    parser.add_argument("--num-clips", type=argtypes.positive_int, default=1, help="temporal views per video (Kinetics: 5)")
     parser.add_argument("--num-crops", type=int, choices=[1, 3], default=1, help="spatial views (1 centre, 3 crops)")
     common.add_sampling_arguments(parser)
-    parser.add_argument("--short-side", type=int, default=None, help="resize before cropping (default: img_size)")
+    parser.add_argument("--short-side", type=argtypes.positive_int, default=None, help="resize before cropping (default: img_size)")
     parser.add_argument("--clip-layout", choices=["videomae", "mmaction", "centred"], default="videomae",
                         help="where several test clips start: the official VideoMAE test loader (default), "
                              "mmaction2's SampleFrames, or each clip centred in its share of the video")
@@ -255,8 +256,8 @@ def add_linear_probe_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``internvideo eval linear-probe`` (``--data`` is the test list)."""
     common.add_common_arguments(parser, data_help="test classification list")
     parser.add_argument("--train", required=True, help="training classification list")
-    parser.add_argument("--C", type=float, default=1.0, help="inverse L2 regularisation of the logistic regression")
-    parser.add_argument("--max-iter", type=int, default=1000)
+    parser.add_argument("--C", type=argtypes.positive_float, default=1.0, help="inverse L2 regularisation of the logistic regression")
+    parser.add_argument("--max-iter", type=argtypes.positive_int, default=1000)
     parser.add_argument("--pool", choices=["auto", "pre_logits", "mean"], default="auto",
                         help="VideoMAE features: fc_norm'd mean (pre_logits) or plain token mean")
     common.add_sampling_arguments(parser)

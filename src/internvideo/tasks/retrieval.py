@@ -38,6 +38,7 @@ from ..data import VideoTextDataset, VideoTextSample, read_video_text
 from . import common
 from .common import Precision, Sampling
 from .metrics import MultiCaption, check_finite, retrieval_metrics, retrieval_ranks
+from .. import argtypes
 
 VideoTextData = str | os.PathLike | Sequence[VideoTextSample] | VideoTextDataset
 
@@ -166,7 +167,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``internvideo eval retrieval``."""
     common.add_common_arguments(parser, data_help='video-text JSON lines: {"video": path, "caption": text or [texts]}')
     parser.add_argument("--dsl", action="store_true", help="also report dual-softmax re-ranked results (official)")
-    parser.add_argument("--chunk-size", type=int, default=1024, help="captions per similarity block")
+    parser.add_argument("--chunk-size", type=argtypes.positive_int, default=1024, help="captions per similarity block")
     parser.add_argument("--multi-caption", choices=["captions", "official"], default="captions",
                         help="v2t with several captions per video: rank every caption (default) or, as the official "
                              "InternVideo code, max-pool each video's captions and take v2t DSL from the t2v matrix")

@@ -20,10 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import read_classes
+from ..data.datasets import text_lines
 from . import common
 from .common import Precision, Sampling
 from .metrics import average_views, check_finite, classification_metrics
 from .recognition import ClassificationData, classification_dataset
+from .. import argtypes
 
 #: Prompt templates used when none are given; ``{}`` is replaced by the class name.
 DEFAULT_TEMPLATES: tuple[str, ...] = (
@@ -41,8 +43,7 @@ __all__ = ["DEFAULT_TEMPLATES", "read_templates", "zeroshot_classifier", "zerosh
 
 def read_templates(path: str | os.PathLike) -> list[str]:
     """A template file: one prompt per line, each containing ``{}`` where the class name goes."""
-    with open(path, encoding="utf-8") as f:
-        templates = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    templates = [line.strip() for _, line in text_lines(path) if line.strip() and not line.lstrip().startswith("#")]
     bad = [t for t in templates if "{}" not in t]
     if bad:
         raise ValueError(f"{path}: every template needs a '{{}}' for the class name; these have none: {bad[:3]}")
@@ -156,7 +157,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                         "the list)")
     parser.add_argument("--templates", default=None, help="prompt templates, one per line with {} for the class "
                                                           "name (default: 'a video of a person {}.' and others)")
-    parser.add_argument("--num-clips", type=int, default=1)
+    parser.add_argument("--num-clips", type=argtypes.positive_int, default=1)
     parser.add_argument("--num-crops", type=int, choices=[1, 3], default=1)
     common.add_sampling_arguments(parser)
 
