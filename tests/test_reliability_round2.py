@@ -571,3 +571,71 @@ def test_localization_counts_predictions_it_cannot_match(tmp_path, capsys):
     assert main(["eval", "localization", "--gt", str(gt), "--pred", str(pred)]) == 0
     table = capsys.readouterr().out
     assert "of videos without GT (false positives)" in table and "non-finite (never hits)" in table
+
+
+# ----------------------------------------------------------------------------- messages
+
+
+BINARY = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\x00"
+
+
+@pytest.mark.parametrize("name, read", [
+    ("recipe.yaml", lambda p: __import__("internvideo.train.config", fromlist=["x"]).load_config(p)),
+    ("templates.txt", lambda p: __import__("internvideo.tasks.zeroshot", fromlist=["x"]).read_templates(p)),
+    ("map.pbtxt", lambda p: __import__("internvideo.data.ava", fromlist=["x"]).read_label_map(p)),
+    ("gt.json", lambda p: __import__("internvideo.data", fromlist=["x"]).read_activitynet(p)),
+    ("msrvtt.csv", lambda p: __import__("internvideo.data.datasets", fromlist=["x"]).read_msrvtt(p, ".")),
+    ("results.csv", lambda p: __import__("internvideo.data.ava", fromlist=["x"]).read_ava_results(p)),
+    ("test.txt", lambda p: __import__("internvideo.data", fromlist=["x"]).read_classification_list(p)),
+])
+def test_every_reader_names_the_file_and_line_of_bytes_that_are_not_text(tmp_path, name, read):
+    """Before: a UnicodeDecodeError traceback naming no file (YAML configs, templates, label maps, JSON)."""
+    from internvideo.errors import UserError
+
+    path = tmp_path / name
+    path.write_bytes(b"first line\n" + BINARY)
+    with pytest.raises((UserError, ValueError)) as e:
+        read(path)
+    message = str(e.value)
+    assert f"{path}:2" in message and "UTF-8" in message, message
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["index", "f", "--model", "m", "--window", "nan"], "--window"),
+    (["index", "f", "--model", "m", "--stride", "0"], "--stride"),
+    (["index", "f", "--model", "m", "--target-recall", "inf"], "--target-recall"),
+    (["index", "f", "--model", "m", "--batch-size", "0"], "--batch-size"),
+    (["search", "i", "q", "-k", "0"], "-k"),
+    (["serve", "i", "--port", "70000"], "--port"),
+    (["eval", "ava", "--gt", "a", "--pred", "b", "--iou", "nan"], "--iou"),
+    (["eval", "ava", "--gt", "a", "--pred", "b", "--capacity", "-1"], "--capacity"),
+    (["eval", "localization", "--gt", "a", "--pred", "b", "--tiou", "0.5", "inf"], "--tiou"),
+    (["extract", "l", "--model", "m", "--out", "o", "--window", "-inf"], "--window"),
+    (["extract", "l", "--model", "m", "--out", "o", "--num-workers", "1.5"], "--num-workers"),
+])
+def test_numeric_options_refuse_nan_inf_and_zero_where_meaningless(argv, option, capsys):
+    from internvideo.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err[-1].startswith("internvideo") and f"argument {option}: expected" in err[-1]
+
+
+def test_control_characters_in_file_names_are_escaped_when_printed(tmp_path, capsys):
+    """A file name can hold ESC, CR or a right-to-left override; printed raw it recolours, overwrites or
+    reorders the terminal."""
+    from internvideo.cli import main
+    from internvideo.fileio import printable
+    from internvideo.search.query import Hit, format_hits
+
+    evil = "clip\x1b[2J\rfake\u202egpj.mp4"
+    assert printable(evil) == "clip\\x1b[2J\\rfake\\u202egpj.mp4" and printable("plain é.mp4") == "plain é.mp4"
+    table = format_hits([Hit(1, 1, 1, evil, 0.0, 1.0, 0.5)])
+    assert "\x1b" not in table and "\r" not in table and "\u202e" not in table and "\\x1b[2J" in table
+    # Through the CLI's one error line (an unlisted path of the same class).
+    bad = tmp_path / "list\x1b]0;pwned\x07.txt"
+    bad.write_bytes(b"a.mp4 0\n" + BINARY)
+    code = main(["eval", "recognition", "--model", "videomae_tiny", "--data", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2 and "\x1b" not in err and "\x07" not in err and "\\x1b]0;pwned\\x07" in err

@@ -9,6 +9,7 @@ import time
 import torch
 
 from . import argtypes
+from .fileio import printable
 
 
 def _param_count(name: str) -> int:
@@ -197,9 +198,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 def _one_line(e: BaseException) -> str:
     if isinstance(e, OSError) and e.filename is not None and e.strerror:
-        return f"{e.strerror}: {e.filename}"
+        return printable(f"{e.strerror}: {e.filename}")
     text = " ".join(str(e).split()) or type(e).__name__
-    return text
+    return printable(text)  # a file name in the message may hold terminal control characters
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ from ..data.transforms import Compose
 from ..models.recipe import InputRecipe
 from ..tasks import common
 from ..tasks.extract import VIDEO_EXTENSIONS, identity_collate, clip_batches, window_starts
-from ..fileio import atomic_path, disk_full_guard
+from ..fileio import atomic_path, disk_full_guard, printable
 from . import vectors
 from .store import DB_NAME, THUMBS, VECTORS_META, VECTORS_NAME, SearchIndexError, Store, model_fingerprint
 from .. import argtypes
@@ -102,7 +102,7 @@ def find_videos(folder: str | os.PathLike, extensions: Sequence[str] = tuple(sor
                 continue
             real = p.resolve()
             if not real.is_relative_to(root) or not real.is_file():
-                log.warning("skipping %s: it points outside %s", p, root)
+                log.warning("skipping %s: it points outside %s", printable(p), root)
                 continue
             st = real.stat()
             found.append(FileEntry(str(p), p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns, st.st_dev,
@@ -393,7 +393,7 @@ def _update(store: Store, model: nn.Module, root: Path, out_dir: Path, spec: Inp
     def skip(piece: _Piece) -> None:
         nonlocal failed_now
         f = files[piece.job]
-        log.warning("skipping %s", piece.error)
+        log.warning("skipping %s", printable(piece.error))
         store.replace_video(f.rel, f.size, f.mtime_ns, current["fingerprint"], error=piece.error, dev=f.dev,
                             ino=f.ino)
         failed_now += 1
@@ -473,7 +473,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(results_table(summary))
         for failure in summary["failed"]:
-            print(f"  failed: {failure['error']}")
+            print(f"  failed: {printable(failure['error'])}")
     if summary["failed_now"] and not summary["indexed"]:
         raise SearchIndexError(f"all {summary['failed_now']} videos to index failed (the first: "
                                f"{summary['failed'][0]['error']})")

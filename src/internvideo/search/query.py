@@ -34,6 +34,7 @@ from . import vectors
 from .index import check_model, model_record
 from .store import VECTORS_META, VECTORS_NAME, SearchIndexError, Store
 from .. import argtypes
+from ..fileio import printable
 
 log = logging.getLogger("internvideo.search")
 
@@ -208,9 +209,10 @@ class Searcher:
 def format_hits(hits: Sequence[Hit]) -> str:
     if not hits:
         return "no results"
-    width = max(len(h.video) for h in hits)
+    names = [printable(h.video) for h in hits]  # file names may hold terminal control characters
+    width = max(len(n) for n in names)
     lines = [f"{'rank':>4}  {'score':>6}  {'video':<{width}}  window (s)"]
-    lines += [f"{h.rank:>4}  {h.score:6.3f}  {h.video:<{width}}  {h.start:.2f}-{h.end:.2f}" for h in hits]
+    lines += [f"{h.rank:>4}  {h.score:6.3f}  {n:<{width}}  {h.start:.2f}-{h.end:.2f}" for h, n in zip(hits, names)]
     return "\n".join(lines)
 
 

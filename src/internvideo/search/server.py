@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 
 from .query import MAX_K, MAX_QUERY_CHARS, NotServed, Searcher, templates_from_args
 from .. import argtypes
+from ..fileio import printable
 
 log = logging.getLogger("internvideo.search")
 
@@ -134,7 +135,7 @@ class _Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         refusal = self._refusal(scope, headers)
         if refusal is not None:
-            log.warning("refused %s %s: %s", scope.get("method"), scope.get("path"), refusal[1])
+            log.warning("refused %s %s: %s", scope.get("method"), printable(scope.get("path")), printable(refusal[1]))
             return await _send_json(send, refusal[0], refusal[1])
         if "range" in headers and not _valid_range(headers["range"]):
             scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"range"]}
@@ -284,7 +285,7 @@ def create_app(searcher: Searcher, hosts: Sequence[str] | None = None) -> Any:
         try:
             path, st = find(int(item_id))
         except NotServed as e:
-            log.warning("not serving: %s", e)
+            log.warning("not serving: %s", printable(e))
             return error(e.status, str(e))
         return file_response(path, media_type=media(path), stat_result=st)
 

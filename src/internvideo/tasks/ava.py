@@ -327,7 +327,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _fail(message: str) -> int:
-    print(f"internvideo: error: {message}", file=sys.stderr)
+    print(f"internvideo: error: {fileio.printable(message)}", file=sys.stderr)
     return 2
 
 

@@ -39,6 +39,7 @@ from .common import Precision
 from .inputs import readable_videos, usage_error
 from .metrics import caption_metrics
 from .. import argtypes
+from ..fileio import printable
 
 __all__ = ["generate_captions", "evaluate_caption", "nearest_caption_baseline", "nearest_captions", "fine_tune_decoder",
            "results_table", "add_arguments", "main", "add_caption_arguments", "caption_main"]
@@ -247,7 +248,7 @@ def main(args: argparse.Namespace) -> int:
                                num_workers=args.num_workers, device=args.device, precision=args.precision,
                                progress=args.progress, **decoding)
     for video, reason in results["skipped"][:10]:
-        print(f"skipped {video}: {reason}", file=sys.stderr)
+        print(printable(f"skipped {video}: {reason}"), file=sys.stderr)
     results.update(model=str(args.model), data=str(args.data))
     return common.finish(results, results_table(results), args.out)
 
@@ -278,7 +279,7 @@ def caption_main(args: argparse.Namespace) -> int:
             print(json.dumps({"video": video, "caption": captions[video]}) if args.jsonl
                   else f"{video}\t{captions[video]}")
     for video, reason in skipped:
-        print(f"internvideo: skipped {video}: {reason}", file=sys.stderr)
+        print(printable(f"internvideo: skipped {video}: {reason}"), file=sys.stderr)
     if skipped:
         print(f"internvideo: {len(skipped)} of {len(args.videos)} videos skipped", file=sys.stderr)
     return 1 if skipped else 0

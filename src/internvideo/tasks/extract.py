@@ -48,6 +48,7 @@ from ..data import Sampler, VideoError, probe, read_frames, segment_indices
 from ..data.datasets import text_lines
 from ..data.transforms import Compose
 from .. import fileio
+from ..fileio import printable
 from . import common
 from .common import Pool, Precision, Sampling
 from .. import argtypes
@@ -231,7 +232,8 @@ def _existing_shape(path: Path) -> list[int] | None:
     try:
         return list(np.load(path, mmap_mode="r").shape)
     except (EOFError, ValueError, OSError) as e:
-        log.warning("%s is unreadable (%s: %s); extracting it again", path, type(e).__name__, e)
+        log.warning("%s is unreadable (%s: %s); extracting it again", printable(path), type(e).__name__,
+                    printable(e))
         return None
 
 
@@ -378,7 +380,7 @@ def extract_features(model: nn.Module, videos: str | os.PathLike | Sequence[str]
         failed.add(job)
         records[job] = {"video": entries[job].path, "features": None, "shape": None, "status": "error",
                         "error": error}
-        log.warning("skipping %s: %s", entries[job].path, error)
+        log.warning("skipping %s: %s", printable(entries[job].path), printable(error))
         bar.update()
 
     def run(pieces: list[_Piece]) -> None:
@@ -460,5 +462,5 @@ def main(args: argparse.Namespace) -> int:
         if os.path.exists(args.model) else args.model)
     print(results_table(summary))
     for failure in summary["failed"]:
-        print(f"  unreadable: {failure['video']}: {failure['error']}")
+        print(f"  unreadable: {printable(failure['video'])}: {printable(failure['error'])}")
     return 0

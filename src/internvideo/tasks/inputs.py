@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from ..data import VideoError, probe
+from ..fileio import printable
 from ..data.datasets import IMAGE_EXTENSIONS
 
 __all__ = ["readable_videos", "usage_error"]
@@ -41,5 +42,5 @@ def readable_videos(videos: Sequence[str]) -> tuple[list[int], list[tuple[str, s
 
 def usage_error(message: str) -> SystemExit:
     """The CLI's one-line user error (exit status 2, like argparse's); ``raise usage_error(...)``."""
-    print(f"internvideo: error: {message}", file=sys.stderr)
+    print(f"internvideo: error: {printable(message)}", file=sys.stderr)
     return SystemExit(2)

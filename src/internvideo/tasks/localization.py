@@ -534,7 +534,7 @@ def main(args: argparse.Namespace) -> int:
                                                     args.subset is None or gt[v].subset.lower() == args.subset.lower())
                                                 ][:4])
     except (OSError, ValueError, TypeError) as e:  # AnnotationError is a ValueError
-        print(f"internvideo: error: {e}", file=sys.stderr)
+        print(f"internvideo: error: {fileio.printable(e)}", file=sys.stderr)
         return 2
     if args.out:
         fileio.write_json(args.out, results)

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from ..data import QASample, VideoDataset, read_qa
 from ..models.qa import VideoQA, answer_vocabulary, normalize_answer, question_padding
 from ..tokenizer import get_tokenizer
+from ..fileio import printable
 from . import common
 from .common import Precision
 from .inputs import readable_videos, usage_error
@@ -248,6 +249,6 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise usage_error(str(e)) from None
     for entry in results["skipped"][:10]:
-        print(f"skipped {entry['video']}: {entry['reason']}", file=sys.stderr)
+        print(printable(f"skipped {entry['video']}: {entry['reason']}"), file=sys.stderr)
     results.update(model=str(args.model), data=str(args.data))
     return common.finish(results, results_table(results), args.out)
