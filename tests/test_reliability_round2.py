@@ -232,7 +232,7 @@ def test_wrong_config_types_and_enum_values_are_one_line_errors(tiny_dirs, tmp_p
     (b'{"format": "internvideo", "class": "VideoMAEClassifier", "config": [1]}', "expected a JSON object of VideoMAEConfig"),
     (b'{"format": "internvideo", "class": "VideoMAEClassifier"}', "no 'config'"),
     (b'{"format": "internvideo", ', "not valid JSON"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "not UTF-8"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "not valid UTF-8"),
 ])
 def test_a_config_json_that_is_not_a_config_object_is_named(tiny_dirs, tmp_path, content, needle):
     assert needle in _load_error(_edited(tiny_dirs["mae"], tmp_path / "ckpt", content))

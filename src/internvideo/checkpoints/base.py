@@ -117,10 +117,9 @@ def _build(meta: dict, source: object, overrides: dict | None = None) -> nn.Modu
 def read_config_json(path: Path) -> dict:
     """A checkpoint's ``config.json`` as a JSON object; every way it can be unreadable is an error naming it."""
     try:
-        meta = json.loads(path.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError as e:
-        raise CheckpointError(f"{path}: not UTF-8 text (byte {e.start}); a binary file where config.json "
-                              "belongs?") from None
+        meta = json.loads(fileio.read_text(path))
+    except fileio.TextDecodeError as e:
+        raise CheckpointError(f"{e} (a binary file where {CONFIG_NAME} belongs?)") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: not valid JSON ({e}); an interrupted save? Save the model again") from None
     if not isinstance(meta, dict):
