@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...data.datasets import VideoClassificationDataset, VideoTextDataset, View, read_classification_list
+from ...data.datasets import VideoClassificationDataset, VideoTextDataset, read_classification_list
 from ...data.features import FeatureCache
 from ...data.labels import merge_label_sets
 from ...data.transforms import MixupCutmix
@@ -53,8 +53,7 @@ class MaskedVideoObjective(VideoObjective):
 
     def datasets(self):
         d, c = self.cfg.data, self.model.config
-        recipe = self.recipe()
-        view = View(self.sampler(recipe), self.transform(recipe, training=True, pretrain=True), self.video_key)
+        view = self.view(training=True, pretrain=True)
         cls = VideoTextDataset if str(d.train).endswith(".jsonl") else VideoClassificationDataset
         train = cls(self.path(d.train), [view], root=self.root, training=True, seed=self.cfg.run.seed,
                     strict=d.strict, decoded=self.decoded)
