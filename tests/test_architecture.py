@@ -35,6 +35,7 @@ FORBIDDEN = {
     "demo": {"cli"},
     "constants": {"models", "data", "tasks", "train", "checkpoints", "factory", "errors"} | _APPS,
     "errors": {"models", "data", "tasks", "train", "checkpoints", "factory", "constants"} | _APPS,
+    "recipe": {"models", "data", "tasks", "train", "checkpoints", "factory"} | _APPS,  # below models and data
 }
 
 

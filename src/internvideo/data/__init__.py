@@ -15,7 +15,7 @@ from .datasets import (
     AnnotationError, AVABox, ClassificationSample, LocalizationVideo, QASample, Segment, SkipLog, SkipSummary,
     VideoClassificationDataset, VideoDataset, VideoTextDataset, VideoTextSample, View, collate_videos,
     read_activitynet, read_ava_csv, read_classes, read_classification_list, read_msrvtt, read_qa, read_video_text,
-    write_video_text,
+    recipe_view, write_video_text,
 )
 from .memory import DecodedVideos
 from .sampling import (
@@ -38,7 +38,8 @@ __all__ = [
     "AnnotationError", "ClassificationSample", "VideoTextSample", "Segment", "LocalizationVideo", "AVABox", "QASample",
     "read_classification_list", "read_classes", "read_video_text", "write_video_text", "read_msrvtt",
     "read_activitynet", "read_ava_csv", "read_qa",
-    "View", "recipe_view", "VideoDataset", "DecodedVideos", "VideoClassificationDataset", "VideoTextDataset", "collate_videos", "SkipLog",
+    "View", "recipe_view", "VideoDataset", "DecodedVideos", "VideoClassificationDataset", "VideoTextDataset",
+    "collate_videos", "SkipLog",
     "SkipSummary",
     "make_world", "World", "ACTIONS", "HELD_OUT_CLASSES",
 ]

@@ -20,6 +20,7 @@ from ...data.transforms import MixupCutmix
 from ...factory import create_fusion
 from ...models import apply_overrides, get_config
 from ...models.fusion import FusionConfig
+from ...models.protocols import VideoClassifier
 from ...models.videomae import tube_mask
 from ..config import TrainConfig
 from .base import VideoObjective
@@ -149,10 +150,9 @@ class LinearProbeObjective(ClassifyObjective):
 
 
 def _head_module(model: nn.Module) -> nn.Module:
-    head = getattr(model, "head", None)
-    if not isinstance(head, nn.Module):
+    if not isinstance(model, VideoClassifier) or not isinstance(model.head, nn.Module):
         raise TypeError(f"{type(model).__name__} has no `head` module to probe")
-    return head
+    return model.head
 
 
 class FusionObjective(ClassifyObjective):
