@@ -78,10 +78,10 @@ def allowed_hosts(host: str = "127.0.0.1", extra: Iterable[str] = ()) -> tuple[s
     """The ``Host`` names the server answers: the loopback names, ``host`` (unless a wildcard address) and ``extra``."""
     names = list(LOOPBACK_NAMES)
     wildcard = host in ("", "0.0.0.0", "::")
-    for name in ([] if wildcard else [host]) + list(extra):
-        name = _host_name(name)
+    for given in ([] if wildcard else [host]) + list(extra):
+        name = _host_name(given)
         if not name:
-            raise ValueError(f"--allowed-host {name!r}: not a host name")
+            raise ValueError(f"--allowed-host {given!r}: not a host name")
         names.append(name)
     return tuple(dict.fromkeys(names))
 
