@@ -619,7 +619,8 @@ def test_numeric_options_refuse_nan_inf_and_zero_where_meaningless(argv, option,
     with pytest.raises(SystemExit) as e:
         main(argv)
     err = capsys.readouterr().err.strip().splitlines()
-    assert e.value.code == 2 and err[-1].startswith("internvideo") and f"argument {option}: expected" in err[-1]
+    assert e.value.code == 2 and len(err) == 1  # one line, like every other user error (no usage block)
+    assert err[0].startswith("internvideo") and f"argument {option}: expected" in err[0]
 
 
 def test_control_characters_in_file_names_are_escaped_when_printed(tmp_path, capsys):

@@ -334,7 +334,7 @@ def test_cli_index_search_json_and_one_line_errors(search_world, search_model, t
     assert search_main(["search", str(out), "a blue square"]) == 0
     assert "clips/clip_0000" in capsys.readouterr().out
     for argv, needle in [(["search", str(tmp_path / "nowhere"), "x"], "not a search index"),
-                         (["search", str(out), "x", "-k", "1000"], "k must be"),
+                         (["search", str(out), "x", "-k", "1000"], "argument -k: expected an integer >= 1 and <= 100"),
                          (["index", str(tmp_path / "missing"), "--model", str(search_model)], "not a folder")]:
         with pytest.raises(SystemExit) as e:
             search_main(argv)

@@ -14,7 +14,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-__all__ = ["number", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "fraction",
+__all__ = ["OneLineParser", "number", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "fraction",
            "unit_interval", "percent", "port"]
 
 
@@ -40,6 +40,14 @@ def number(kind: type = float, *, low: float | None = None, high: float | None =
 
     parse.__name__ = wanted  # argparse names the type by it in some messages
     return parse
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``internvideo: error: message``), as every other user error
+    is; the usage block it would print first is what ``--help`` shows."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog.split()[0]}: error: {message} (see {self.prog} --help)\n")
 
 
 positive_int = number(int, low=1)

@@ -156,8 +156,8 @@ class _HelpFormatter(argparse.HelpFormatter):
         return text + " (default: %(default)s)"
 
 
-class _Parser(argparse.ArgumentParser):
-    """Every (sub-)command's parser uses :class:`_HelpFormatter`."""
+class _Parser(argtypes.OneLineParser):
+    """Every (sub-)command's parser uses :class:`_HelpFormatter`, and reports a bad argument in one line."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", _HelpFormatter)
