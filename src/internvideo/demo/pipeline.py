@@ -392,13 +392,6 @@ def _evaluate_fused(result, test: Path, videomae, opts: dict[str, Any]) -> dict[
 # ----------------------------------------------------------------------------- CLI
 
 
-def _at_least_one(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``internvideo demo``."""
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
@@ -407,7 +400,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                             "(numbers not meaningful; the slow test)")
     size.add_argument("--smoke", action="store_true", help="under a minute: the pipeline only (what the default tests run)")
     parser.add_argument("--seed", type=argtypes.nonnegative_int, default=0, help="seed of the world and of every training run")
-    parser.add_argument("--seeds", type=_at_least_one, default=1,
+    parser.add_argument("--seeds", type=argtypes.positive_int, default=1,
                         help="run the demo for this many seeds (--seed, --seed + 1, ...) into OUT/seed_<s>/ and "
                              "report every number's mean and spread in OUT/summary.md")
     parser.add_argument("--mae-init", action="store_true",
