@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 import torch
+
+from .errors import run_command
 
 
 def _param_count(name: str) -> int:
@@ -181,35 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad input (a config, a file, a path, a model that does not fit), not a bug here."""
-    from .data.video import VideoError
-    from .train.loop import TrainingDiverged
-    from .train.setup import RunDirLocked
-    from .train.state import NoIntactCheckpoint
-
-    # ValueError covers ConfigError, AnnotationError, CheckpointError, NonFiniteError, WrongModelError and
-    # the argument checks of the task functions.
-    return ValueError, OSError, VideoError, RunDirLocked, TrainingDiverged, NoIntactCheckpoint
-
-
-def _one_line(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.filename is not None and e.strerror:
-        return f"{e.strerror}: {e.filename}"
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except Exception as e:  # noqa: BLE001 - sorted into user errors (one line) and bugs (traceback) below
-        if args.debug or os.environ.get("INTERNVIDEO_DEBUG") or not isinstance(e, _user_error_types()):
-            raise
-        print(f"{parser.prog}: error: {_one_line(e)}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args, prog=parser.prog)  # user errors: one line; bugs: the traceback
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import UserError
 from .memory import DecodedVideos
 from .sampling import DenseSampler, Sampler
 from .transforms import EvalTransformConfig, TrainTransformConfig, as_float, build_eval_transform
@@ -69,7 +70,7 @@ log = logging.getLogger("internvideo.data")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"})
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError):
     """A malformed annotation: the message reads ``file:line: problem`` (or ``file: field: problem``)."""
 
     def __init__(self, path: PathLike, problem: str, line: int | None = None, field: str | None = None) -> None:

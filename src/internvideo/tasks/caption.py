@@ -32,11 +32,12 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import VideoDataset, VideoTextSample, read_video_text
+from ..errors import UsageError
 from ..models.caption import IGNORE_INDEX, Strategy, caption_targets
 from ..tokenizer import get_tokenizer
 from . import common
 from .common import Precision
-from .inputs import readable_videos, usage_error
+from .inputs import readable_videos
 from .metrics import caption_metrics
 
 __all__ = ["generate_captions", "evaluate_caption", "nearest_caption_baseline", "nearest_captions", "fine_tune_decoder",
@@ -45,8 +46,8 @@ __all__ = ["generate_captions", "evaluate_caption", "nearest_caption_baseline", 
 
 def _require_decoder(model: nn.Module) -> None:
     if getattr(model, "caption", None) is None or not callable(getattr(model, "generate", None)):
-        raise TypeError(f"captioning needs a multimodal model with a caption decoder; {type(model).__name__} "
-                        "has none (build it with caption_layers > 0)")
+        raise common.WrongModelError(f"captioning needs a multimodal model with a caption decoder; "
+                                     f"{type(model).__name__} has none (build it with caption_layers > 0)")
 
 
 def generate_captions(model: nn.Module, videos: Sequence[str], *, max_len: int = 30, strategy: Strategy = "greedy",
@@ -77,7 +78,7 @@ def _samples(data: str | os.PathLike | Sequence[VideoTextSample], root: str | os
              ) -> list[VideoTextSample]:
     samples = read_video_text(data, root) if isinstance(data, (str, os.PathLike)) else list(data)
     if not samples:
-        raise ValueError("no videos to caption")
+        raise UsageError("no videos to caption")
     return samples
 
 
@@ -121,7 +122,7 @@ def evaluate_caption(model: nn.Module, data: str | os.PathLike | Sequence[VideoT
         precision=precision, progress=progress)
     scored = [s for s in samples if s.video in predictions]
     if not scored:
-        raise ValueError(f"none of the {len(samples)} videos could be read (first: {skipped[0][0]}: {skipped[0][1]})")
+        raise UsageError(f"none of the {len(samples)} videos could be read (first: {skipped[0][0]}: {skipped[0][1]})")
     references = {s.video: list(s.captions) for s in scored}
     results: dict[str, Any] = {"task": "caption", "strategy": strategy, **caption_metrics(references, predictions),
                                "num_videos": len(scored), "num_skipped": len(skipped),
@@ -162,7 +163,7 @@ def fine_tune_decoder(model: nn.Module, train: str | os.PathLike | Sequence[Vide
         keep, skipped = readable_videos([s.video for s in samples])
         samples = [samples[i] for i in keep]
         if not samples:
-            raise ValueError(f"none of the training videos could be read (first: {skipped[0][0]}: {skipped[0][1]})")
+            raise UsageError(f"none of the training videos could be read (first: {skipped[0][0]}: {skipped[0][1]})")
         dataset = VideoDataset([s.video for s in samples], common.eval_view(model), training=False, strict=True)
         tokens, _ = common.map_views(model, model.forward_features, dataset, device=dev, progress=progress,
                                      desc="video tokens")
@@ -171,7 +172,7 @@ def fine_tune_decoder(model: nn.Module, train: str | os.PathLike | Sequence[Vide
         raise ValueError(f"video_tokens holds {len(video_tokens)} videos but the training set {len(samples)}")
     pairs = [(i, c) for i, s in enumerate(samples) for c in s.captions]
     if not pairs:
-        raise ValueError("the training videos have no captions")
+        raise UsageError("the training videos have no captions")
     tokenizer = get_tokenizer("clip", context_length=model.config.context_length)
     ids = tokenizer([c for _, c in pairs])
     ids = ids[:, : int((ids != 0).sum(dim=1).max())]
@@ -226,7 +227,7 @@ def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _decoding(args: argparse.Namespace) -> dict[str, Any]:
     if args.beam < 1 or args.max_len < 1:
-        raise usage_error("--beam and --max-len must be at least 1")
+        raise UsageError("--beam and --max-len must be at least 1")
     return {"max_len": args.max_len, "strategy": "beam" if args.beam > 1 else "greedy", "num_beams": args.beam,
             "length_penalty": args.length_penalty}
 
@@ -266,10 +267,7 @@ def caption_main(args: argparse.Namespace) -> int:
     """Print one caption per readable video; unreadable ones are reported on stderr (exit 1 if any)."""
     decoding = _decoding(args)
     model = common.load_model_arg(args.model)
-    try:
-        _require_decoder(model)
-    except TypeError as e:
-        raise usage_error(str(e)) from None
+    _require_decoder(model)
     captions, skipped = generate_captions(model, args.videos, batch_size=args.batch_size, device=args.device,
                                           precision=args.precision, progress=False, **decoding)
     for video in args.videos:

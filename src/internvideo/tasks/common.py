@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from ..data import DenseSampler, EvalTransformConfig, Sampler, SegmentSampler, UniformSampler, View, \
     build_eval_transform, collate_videos
+from ..errors import MissingFile, UsageError, UserError
 from ..factory import create_model, list_models, load_model
 from ..data.sampling import TestLayout
 from ..models.hardware import resolve_precision
@@ -52,7 +53,7 @@ def is_multimodal(model: nn.Module) -> bool:
     return callable(getattr(model, "encode_video", None)) and callable(getattr(model, "encode_text", None))
 
 
-class WrongModelError(TypeError, ValueError):
+class WrongModelError(UserError):
     """The model does not fit the evaluation (a user error: the message says which evaluation fits)."""
 
 
@@ -88,7 +89,7 @@ def load_model_arg(spec: str | os.PathLike | nn.Module) -> nn.Module:
     if str(spec) in list_models():
         log.warning("%s is not a path: building the named model %r with random weights", spec, spec)
         return create_model(str(spec))
-    raise FileNotFoundError(f"no model at {spec!r} (expected a checkpoint directory/file or one of "
+    raise MissingFile(f"no model at {spec!r} (expected a checkpoint directory/file or one of "
                             f"{', '.join(list_models())})")
 
 
@@ -109,7 +110,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def inference(model: nn.Module, device: torch.device, precision: Precision) -> Iterator[None]:
     """Eval mode, no gradients and optional bf16 autocast; the model's train/eval flag is restored after."""
     if precision not in ("fp32", "bf16", "auto"):
-        raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', not {precision!r}")
+        raise UsageError(f"precision must be 'fp32', 'bf16' or 'auto', not {precision!r}")
     precision = resolve_precision(precision, device)  # logs a warning for bf16 on a CPU that emulates it
     was_training = model.training
     model.to(device).eval()
@@ -130,7 +131,7 @@ def input_recipe(model: nn.Module, *, sampling: Sampling = "auto", frame_interva
     changes: dict[str, Any] = {}
     if sampling != "auto":
         if sampling not in ("dense", "segment", "uniform"):
-            raise ValueError(f"sampling must be 'auto', 'dense', 'segment' or 'uniform', not {sampling!r}")
+            raise UsageError(f"sampling must be 'auto', 'dense', 'segment' or 'uniform', not {sampling!r}")
         changes["sampling"] = sampling
     if frame_interval is not None:
         changes["frame_interval"] = frame_interval
@@ -145,7 +146,7 @@ def clip_sampler(recipe: InputRecipe, *, num_clips: int = 1, layout: TestLayout 
     if recipe.sampling == "dense":
         return DenseSampler(recipe.num_frames, recipe.frame_interval, num_clips=num_clips, layout=layout)
     if num_clips != 1:
-        raise ValueError(f"{recipe.sampling} sampling covers the whole video in one clip; use sampling='dense' for "
+        raise UsageError(f"{recipe.sampling} sampling covers the whole video in one clip; use sampling='dense' for "
                          f"num_clips={num_clips}")
     return SegmentSampler(recipe.num_frames) if recipe.sampling == "segment" else UniformSampler(recipe.num_frames)
 
@@ -159,7 +160,7 @@ def eval_view(model: nn.Module, *, num_clips: int = 1, num_crops: int = 1, sampl
     resizing the short side to ``short_side``, default the model's ``img_size``).
     """
     if num_crops not in (1, 3):
-        raise ValueError(f"num_crops must be 1 (centre) or 3 (three-crop), got {num_crops}")
+        raise UsageError(f"num_crops must be 1 (centre) or 3 (three-crop), got {num_crops}")
     recipe = input_recipe(model, sampling=sampling, frame_interval=frame_interval)
     cfg = EvalTransformConfig(img_size=recipe.img_size, short_side=short_side, crop="three" if num_crops == 3 else
                               "center", mean=recipe.mean, std=recipe.std)
@@ -176,22 +177,22 @@ def clip_embedding(model: nn.Module, clips: torch.Tensor, pool: Pool = "auto") -
     tokens. ``pre_logits``, ``mean`` and ``embed`` ask for one of these explicitly.
     """
     if pool not in ("auto", "pre_logits", "mean", "embed"):
-        raise ValueError(f"pool must be 'auto', 'pre_logits', 'mean' or 'embed', not {pool!r}")
+        raise UsageError(f"pool must be 'auto', 'pre_logits', 'mean' or 'embed', not {pool!r}")
     if pool in ("auto", "embed"):
         if is_multimodal(model):
             return model.encode_video(clips)
         if callable(getattr(model, "embed", None)):
             return model.embed(clips)
     if pool == "embed":
-        raise ValueError(f"pool='embed' needs a multimodal or fusion model; {type(model).__name__} is neither")
+        raise WrongModelError(f"pool='embed' needs a multimodal or fusion model; {type(model).__name__} is neither")
     # A pretraining model wraps its encoder; classifiers are their own encoder.
     encoder = model if callable(getattr(model, "forward_features", None)) else getattr(model, "encoder", None)
     if encoder is None:
-        raise TypeError(f"{type(model).__name__} has neither encode_video nor forward_features")
+        raise WrongModelError(f"{type(model).__name__} has neither encode_video nor forward_features")
     tokens = encoder.forward_features(clips)
     has_head = getattr(encoder, "head", None) is not None and callable(getattr(encoder, "forward_head", None))
     if pool == "pre_logits" and not has_head:
-        raise ValueError(f"pool='pre_logits' needs a classifier; {type(model).__name__} has no head (use 'mean')")
+        raise WrongModelError(f"pool='pre_logits' needs a classifier; {type(model).__name__} has no head (use 'mean')")
     if pool in ("auto", "pre_logits") and has_head:
         return encoder.forward_head(tokens, pre_logits=True)
     return tokens.mean(dim=1)
@@ -240,7 +241,7 @@ def map_views(model: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], data
             for k in collect:
                 fields[k].append(torch.as_tensor(batch[k]))
     if not outputs:
-        raise ValueError("no videos to evaluate (empty dataset)")
+        raise UsageError("no videos to evaluate (empty dataset)")
     return torch.cat(outputs), {k: torch.cat(v) for k, v in fields.items()}
 
 
@@ -296,7 +297,7 @@ def encode_texts(model: nn.Module, texts: Sequence[str], *, batch_size: int = 25
             ids = ids[:, :max(1, int((ids != 0).sum(dim=1).max()))]  # CLIP pads with id 0, after the text
         chunks.append(torch.nn.functional.normalize(model.encode_text(ids).float(), dim=-1).cpu())
     if not chunks:
-        raise ValueError("no texts to encode")
+        raise UsageError("no texts to encode")
     return torch.cat(chunks)
 
 

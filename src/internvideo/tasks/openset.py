@@ -44,10 +44,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import ClassificationSample, read_classes, read_classification_list
+from ..errors import UsageError
 from ..models.openset import SCORES, EvidenceFn, OpenSetHead, annealing, edl_loss, evidence, unknown_scores
 from . import common
 from .common import Precision, Sampling
-from .inputs import usage_error
+from .metrics import NonFiniteError
 
 __all__ = ["resolve_unknown", "fit_head", "openset_metrics", "evaluate_openset_features", "evaluate_openset",
            "score_logits", "model_head_rows",
@@ -60,10 +61,10 @@ def resolve_unknown(classes: Sequence[str], unknown: Sequence[str], known: Seque
     """Label indices of the ``unknown`` class names; errors name classes both known and unknown, or not listed."""
     overlap = sorted(set(unknown) & set(known or ()))
     if overlap:
-        raise ValueError(f"classes listed as both known and unknown: {', '.join(overlap)}")
+        raise UsageError(f"classes listed as both known and unknown: {', '.join(overlap)}")
     missing = sorted(set(unknown) - set(classes))
     if missing:
-        raise ValueError(f"unknown classes not in the class list: {', '.join(missing)}")
+        raise UsageError(f"unknown classes not in the class list: {', '.join(missing)}")
     return {classes.index(name) for name in unknown}
 
 
@@ -72,7 +73,7 @@ def fit_head(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, loss: str = 
              weight_decay: float = 1e-4, hidden: int = 0, seed: int = 0) -> OpenSetHead:
     """A head trained full-batch on frozen features: ``loss="edl"`` (evidential) or ``"ce"`` (softmax baseline)."""
     if loss not in ("edl", "ce"):
-        raise ValueError(f"loss must be 'edl' or 'ce', not {loss!r}")
+        raise UsageError(f"loss must be 'edl' or 'ce', not {loss!r}")
     torch.manual_seed(seed)
     head = OpenSetHead(x.shape[1], num_classes, hidden=hidden)
     optim = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
@@ -114,7 +115,7 @@ def openset_metrics(test_scores: np.ndarray, test_predictions: np.ndarray, test_
 
     known = test_labels != UNKNOWN
     if known.all() or not known.any():
-        raise ValueError("the open-set test split needs both known and unknown videos (label -1 or unknown classes)")
+        raise UsageError("the open-set test split needs both known and unknown videos (label -1 or unknown classes)")
     return {
         "closed_set_accuracy": 100.0 * float((test_predictions[known] == test_labels[known]).mean()),
         "auroc": 100.0 * float(roc_auc_score(~known, test_scores)),
@@ -126,24 +127,24 @@ def openset_metrics(test_scores: np.ndarray, test_predictions: np.ndarray, test_
 def _check_finite(name: str, x: np.ndarray | torch.Tensor) -> None:
     bad = ~np.isfinite(np.asarray(x))
     if bad.any():
-        raise ValueError(f"{name}: {int(bad.any(axis=tuple(range(1, bad.ndim))).sum())} videos have non-finite "
-                         "features or scores")
+        raise NonFiniteError(f"{name}: {int(bad.any(axis=tuple(range(1, bad.ndim))).sum())} videos have non-finite "
+                             "features or scores")
 
 
 def _known_index(train_labels: np.ndarray) -> dict[int, int]:
     """Known label -> head row (increasing label order); the training labels must all be known."""
     classes = np.unique(train_labels)
     if (classes == UNKNOWN).any():
-        raise ValueError("the open-set training list holds unknown videos (label -1); train on known classes only")
+        raise UsageError("the open-set training list holds unknown videos (label -1); train on known classes only")
     if len(classes) < 2:
-        raise ValueError(f"open-set training needs at least two known classes, got {len(classes)}")
+        raise UsageError(f"open-set training needs at least two known classes, got {len(classes)}")
     return {int(c): i for i, c in enumerate(classes)}
 
 
 def _remap(labels: np.ndarray, index: dict[int, int], split: str) -> np.ndarray:
     stray = sorted({int(v) for v in labels if v != UNKNOWN and int(v) not in index})
     if stray:
-        raise ValueError(f"{split} labels {stray} are neither training classes nor marked unknown (-1)")
+        raise UsageError(f"{split} labels {stray} are neither training classes nor marked unknown (-1)")
     return np.asarray([UNKNOWN if v == UNKNOWN else index[int(v)] for v in labels], dtype=np.int64)
 
 
@@ -225,10 +226,10 @@ def model_head_rows(model: nn.Module, known: Sequence[int], names: Sequence[str]
     if all(str(n).lstrip("-").isdigit() for n in saved):
         return [int(n) for n in saved]
     if names is None:
-        raise ValueError("the model's head is labelled by class name: give the class list (classes.txt) to map it")
+        raise UsageError("the model's head is labelled by class name: give the class list (classes.txt) to map it")
     missing = [n for n in saved if n not in names]
     if missing:
-        raise ValueError(f"the model's head classes {', '.join(missing)} are not in the class list")
+        raise UsageError(f"the model's head classes {', '.join(missing)} are not in the class list")
     return [list(names).index(n) for n in saved]
 
 
@@ -251,33 +252,33 @@ def evaluate_openset(model: nn.Module, train: ListData, val: ListData, test: Lis
     from .recognition import classification_dataset
 
     if head not in ("auto", "model", "fit"):
-        raise ValueError(f"head must be 'auto', 'model' or 'fit', not {head!r}")
+        raise UsageError(f"head must be 'auto', 'model' or 'fit', not {head!r}")
     names = None if classes is None else (read_classes(classes) if isinstance(classes, (str, os.PathLike))
                                           else list(classes))
     unknown_ids: set[int] = set()
     if unknown or known:
         if names is None:
-            raise ValueError("naming known/unknown classes needs the class list (classes.txt)")
+            raise UsageError("naming known/unknown classes needs the class list (classes.txt)")
         unknown_ids = resolve_unknown(names, unknown, known)
     lists = {}
     for name, data in (("train", train), ("val", val), ("test", test)):
         samples = read_classification_list(data, root) if isinstance(data, (str, os.PathLike)) else list(data)
         if not samples:
-            raise ValueError(f"the open-set {name} list is empty")
+            raise UsageError(f"the open-set {name} list is empty")
         labels = _labels(samples, unknown_ids)
         if name == "train" and (labels == UNKNOWN).any():
             bad = sorted({s.label for s in samples if s.label in unknown_ids or s.label == UNKNOWN})
-            raise ValueError(f"the open-set training list holds unknown classes {bad}; train on known classes only")
+            raise UsageError(f"the open-set training list holds unknown classes {bad}; train on known classes only")
         lists[name] = (samples, labels)
     index = _known_index(lists["train"][1])
     rows = model_head_rows(model, list(index), names) if head != "fit" else None
     if rows is not None and sorted(rows) != sorted(index):
         if head == "model":
-            raise ValueError(f"the model's head predicts labels {sorted(rows)}, not the known training classes "
-                             f"{sorted(index)}")
+            raise common.WrongModelError(f"the model's head predicts labels {sorted(rows)}, not the known training classes "
+                                         f"{sorted(index)}")
         rows = None
     if head == "model" and rows is None:
-        raise ValueError(f"{type(model).__name__} has no classifier head over the known classes; use head='fit'")
+        raise common.WrongModelError(f"{type(model).__name__} has no classifier head over the known classes; use head='fit'")
 
     def outputs(name: str, fn: Any) -> np.ndarray:
         samples = lists[name][0]
@@ -337,15 +338,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if not 0.0 <= args.reject_rate < 1.0:
-        raise usage_error(f"--reject-rate must be in [0, 1), got {args.reject_rate}")
+        raise UsageError(f"--reject-rate must be in [0, 1), got {args.reject_rate}")
     model = common.load_model_arg(args.model)
-    try:
-        results = evaluate_openset(model, args.train, args.val, args.data, root=args.root, classes=args.classes,
-                                   unknown=args.unknown, known=args.known, head=args.head, pool=args.pool,
-                                   batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
-                                   precision=args.precision, progress=args.progress, kind=args.evidence,
-                                   reject_rate=args.reject_rate, steps=args.steps)
-    except ValueError as e:
-        raise usage_error(str(e)) from None
+    results = evaluate_openset(model, args.train, args.val, args.data, root=args.root, classes=args.classes,
+                               unknown=args.unknown, known=args.known, head=args.head, pool=args.pool,
+                               batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
+                               precision=args.precision, progress=args.progress, kind=args.evidence,
+                               reject_rate=args.reject_rate, steps=args.steps)
     results.update(model=str(args.model), train=str(args.train), val=str(args.val), data=str(args.data))
     return common.finish(results, results_table(results), args.out)

@@ -37,11 +37,12 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import QASample, VideoDataset, read_qa
+from ..errors import UsageError
 from ..models.qa import VideoQA, answer_vocabulary, normalize_answer, question_padding
 from ..tokenizer import get_tokenizer
 from . import common
 from .common import Precision
-from .inputs import readable_videos, usage_error
+from .inputs import readable_videos
 
 __all__ = ["normalize_answer", "answer_vocabulary", "qa_accuracy", "most_frequent_answer", "QAFeatures",
            "qa_features", "train_qa_head", "predict_answers", "evaluate_qa", "results_table", "add_arguments",
@@ -59,7 +60,7 @@ def qa_accuracy(predictions: Sequence[str], samples: Sequence[QASample]) -> dict
     if len(predictions) != len(samples):
         raise ValueError(f"{len(predictions)} predictions for {len(samples)} questions")
     if not samples:
-        raise ValueError("no questions to score")
+        raise UsageError("no questions to score")
     hits = np.asarray([normalize_answer(p) == normalize_answer(s.answer) for p, s in zip(predictions, samples)])
     out: dict[str, Any] = {"accuracy": 100.0 * float(hits.mean()), "num_questions": len(samples)}
     types = [s.type for s in samples]
@@ -75,7 +76,7 @@ def qa_accuracy(predictions: Sequence[str], samples: Sequence[QASample]) -> dict
 def _samples(data: QAData, root: str | os.PathLike | None) -> list[QASample]:
     samples = read_qa(data, root) if isinstance(data, (str, os.PathLike)) else list(data)
     if not samples:
-        raise ValueError("no questions")
+        raise UsageError("no questions")
     return samples
 
 
@@ -104,7 +105,7 @@ def qa_features(model: VideoQA, samples: Sequence[QASample], *, batch_size: int 
     kept = [samples[i] for i in keep]
     if not kept:
         first = skipped[0] if skipped else ("-", "no questions")
-        raise ValueError(f"none of the videos could be read (first: {first[0]}: {first[1]})")
+        raise UsageError(f"none of the videos could be read (first: {first[0]}: {first[1]})")
     videos = list(dict.fromkeys(s.video for s in kept))
     row = {v: i for i, v in enumerate(videos)}
     dev = common.resolve_device(device)
@@ -142,7 +143,7 @@ def train_qa_head(model: VideoQA, train: QAData, *, root: str | os.PathLike | No
     labels = torch.tensor([index.get(normalize_answer(samples[i].answer), -1) for i in keep])
     rows = (labels >= 0).nonzero().flatten()
     if not len(rows):
-        raise ValueError("no training question has an answer in the vocabulary")
+        raise UsageError("no training question has an answer in the vocabulary")
     dev = common.resolve_device(device)
     head = model.head.to(dev).train()
     optim = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
@@ -193,7 +194,7 @@ def evaluate_qa(model: VideoQA, data: QAData, *, root: str | os.PathLike | None 
     Other keyword arguments are those of :func:`predict_answers`.
     """
     if not isinstance(model, VideoQA):
-        raise TypeError(f"open-ended QA needs a VideoQA model (a backbone with a QA head), got {type(model).__name__}")
+        raise common.WrongModelError(f"open-ended QA needs a VideoQA model (a backbone with a QA head), got {type(model).__name__}")
     samples = _samples(data, root)
     predictions, keep, skipped = predict_answers(model, samples, features=features, **kwargs)
     scored = [samples[i] for i in keep]
@@ -236,14 +237,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     model = common.load_model_arg(args.model)
     if not isinstance(model, VideoQA):
-        raise usage_error(f"{args.model} is not a QA model (train one with the qa objective)")
-    try:
-        data = read_qa(args.data, args.root, args.video_template)
-        train = read_qa(args.train, args.root, args.video_template) if args.train else None
-        results = evaluate_qa(model, data, train=train, batch_size=args.batch_size, num_workers=args.num_workers,
-                              device=args.device, precision=args.precision, progress=args.progress)
-    except ValueError as e:
-        raise usage_error(str(e)) from None
+        raise common.WrongModelError(f"{args.model} is not a QA model (train one with the qa objective)")
+    data = read_qa(args.data, args.root, args.video_template)
+    train = read_qa(args.train, args.root, args.video_template) if args.train else None
+    results = evaluate_qa(model, data, train=train, batch_size=args.batch_size, num_workers=args.num_workers,
+                          device=args.device, precision=args.precision, progress=args.progress)
     for entry in results["skipped"][:10]:
         print(f"skipped {entry['video']}: {entry['reason']}", file=sys.stderr)
     results.update(model=str(args.model), data=str(args.data))
