@@ -10,10 +10,13 @@ import math
 import pytest
 import torch
 
+from internvideo import cli
 from internvideo.checkpoints import save_model
 from internvideo.data import VideoTextSample, read_video_text
+from internvideo.errors import UsageError
 from internvideo.models.video_clip import NAMED_CONFIGS, InternVideoMM
 from internvideo.tasks import caption as caption_task
+from internvideo.tasks.common import WrongModelError
 from internvideo.tasks.metrics import caption_metrics, caption_words
 from mm_helpers import eval_clip, one_thread  # noqa: F401  (autouse fixture)
 
@@ -76,7 +79,7 @@ def test_words_and_input_errors():
     assert caption_words("A small, RED circle... slides!") == "a small red circle slides"
     with pytest.raises(ValueError, match="same videos"):
         caption_metrics({"a": ["x"]}, {"b": "x"})
-    with pytest.raises(ValueError, match="empty reference"):
+    with pytest.raises(UsageError, match="empty reference"):
         caption_metrics({"a": ["!!"]}, {"a": "x"})
 
 
@@ -106,7 +109,7 @@ def test_evaluate_with_nearest_caption_baseline_and_a_missing_video(data_world, 
 
 def test_no_decoder_is_refused(data_world):
     torch.manual_seed(0)
-    with pytest.raises(TypeError, match="caption decoder"):
+    with pytest.raises(WrongModelError, match="caption decoder"):
         caption_task.generate_captions(InternVideoMM(dataclasses.replace(TINY, caption_layers=0)), ["x.mp4"])
 
 
@@ -127,9 +130,10 @@ def test_caption_command_jsonl_and_missing_videos(data_world, captioner, tmp_pat
     assert [r["video"] for r in lines] == videos and all(isinstance(r["caption"], str) for r in lines)
     assert "nope.mp4: file not found" in err and "1 of 3 videos skipped" in err
     args = _parse(caption_task.add_caption_arguments, [videos[0], "--model", str(directory), "--beam", "0"])
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(UsageError, match="--beam and --max-len must be at least 1"):
         caption_task.caption_main(args)
-    assert e.value.code == 2 and capsys.readouterr().err.startswith("internvideo: error: --beam")
+    assert cli.main(["caption", videos[0], "--model", str(directory), "--beam", "0"]) == 2
+    assert capsys.readouterr().err == "internvideo: error: --beam and --max-len must be at least 1\n"
 
 
 def test_eval_caption_command(data_world, captioner, tmp_path, capsys):
