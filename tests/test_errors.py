@@ -91,3 +91,12 @@ def test_python_m_search_uses_the_same_printer(monkeypatch, capsys, tmp_path):
 
 def test_run_command_returns_the_command_status():
     assert run_command(lambda args: 7, None) == 7
+
+
+def test_fusion_ablation_option_error_is_one_line(capsys, tmp_path):
+    # Before: a SystemExit with the message, raised inside the experiment.
+    argv = ["eval", "fusion", "--mae", "m", "--mm", "mm", "--root", str(tmp_path), "--train", "t.txt", "--val",
+            "v.txt", "--out", str(tmp_path / "out"), "--set", "model.overrides={}"]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == ("internvideo: error: --set model.overrides would replace each variant's "
+                                       "settings; use --width/--heads\n")
