@@ -18,6 +18,7 @@ from internvideo.models.video_clip import NAMED_CONFIGS, InternVideoMM
 from internvideo.tasks import caption as caption_task
 from internvideo.tasks.common import WrongModelError
 from internvideo.tasks.metrics import caption_metrics, caption_words
+from internvideo.train.heads import fine_tune_decoder
 from mm_helpers import eval_clip, one_thread  # noqa: F401  (autouse fixture)
 
 TINY = NAMED_CONFIGS["internvideo_mm_tiny"][1]
@@ -155,7 +156,7 @@ def test_fine_tune_decoder_learns_the_captions_and_leaves_the_encoders(data_worl
     before = model.caption.head.weight.clone()
     with torch.no_grad():
         tokens = torch.cat([model.forward_features(eval_clip(model, s.video)) for s in samples])
-    out = caption_task.fine_tune_decoder(model, samples, video_tokens=tokens, steps=40, batch_size=8, lr=3e-3,
+    out = fine_tune_decoder(model, samples, video_tokens=tokens, steps=40, batch_size=8, lr=3e-3,
                                          progress=False)
     losses = out["losses"]
     assert len(losses) == 40 and out["num_captions"] == sum(len(s.captions) for s in samples)
@@ -163,10 +164,10 @@ def test_fine_tune_decoder_learns_the_captions_and_leaves_the_encoders(data_worl
     assert not torch.equal(model.caption.head.weight, before)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in frozen.items())  # encoders untouched
     with pytest.raises(ValueError, match="video_tokens holds 5 videos but the training set 6"):
-        caption_task.fine_tune_decoder(model, samples, video_tokens=tokens[:5], steps=1, progress=False)
+        fine_tune_decoder(model, samples, video_tokens=tokens[:5], steps=1, progress=False)
     # Computing the tokens itself gives the same first loss as the tokens passed in.
     torch.manual_seed(0)
     again = InternVideoMM(dataclasses.replace(TINY, caption_vocab=tuple(range(320, 40000)))).eval()
-    first = caption_task.fine_tune_decoder(again, samples, steps=1, batch_size=8, lr=3e-3, progress=False)
+    first = fine_tune_decoder(again, samples, steps=1, batch_size=8, lr=3e-3, progress=False)
     assert first["losses"][0] == pytest.approx(losses[0], rel=1e-4)
 

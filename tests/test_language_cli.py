@@ -70,6 +70,7 @@ def test_eval_openset_scores_the_models_own_head(data_world, tmp_path):
     from internvideo.factory import create_model
     from internvideo.models.openset import SCORES
     from internvideo.tasks.openset import evaluate_openset, score_logits
+    from internvideo.train.heads import fit_openset_head
 
     r = data_world.root
     torch.manual_seed(0)
@@ -90,8 +91,11 @@ def test_eval_openset_scores_the_models_own_head(data_world, tmp_path):
         assert result["scores"][score]["closed_set_accuracy"] == pytest.approx(
             expected["scores"][score]["closed_set_accuracy"])
     fitted = evaluate_openset(model, r / "openset_train.txt", r / "openset_val.txt", r / "openset_test.txt",
-                              head="fit", steps=5, progress=False)
+                              head="fit", steps=5, progress=False, fit=fit_openset_head)
     assert fitted["head"] == "fit"
+    with pytest.raises(TypeError, match="need fit="):  # tasks never train: the caller passes the fitting
+        evaluate_openset(model, r / "openset_train.txt", r / "openset_val.txt", r / "openset_test.txt",
+                         head="fit", steps=5, progress=False)
 
 
 def test_eval_openset_own_head_errors(data_world, mm_dir, tmp_path, capsys):

@@ -11,8 +11,9 @@ from internvideo.data import AnnotationError, QASample, read_qa
 from internvideo.models.qa import VideoQA, VideoQAConfig, VideoQAHead, question_padding
 from internvideo.models.video_clip import NAMED_CONFIGS, InternVideoMM
 from internvideo.tasks.qa import (answer_vocabulary, evaluate_qa, most_frequent_answer, normalize_answer, qa_accuracy,
-                                  qa_features, train_qa_head)
+                                  qa_features)
 from internvideo.tasks.common import WrongModelError
+from internvideo.train.heads import train_qa_head
 from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 TINY = NAMED_CONFIGS["internvideo_mm_tiny"][1]

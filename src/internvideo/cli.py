@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 
@@ -89,10 +90,14 @@ def _add_synth(sub) -> None:
 def _add_eval(sub) -> None:
     from .experiments import fusion_ablation
     from .tasks import EVAL_COMMANDS
+    from .train.heads import fit_openset_head
 
-    commands = {**EVAL_COMMANDS, "fusion": (
-        "CMA ablation: each encoder alone, late fusion, CMA with L=1/2/4 (trains each variant)",
-        fusion_ablation.add_arguments, fusion_ablation.main)}
+    # Tasks never train: the commands that do get their training from here (train/, experiments/).
+    openset_help, openset_arguments, openset_main = EVAL_COMMANDS["openset"]
+    commands = {**EVAL_COMMANDS, "openset": (openset_help, openset_arguments,
+                                             functools.partial(openset_main, fit=fit_openset_head)),
+                "fusion": ("CMA ablation: each encoder alone, late fusion, CMA with L=1/2/4 (trains each variant)",
+                           fusion_ablation.add_arguments, fusion_ablation.main)}
 
     e = sub.add_parser("eval", help="evaluate a model on a downstream task",
                        description="Evaluate a checkpoint with the paper's protocols; each task prints a table and "

@@ -26,6 +26,7 @@ from ..data import VideoDataset, read_classes, read_classification_list
 from ..errors import MissingFile, run_command
 from ..tasks import common
 from ..tasks.openset import UNKNOWN, evaluate_openset_features
+from ..train.heads import fit_openset_head
 
 
 def held_out_pairs(model: nn.Module, world: str | Path, *, hidden: int = 128, steps: int = 300, seed: int = 0,
@@ -52,8 +53,8 @@ def held_out_pairs(model: nn.Module, world: str | Path, *, hidden: int = 128, st
                          "skipped": "no validation clip of this pair"})
             continue
         val = (x["val"], val_labels)
-        result = evaluate_openset_features((x["train"][~held], y["train"][~held]), val, val, hidden=hidden,
-                                           steps=steps, seed=seed)
+        result = evaluate_openset_features((x["train"][~held], y["train"][~held]), val, val, fit=fit_openset_head,
+                                           hidden=hidden, steps=steps, seed=seed)
         rows.append({"held_out": [classes[c] for c in pair],
                      "auroc": {k: m["auroc"] for k, m in result["scores"].items()},
                      "closed_set_accuracy": result["scores"]["msp"]["closed_set_accuracy"]})

@@ -28,33 +28,36 @@ Two ways to get the scores (:func:`evaluate_openset`, ``--head``):
   from its logits;
 * **fitted heads** on frozen features (one centre view per video,
   :func:`~internvideo.tasks.common.dataset_features`): an evidential and a
-  softmax head trained in seconds; :func:`evaluate_openset_features` takes
-  cached features directly.
+  softmax head trained in seconds by the ``fit`` passed in
+  (:func:`internvideo.train.heads.fit_openset_head`: tasks never train);
+  :func:`evaluate_openset_features` takes cached features directly.
 """
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data import ClassificationSample, read_classes, read_classification_list
 from ..errors import UsageError
-from ..models.openset import SCORES, EvidenceFn, OpenSetHead, annealing, edl_loss, evidence, unknown_scores
+from ..models.openset import SCORES, EvidenceFn, unknown_scores
 from . import common
 from .common import Precision, Sampling
 from .metrics import NonFiniteError
 
-__all__ = ["resolve_unknown", "fit_head", "openset_metrics", "evaluate_openset_features", "evaluate_openset",
+__all__ = ["HeadFitter", "resolve_unknown", "openset_metrics", "evaluate_openset_features", "evaluate_openset",
            "score_logits", "model_head_rows",
            "results_table", "add_arguments", "main"]
 
 UNKNOWN = -1
+#: Trains one head on frozen features, ``fit(x, y, num_classes, *, loss="edl" | "ce", kind, steps,
+#: annealing_steps, lr, hidden, seed) -> module``: :func:`internvideo.train.heads.fit_openset_head`.
+HeadFitter = Callable[..., nn.Module]
 
 
 def resolve_unknown(classes: Sequence[str], unknown: Sequence[str], known: Sequence[str] | None = None) -> set[int]:
@@ -66,26 +69,6 @@ def resolve_unknown(classes: Sequence[str], unknown: Sequence[str], known: Seque
     if missing:
         raise UsageError(f"unknown classes not in the class list: {', '.join(missing)}")
     return {classes.index(name) for name in unknown}
-
-
-def fit_head(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, loss: str = "edl",
-             kind: EvidenceFn = "exp", steps: int = 300, annealing_steps: int = 100, lr: float = 1e-2,
-             weight_decay: float = 1e-4, hidden: int = 0, seed: int = 0) -> OpenSetHead:
-    """A head trained full-batch on frozen features: ``loss="edl"`` (evidential) or ``"ce"`` (softmax baseline)."""
-    if loss not in ("edl", "ce"):
-        raise UsageError(f"loss must be 'edl' or 'ce', not {loss!r}")
-    torch.manual_seed(seed)
-    head = OpenSetHead(x.shape[1], num_classes, hidden=hidden)
-    optim = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    head.train()
-    for step in range(steps):
-        logits = head(x)
-        value = (edl_loss(evidence(logits, kind), y, annealing(step, annealing_steps)) if loss == "edl"
-                 else F.cross_entropy(logits, y))
-        optim.zero_grad(set_to_none=True)
-        value.backward()
-        optim.step()
-    return head.eval()
 
 
 def _threshold(scores: np.ndarray, predictions: np.ndarray, labels: np.ndarray, num_classes: int,
@@ -149,12 +132,13 @@ def _remap(labels: np.ndarray, index: dict[int, int], split: str) -> np.ndarray:
 
 
 def evaluate_openset_features(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-                              test: tuple[np.ndarray, np.ndarray], *, kind: EvidenceFn = "exp",
+                              test: tuple[np.ndarray, np.ndarray], *, fit: HeadFitter, kind: EvidenceFn = "exp",
                               reject_rate: float = 0.05, steps: int = 300, annealing_steps: int = 100,
                               lr: float = 1e-2, hidden: int = 0, seed: int = 0) -> dict[str, Any]:
     """The protocol on cached ``(features, labels)`` splits; known labels may be any subset of integers.
 
-    Returns ``{"scores": {score: metrics}, "num_known_classes", "num_train", "num_test_known",
+    ``fit`` trains the two heads (:func:`internvideo.train.heads.fit_openset_head`;
+    tasks never train). Returns ``{"scores": {score: metrics}, "num_known_classes", "num_train", "num_test_known",
     "num_test_unknown", ...}``; ``uncertainty`` comes from the evidential head, the others from the
     softmax head.
     """
@@ -165,8 +149,8 @@ def evaluate_openset_features(train: tuple[np.ndarray, np.ndarray], val: tuple[n
     x_train = torch.as_tensor(train[0], dtype=torch.float32)
     y_train = torch.as_tensor(_remap(train[1], index, "train"))
     opts = dict(steps=steps, annealing_steps=annealing_steps, lr=lr, hidden=hidden, seed=seed)
-    heads = {"edl": fit_head(x_train, y_train, k, loss="edl", kind=kind, **opts),
-             "ce": fit_head(x_train, y_train, k, loss="ce", **opts)}
+    heads = {"edl": fit(x_train, y_train, k, loss="edl", kind=kind, **opts),
+             "ce": fit(x_train, y_train, k, loss="ce", **opts)}
     splits = {"val": (val[0], _remap(val[1], index, "val")), "test": (test[0], _remap(test[1], index, "test"))}
     with torch.no_grad():
         logits = {(h, s): heads[h](torch.as_tensor(x, dtype=torch.float32)) for h in heads for s, (x, _) in
@@ -238,7 +222,8 @@ def evaluate_openset(model: nn.Module, train: ListData, val: ListData, test: Lis
                      unknown: Sequence[str] = (), known: Sequence[str] | None = None, head: Head = "auto",
                      pool: str = "auto", sampling: Sampling = "auto", frame_interval: int | None = None,
                      batch_size: int = 8, num_workers: int = 0, device: str | torch.device | None = None,
-                     precision: Precision = "fp32", progress: bool = True, **protocol: Any) -> dict[str, Any]:
+                     precision: Precision = "fp32", progress: bool = True, fit: HeadFitter | None = None,
+                     **protocol: Any) -> dict[str, Any]:
     """The protocol on a model: its own classifier head, or heads fitted on its frozen features.
 
     ``head="model"`` scores the model's own outputs (a classifier trained on
@@ -246,8 +231,8 @@ def evaluate_openset(model: nn.Module, train: ListData, val: ListData, test: Lis
     come from the same logits, and the training list only names the known
     classes. ``head="fit"`` trains the evidential and softmax heads on the
     frozen features (:func:`evaluate_openset_features`; ``protocol`` goes to
-    it). ``"auto"``: the model's head when it has one row per known class,
-    else fitted heads. ``results["head"]`` says which.
+    it), with ``fit`` (:func:`internvideo.train.heads.fit_openset_head`). ``"auto"``: the model's head
+    when it has one row per known class, else fitted heads. ``results["head"]`` says which.
     """
     from .recognition import classification_dataset
 
@@ -274,11 +259,12 @@ def evaluate_openset(model: nn.Module, train: ListData, val: ListData, test: Lis
     rows = model_head_rows(model, list(index), names) if head != "fit" else None
     if rows is not None and sorted(rows) != sorted(index):
         if head == "model":
-            raise common.WrongModelError(f"the model's head predicts labels {sorted(rows)}, not the known training classes "
-                                         f"{sorted(index)}")
+            raise common.WrongModelError(f"the model's head predicts labels {sorted(rows)}, not the known "
+                                         f"training classes {sorted(index)}")
         rows = None
     if head == "model" and rows is None:
-        raise common.WrongModelError(f"{type(model).__name__} has no classifier head over the known classes; use head='fit'")
+        raise common.WrongModelError(f"{type(model).__name__} has no classifier head over the known classes; "
+                                     "use head='fit'")
 
     def outputs(name: str, fn: Any) -> np.ndarray:
         samples = lists[name][0]
@@ -293,8 +279,10 @@ def evaluate_openset(model: nn.Module, train: ListData, val: ListData, test: Lis
         return out.float().mean(dim=1).numpy()
 
     if rows is None:
+        if fit is None:
+            raise TypeError("heads fitted on frozen features need fit= (internvideo.train.heads.fit_openset_head)")
         splits = {name: (outputs(name, None), lists[name][1]) for name in lists}
-        return evaluate_openset_features(splits["train"], splits["val"], splits["test"], **protocol)
+        return evaluate_openset_features(splits["train"], splits["val"], splits["test"], fit=fit, **protocol)
     # Head rows reordered to the known labels' increasing order, the row order the metrics use.
     order = [rows.index(label) for label in sorted(index)]
     logits = {name: torch.as_tensor(outputs(name, lambda x: model(x).float()))[:, order] for name in ("val", "test")}
@@ -336,7 +324,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool", choices=["auto", "pre_logits", "mean", "embed"], default="auto")
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, fit: HeadFitter | None = None) -> int:
+    """``internvideo eval openset``; the CLI passes ``fit`` (tasks never train, :mod:`internvideo.train` does)."""
     if not 0.0 <= args.reject_rate < 1.0:
         raise UsageError(f"--reject-rate must be in [0, 1), got {args.reject_rate}")
     model = common.load_model_arg(args.model)
@@ -344,6 +333,6 @@ def main(args: argparse.Namespace) -> int:
                                unknown=args.unknown, known=args.known, head=args.head, pool=args.pool,
                                batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
                                precision=args.precision, progress=args.progress, kind=args.evidence,
-                               reject_rate=args.reject_rate, steps=args.steps)
+                               reject_rate=args.reject_rate, steps=args.steps, fit=fit)
     results.update(model=str(args.model), train=str(args.train), val=str(args.val), data=str(args.data))
     return common.finish(results, results_table(results), args.out)

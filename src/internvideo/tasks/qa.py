@@ -17,9 +17,10 @@ Videos that cannot be read are listed, skipped and counted (``skipped``); their
 questions are not scored. The baseline beside the model's accuracy answers
 every question with the most frequent training answer.
 
-The model is :class:`~internvideo.models.qa.VideoQA`. :func:`train_qa_head`
-trains its head on a frozen backbone from cached backbone outputs (the video
-tokens of each distinct video are computed once).
+The model is :class:`~internvideo.models.qa.VideoQA`; its head is trained on a
+frozen backbone from cached backbone outputs (:class:`QAFeatures`: the video
+tokens of each distinct video are computed once) by
+:func:`internvideo.train.heads.train_qa_head` (tasks never train).
 """
 from __future__ import annotations
 
@@ -32,8 +33,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from ..data import QASample, VideoDataset, read_qa
@@ -45,7 +44,7 @@ from .common import Precision
 from .inputs import readable_videos
 
 __all__ = ["normalize_answer", "answer_vocabulary", "qa_accuracy", "most_frequent_answer", "QAFeatures",
-           "qa_features", "train_qa_head", "predict_answers", "evaluate_qa", "results_table", "add_arguments",
+           "qa_samples", "qa_features", "predict_answers", "evaluate_qa", "results_table", "add_arguments",
            "main"]
 
 QAData = str | os.PathLike | Sequence[QASample]
@@ -73,7 +72,8 @@ def qa_accuracy(predictions: Sequence[str], samples: Sequence[QASample]) -> dict
     return out
 
 
-def _samples(data: QAData, root: str | os.PathLike | None) -> list[QASample]:
+def qa_samples(data: QAData, root: str | os.PathLike | None) -> list[QASample]:
+    """QA samples from a file or a sequence; an empty set is a user error."""
     samples = read_qa(data, root) if isinstance(data, (str, os.PathLike)) else list(data)
     if not samples:
         raise UsageError("no questions")
@@ -126,49 +126,6 @@ def qa_features(model: VideoQA, samples: Sequence[QASample], *, batch_size: int 
     return features, keep, skipped
 
 
-def train_qa_head(model: VideoQA, train: QAData, *, root: str | os.PathLike | None = None, epochs: int = 30,
-                  batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.05, seed: int = 0,
-                  features: QAFeatures | None = None, device: str | torch.device | None = None,
-                  progress: bool = True) -> dict[str, Any]:
-    """Train ``model.head`` (backbone frozen) with cross-entropy on the in-vocabulary training questions.
-
-    Returns ``{"losses": [mean loss per epoch], "num_trained", "num_out_of_vocabulary", "skipped"}``.
-    """
-    samples = _samples(train, root)
-    skipped: list[tuple[str, str]] = []
-    keep = list(range(len(samples)))
-    if features is None:
-        features, keep, skipped = qa_features(model, samples, device=device, progress=progress)
-    index = {a: i for i, a in enumerate(model.answers)}
-    labels = torch.tensor([index.get(normalize_answer(samples[i].answer), -1) for i in keep])
-    rows = (labels >= 0).nonzero().flatten()
-    if not len(rows):
-        raise UsageError("no training question has an answer in the vocabulary")
-    dev = common.resolve_device(device)
-    head = model.head.to(dev).train()
-    optim = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    g = torch.Generator().manual_seed(seed)
-    steps = epochs * ((len(rows) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=lr, total_steps=steps, pct_start=0.1)
-    losses = []
-    for _ in tqdm(range(epochs), desc="QA head", disable=not progress, unit="epoch"):
-        order = rows[torch.randperm(len(rows), generator=g)]
-        total = 0.0
-        for i in range(0, len(order), batch_size):
-            batch = order[i:i + batch_size]
-            q, pad, v = (t.to(dev) for t in features.batch(batch))
-            loss = F.cross_entropy(head(q, pad, v), labels[batch].to(dev))
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            sched.step()
-            total += loss.item() * len(batch)
-        losses.append(total / len(order))
-    head.eval()
-    return {"losses": losses, "num_trained": int(len(rows)), "num_out_of_vocabulary": int((labels < 0).sum()),
-            "skipped": skipped}
-
-
 def predict_answers(model: VideoQA, samples: Sequence[QASample], *, batch_size: int = 8, num_workers: int = 0,
                     device: str | torch.device | None = None, precision: Precision = "fp32", progress: bool = True,
                     features: QAFeatures | None = None) -> tuple[list[str], list[int], list[tuple[str, str]]]:
@@ -195,7 +152,7 @@ def evaluate_qa(model: VideoQA, data: QAData, *, root: str | os.PathLike | None 
     """
     if not isinstance(model, VideoQA):
         raise common.WrongModelError(f"open-ended QA needs a VideoQA model (a backbone with a QA head), got {type(model).__name__}")
-    samples = _samples(data, root)
+    samples = qa_samples(data, root)
     predictions, keep, skipped = predict_answers(model, samples, features=features, **kwargs)
     scored = [samples[i] for i in keep]
     vocab = set(model.answers)
@@ -206,7 +163,7 @@ def evaluate_qa(model: VideoQA, data: QAData, *, root: str | os.PathLike | None 
                                "examples": [{"question": s.question, "answer": s.answer, "predicted": p}
                                             for s, p in list(zip(scored, predictions))[:5]]}
     if train is not None:
-        common_answer = most_frequent_answer(_samples(train, root))
+        common_answer = most_frequent_answer(qa_samples(train, root))
         results["baseline"] = {"name": f"always {common_answer!r}",
                                **qa_accuracy([common_answer] * len(scored), scored)}
     return results
