@@ -107,7 +107,8 @@ def test_protocol_rejects_unseen_clusters_with_every_score():
 def test_protocol_input_errors():
     x = np.zeros((4, 3))
     with pytest.raises(UsageError, match="unknown videos"):
-        evaluate_openset_features((x, np.array([0, 1, -1, 0])), (x, np.zeros(4)), (x, np.zeros(4)), fit=fit_openset_head)
+        evaluate_openset_features((x, np.array([0, 1, -1, 0])), (x, np.zeros(4)), (x, np.zeros(4)),
+                                  fit=fit_openset_head)
     with pytest.raises(UsageError, match=r"test labels \[7\]"):
         evaluate_openset_features((x, np.array([0, 1, 1, 0])), (x, np.array([0, 1, 1, 0])),
                                   (x, np.array([0, 7, -1, 0])), fit=fit_openset_head, steps=2)

@@ -151,7 +151,8 @@ def evaluate_qa(model: VideoQA, data: QAData, *, root: str | os.PathLike | None 
     Other keyword arguments are those of :func:`predict_answers`.
     """
     if not isinstance(model, VideoQA):
-        raise common.WrongModelError(f"open-ended QA needs a VideoQA model (a backbone with a QA head), got {type(model).__name__}")
+        raise common.WrongModelError("open-ended QA needs a VideoQA model (a backbone with a QA head), got "
+                                     f"{type(model).__name__}")
     samples = qa_samples(data, root)
     predictions, keep, skipped = predict_answers(model, samples, features=features, **kwargs)
     scored = [samples[i] for i in keep]
