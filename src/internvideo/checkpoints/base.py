@@ -24,6 +24,7 @@ from torch import nn
 
 from ..errors import MissingFile, UserError
 from ..models import MODEL_CLASSES, NAMED_CONFIGS, apply_overrides
+from ..models.protocols import FusionModel
 
 log = logging.getLogger(__name__)
 StateDict = dict[str, torch.Tensor]
@@ -88,10 +89,9 @@ def _describe(model: nn.Module) -> dict:
     if cfg is None or not dataclasses.is_dataclass(cfg):
         raise TypeError(f"{type(model).__name__} has no dataclass .config; cannot save a self-describing checkpoint")
     meta = {"format": "internvideo", "class": _model_class_name(model), "config": dataclasses.asdict(cfg)}
-    submodels = getattr(model, "submodels", None)
-    if callable(submodels):  # e.g. the two frozen backbones of a fusion model
+    if isinstance(model, FusionModel):  # its two frozen backbones, each with its own config
         meta["submodels"] = {name: {k: v for k, v in _describe(m).items() if k != "format"}
-                             for name, m in submodels().items()}
+                             for name, m in model.submodels().items()}
     return meta
 
 

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from ..data import VideoDataset, VideoTextSample, read_video_text
 from ..errors import UsageError
 from ..models.caption import Strategy
+from ..models.protocols import Captioner
 from ..tokenizer import get_tokenizer
 from . import common
 from .common import Precision
@@ -45,7 +46,7 @@ __all__ = ["generate_captions", "evaluate_caption", "nearest_caption_baseline", 
 
 def require_decoder(model: nn.Module) -> None:
     """A :class:`~internvideo.tasks.common.WrongModelError` unless ``model`` has a caption decoder."""
-    if getattr(model, "caption", None) is None or not callable(getattr(model, "generate", None)):
+    if not isinstance(model, Captioner) or model.caption is None:
         raise common.WrongModelError(f"captioning needs a multimodal model with a caption decoder; "
                                      f"{type(model).__name__} has none (build it with caption_layers > 0)")
 

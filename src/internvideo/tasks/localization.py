@@ -47,6 +47,7 @@ import numpy as np
 
 from ..data.datasets import AnnotationError, LocalizationVideo, json_number, read_activitynet, read_segment
 from ..errors import UsageError, run_command
+from ..models.protocols import Localizer, saved_class_names
 
 log = logging.getLogger("internvideo.localization")
 
@@ -490,7 +491,10 @@ def _run_model(args: argparse.Namespace, thresholds: Sequence[float]) -> dict[st
     if not args.features:
         raise UsageError("--model needs --features (the folder of per-video .npy features)")
     model = load_model(args.model)
-    classes = list(getattr(model.config, "class_names", ()) or ())
+    if not isinstance(model, Localizer):
+        raise WrongModelError(f"{args.model}: localization needs a temporal localizer (ActionFormer-style, reading "
+                              f"feature sequences); this is a {type(model).__name__}")
+    classes = list(saved_class_names(model) or ())
     if not classes:
         raise WrongModelError(f"{args.model}: the model has no class_names; it cannot name its predictions")
     dataset = FeatureSequenceDataset(args.gt, args.features, subset=args.subset, classes=classes,
