@@ -128,7 +128,8 @@ def input_recipe(model: nn.Module, *, sampling: SamplingOverride = "auto", frame
     ``sampling="auto"`` keeps the model's own.
     """
     if not isinstance(model, VideoModel):
-        raise TypeError(f"{type(model).__name__} has no input recipe; build the data views yourself and pass a dataset")
+        raise WrongModelError(f"{type(model).__name__} has no input recipe; build the data views yourself and pass a "
+                              "dataset")
     recipe = model.input_recipe()
     changes: dict[str, Any] = {}
     if sampling != "auto":
