@@ -189,6 +189,30 @@ def test_config_errors_name_the_key(tmp_path):
         load_config(None, ["data.hflip=maybe"])
 
 
+@pytest.mark.parametrize("old,new", [
+    ("data.feature_cache=c", "fusion.feature_cache"), ("data.qa_answers=20", "qa.answers"),
+    ("data.features=f", "localize.features"), ("data.tiou=[0.5]", "localize.tiou"),
+    ("data.train_subset=x", "localize.train_subset"), ("optim.caption_weight=2", "contrastive.caption_weight"),
+    ("optim.edl_annealing_epochs=1", "openset.edl_annealing_epochs")])
+def test_objective_settings_moved_to_their_sections(old, new, tmp_path):
+    with pytest.raises(ConfigError, match=f"config key '{old.split('=')[0]}' has moved: set {new}"):
+        load_config(None, [old])
+    section, key = new.split(".")
+    value = old.split("=")[1]
+    cfg = load_config(None, [f"{new}={value}"])
+    assert getattr(getattr(cfg, section), key) not in (None, ())
+
+
+def test_an_unknown_objective_is_refused_before_the_run_directory(tmp_path):
+    from internvideo.train import OBJECTIVES
+
+    cfg = load_config(None, ["objective=maee", f"run.out_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match=r"objective: 'maee' is not one of \['mae', 'classify'"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+    assert "localize" in OBJECTIVES and "ava" in OBJECTIVES
+
+
 def test_recipes_parse():
     for path in sorted((ROOT / "configs").glob("**/*.yaml")):
         load_config(path)

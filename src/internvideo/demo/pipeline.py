@@ -63,7 +63,7 @@ from ..tasks import evaluate_multiple_choice, evaluate_recognition, evaluate_zer
 from ..tasks.recognition import classification_dataset
 from ..tasks.retrieval import metrics_from_embeddings, retrieval_embeddings
 from ..train import TrainConfig, train
-from ..train.config import DataSection, ModelSection, OptimSection, RunSection, save_config
+from ..train.config import DataSection, FusionSection, ModelSection, OptimSection, RunSection, save_config
 from . import ava as ava_demo
 from . import localization, open_language
 from . import search as search_demo
@@ -150,8 +150,9 @@ def decode_workers() -> int:
 
 def _config(stage_dir: Path, world: Path, preset: Preset, seed: int, progress: bool, objective: str,
             model: ModelSection, data: dict[str, Any], optim: dict[str, Any] | None = None,
-            run: dict[str, Any] | None = None) -> TrainConfig:
-    """A training config: the settings every demo stage shares, updated by the stage's own."""
+            run: dict[str, Any] | None = None, **sections: Any) -> TrainConfig:
+    """A training config: the settings every demo stage shares, updated by the stage's own (``sections``: the
+    objective's own section, e.g. ``fusion=FusionSection(...)``)."""
     # The world is small (2,000 clips of 16 x 32 x 32 x 3 bytes, ~100 MB): decoded once, shared by every stage.
     # No loader workers then: cropping 32 px clips costs little, and both cores compute (1.2x faster contrastive
     # steps than one compute thread beside one worker, measured on 2 cores).
@@ -165,7 +166,7 @@ def _config(stage_dir: Path, world: Path, preset: Preset, seed: int, progress: b
     run = {"out_dir": str(stage_dir), "epochs": 10_000, "batch_size": preset.batch_size, "seed": seed,
            "log_every": 10, "save_every": 1_000_000, "keep_last": 1, "resume": False, "progress": progress,
            "eval_every": eval_every, **run}
-    return TrainConfig(objective, model, DataSection(**data), OptimSection(**optim), RunSection(**run))
+    return TrainConfig(objective, model, DataSection(**data), OptimSection(**optim), RunSection(**run), **sections)
 
 
 # ----------------------------------------------------------------------------- stages
@@ -284,9 +285,9 @@ def _run(out: Path, p: Preset, seed: int, progress: bool, mae_init: bool) -> dic
 
     init = "from the MAE weights" if mae_init else "from scratch"
     def train_stage(name: str, title: str, objective: str, model: ModelSection, data: dict[str, Any],
-                    optim: dict[str, Any], run: dict[str, Any], note: str = ""):
+                    optim: dict[str, Any], run: dict[str, Any], note: str = "", **sections: Any):
         with stages.stage(name, title) as st:
-            cfg = _config(runs / name, world, p, seed, progress, objective, model, data, optim, run)
+            cfg = _config(runs / name, world, p, seed, progress, objective, model, data, optim, run, **sections)
             result = _train_stage(cfg, runs / name, out, name)
             st["summary"] = _train_summary(result) + note
         return result
@@ -319,9 +320,10 @@ def _run(out: Path, p: Preset, seed: int, progress: bool, mae_init: bool) -> dic
         return train_stage(
             name, title, "fusion",
             ModelSection(mae_backbone=str(cls.checkpoint), mm_backbone=str(mm.checkpoint), overrides=overrides),
-            {"train": "train.txt", "val": "val.txt", "classes": "classes.txt",
-             # built by the first fusion run (its folder is wiped when it starts: the cache is not keyed by backbone)
-             "feature_cache": str(runs / "fusion" / "feature_cache")}, {"lr": 1e-3}, {"max_steps": p.fusion_steps})
+            {"train": "train.txt", "val": "val.txt", "classes": "classes.txt"}, {"lr": 1e-3},
+            {"max_steps": p.fusion_steps},
+            # built by the first fusion run (its folder is wiped when it starts: the cache is not keyed by backbone)
+            fusion=FusionSection(feature_cache=str(runs / "fusion" / "feature_cache")))
 
     fus = fusion("fusion", "cross-model attention over both frozen backbones", FUSION)
     # Claim (c)'s reference: the two frozen streams' pooled features side by side, one classifier (same cache).

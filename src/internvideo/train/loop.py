@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..models.hardware import resolve_precision
 from .config import TrainConfig, validate
-from .objectives import Objective, make_objective
+from .objectives import Objective, check_objective, make_objective
 from .optim import EMA, adamw, lr_at
 from .setup import (
     Dist, all_reduce_mean, prepare_run_dir, run_dir_lock, seed_everything, setup_distributed, wrap_model,
@@ -228,6 +228,8 @@ def train(cfg: TrainConfig, objective: Objective | None = None) -> TrainResult:
     The run directory is locked for the whole run (a second run on it is refused, naming the holder).
     """
     validate(cfg)
+    if objective is None:
+        check_objective(cfg.objective)  # before the run directory is made
     d = setup_distributed()
     with run_dir_lock(Path(cfg.run.out_dir), d):
         return _train(cfg, objective, d, prepare_run_dir(cfg, d))
