@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from internvideo.data import (AnnotationError, DenseSampler, EvalTransformConfig, SegmentSampler, SkipLog,
                               TrainTransformConfig, VideoClassificationDataset, VideoError, VideoTextDataset,
                               View, build_eval_transform, build_train_transform, collate_videos, read_activitynet,
-                              read_ava_csv, read_classes, read_classification_list, read_msrvtt, read_qa,
+                              read_ava_groundtruth, read_classes, read_classification_list, read_msrvtt, read_qa,
                               read_video_text, write_video_text)
 
 # ----------------------------------------------------------------------------- readers
@@ -129,20 +129,20 @@ def test_activitynet(tmp_path):
 def test_ava_csv(tmp_path):
     f = tmp_path / "ava.csv"
     f.write_text("vid,0.5,0.1,0.2,0.3,0.4,7,0\nvid,1.0,0,0,1,1,2,1\n")
-    boxes = read_ava_csv(f)
+    boxes = read_ava_groundtruth(f)
     assert boxes[0].box == (0.1, 0.2, 0.3, 0.4) and (boxes[0].action_id, boxes[1].person_id) == (7, 1)
 
 
 @pytest.mark.parametrize("row,words", [
     ("vid,1.0,0,0,1.5,1,2,1", "box"),
     ("vid,0.5,0.1,0.2,0.3", "expected 8 columns"),
-    ("vid,soon,0.1,0.2,0.3,0.4,7,0", "bad number"),
+    ("vid,soon,0.1,0.2,0.3,0.4,7,0", "timestamp must be a number"),
 ])
 def test_ava_csv_errors(tmp_path, row, words):
     f = tmp_path / "ava.csv"
     f.write_text("vid,0.5,0.1,0.2,0.3,0.4,7,0\n" + row + "\n")
     with pytest.raises(AnnotationError, match=rf"ava.csv:2: {words}"):
-        read_ava_csv(f)
+        read_ava_groundtruth(f)
 
 
 def test_qa(tmp_path):

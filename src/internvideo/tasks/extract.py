@@ -445,7 +445,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="clips per forward pass")
     parser.add_argument("--num-workers", type=int, default=0, help="decoding worker processes")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help=common.PRECISION_HELP)
+    common.add_precision_argument(parser)
     parser.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored feature dtype")
     parser.add_argument("--overwrite", action="store_true", help="re-extract videos that already have features")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
