@@ -15,6 +15,7 @@ from torch import nn
 import internvideo
 from eval_standins import ColourCLIP, make_colour_set
 from internvideo.tasks import evaluate_retrieval, evaluate_zeroshot
+from internvideo.errors import UserError
 from internvideo.tasks.metrics import NonFiniteError
 
 from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
@@ -376,7 +377,7 @@ def test_a_torn_extract_config_left_by_an_older_version_is_recognised(colours, t
     (out / "extract_config.json").write_bytes(b"")  # what the old in-place write left on a full disk
     assert E.extract_features(ColourClassifier(), colours["list"], out, progress=False)["extracted"] > 0
     (out / "extract_config.json").write_bytes(b'{"window": ')  # torn, and now features lie beside it
-    with pytest.raises(ValueError, match=r"extract_config\.json is damaged.*--overwrite"):
+    with pytest.raises(UserError, match=r"extract_config\.json is damaged.*--overwrite"):
         E.extract_features(ColourClassifier(), colours["list"], out, progress=False)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, printable
 
 __all__ = ["DiskFullError", "TextDecodeError", "atomic_path", "write_text", "write_json", "json_text", "read_text",
            "printable", "disk_full_guard", "is_disk_full"]
@@ -143,21 +143,6 @@ def read_text(path: str | os.PathLike) -> str:
         kind = "a binary file? " if b"\x00" in data[:4096] else ""
         raise TextDecodeError(path, line, f"not valid UTF-8 (byte {e.start - start + 1} of the line: "
                                           f"{data[e.start:e.start + 1]!r}); {kind}save it as UTF-8") from None
-
-
-# Characters a terminal acts on rather than shows: C0/C1 controls (ESC starts colour and cursor sequences, CR
-# overwrites the line), line/paragraph separators and the bidirectional overrides that reorder what follows.
-_UNSAFE = {c for c in map(chr, range(0x20))} | {chr(0x7F)} | {chr(c) for c in range(0x80, 0xA0)} | set(
-    "\u2028\u2029\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def printable(text: object) -> str:
-    """``str(text)`` with the characters a terminal would act on escaped (``\\x1b``, ``\\u202e``): a file
-    name can hold any of them, and printed raw it could recolour, overwrite or reorder the output."""
-    text = str(text)
-    if not any(c in _UNSAFE for c in text):
-        return text
-    return "".join(c.encode("unicode_escape").decode("ascii") if c in _UNSAFE else c for c in text)
 
 
 def _remove(path: Path) -> None:

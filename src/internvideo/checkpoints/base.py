@@ -24,6 +24,7 @@ from torch import nn
 
 from .. import fileio
 from ..fileio import atomic_path
+from ..errors import MissingFile, UserError
 from ..models import MODEL_CLASSES, NAMED_CONFIGS, apply_overrides
 from ..models.config_io import config_from_json
 from ..models.protocols import FusionModel
@@ -36,7 +37,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be read or does not fit the model; the message says which key/file."""
 
 
@@ -53,7 +54,7 @@ def load_safetensors(path: str | os.PathLike) -> StateDict:
     try:
         return load_file(str(path))
     except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint not found: {path}") from None
+        raise MissingFile(f"checkpoint not found: {path}") from None
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error type, and OSError for bad files
         raise CheckpointError(f"{path}: not a readable safetensors file, truncated or corrupt "
                               f"({type(e).__name__}: {e})") from None
@@ -173,7 +174,7 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
     """Tensors from a ``.safetensors`` or pickled ``.pth``/``.pt``/``.bin`` file (weights only)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFile(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         return load_safetensors(path)
     if is_torchscript(path):  # never hand these to torch.load: it would dispatch to torch.jit.load

@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 
 from .query import MAX_K, MAX_QUERY_CHARS, NotServed, Searcher, templates_from_args
 from .. import argtypes
+from ..errors import UsageError
 from ..fileio import printable
 
 log = logging.getLogger("internvideo.search")
@@ -81,7 +82,7 @@ def allowed_hosts(host: str = "127.0.0.1", extra: Iterable[str] = ()) -> tuple[s
     for given in ([] if wildcard else [host]) + list(extra):
         name = _host_name(given)
         if not name:
-            raise ValueError(f"--allowed-host {given!r}: not a host name")
+            raise UsageError(f"--allowed-host {given!r}: not a host name")
         names.append(name)
     return tuple(dict.fromkeys(names))
 
