@@ -114,11 +114,10 @@ def test_index_cli_exits_non_zero_when_every_video_fails(search_world, search_mo
             p.fill_(float("nan"))
     internvideo.save_model(model, bad)
     folder = video_folder(search_world, tmp_path / "videos", clips=2, long=False)
-    with pytest.raises(SystemExit) as e:
-        search_main(["index", str(folder), "--model", str(bad), "--out", str(tmp_path / "idx"), "--window", "1",
-                     "--no-progress"])
+    code = search_main(["index", str(folder), "--model", str(bad), "--out", str(tmp_path / "idx"), "--window", "1",
+                        "--no-progress"])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and "all 2 videos to index failed" in err and "non-finite" in err
+    assert code == 2 and "all 2 videos to index failed" in err and "non-finite" in err
 
 
 def test_search_with_a_nan_text_projection_is_an_error(search_world, search_model, tmp_path):
@@ -243,10 +242,9 @@ def test_config_errors_print_one_line_through_the_cli(tiny_dirs, tmp_path, capsy
     from internvideo.cli import main
 
     path = _edited(tiny_dirs["mm"], tmp_path / "ckpt", lambda m: m["config"].pop("img_size"))
-    with pytest.raises(SystemExit) as e:
-        main(["index", str(tmp_path), "--model", str(path), "--out", str(tmp_path / "idx")])
+    code = main(["index", str(tmp_path), "--model", str(path), "--out", str(tmp_path / "idx")])
     err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("internvideo: error:")
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("internvideo: error:")
     assert "missing InternVideoMMConfig field(s) 'img_size'" in err
 
 
