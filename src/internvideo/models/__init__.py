@@ -11,14 +11,14 @@ import dataclasses
 
 from torch import nn
 
-from . import fusion, localization, qa, roi_head, video_clip, videomae
+from . import fusion, localization, qa, roi_head, video_clip, videomae, vln
 from .layers import count_parameters
 
 NAMED_CONFIGS: dict[str, tuple[type[nn.Module], object]] = {**videomae.NAMED_CONFIGS, **video_clip.NAMED_CONFIGS,
                                                              **roi_head.NAMED_CONFIGS}
 MODEL_CLASSES: dict[str, type[nn.Module]] = {**videomae.MODEL_CLASSES, **video_clip.MODEL_CLASSES,
                                               **fusion.MODEL_CLASSES, **localization.MODEL_CLASSES,
-                                              **qa.MODEL_CLASSES, **roi_head.MODEL_CLASSES}
+                                              **qa.MODEL_CLASSES, **roi_head.MODEL_CLASSES, **vln.MODEL_CLASSES}
 
 
 def list_models() -> list[str]:

@@ -14,6 +14,7 @@ from .contrastive import ContrastiveObjective
 from .language import OpenSetObjective, QAObjective
 from .localization import LocalizeObjective
 from .video import ClassifyObjective, FusionObjective, LinearProbeObjective, MaskedVideoObjective
+from .vln import VLNObjective
 
 OBJECTIVES: dict[str, type] = {
     "mae": MaskedVideoObjective,
@@ -25,6 +26,7 @@ OBJECTIVES: dict[str, type] = {
     "openset": OpenSetObjective,
     "qa": QAObjective,
     "ava": AVAObjective,
+    "vln": VLNObjective,
 }
 
 
@@ -34,4 +36,4 @@ def make_objective(cfg: TrainConfig) -> Objective:
 
 __all__ = ["OBJECTIVES", "AVAObjective", "ClassifyObjective", "ContrastiveObjective", "FusionObjective",
            "LinearProbeObjective", "LocalizeObjective", "MaskedVideoObjective", "Objective", "OpenSetObjective",
-           "QAObjective", "VideoObjective", "make_objective"]
+           "QAObjective", "VLNObjective", "VideoObjective", "make_objective"]
