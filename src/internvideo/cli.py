@@ -184,13 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input (a config, a file, a path, a model that does not fit), not a bug here."""
     from .data.video import VideoError
+    from .errors import UserError
     from .train.loop import TrainingDiverged
     from .train.setup import RunDirLocked
     from .train.state import NoIntactCheckpoint
 
     # ValueError covers ConfigError, AnnotationError, CheckpointError, NonFiniteError, WrongModelError and
     # the argument checks of the task functions.
-    return ValueError, OSError, VideoError, RunDirLocked, TrainingDiverged, NoIntactCheckpoint
+    return ValueError, OSError, UserError, VideoError, RunDirLocked, TrainingDiverged, NoIntactCheckpoint
 
 
 def _one_line(e: BaseException) -> str:

@@ -149,7 +149,7 @@ class VLNObjective:
             total, n = self._imitation(rollout(model, episodes, ids, self.graphs, self.features, "teacher",
                                                v.max_steps))
             loss = loss + v.teacher_weight * total / max(n, 1)
-            logs["teacher_loss"] = float(total) / max(n, 1)
+            logs["teacher_loss"] = float(total.detach()) / max(n, 1)
         if v.sample_weight > 0:
             # one generator per batch, seeded by its items: the sampled actions survive a resume
             seed = int(sum(s * (k + 1) for k, s in enumerate(batch["seed"].tolist())) % (2**63))
@@ -157,7 +157,7 @@ class VLNObjective:
                              generator=torch.Generator().manual_seed(seed))
             total, n = self._imitation(result)
             loss = loss + v.sample_weight * total / max(n, 1)
-            logs["sample_loss"] = float(total) / max(n, 1)
+            logs["sample_loss"] = float(total.detach()) / max(n, 1)
             logs["sample_steps"] = n / len(episodes)
         return loss, logs
 
