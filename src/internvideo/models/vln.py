@@ -75,6 +75,9 @@ class VLNAgent(nn.Module):
         self.text = TextTransformer(vocab_size=c.vocab_size, context_length=c.context_length, width=c.text_width,
                                     layers=c.text_layers, heads=c.text_heads, embed_dim=c.text_width,
                                     mask_embedding=False)
+        # The agent reads per-token features; the pooled projection stays unused, so it is not trained (an
+        # optimiser state that never fills would make a checkpoint unresumable).
+        self.text.proj.requires_grad_(False)
         self.text_proj = nn.Linear(c.text_width, c.width)
         self.view_proj = nn.Sequential(nn.Dropout(c.feature_dropout), nn.Linear(c.feature_dim, c.width))
         self.dir_embed = nn.Linear(DIRECTION_DIM, c.width)
