@@ -278,12 +278,13 @@ def test_agent_scores_stop_and_candidates_and_masks_padding():
     text, keep = agent.encode_text(tokenize_instructions(["go to the red box", "stop"], 77)[0][:, :8])
     cand_keep = torch.tensor([[True, True, False], [True, False, False]])
     hist = (torch.randn(2, 2, 16), torch.randn(2, 2, 16), torch.randn(2, 2, 4), torch.ones(2, 2, dtype=torch.bool))
-    logits = agent(text, keep, torch.randn(2, 3, 16), torch.randn(2, 3, 4), cand_keep, hist)
+    pano = (torch.randn(2, 36, 16), torch.randn(2, 36, 4))
+    logits = agent(text, keep, torch.randn(2, 3, 16), torch.randn(2, 3, 4), cand_keep, *pano, hist)
     assert logits.shape == (2, 4)
     assert torch.isinf(logits[0, 3]) and torch.isinf(logits[1, 2:]).all() and torch.isfinite(logits[:, :2]).all()
     no_hist = _agent(use_history=False)
     assert not any(n.startswith("history") for n, _ in no_hist.named_parameters())
-    assert no_hist(text, keep, torch.randn(2, 3, 16), torch.randn(2, 3, 4), cand_keep).shape == (2, 4)
+    assert no_hist(text, keep, torch.randn(2, 3, 16), torch.randn(2, 3, 4), cand_keep, *pano).shape == (2, 4)
 
 
 def test_agent_round_trips_through_a_checkpoint(tmp_path, world):

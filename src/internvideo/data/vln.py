@@ -103,7 +103,7 @@ def _load_json(path: Path, what: str):
 
 
 def read_r2r(path: str | os.PathLike) -> list[dict]:
-    """The items of an R2R JSON file, each checked for ``scan``, ``path_id``, ``path``, ``heading``, ``instructions``."""
+    """The items of an R2R JSON file, checked for ``scan``, ``path_id``, ``path``, ``heading``, ``instructions``."""
     path = Path(path)
     data = _load_json(path, "R2R file")
     if not isinstance(data, list):

@@ -10,23 +10,25 @@ Per step the agent scores the navigable neighbours of its viewpoint plus STOP
 * **observation**: for each candidate the features of the discretised view it
   falls in (``(36, D)`` InternVideo view features per viewpoint) plus a
   direction embedding of ``[sin, cos]`` of its heading relative to the agent
-  and of its elevation (HAMT's angle feature), and a learned STOP token;
+  and of its elevation (HAMT's angle feature), a learned STOP token, and all
+  36 views of the current panorama with their directions (not scored: they
+  say where the agent stands);
 * **history** (HAMT's contribution): one token per past step, made of the
   step's panorama (the mean of its 36 view features), the action taken (the
   chosen view's feature and direction) and a step embedding, encoded over time
   by a transformer of :class:`~.layers.Block` s behind a history [CLS] token.
   ``use_history=False`` drops it (the ablation);
 * a **cross-modal transformer**: one single-stream stack of
-  :class:`~.layers.Block` s over ``[text; history; STOP + candidates]`` with
+  :class:`~.layers.Block` s over ``[text; panorama; history; STOP +
+  candidates]`` with
   a modality embedding per part and padding hidden by ``key_mask`` (HAMT uses
   an LXMERT-style two-stream encoder; one stream lets every block attend
   across all three with the one block class), then a linear score per
   observation token.
 
 Differences from HAMT, by choice: HAMT's panorama encoder is a 2-layer
-transformer over the 36 views and its observation also holds the non-candidate
-views; here a step's panorama is pooled by the mean and only candidates are
-observed. The history encoder sees InternVideo's per-view features, not the
+transformer over the 36 views; here a history step's panorama is pooled by the
+mean. The history encoder sees InternVideo's per-view features, not the
 video clip of the trajectory's frames.
 """
 from __future__ import annotations
@@ -65,7 +67,10 @@ class VLNAgentConfig:
 
 
 class VLNAgent(nn.Module):
-    """``logits = agent(text, text_keep, cand_feat, cand_dir, cand_keep, history)``: ``(B, 1 + C)``, 0 = STOP."""
+    """``agent(text, text_keep, cand_feat, cand_dir, cand_keep, pano_feat, pano_dir, history)``: ``(B, 1 + C)``.
+
+    Index 0 of the scores is STOP.
+    """
 
     config_class = VLNAgentConfig
 
@@ -82,8 +87,8 @@ class VLNAgent(nn.Module):
         self.view_proj = nn.Sequential(nn.Dropout(c.feature_dropout), nn.Linear(c.feature_dim, c.width))
         self.dir_embed = nn.Linear(DIRECTION_DIM, c.width)
         self.stop_token = nn.Parameter(torch.zeros(1, 1, c.width))
-        # modality embeddings: 0 text, 1 history, 2 observation
-        self.modality = nn.Parameter(torch.zeros(3, c.width))
+        # modality embeddings: 0 text, 1 history, 2 STOP and candidates, 3 the current panorama's views
+        self.modality = nn.Parameter(torch.zeros(4, c.width))
         if c.use_history:
             self.pano_proj = nn.Sequential(nn.Dropout(c.feature_dropout), nn.Linear(c.feature_dim, c.width))
             self.step_embed = nn.Parameter(torch.zeros(c.max_steps, c.width))
@@ -135,17 +140,22 @@ class VLNAgent(nn.Module):
         return run_blocks(self.history_blocks, x, key_mask=keep), keep
 
     def forward(self, text: torch.Tensor, text_keep: torch.Tensor, cand_feat: torch.Tensor, cand_dir: torch.Tensor,
-                cand_keep: torch.Tensor, history: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
-        """Scores of STOP and each candidate; padded candidates get -inf.
+                cand_keep: torch.Tensor, pano_feat: torch.Tensor, pano_dir: torch.Tensor,
+                history: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        """Scores of STOP and each candidate ``(B, 1 + C)``; padded candidates get -inf.
 
-        ``history``: ``(pano (B, T, D), action_feat (B, T, D), action_dir (B, T, 4), keep (B, T))`` of the steps
-        taken so far (T may be 0); ignored without ``use_history``.
+        ``pano_feat (B, 36, D)`` / ``pano_dir (B, 36, 4)``: the current panorama, every view (HAMT observes the
+        non-candidate views too: they tell where the agent is, which STOP needs). ``history``: ``(pano (B, T, D),
+        action_feat (B, T, D), action_dir (B, T, 4), keep (B, T))`` of the steps taken so far (T may be 0);
+        ignored without ``use_history``.
         """
         b = cand_feat.shape[0]
         obs = self.view_proj(cand_feat) + self.dir_embed(cand_dir)
         obs = torch.cat([self.stop_token.expand(b, -1, -1).to(obs.dtype), obs], dim=1) + self.modality[2]
         obs_keep = torch.cat([cand_keep.new_ones(b, 1), cand_keep], dim=1)
-        parts, keeps = [text + self.modality[0]], [text_keep]
+        views = self.view_proj(pano_feat) + self.dir_embed(pano_dir) + self.modality[3]
+        parts = [text + self.modality[0], views]
+        keeps = [text_keep, torch.ones(views.shape[:2], dtype=torch.bool, device=views.device)]
         if self.config.use_history:
             if history is None:
                 raise ValueError("this agent encodes the history: pass history (T may be 0)")

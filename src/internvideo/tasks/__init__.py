@@ -46,6 +46,7 @@ __all__ = [
     "EVAL_COMMANDS", "DEFAULT_TEMPLATES", "ava", "caption", "openset", "qa", "clip_embedding", "dataset_features",
     "evaluate_multiple_choice",
     "evaluate_recognition", "evaluate_retrieval", "evaluate_zeroshot", "extract", "extract_features", "linear_probe",
-    "localization", "metrics", "multiple_choice", "recognition", "retrieval", "retrieval_embeddings", "vln", "write_json", "zeroshot",
+    "localization", "metrics", "multiple_choice", "recognition", "retrieval", "retrieval_embeddings", "vln",
+    "write_json", "zeroshot",
     "zeroshot_classifier",
 ]

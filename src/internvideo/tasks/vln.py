@@ -47,8 +47,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..data.vln import (ERROR_MARGIN, Candidate, Episode, NavGraph, NavGraphs, NavigationDataError, ViewFeatures,
-                        direction_features, read_episodes, snap_heading, view_angles)
+from ..data.vln import (ERROR_MARGIN, NUM_VIEWS, Candidate, Episode, NavGraph, NavGraphs, NavigationDataError,
+                        ViewFeatures, direction_features, read_episodes, snap_heading, view_angles)
 
 __all__ = ["EpisodeState", "RolloutResult", "dtw", "evaluate_agent", "evaluate_trajectories", "random_walk",
            "read_predictions", "results_table", "rollout", "score_path", "tokenize_instructions", "add_arguments",
@@ -56,6 +56,8 @@ __all__ = ["EpisodeState", "RolloutResult", "dtw", "evaluate_agent", "evaluate_t
 
 Policy = Literal["greedy", "teacher", "sample"]
 PERCENT_KEYS = ("SR", "OSR", "SPL", "nDTW", "SDTW")
+VIEW_HEADINGS = np.array([view_angles(k)[0] for k in range(NUM_VIEWS)])
+VIEW_ELEVATIONS = np.array([view_angles(k)[1] for k in range(NUM_VIEWS)])
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -267,8 +269,11 @@ def rollout(agent, episodes: Sequence[Episode], ids: torch.Tensor, graphs: NavGr
             dim = obs[0][1].shape[1]
             history = (stack("pano", dim), stack("action_feat", dim), stack("action_dir", 4),
                        torch.ones(len(active), t, dtype=torch.bool, device=device))
+        pano_feat = torch.from_numpy(np.stack([o[1] for o in obs])).to(device)
+        pano_dir = torch.from_numpy(np.stack([direction_features(VIEW_HEADINGS - states[i].heading, VIEW_ELEVATIONS)
+                                              for i in active])).to(device)
         sel = torch.tensor(active, device=device)
-        logits = agent(text[sel], text_keep[sel], cand_feat, cand_dir, cand_keep, history)
+        logits = agent(text[sel], text_keep[sel], cand_feat, cand_dir, cand_keep, pano_feat, pano_dir, history)
         targets = torch.tensor([_teacher(states[i], graphs[states[i].episode.scan], o[0])
                                 for i, o in zip(active, obs)], device=device)
         logits_out.append(logits)

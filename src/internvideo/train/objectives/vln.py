@@ -131,7 +131,8 @@ class VLNObjective:
         return EpisodeSet(self.train_episodes), (EpisodeSet(self.val_episodes) if self.val_episodes else None)
 
     def collate(self, items: Sequence[dict]) -> dict:
-        return {"index": torch.tensor([it["index"] for it in items]), "seed": torch.tensor([it["seed"] for it in items])}
+        return {"index": torch.tensor([it["index"] for it in items]),
+                "seed": torch.tensor([it["seed"] for it in items])}
 
     @staticmethod
     def _imitation(result) -> tuple[torch.Tensor, int]:
