@@ -361,3 +361,16 @@ def test_eval_vln_cli_scores_files_and_baselines(world, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("internvideo: error:") and "starts at 'elsewhere'" in err
     assert graphs  # the folder was readable throughout
+
+
+@pytest.mark.slow  # the smoke demo (tests/test_demo.py) runs this stage too
+def test_demo_stage_rows(tmp_path):
+    from internvideo.demo.context import DemoContext
+    from internvideo.demo.vln import demo_stage
+
+    ctx = DemoContext(world=tmp_path, work=tmp_path / "vln", seed=0, progress=False, mae_checkpoint=tmp_path,
+                      mae_pretrain_checkpoint=tmp_path, mm_checkpoint=tmp_path, img_size=32, preset="smoke")
+    rows = demo_stage(ctx)
+    assert [r["short"] for r in rows] == ["VLN SR", "VLN SPL", "VLN SR (no hist.)", "VLN SPL (no hist.)"]
+    assert all(0 <= r["value"] <= 100 and 0 <= r["chance"] <= 100 for r in rows)
+    assert (tmp_path / "vln" / "navworld" / "R2R_val_unseen.json").is_file()
