@@ -12,9 +12,9 @@ downward views (the thing at your feet), a per-house wall tint and noise.
 Landmark vectors are the sum of a colour and an object embedding, so an agent
 must relate the words of the instruction to feature directions.
 
-Instructions are templated from the landmarks along the shortest path ("walk
-past the green lamp, then the red box and stop at the blue door"), three per
-path. Written: ``R2R_train.json`` and ``R2R_val_seen.json`` (the training
+Instructions are templated from the landmarks along the shortest path, every
+one in order ("walk past the green lamp, then the red box and stop at the blue
+door"), three per path. Written: ``R2R_train.json`` and ``R2R_val_seen.json`` (the training
 houses), ``R2R_val_unseen.json`` (held-out houses),
 ``connectivity/{scan}_connectivity.json`` with ``scans.txt``, and
 ``view_features.npz`` keyed ``{scan}_{viewpoint}`` -> ``(36, dim)``.
@@ -119,9 +119,6 @@ def _instruction(names: list[str], template: str, rng: np.random.Generator) -> s
     via, goal = names[1:-1], names[-1]
     if not via:
         return f"stop at the {goal}." if rng.random() < 0.5 else f"go to the {goal} and stop."
-    if len(via) > 2:
-        keep = sorted(rng.choice(len(via), size=2, replace=False))
-        via = [via[k] for k in keep]
     return template.format(via=", then the ".join(via), goal=goal)
 
 
