@@ -55,7 +55,6 @@ __all__ = ["EpisodeState", "RolloutResult", "dtw", "evaluate_agent", "evaluate_t
            "main"]
 
 Policy = Literal["greedy", "teacher", "sample"]
-PERCENT_KEYS = ("SR", "OSR", "SPL", "nDTW", "SDTW")
 VIEW_HEADINGS = np.array([view_angles(k)[0] for k in range(NUM_VIEWS)])
 VIEW_ELEVATIONS = np.array([view_angles(k)[1] for k in range(NUM_VIEWS)])
 
