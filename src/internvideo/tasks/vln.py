@@ -129,6 +129,8 @@ def read_predictions(path: str | Path) -> list[dict]:
 def evaluate_trajectories(episodes: Sequence[Episode], predictions: Sequence[dict], graphs: NavGraphs,
                           margin: float = ERROR_MARGIN, source: object = "predictions") -> dict:
     """Average R2R metrics over ``episodes`` (rates in percent, distances in metres) plus per-item scores."""
+    if not episodes:
+        raise NavigationDataError(f"{source}: the ground truth holds no instructions to score")
     gt = {ep.instr_id: ep for ep in episodes}
     scores: dict[str, dict[str, float]] = {}
     extra = duplicates = 0
@@ -150,11 +152,10 @@ def evaluate_trajectories(episodes: Sequence[Episode], predictions: Sequence[dic
         raise NavigationDataError(f"{source}: trajectories missing for {len(missing)} of {len(gt)} instruction ids "
                                   f"(first: {', '.join(missing[:5])})")
     rows = [scores[ep.instr_id] for ep in episodes]
-    mean = {k: float(np.mean([r[k] for r in rows])) if rows else float("nan") for k in rows[0]} if rows else {}
-    out = {"NE": mean.get("nav_error"), "OE": mean.get("oracle_error"), "TL": mean.get("length"),
-           "steps": mean.get("steps"), "SR": 100 * mean.get("success", float("nan")),
-           "OSR": 100 * mean.get("oracle_success", float("nan")), "SPL": 100 * mean.get("spl", float("nan")),
-           "nDTW": 100 * mean.get("ndtw", float("nan")), "SDTW": 100 * mean.get("sdtw", float("nan")),
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    out = {"NE": mean["nav_error"], "OE": mean["oracle_error"], "TL": mean["length"], "steps": mean["steps"],
+           "SR": 100 * mean["success"], "OSR": 100 * mean["oracle_success"], "SPL": 100 * mean["spl"],
+           "nDTW": 100 * mean["ndtw"], "SDTW": 100 * mean["sdtw"],
            "scored": len(rows), "extra": extra, "duplicates": duplicates}
     return {"metrics": out, "per_item": scores}
 
