@@ -60,3 +60,14 @@ def test_the_training_loop_applies_the_multipliers(tmp_path):
     assert text and all(torch.equal(after[k], before[k]) for k in text)  # lr x 0: not one step taken
     assert torch.equal(after["logit_scale"], before["logit_scale"])
     assert not torch.equal(after["visual.blocks.0.attn.qkv.weight"], before["visual.blocks.0.attn.qkv.weight"])
+
+
+@pytest.mark.parametrize("name", ["msrvtt", "msvd", "lsmdc", "didemo", "activitynet", "vatex"])
+def test_retrieval_recipes_put_every_parameter_at_lr_times_coef(name):
+    # The official CLIP4Clip fork keeps the whole model under "clip.", so all of it trains at lr * coef_lr.
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "retrieval" / f"{name}.yaml")
+    coef = set(cfg.optim.lr_groups.values())
+    assert len(coef) == 1
+    model = internvideo.create_model("internvideo_mm_tiny", caption_layers=0)
+    groups = param_groups(model, cfg.optim.weight_decay, None, cfg.optim.lr_groups)
+    assert {g["lr_scale"] for g in groups} == coef
