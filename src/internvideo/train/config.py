@@ -32,6 +32,8 @@ class ModelSection:
     # contrastive, with a caption decoder: "train" gives the decoder a closed vocabulary, the tokens of the
     # training captions (model config caption_vocab); "full": all of CLIP's 49k tokens
     caption_vocab: Literal["full", "train"] = "full"
+    # qa: the answer head, "cross" (ours, models/qa.py) or "vtc_cap" (the official head over the caption decoder)
+    qa_head: Literal["cross", "vtc_cap"] = "cross"
 
 
 @dataclass
