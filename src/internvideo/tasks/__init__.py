@@ -10,14 +10,15 @@ do live in :mod:`internvideo.experiments`). :data:`EVAL_COMMANDS` lists the
 """
 from __future__ import annotations
 
-from . import ava, caption, extract, localization, metrics, multiple_choice, openset, qa, recognition, retrieval, \
-    zeroshot
+from . import ava, caption, extract, localization, merge, metrics, multiple_choice, openset, qa, recognition, \
+    retrieval, zeroshot
 from .common import clip_embedding, dataset_features, write_json
 from .extract import extract_features
 from .multiple_choice import evaluate_multiple_choice
 from .recognition import evaluate_recognition, linear_probe
 from .retrieval import evaluate_retrieval, retrieval_embeddings
-from .zeroshot import DEFAULT_TEMPLATES, evaluate_zeroshot, zeroshot_classifier
+from .merge import merge_models
+from .zeroshot import ACTIONCLIP_TEMPLATES, DEFAULT_TEMPLATES, evaluate_zeroshot, zeroshot_classifier
 
 #: ``internvideo eval NAME``: (help, add_arguments, main) for each task.
 EVAL_COMMANDS = {
@@ -41,9 +42,9 @@ EVAL_COMMANDS = {
 }
 
 __all__ = [
-    "EVAL_COMMANDS", "DEFAULT_TEMPLATES", "ava", "caption", "openset", "qa", "clip_embedding", "dataset_features",
+    "EVAL_COMMANDS", "ACTIONCLIP_TEMPLATES", "DEFAULT_TEMPLATES", "ava", "caption", "openset", "qa", "clip_embedding", "dataset_features",
     "evaluate_multiple_choice",
     "evaluate_recognition", "evaluate_retrieval", "evaluate_zeroshot", "extract", "extract_features", "linear_probe",
-    "localization", "metrics", "multiple_choice", "recognition", "retrieval", "retrieval_embeddings", "write_json", "zeroshot",
+    "localization", "merge", "merge_models", "metrics", "multiple_choice", "recognition", "retrieval", "retrieval_embeddings", "write_json", "zeroshot",
     "zeroshot_classifier",
 ]
