@@ -9,7 +9,10 @@ import torch.nn.functional as F
 import internvideo
 from internvideo.factory import load_model
 from internvideo.models.qa import VideoQA, VideoQAConfig
-from internvideo.tasks.qa import evaluate_qa, train_qa_head
+from internvideo.errors import UsageError
+from internvideo.tasks.common import WrongModelError
+from internvideo.tasks.qa import evaluate_qa
+from internvideo.train.heads import train_qa_head
 from internvideo.tokenizer import get_tokenizer
 from internvideo.train import train
 from internvideo.train.config import load_config
@@ -54,9 +57,9 @@ def test_vtc_cap_is_the_official_formula():
 
 def test_vtc_cap_needs_a_caption_decoder_and_trains_end_to_end_only():
     backbone = internvideo.create_model("internvideo_mm_tiny", caption_layers=0)
-    with pytest.raises(ValueError, match="caption decoder"):
+    with pytest.raises(UsageError, match="caption decoder"):
         VideoQA(VideoQAConfig(answers=("a",), head="vtc_cap"), backbone=backbone)
-    with pytest.raises(ValueError, match="trained end to end"):
+    with pytest.raises(WrongModelError, match="trained end to end"):
         train_qa_head(_qa(), [])
     frozen = {n for n, p in _qa().named_parameters() if not p.requires_grad}
     assert frozen >= {"backbone.visual.proj.weight", "backbone.text.proj.weight", "backbone.logit_scale"}

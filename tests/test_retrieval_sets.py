@@ -7,6 +7,8 @@ import pickle
 
 import pytest
 
+from internvideo.errors import MissingFile, UsageError
+
 from internvideo.data import (
     AnnotationError, read_activitynet_captions, read_didemo, read_lsmdc, read_msvd, read_vatex,
 )
@@ -90,7 +92,7 @@ def test_vatex_lists_and_paths(tmp_path):
         assert [(s.video, s.captions) for s in samples] == [
             (str(tmp_path / "id1.mp4"), ("one", "uno")), (str(tmp_path / "clips/id2.webm"), ("two",))]
     (tmp_path / "train_list.txt").write_text("id1\n")
-    with pytest.raises(FileNotFoundError, match="vatex_training_v1.0.json"):
+    with pytest.raises(MissingFile, match="vatex_training_v1.0.json"):
         read_vatex(tmp_path, "train")
-    with pytest.raises(ValueError, match="split must be one of train, val, test"):
+    with pytest.raises(UsageError, match="split must be one of train, val, test"):
         read_vatex(tmp_path, "dev")

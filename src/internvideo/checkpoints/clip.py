@@ -40,6 +40,7 @@ from typing import Callable, Literal
 
 import torch
 
+from ..errors import MissingFile, UsageError
 from ..models.video_clip import InternVideoMM, InternVideoMMConfig
 from .base import CheckpointError, Format, StateDict, is_torchscript, read_state_dict
 
@@ -233,7 +234,7 @@ def read_openai_clip(path: str | os.PathLike, allow_torchscript: bool = False) -
     """Weights of an OpenAI CLIP file: a plain state dict, or (if allowed) one of OpenAI's TorchScript archives."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFile(f"checkpoint not found: {path}")
     if is_torchscript(path):
         if not allow_torchscript:
             raise CheckpointError(
@@ -497,7 +498,7 @@ def clip_merge_keys(model_sd: StateDict, clip_sd: StateDict, rule: MergeRule = "
     its LayerNorm (Video-Text-Retrieval). Both need the key in ``clip_sd``.
     """
     if rule not in MERGE_RULE_SOURCES:
-        raise ValueError(f"merge rule must be one of {sorted(MERGE_RULE_SOURCES)}, not {rule!r}")
+        raise UsageError(f"merge rule must be one of {sorted(MERGE_RULE_SOURCES)}, not {rule!r}")
     keys = []
     for key in model_sd:
         if key not in clip_sd:
@@ -521,7 +522,7 @@ def merge_with_clip(model_sd: StateDict, clip_sd: StateDict, coef: float = 0.5,
     ``clip_wiseft_coef`` / ``--mergeweight``: 0.5; MSVD retrieval 0.25).
     """
     if not 0.0 <= coef <= 1.0:
-        raise ValueError(f"the merge coefficient is CLIP's share and must lie in [0, 1], not {coef}")
+        raise UsageError(f"the merge coefficient is CLIP's share and must lie in [0, 1], not {coef}")
     keys = clip_merge_keys(model_sd, clip_sd, rule)
     return average_weights(model_sd, clip_sd, 1.0 - coef, keys=set(keys)), keys
 

@@ -40,6 +40,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import MissingFile, UsageError
 from .ava import safe_unpickle
 from .datasets import AnnotationError, PathLike, VideoTextSample, _load_json, _lines, text_lines
 
@@ -57,7 +58,7 @@ def _video_dir(root: PathLike, video_dir: PathLike | None) -> str:
 
 def _split(split: str, allowed: Sequence[str], reader: str) -> str:
     if split not in allowed:
-        raise ValueError(f"{reader}: split must be one of {', '.join(allowed)}, not {split!r}")
+        raise UsageError(f"{reader}: split must be one of {', '.join(allowed)}, not {split!r}")
     return split
 
 
@@ -199,7 +200,7 @@ def _vatex_json(root: Path, split: str) -> Path:
     for name in (f"{stem}.json", f"{stem}_ceph.json"):  # the official code reads its storage copy, *_ceph.json
         if (root / name).exists():
             return root / name
-    raise FileNotFoundError(f"{root}: neither {stem}.json nor {stem}_ceph.json")
+    raise MissingFile(f"{root}: neither {stem}.json nor {stem}_ceph.json")
 
 
 def read_vatex(root: PathLike, split: str = "test", video_dir: PathLike | None = None,

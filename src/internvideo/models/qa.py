@@ -42,8 +42,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .layers import CrossBlock, init_weights
+from ..errors import UsageError
 from ..recipe import InputRecipe
+from .layers import CrossBlock, init_weights
 from .video_clip import InternVideoMM, InternVideoMMConfig
 
 
@@ -156,7 +157,7 @@ class VideoQA(nn.Module):
         bc = self.backbone.config
         if config.head == "vtc_cap":
             if self.backbone.caption is None:
-                raise ValueError("the vtc_cap QA head reads the caption decoder: the backbone has none "
+                raise UsageError("the vtc_cap QA head reads the caption decoder: the backbone has none "
                                  "(caption_layers=0); use a backbone trained with captioning, or head='cross'")
             self.head: nn.Module = VtcCapHead(config, bc.text_width, bc.vision_width)
             # The official code deletes the two projections and the decoder's predictor: unused here, so frozen.

@@ -28,9 +28,9 @@ from typing import Any
 
 from torch import nn
 
-from ..checkpoints import load_model, save_model
+from ..checkpoints import CheckpointError, load_model, save_model
 from ..checkpoints.clip import MERGE_RULE_SOURCES, MergeRule, merge_with_clip
-from ..errors import UserError
+from ..errors import MissingFile, UserError
 from ..models.video_clip import InternVideoMM
 from . import common
 
@@ -74,7 +74,7 @@ def merge_models(model: nn.Module, clip: nn.Module, coef: float = 0.5, rule: Mer
     own = model.state_dict()
     try:
         merged_sd, keys = merge_with_clip(own, clip.state_dict(), coef, rule)
-    except ValueError as e:  # shape mismatch (names the tensor) or a coefficient out of range
+    except (CheckpointError, UserError) as e:  # shape mismatch (names the tensor) or a coefficient out of range
         raise MergeError(f"merging {clip_name} into {model_name}: {e}") from None
     if not keys:
         raise MergeError(f"{clip_name} shares no parameter with {model_name} under the {rule} rule: nothing to merge")
@@ -87,7 +87,7 @@ def load_clip(path: str | os.PathLike, allow_torchscript: bool = False) -> nn.Mo
     """CLIP from its usual files: an OpenAI state dict (or, if allowed, OpenAI's TorchScript ``.pt``), an HF
     ``CLIPModel`` directory, or one of our directories."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no CLIP model at {path!r}")
+        raise MissingFile(f"no CLIP model at {path!r}")
     return load_model(path, allow_torchscript=allow_torchscript)
 
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import read_classes
-from ..errors import UserError
+from ..errors import UsageError
 from . import common, merge
 from .common import EvalProtocol, Precision, SamplingOverride
 from .metrics import average_views, check_finite, classification_metrics
@@ -66,7 +66,7 @@ __all__ = ["DEFAULT_TEMPLATES", "ACTIONCLIP_TEMPLATES", "TEMPLATE_SETS", "Templa
            "add_arguments", "main"]
 
 
-class TemplateError(UserError, ValueError):
+class TemplateError(UsageError, ValueError):
     """A template file or class list that cannot be used; the message names the file and line."""
 
 
@@ -118,7 +118,7 @@ def zeroshot_classifier(model: nn.Module, classnames: Sequence[str], templates: 
     ``per_template``: no averaging, ``(num_templates, num_classes, D)`` normalised prompt embeddings.
     """
     if not classnames or not templates:
-        raise ValueError("zero-shot classification needs class names and at least one template")
+        raise UsageError("zero-shot classification needs class names and at least one template")
     missing = [t for t in templates if "{}" not in t]
     if missing:
         raise TemplateError(f"templates need a '{{}}' for the class name: {missing[:3]}")
@@ -141,7 +141,7 @@ def _classnames(classnames: str | os.PathLike | Sequence[str] | None, dataset: A
         return list(classnames)
     if getattr(dataset, "classes", None):
         return list(dataset.classes)
-    raise ValueError("zero-shot needs class names: pass classnames (or a classes.txt next to the list file)")
+    raise UsageError("zero-shot needs class names: pass classnames (or a classes.txt next to the list file)")
 
 
 def zeroshot_scores(model: nn.Module, data: ClassificationData, classnames: str | os.PathLike | Sequence[str] | None
