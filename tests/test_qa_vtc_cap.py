@@ -71,8 +71,8 @@ def test_vtc_cap_trains_end_to_end_with_the_head_at_10x(data_world, tmp_path):
     internvideo.save_model(start, tmp_path / "start")
     cfg = load_config(None, [
         "objective=qa", "model.name=internvideo_mm_tiny", f"model.pretrained={tmp_path / 'start'}",
-        "model.qa_head=vtc_cap", f"data.root={data_world.root}", "data.train=qa_train.jsonl",
-        "data.val=qa_val.jsonl", "data.qa_answers=20", "data.hflip=false", "data.num_workers=0",
+        "qa.head=vtc_cap", f"data.root={data_world.root}", "data.train=qa_train.jsonl",
+        "data.val=qa_val.jsonl", "qa.answers=20", "data.hflip=false", "data.num_workers=0",
         f"run.out_dir={tmp_path / 'run'}", "run.batch_size=8", "run.max_steps=4", "run.progress=false",
         "optim.scale_lr=false", "optim.lr=1e-4", "optim.lr_groups={head.: 10}", "optim.weight_decay=0.01"])
     result = train(cfg)

@@ -127,7 +127,7 @@ def train_qa_head(model: VideoQA, train: QAData, *, root: str | os.PathLike | No
     if model.config.head != "cross":
         raise common.WrongModelError(
             f"the {model.config.head} QA head is trained end to end with its backbone, as the official recipe: "
-            "`internvideo train` with objective qa and model.qa_head=vtc_cap (configs/qa/msrvtt_qa.yaml)")
+            "`internvideo train` with objective qa and qa.head=vtc_cap (configs/qa/msrvtt_qa.yaml)")
     samples = qa_samples(train, root)
     skipped: list[tuple[str, str]] = []
     keep = list(range(len(samples)))
