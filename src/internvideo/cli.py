@@ -142,6 +142,15 @@ def _add_extract(sub) -> None:
     x.set_defaults(func=extract.main)
 
 
+def _add_merge(sub) -> None:
+    from .tasks import merge
+
+    m = sub.add_parser("merge", help="merge a video-language model with CLIP as the official evaluations do",
+                       description=(merge.__doc__ or "").split("\n\n")[0])
+    merge.add_arguments(m)
+    m.set_defaults(func=merge.main)
+
+
 def _add_search(sub) -> None:
     from .search.commands import add_commands
 
@@ -204,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth_nav(sub)
     _add_eval(sub)
     _add_extract(sub)
+    _add_merge(sub)
     _add_search(sub)
     _add_caption(sub)
     _add_demo(sub)

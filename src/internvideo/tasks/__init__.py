@@ -15,14 +15,15 @@ in :mod:`internvideo.experiments`. :data:`EVAL_COMMANDS` lists the
 """
 from __future__ import annotations
 
-from . import ava, caption, extract, localization, metrics, multiple_choice, openset, qa, recognition, retrieval, \
-    vln, zeroshot
+from . import ava, caption, extract, localization, merge, metrics, multiple_choice, openset, qa, recognition, \
+    retrieval, vln, zeroshot
 from .common import clip_embedding, dataset_features, write_json
 from .extract import extract_features
 from .multiple_choice import evaluate_multiple_choice
 from .recognition import evaluate_recognition, linear_probe
 from .retrieval import evaluate_retrieval, retrieval_embeddings
-from .zeroshot import DEFAULT_TEMPLATES, evaluate_zeroshot, zeroshot_classifier
+from .merge import merge_models
+from .zeroshot import ACTIONCLIP_TEMPLATES, DEFAULT_TEMPLATES, evaluate_zeroshot, zeroshot_classifier
 
 #: ``internvideo eval NAME``: (help, add_arguments, main) for each task.
 EVAL_COMMANDS = {
@@ -48,10 +49,10 @@ EVAL_COMMANDS = {
 }
 
 __all__ = [
-    "EVAL_COMMANDS", "DEFAULT_TEMPLATES", "ava", "caption", "openset", "qa", "clip_embedding", "dataset_features",
-    "evaluate_multiple_choice",
+    "EVAL_COMMANDS", "ACTIONCLIP_TEMPLATES", "DEFAULT_TEMPLATES", "ava", "caption", "openset", "qa", "clip_embedding",
+    "dataset_features", "evaluate_multiple_choice",
     "evaluate_recognition", "evaluate_retrieval", "evaluate_zeroshot", "extract", "extract_features", "linear_probe",
-    "localization", "metrics", "multiple_choice", "recognition", "retrieval", "retrieval_embeddings", "vln",
-    "write_json", "zeroshot",
+    "localization", "merge", "merge_models", "metrics", "multiple_choice", "recognition", "retrieval",
+    "retrieval_embeddings", "vln", "write_json", "zeroshot",
     "zeroshot_classifier",
 ]

@@ -88,6 +88,8 @@ class QASection:
     """Objective ``qa`` only."""
 
     answers: int = 1500  # answer vocabulary = this many most frequent training answers
+    # the answer head: "cross" (ours, models/qa.py) or "vtc_cap" (the official head over the caption decoder)
+    head: Literal["cross", "vtc_cap"] = "cross"
 
 
 @dataclass
@@ -160,6 +162,9 @@ class OptimSection:
     warmup_steps: int = 0
     warmup_epochs: float = 0.0
     layer_decay: float | None = None  # layer-wise lr decay (fine-tuning), e.g. 0.75
+    # lr multiplier per parameter-name prefix, longest prefix wins, e.g. {"visual.": 0.004, "qa.": 10}
+    # (the official recipes' coef_lr / lr_mult); the others keep the base lr
+    lr_groups: dict[str, float] = field(default_factory=dict)
     clip_grad: float | None = None
     accum_steps: int = 1
     ema: float | None = None  # e.g. 0.9999
@@ -240,7 +245,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+        inner = args[1] if len(args) == 2 else Any
+        return {k: _coerce(v, inner, f"{where}[{k!r}]") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
@@ -343,6 +349,10 @@ def validate(cfg: TrainConfig) -> None:
     for i, b in enumerate(o.betas):
         _range(f"optim.betas[{i}]", b, 0, 1, hi_open=True)
     _range("optim.layer_decay", o.layer_decay, 0, 1, lo_open=True, optional=True)
+    for prefix, mult in o.lr_groups.items():
+        if not isinstance(prefix, str):
+            raise ConfigError(f"optim.lr_groups: keys are parameter-name prefixes (strings), got {prefix!r}")
+        _range(f"optim.lr_groups[{prefix!r}]", mult, 0)
     _range("optim.clip_grad", o.clip_grad, 0, lo_open=True, optional=True)
     _range("optim.accum_steps", o.accum_steps, 1)
     _range("optim.ema", o.ema, 0, 1, lo_open=True, hi_open=True, optional=True)
