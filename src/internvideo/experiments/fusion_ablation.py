@@ -21,15 +21,17 @@ class Variant:
     name: str
     streams: str
     num_layers: int
+    cma: str = "paper"  # FusionConfig.cma: "paper" or "gated" (unused without fusion layers)
 
 
 DEFAULT_VARIANTS = (
     Variant("masked-model encoder alone", "mae", 0),
     Variant("multimodal encoder alone", "mm", 0),
     Variant("late fusion (concat)", "both", 0),
-    Variant("CMA, L=1", "both", 1),
-    Variant("CMA, L=2", "both", 2),
-    Variant("CMA, L=4", "both", 4),
+    Variant("CMA (gated), L=1", "both", 1, "gated"),
+    Variant("CMA (gated), L=2", "both", 2, "gated"),
+    Variant("CMA (paper), K=2", "both", 2, "paper"),
+    Variant("CMA (paper), K=4", "both", 4, "paper"),
 )
 
 
@@ -44,11 +46,11 @@ def run_fusion_ablation(mae_backbone: str | Path, mm_backbone: str | Path, data_
     chance = None
     base = load_config(None, extra or [])  # the user's extra data/optim/run settings
     for v in variants:
-        run_dir = out / v.name.replace(" ", "_").replace(",", "").replace("=", "")
+        run_dir = out / "".join(ch for ch in v.name.replace(" ", "_") if ch.isalnum() or ch in "_-")
         cfg = TrainConfig(
             "fusion",
             ModelSection(mae_backbone=str(mae_backbone), mm_backbone=str(mm_backbone),
-                         overrides={"streams": v.streams, "num_layers": v.num_layers, "width": width,
+                         overrides={"streams": v.streams, "num_layers": v.num_layers, "cma": v.cma, "width": width,
                                     "num_heads": num_heads}),
             DataSection(**{**vars(base.data), "root": str(data_root), "train": train_list, "val": val_list,
                            "feature_cache": str(out / "feature_cache")}),
@@ -88,6 +90,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--width", type=int, default=64, help="common width of the fusion layers")
     p.add_argument("--heads", type=int, default=4, help="attention heads of the fusion layers")
+    p.add_argument("--save-scores", default=None, metavar="DIR",
+                   help="write each variant's per-video validation scores to DIR/<variant>.npz (see eval ensemble)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra training overrides (data.*, optim.*, run.*; the variant sets model.overrides)")
 
