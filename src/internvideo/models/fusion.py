@@ -231,7 +231,7 @@ class CMAFusion(nn.Module):
         paper = self.fused and self.config.cma == "paper"
         return {"mae_layers": list(self.mae_layers), "mm_layers": list(self.mm_layers),
                 "mm_global_layers": list(self.mm.visual.global_layers) if paper else [],
-                "tokens": "paper" if paper else ("last" if self.fused else "none")}
+                "tokens": "paper" if paper else "last"}
 
     def feature_key(self) -> str:
         """A key for cached backbone features: both backbones' classes, configs and weights, and :meth:`feature_spec`.
@@ -273,7 +273,7 @@ class CMAFusion(nn.Module):
             if paper:
                 feats["mm_frame_cls"] = out.tokens[:, :, 0].mean(dim=1)
                 feats.update({f"mm_layer{i}": x for i, x in out.layers.items()})
-            elif self.fused:
+            elif self.fused or all_streams:  # baselines store them too: one cache serves them and the gated CMA
                 feats["mm_tokens"] = out.tokens.flatten(1, 2)
         return feats
 
