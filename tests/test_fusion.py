@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -123,11 +124,20 @@ def test_ablation_table(tmp_path):
     variants = (Variant("mae alone", "mae", 0), Variant("CMA, L=1", "both", 1, "gated"))
     report = run_fusion_ablation(tmp_path / "mae", tmp_path / "mm", world, "train.txt", "val.txt", tmp_path / "abl",
                                  variants=variants, epochs=1, batch_size=4, width=32, progress=False,
-                                 extra=["data.num_workers=0", "data.hflip=false"])
+                                 extra=["data.num_workers=0", "data.hflip=false"], save_scores=tmp_path / "scores")
     assert [r["variant"] for r in report["rows"]] == ["mae alone", "CMA, L=1"]
     assert all(0.0 <= r["top1"] <= r["top5"] <= 100.0 for r in report["rows"])
     assert report["chance_top1"] == 50.0
     assert "| CMA, L=1 |" in (tmp_path / "abl" / "ablation.md").read_text()
+    from internvideo.tasks.common import load_scores
+
+    files = sorted((tmp_path / "scores").glob("*.npz"))
+    assert [f.stem for f in files] == ["CMA_L1", "mae_alone"]
+    scores = load_scores(files[0])
+    assert scores.task == "fusion" and scores.scores.shape == (len(scores.videos), 2)
+    # the saved scores are the ones the in-loop evaluation reported (same views, same model)
+    top1 = 100.0 * float(np.mean(scores.scores.argmax(1) == scores.labels))
+    assert top1 == report["rows"][1]["top1"]
     assert len(list((tmp_path / "abl" / "feature_cache").glob("*/*.safetensors"))) == 8  # built once, shared
 
 

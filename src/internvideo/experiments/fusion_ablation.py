@@ -12,8 +12,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from ..data import VideoClassificationDataset, read_classification_list
+from ..tasks import common
 from ..train import TrainConfig, train
-from ..train.config import DataSection, ModelSection, OptimSection, RunSection, load_config
+from ..train.config import ConfigError, DataSection, ModelSection, OptimSection, RunSection, load_config
+from ..train.objectives.video import FusionObjective
 
 
 @dataclass(frozen=True)
@@ -38,8 +43,13 @@ DEFAULT_VARIANTS = (
 def run_fusion_ablation(mae_backbone: str | Path, mm_backbone: str | Path, data_root: str | Path, train_list: str,
                         val_list: str, out_dir: str | Path, *, variants=DEFAULT_VARIANTS, epochs: int = 30,
                         lr: float = 1e-3, batch_size: int = 16, width: int = 64, num_heads: int = 4,
-                        extra: list[str] | None = None, progress: bool = True) -> dict:
-    """Train and evaluate every variant; returns ``{"rows": [...], "chance": ...}`` and writes JSON + markdown."""
+                        extra: list[str] | None = None, progress: bool = True,
+                        save_scores: str | Path | None = None) -> dict:
+    """Train and evaluate every variant; returns ``{"rows": [...], "chance": ...}`` and writes JSON + markdown.
+
+    ``save_scores``: a folder; each variant's per-video validation probabilities go to ``<folder>/<run name>.npz``
+    (the ``--save-scores`` format; combine them with ``internvideo eval ensemble``).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -62,13 +72,34 @@ def run_fusion_ablation(mae_backbone: str | Path, mm_backbone: str | Path, data_
         evals = [r for r in result.history if r["kind"] == "eval"]
         final = evals[-1] if evals else {}
         chance = chance or 100.0 / result.model.config.num_classes
-        rows.append({"variant": v.name, "streams": v.streams, "layers": v.num_layers,
+        if save_scores is not None:
+            scores = variant_scores(cfg, result.model, f"{run_dir} ({v.name})")
+            common.save_scores(Path(save_scores) / f"{run_dir.name}.npz", scores)
+        rows.append({"variant": v.name, "streams": v.streams, "layers": v.num_layers, "cma": v.cma,
                      "top1": final.get("top1"), "top5": final.get("top5"), "steps": result.steps,
                      "seconds": round(result.seconds, 1)})
     report = {"rows": rows, "chance_top1": chance}
     (out / "ablation.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "ablation.md").write_text(format_table(report))
     return report
+
+
+@torch.no_grad()
+def variant_scores(cfg: TrainConfig, model: torch.nn.Module, model_id: str) -> common.VideoScores:
+    """Softmax probabilities of a trained fusion model on ``cfg.data.val`` with both views, as in its training."""
+    objective = FusionObjective(cfg)
+    objective.model = model
+    samples = [s for s in read_classification_list(objective.path(cfg.data.val), objective.root,
+                                                   len(objective.classes)) if s.label >= 0]
+    dataset = VideoClassificationDataset(samples, objective.views(False), classes=objective.classes, training=False,
+                                         strict=True)
+    model.eval()
+    probs, labels = [], []
+    for batch in common.loader(dataset, cfg.run.batch_size, 0):
+        probs.append(model(batch["video"], batch["mm_video"]).float().softmax(-1))
+        labels.append(torch.as_tensor(batch["label"]))
+    return common.dataset_scores(dataset, torch.cat(probs).numpy(), torch.cat(labels).numpy(), model_id, "fusion",
+                                 objective.classes)
 
 
 def format_table(report: dict) -> str:
@@ -98,8 +129,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if any(item.startswith("model.overrides") for item in args.set):
-        raise SystemExit("--set model.overrides would replace each variant's settings; use --width/--heads")
+        raise ConfigError("--set model.overrides would replace each variant's settings; use --width/--heads")
     report = run_fusion_ablation(args.mae, args.mm, args.root, args.train, args.val, args.out, epochs=args.epochs,
-                                 lr=args.lr, width=args.width, num_heads=args.heads, extra=args.set)
+                                 lr=args.lr, width=args.width, num_heads=args.heads, extra=args.set,
+                                 save_scores=args.save_scores)
     print(format_table(report))
     return 0
