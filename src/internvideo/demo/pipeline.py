@@ -16,10 +16,12 @@ Everything the paper does, at toy scale and from scratch (no downloaded weights)
    default, from the masked autoencoder with ``--mae-init`` (the paper's
    post-pretraining; slower to learn at this scale, see ``docs/demo.md``). The
    multimodal model has no classification head in this code base, so its
-   recognition number is a linear probe of its frozen video embedding.
-5. **cross-model attention**: both backbones frozen, new gated cross-attention
-   layers fuse them and a classifier reads the fused features (objective
-   ``fusion``).
+   recognition numbers are a linear probe of its frozen video embedding and the
+   encoder fine-tuned with its own head (UniFormerV2's, ``internvideo_mm_tiny_cls``).
+5. **cross-model attention**: both backbones frozen; the paper's CMA (masked-
+   encoder tokens query the multimodal encoder's intermediate tokens, then the
+   multimodal class token reads the result) and our gated design, each with a
+   classifier on top (objective ``fusion``).
 6. **benchmark** on the test split: action recognition (masked, multimodal,
    fused), zero-shot recognition from the class names, video-text retrieval
    in both directions, zero-shot multiple choice.
@@ -88,6 +90,7 @@ class Preset:
     contrastive_steps: int
     classify_steps: int
     fusion_steps: int
+    mm_classify_steps: int  # fine-tuning the multimodal encoder with its own head (the supervised branch)
     batch_size: int = 16
     contrastive_batch_size: int = 32  # more same-looking clips per batch: the contrast has to use motion
     eval_every: int | None = None  # validation every so many steps (None: EVAL_POINTS times per stage)
@@ -95,10 +98,11 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "default": Preset("default", num_videos=2000, mae_steps=400, contrastive_steps=1200, classify_steps=1500,
-                      fusion_steps=400),
+                      fusion_steps=400, mm_classify_steps=300),
     "quick": Preset("quick", num_videos=300, mae_steps=50, contrastive_steps=150, classify_steps=150,
-                    fusion_steps=50),
+                    fusion_steps=50, mm_classify_steps=50),
     "smoke": Preset("smoke", num_videos=40, mae_steps=4, contrastive_steps=4, classify_steps=4, fusion_steps=4,
+                    mm_classify_steps=4,
                     batch_size=4, contrastive_batch_size=4),
 }
 
@@ -121,8 +125,10 @@ VIDEOMAE = {"num_frames": NUM_FRAMES, "frame_interval": FRAME_INTERVAL, "img_siz
 MM_FRAMES = 4
 MULTIMODAL = {"num_frames": MM_FRAMES, "sampling": "segment", "img_size": IMG_SIZE}
 
-#: Cross-model attention sized for the tiny backbones (128- and 64-wide tokens).
-FUSION = {"width": 128, "num_heads": 4, "num_layers": 2}
+#: Cross-model attention sized for the tiny backbones (128- and 64-wide tokens): the paper's design with two CMA
+#: modules (one intermediate, then the multimodal class token), and the gated design with two fusion layers.
+FUSION = {"width": 128, "num_heads": 4, "num_layers": 2, "cma": "paper"}
+FUSION_GATED = {**FUSION, "cma": "gated"}
 
 #: Task families beyond the core: (stage name, title, function). Each function takes a :class:`DemoContext`
 #: and returns table rows ``{"family", "model", "metric", "short", "value", "chance"}`` (percent; "chance" is
@@ -320,13 +326,21 @@ def _run(out: Path, p: Preset, seed: int, progress: bool, mae_init: bool) -> dic
             name, title, "fusion",
             ModelSection(mae_backbone=str(cls.checkpoint), mm_backbone=str(mm.checkpoint), overrides=overrides),
             {"train": "train.txt", "val": "val.txt", "classes": "classes.txt",
-             # built by the first fusion run (its folder is wiped when it starts: the cache is not keyed by backbone)
-             "feature_cache": str(runs / "fusion" / "feature_cache")}, {"lr": 1e-3}, {"max_steps": p.fusion_steps})
+             # one folder; each run reads the subfolder keyed by its backbones and layers (late fusion and the
+             # gated CMA share one, the paper's CMA, which also stores intermediate layers, has its own)
+             "feature_cache": str(runs / "feature_cache")}, {"lr": 1e-3}, {"max_steps": p.fusion_steps})
 
-    fus = fusion("fusion", "cross-model attention over both frozen backbones", FUSION)
+    fus = fusion("fusion", "cross-model attention as in the paper over both frozen backbones", FUSION)
+    gated = fusion("fusion_gated", "gated cross-model attention (ours) over both frozen backbones", FUSION_GATED)
     # Claim (c)'s reference: the two frozen streams' pooled features side by side, one classifier (same cache).
     late = fusion("late_fusion", "late fusion of both frozen backbones (concatenated features)",
                   {**FUSION, "num_layers": 0})
+    # The supervised branch: the multimodal video encoder fine-tuned with its own head (UniFormerV2's).
+    mm_cls = train_stage(
+        "classify_mm", "supervised fine-tuning of the multimodal video encoder (its own head)", "classify",
+        ModelSection("internvideo_mm_tiny_cls", pretrained=str(mm.checkpoint), overrides=MULTIMODAL),
+        {"train": "train.txt", "val": "val.txt", "classes": "classes.txt"}, {"lr": 1e-3},
+        {"max_steps": p.mm_classify_steps})
 
     with stages.stage("evaluate", "benchmark on the test split") as st:
         test, classes = world / "test.txt", world / "classes.txt"
@@ -337,7 +351,9 @@ def _run(out: Path, p: Preset, seed: int, progress: bool, mae_init: bool) -> dic
         results["recognition_videomae_compare"] = evaluate_recognition(load_model(compare.checkpoint), test, **opts)
         results["recognition_videomae_compare"]["init"] = "from scratch" if mae_init else "from the MAE weights"
         results["recognition_multimodal"] = linear_probe(multimodal, world / "train.txt", test, **opts)
+        results["recognition_multimodal_finetuned"] = evaluate_recognition(load_model(mm_cls.checkpoint), test, **opts)
         results["recognition_fused"] = _evaluate_fused(fus, test, videomae, opts)
+        results["recognition_fused_gated"] = _evaluate_fused(gated, test, videomae, opts)
         results["recognition_late_fusion"] = _evaluate_fused(late, test, videomae, opts)
         results["reconstruction"] = reconstruction_errors(load_model(mae.checkpoint), test, seed=seed)
         results["zeroshot"] = evaluate_zeroshot(multimodal, test, classes, TEMPLATES, **opts)
