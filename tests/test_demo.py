@@ -52,7 +52,7 @@ def test_demo_smoke_preset_runs_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     from internvideo.demo.pipeline import TASK_STAGES
 
-    n = 9 + len(TASK_STAGES)
+    n = 11 + len(TASK_STAGES)
     assert f"[{n}/{n}] figures" in printed and "Task family (paper)" in printed
     assert report["wall_seconds"] > 0
 

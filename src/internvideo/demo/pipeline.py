@@ -274,7 +274,7 @@ def _run(out: Path, p: Preset, seed: int, progress: bool, mae_init: bool) -> dic
     torch.manual_seed(seed)
     started, cpu_started = time.perf_counter(), cpu_seconds()
     load_started = [round(x, 2) for x in os.getloadavg()]
-    stages = _Stages(total=9 + len(TASK_STAGES))
+    stages = _Stages(total=11 + len(TASK_STAGES))
     opts = dict(progress=progress, batch_size=32, num_workers=decode_workers())
     results: dict[str, Any] = {}
     print(f"InternVideo demo ({p.name}: {p.num_videos} clips, seed {seed}) -> {out.resolve()}")
