@@ -160,13 +160,15 @@ def _head_module(model: nn.Module) -> nn.Module:
 
 
 class FusionObjective(ClassifyObjective):
-    """CMA over two frozen backbones; only the fusion layers and head train.
+    """CMA over two frozen backbones; the fusion layers and head train (with ``cma="paper"`` also the
+    multimodal encoder's video query, as the paper says).
 
     The dataset gives both views of each clip, each by its backbone's input
     recipe: ``video`` (VideoMAE: dense frames, ImageNet statistics) and
     ``mm_video`` (the multimodal encoder: its frames and CLIP statistics). With
     ``data.feature_cache`` set, the backbones run once over the training set
-    (evaluation views, no augmentation) and training reads the cached features.
+    (evaluation views, no augmentation) and training reads the cached features,
+    stored under :meth:`feature_cache_dir` (keyed by backbones, layers and samples).
     """
 
     def build_model(self) -> nn.Module:
