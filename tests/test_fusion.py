@@ -109,7 +109,7 @@ def test_fusion_objective_trains_through_the_loop_and_cache_matches(tmp_path):
     saved = internvideo.load_model(result.checkpoint)
     assert isinstance(saved, CMAFusion)
     cached = train(load_config(None, base[:-1] + ["run.epochs=1", f"run.out_dir={tmp_path / 'cached'}",
-                                                  f"data.feature_cache={tmp_path / 'cache'}", "data.scale=[0.5, 1.0]"]))
+                                                  f"fusion.feature_cache={tmp_path / 'cache'}", "data.scale=[0.5, 1.0]"]))
     assert len(list((tmp_path / "cache").glob("*/*.safetensors"))) == 8  # under the backbone key
     assert cached.steps == 2
 
@@ -267,7 +267,7 @@ def test_feature_cache_is_keyed_by_backbone(tmp_path):
     def run(out):
         args = tiny(world, tmp_path / out, "fusion", "unused", "run.epochs=1", f"model.mae_backbone={tmp_path / 'mae'}",
                     f"model.mm_backbone={tmp_path / 'mm'}", "model.overrides={width: 32, num_heads: 4, num_layers: 2}",
-                    f"data.feature_cache={cache}")
+                    f"fusion.feature_cache={cache}")
         return train(load_config(None, args))
 
     run("a")

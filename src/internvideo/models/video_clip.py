@@ -665,12 +665,6 @@ class InternVideoMMClassifier(nn.Module):
 InternVideoMMClassifier.config_class = InternVideoMMClassifierConfig
 
 
-def contrastive_logits(video_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """Video-to-text similarity logits ``(B_video, B_text)`` as used for zero-shot and retrieval."""
-    scale = logit_scale.exp().clamp(max=100)
-    return scale * F.normalize(video_emb, dim=-1) @ F.normalize(text_emb, dim=-1).t()
-
-
 _L14 = dict(img_size=224, patch_size=14, num_frames=8, vision_width=1024, vision_layers=24, vision_heads=16,
             num_global_layers=4)
 _B16 = dict(img_size=224, patch_size=16, num_frames=8, vision_width=768, vision_layers=12, vision_heads=12,
@@ -710,4 +704,4 @@ MODEL_CLASSES: dict[str, type[nn.Module]] = {"InternVideoMM": InternVideoMM,
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "InternVideoMM", "InternVideoMMClassifier", "InternVideoMMClassifierConfig",
            "InternVideoMMConfig", "LocalTemporalMHRA", "MODEL_CLASSES",
-           "NAMED_CONFIGS", "VideoEncoder", "VideoFeatures", "contrastive_logits"]
+           "NAMED_CONFIGS", "VideoEncoder", "VideoFeatures"]

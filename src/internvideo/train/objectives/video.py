@@ -166,7 +166,7 @@ class FusionObjective(ClassifyObjective):
     The dataset gives both views of each clip, each by its backbone's input
     recipe: ``video`` (VideoMAE: dense frames, ImageNet statistics) and
     ``mm_video`` (the multimodal encoder: its frames and CLIP statistics). With
-    ``data.feature_cache`` set, the backbones run once over the training set
+    ``fusion.feature_cache`` set, the backbones run once over the training set
     (evaluation views, no augmentation) and training reads the cached features,
     stored under :meth:`feature_cache_dir` (keyed by backbones, layers and samples).
     """
@@ -187,7 +187,7 @@ class FusionObjective(ClassifyObjective):
 
     def datasets(self):
         train, val = super().datasets()
-        if self.cfg.data.feature_cache:
+        if self.cfg.fusion.feature_cache:
             eval_set = VideoClassificationDataset(self.train_samples, self.views(False), classes=self.classes,
                                                   training=False, strict=self.cfg.data.strict, decoded=self.decoded)
             model = self.model
@@ -196,13 +196,13 @@ class FusionObjective(ClassifyObjective):
         return train, val
 
     def feature_cache_dir(self) -> Path:
-        """``data.feature_cache/<key>``: the key covers both backbones (weights, configs), the stored layers, the
+        """``fusion.feature_cache/<key>``: the key covers both backbones (weights, configs), the stored layers, the
         training samples and the evaluation view, so changing any of them computes new features instead of
         reusing stale ones."""
         h = hashlib.sha256(self.model.feature_key().encode())
         h.update(json.dumps([(s.path, s.label) for s in self.train_samples]).encode())
         h.update(f"short_side={self.cfg.data.short_side}".encode())
-        return Path(self.cfg.data.feature_cache) / h.hexdigest()[:16]
+        return Path(self.cfg.fusion.feature_cache) / h.hexdigest()[:16]
 
     def batch_size(self, batch) -> int:
         return int(batch["label"].shape[0])
