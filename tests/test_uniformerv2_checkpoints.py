@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 import internvideo
 from internvideo.checkpoints.uniformerv2 import infer_uniformerv2_config, is_uniformerv2
+from internvideo.errors import UserError
 from internvideo.models.video_clip import InternVideoMMClassifier
 
 WIDTH, LAYERS, GLOBAL, PATCH, IMG, CLASSES, FRAMES = 128, 4, 2, 8, 32, 7, 4
@@ -169,5 +170,5 @@ def test_detection_and_refusals():
     sd = random_state_dict(False)
     assert is_uniformerv2(sd) and is_uniformerv2({"backbone." + k: v for k, v in sd.items()})
     sd["conv1.weight"] = torch.zeros(WIDTH, 3, 3, PATCH, PATCH)
-    with pytest.raises(ValueError, match="TEMPORAL_DOWNSAMPLE"):
+    with pytest.raises(UserError, match="TEMPORAL_DOWNSAMPLE"):
         infer_uniformerv2_config(sd)
