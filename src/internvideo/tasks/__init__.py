@@ -16,7 +16,7 @@ in :mod:`internvideo.experiments`. :data:`EVAL_COMMANDS` lists the
 from __future__ import annotations
 
 from . import ava, caption, ensemble, extract, localization, metrics, multiple_choice, openset, qa, recognition, \
-    retrieval, zeroshot
+    retrieval, vln, zeroshot
 from .common import clip_embedding, dataset_features, write_json
 from .extract import extract_features
 from .multiple_choice import evaluate_multiple_choice
@@ -45,12 +45,15 @@ EVAL_COMMANDS = {
             ava.main),
     "ensemble": ("average per-video scores of several models (--save-scores files): top-1/top-5 of each and of "
                  "the ensemble", ensemble.add_arguments, ensemble.main),
+    "vln": ("vision-language navigation: R2R metrics (NE, SR, OSR, SPL, nDTW, SDTW) of trajectories, a trained "
+            "agent or a baseline", vln.add_arguments, vln.main),
 }
 
 __all__ = [
     "EVAL_COMMANDS", "DEFAULT_TEMPLATES", "ava", "caption", "ensemble", "openset", "qa", "clip_embedding", "dataset_features",
     "evaluate_multiple_choice",
     "evaluate_recognition", "evaluate_retrieval", "evaluate_zeroshot", "extract", "extract_features", "linear_probe",
-    "localization", "metrics", "multiple_choice", "recognition", "retrieval", "retrieval_embeddings", "write_json", "zeroshot",
+    "localization", "metrics", "multiple_choice", "recognition", "retrieval", "retrieval_embeddings", "vln",
+    "write_json", "zeroshot",
     "zeroshot_classifier",
 ]

@@ -140,6 +140,18 @@ class AVASection:
 
 
 @dataclass
+class VLNSection:
+    """Objective ``vln`` only (``data.train`` / ``data.val`` are R2R JSON files; see ``train/objectives/vln.py``)."""
+
+    connectivity: str = ""  # folder of {scan}_connectivity.json, relative to data.root
+    features: str = ""  # view features {scan}_{viewpoint} -> (36, D): a folder of .npy, an .npz or an HDF5 file
+    max_steps: int = 15  # decisions per episode (HAMT: 15)
+    teacher_weight: float = 1.0  # imitation: teacher forcing along the shortest path to the goal
+    sample_weight: float = 1.0  # student forcing: sampled actions, each step supervised by the shortest-path teacher
+    val_episodes: int | None = None  # validate on the first N instructions of data.val (None: all)
+
+
+@dataclass
 class OptimSection:
     lr: float = 1.5e-4  # base learning rate for a global batch of 256 (scaled linearly)
     min_lr: float = 1e-6
@@ -187,6 +199,7 @@ class TrainConfig:
     fusion: FusionSection = field(default_factory=FusionSection)
     contrastive: ContrastiveSection = field(default_factory=ContrastiveSection)
     openset: OpenSetSection = field(default_factory=OpenSetSection)
+    vln: VLNSection = field(default_factory=VLNSection)
 
 
 class ConfigError(UserError):
@@ -341,6 +354,10 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("mixup", "cutmix"):
         _range(f"data.{key}", getattr(d, key), 0)
     _range("data.num_workers", d.num_workers, 0)
+    _range("vln.max_steps", cfg.vln.max_steps, 1)
+    for key in ("teacher_weight", "sample_weight"):
+        _range(f"vln.{key}", getattr(cfg.vln, key), 0)
+    _range("vln.val_episodes", cfg.vln.val_episodes, 1, optional=True)
     m = cfg.model.overrides
     if "mask_ratio" in m:
         _range("model.overrides.mask_ratio", m["mask_ratio"], 0, 1, lo_open=True, hi_open=True)
