@@ -4,8 +4,8 @@ An objective (:mod:`internvideo.train.objectives`) supplies the model, the
 datasets, the loss of a batch and its evaluation; this module does the rest the
 same way for all of them: process group set-up under ``torchrun``, DDP/FSDP
 wrapping, AdamW with weight-decay exclusions and layer-wise lr decay, warmup +
-cosine schedule, gradient accumulation and clipping, EMA, bf16 autocast, atomic
-checkpoints with exact resume, logging (tqdm, JSON lines, TensorBoard),
+cosine schedule, gradient accumulation and clipping, EMA, bf16 or fp16 autocast (fp16 with loss
+scaling), atomic checkpoints with exact resume, logging (tqdm, JSON lines, TensorBoard),
 periodic evaluation, and a hard stop on a non-finite loss.
 
 Exact resume: the sample order is a function of (seed, epoch), per-sample
@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..models.hardware import resolve_precision
-from .config import TrainConfig, validate
+from .config import ConfigError, TrainConfig, validate
 from .objectives import Objective, make_objective
 from .optim import EMA, adamw, lr_at
 from .setup import (
@@ -263,7 +263,7 @@ def _train(cfg: TrainConfig, objective: Objective | None, d: Dist, run_dir: Path
     runlog = RunLog(run_dir, progress.history, d)
     last_good: Path | None = latest
     precision = resolve_precision(cfg.run.precision, d.device)  # logs a warning for bf16 on a CPU that emulates it
-    autocast = torch.autocast(d.device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    autocast, scaler = mixed_precision(precision, d.device)
     accum, batch_size = cfg.optim.accum_steps, cfg.run.batch_size
     micro_per_epoch = sched.steps_per_epoch * accum
     bar = _progress_bar(sched.total_steps, progress.step, d.main and cfg.run.progress)
@@ -293,18 +293,14 @@ def _train(cfg: TrainConfig, objective: Objective | None, d: Dist, run_dir: Path
                 with sync, autocast:
                     loss, logs = objective.loss(forward_model, batch)
                 last_good = _check_finite(loss, progress.step, last_good, ckpt, d)
-                (loss / accum).backward()
+                scaler.scale(loss / accum).backward()
                 micro += 1
                 progress.pos_in_epoch += 1
                 clips_seen += objective.batch_size(batch) * d.world
                 if micro < accum:
                     continue
                 micro = 0
-                if cfg.optim.clip_grad:
-                    norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
-                    logs["grad_norm"] = float(full_tensor(norm))
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                logs.update(optimizer_step(optimizer, model, scaler, cfg.optim.clip_grad))
                 if ema is not None:
                     ema.update(model)
                 progress.step += 1
@@ -357,6 +353,42 @@ def _train(cfg: TrainConfig, objective: Objective | None, d: Dist, run_dir: Path
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         log.info("done: %s", result.describe())
     return result
+
+
+def mixed_precision(precision: str, device: torch.device) -> tuple[object, torch.amp.GradScaler]:
+    """The autocast context and gradient scaler of a precision (the scaler is a no-op unless fp16).
+
+    fp16 is for GPUs without bf16 (V100, T4): its narrow range needs loss
+    scaling (``GradScaler``: steps with inf/NaN gradients are skipped and the
+    scale lowered). On a CPU it is refused: PyTorch's CPU fp16 kernels are
+    slower than fp32 and bf16 has the range without the scaler.
+    """
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"run.precision: fp16 needs a CUDA GPU, the device is {device.type}; use bf16 "
+                          "(native on recent CPUs) or fp32 there")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+    return autocast, torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, model: nn.Module, scaler: torch.amp.GradScaler,
+                   clip_grad: float | None) -> dict[str, float]:
+    """Clip (on unscaled gradients), step unless the scaler found inf/NaN gradients, zero; returns logs."""
+    logs: dict[str, float] = {}
+    if clip_grad:
+        scaler.unscale_(optimizer)
+        norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        logs["grad_norm"] = float(full_tensor(norm))
+    if scaler.is_enabled():
+        before = scaler.get_scale()
+        scaler.step(optimizer)  # skipped when the gradients overflowed
+        scaler.update()
+        logs["loss_scale"] = scaler.get_scale()
+        logs["skipped_step"] = float(scaler.get_scale() < before)
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return logs
 
 
 def _evaluate(objective: Objective, model: nn.Module, val_set, d: Dist, progress: Progress, runlog: RunLog) -> bool:
