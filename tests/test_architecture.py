@@ -33,6 +33,8 @@ FORBIDDEN = {
     "experiments": {"search", "demo", "cli"},
     "demo": {"cli"},
     "constants": {"models", "data", "tasks", "train", "checkpoints", "factory", "errors"} | _APPS,
+    # extras.py (which extra provides a module) sits beside errors.py: every layer may import it
+    "extras": {"models", "data", "tasks", "train", "checkpoints", "factory", "constants"} | _APPS,
     "errors": {"models", "data", "tasks", "train", "checkpoints", "factory", "constants"} | _APPS,
 }
 

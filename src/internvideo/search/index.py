@@ -36,6 +36,7 @@ from ..data.transforms import Compose
 from ..models.recipe import InputRecipe
 from ..tasks import common
 from ..tasks.extract import VIDEO_EXTENSIONS, identity_collate, clip_batches, window_starts
+from ..extras import require
 from . import vectors
 from .store import DB_NAME, THUMBS, VECTORS_META, VECTORS_NAME, SearchIndexError, Store, model_fingerprint
 
@@ -276,6 +277,7 @@ def build_index(model: nn.Module, folder: str | os.PathLike, out: str | os.PathL
     of the folder), ``windows`` (total in the index), ``seconds``,
     ``windows_per_s`` (this run), ``vectors`` (the FAISS kind and its recall).
     """
+    require("faiss", "search", "internvideo index")  # before hours of embedding, not after
     common.require_multimodal(model, "video search")
     root = Path(folder).resolve()
     if not root.is_dir():

@@ -25,6 +25,7 @@ import mimetypes
 from importlib import resources
 from typing import Any
 
+from ..extras import require
 from .query import MAX_K, MAX_QUERY_CHARS, Searcher, templates_from_args
 
 log = logging.getLogger("internvideo.search")
@@ -48,6 +49,7 @@ def _static(name: str) -> str:
 
 def create_app(searcher: Searcher) -> Any:
     """The FastAPI application over an open :class:`~.query.Searcher`."""
+    require("fastapi", "search", "the search server")
     from fastapi import FastAPI, Path, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -130,7 +132,7 @@ def _is_loopback(host: str) -> bool:
 def serve(index_dir: str, host: str = "127.0.0.1", port: int = 8000, *, model: str | None = None,
           templates: tuple[str, ...] | None = None, device: str | None = None) -> None:
     """Open the index and run the server until interrupted."""
-    import uvicorn
+    uvicorn = require("uvicorn", "search", "internvideo serve")
 
     kwargs = {"templates": templates} if templates else {}
     searcher = Searcher(index_dir, model, device=device, **kwargs)
