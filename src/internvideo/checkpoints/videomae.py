@@ -339,6 +339,9 @@ def hf_differences(model: nn.Module) -> list[str]:
     if uses_head_norm and c.head_norm_eps != 1e-5:
         notes.append(f"HF fixes the LayerNorm eps of fc_norm/decoder.norm at 1e-5; this model uses head_norm_eps="
                      f"{c.head_norm_eps:g} (outputs differ slightly; importing the export back restores it)")
+    if isinstance(model, VideoMAEClassifier) and not c.num_classes and c.use_mean_pooling:
+        notes.append("a features-only classifier (num_classes=0) becomes HF's VideoMAEModel, which has no fc_norm: "
+                     "its fc_norm weights are not exported (the encoder tokens are)")
     if isinstance(model, VideoMAEPretrain) and (tuple(c.mean), tuple(c.std)) != (IMAGENET_MEAN, IMAGENET_STD):
         notes.append("HF's pretraining loss un-normalises pixels with the ImageNet mean/std; this model's recipe "
                      f"uses mean={tuple(c.mean)}, std={tuple(c.std)} (its loss differs)")
