@@ -134,8 +134,9 @@ def _add_predict(sub) -> None:
     from .tasks import predict
 
     p = sub.add_parser("predict", help="what is in these videos? top-k classes, zero-shot labels, or a timeline",
-                       description=(predict.__doc__ or "").split("\n\n")[0] + " Exit status: the number of "
-                       "videos that could not be read.")
+                       description="Print a classifier's top-k classes for each video, or a video-language "
+                                   "model's zero-shot labels (--labels/--classes); --every gives a timeline. "
+                                   "Exit status: the number of videos that could not be read.")
     predict.add_arguments(p)
     p.set_defaults(func=predict.main)
 
