@@ -60,3 +60,18 @@ def test_missing_export_extra_names_it(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "internvideo: error: ONNX export needs onnxscript, which is not installed: pip install " \
                       "'internvideo[export]'"
+
+
+@pytest.mark.slow  # one torch.export capture and a few timed calls
+def test_benchmark_script_records_both_runtimes(tmp_path):
+    import json
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is a top-level folder
+    from benchmarks import bench_onnx
+
+    assert bench_onnx.main(["--quick", "--reps", "1", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "onnx-quick.json").read_text())
+    row = results["cases"]["videomae_tiny"]
+    assert set(row["median_s"]) == {"torch", "onnxruntime"} and row["onnx_vs_torch_max_rel_diff"] <= 1e-4
+    assert results["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
