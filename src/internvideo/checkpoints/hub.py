@@ -58,9 +58,11 @@ def download(spec: str) -> Path:
                                      local_files_only=offline, library_name="internvideo")
     except errors.LocalEntryNotFoundError:
         pinned = f" --revision {revision}" if revision else ""
-        raise HubError(f"{spec}: not in the Hugging Face cache and downloads are off (HF_HUB_OFFLINE); download it "
-                       f"on a machine with network first: hf download {repo}{pinned} (then copy the cache or point "
-                       "HF_HUB_CACHE at it), or unset HF_HUB_OFFLINE") from None
+        why = ("downloads are off (HF_HUB_OFFLINE)" if offline else
+               "the hub could not be reached")  # huggingface_hub falls back to the cache when offline by accident
+        raise HubError(f"{spec}: not in the Hugging Face cache and {why}; download it on a machine with network "
+                       f"first: hf download {repo}{pinned} (then copy the cache or point HF_HUB_CACHE at it)"
+                       + (", or unset HF_HUB_OFFLINE" if offline else "")) from None
     except errors.RevisionNotFoundError:
         raise HubError(f"{spec}: the repository {repo} has no revision {revision!r}") from None
     except errors.RepositoryNotFoundError:
