@@ -18,7 +18,7 @@ from torch import nn
 
 import internvideo
 from internvideo.data import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, write_video
-from internvideo.models.recipe import InputRecipe, recipe_of
+from internvideo.recipe import InputRecipe, recipe_of
 
 COLOURS: dict[str, tuple[int, int, int]] = {"red": (230, 20, 20), "green": (20, 200, 40), "blue": (30, 40, 230),
                                             "yellow": (235, 225, 30)}

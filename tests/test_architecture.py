@@ -17,6 +17,7 @@ import torch
 
 import internvideo
 from internvideo.models import NAMED_CONFIGS, list_models
+from internvideo.models.protocols import Localizer, MaskedVideoModel, VideoClassifier, VideoLanguageModel, VideoModel
 
 PACKAGE = Path(internvideo.__file__).parent
 
@@ -34,8 +35,9 @@ FORBIDDEN = {
     "demo": {"cli"},
     "constants": {"models", "data", "tasks", "train", "checkpoints", "factory", "errors"} | _APPS,
     # extras.py (which extra provides a module) sits beside errors.py: every layer may import it
-    "extras": {"models", "data", "tasks", "train", "checkpoints", "factory", "constants"} | _APPS,
+    "extras": {"models", "data", "tasks", "train", "checkpoints", "factory", "constants", "recipe"} | _APPS,
     "errors": {"models", "data", "tasks", "train", "checkpoints", "factory", "constants"} | _APPS,
+    "recipe": {"models", "data", "tasks", "train", "checkpoints", "factory"} | _APPS,  # below models and data
 }
 
 
@@ -151,44 +153,78 @@ def test_every_named_config_builds_on_the_meta_device(name):
     with torch.device("meta"):
         model = internvideo.create_model(name)
     assert sum(p.numel() for p in model.parameters()) > 0
+    if isinstance(model, Localizer):  # reads feature sequences, not clips
+        assert not isinstance(model, VideoModel) and model.config.input_dim > 0
+        return
+    assert isinstance(model, VideoModel)
     recipe = model.input_recipe()
     assert recipe.num_frames == model.config.num_frames and recipe.img_size == model.config.img_size
 
 
-TINY = [n for n in list_models() if "tiny" in n]
+def _parameters(name: str) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in internvideo.create_model(name).parameters())
+
+
+#: every named model small enough to run here (the *_tiny configs, the small and ActivityNet localizers)
+TINY = [n for n in list_models() if _parameters(n) < 10_000_000]
+
+
+def _run(model: torch.nn.Module) -> torch.Tensor:
+    """One forward pass on (seeded) random input of the model's kind; its outputs."""
+    from internvideo.models.videomae import tube_mask
+
+    g = torch.Generator().manual_seed(1)
+
+    if isinstance(model, Localizer):
+        width = model.config.input_dim
+        feats, mask = model.pad([torch.randn(24, width, generator=g), torch.randn(13, width, generator=g)])
+        out = model(feats, mask)
+        assert [x.shape[:2] for x in out["cls_logits"]] == [m.shape for m in out["masks"]]
+        return torch.cat([x.flatten() for x in out["cls_logits"] + out["offsets"]])
+    r = model.input_recipe()
+    video = torch.randn(2, 3, r.num_frames, r.img_size, r.img_size, generator=g)
+    if isinstance(model, MaskedVideoModel):
+        mask = tube_mask(2, model.config.grid, model.config.mask_ratio, g)
+        return model(video, mask)["loss"][None]
+    if isinstance(model, VideoLanguageModel):
+        ids = internvideo.get_tokenizer("clip", context_length=model.config.context_length)(["a", "b c"])
+        out = torch.cat([model.encode_video(video), model.encode_text(ids)])
+        assert out.shape == (4, model.config.embed_dim)
+        return out
+    assert isinstance(model, VideoClassifier)
+    tokens = model.forward_features(video)
+    assert tokens.ndim == 3 and tokens.shape[0] == 2
+    out = model.forward_head(tokens)
+    torch.testing.assert_close(out, model(video))
+    assert out.shape == (2, model.config.num_classes)
+    return out
+
+
+def test_the_localizers_are_in_the_registry():
+    assert {"actionformer_thumos14", "actionformer_activitynet", "actionformer_small"} <= set(list_models())
+    assert {"actionformer_small", "videomae_tiny", "internvideo_mm_tiny"} <= set(TINY)
 
 
 @pytest.mark.parametrize("name", TINY)
 def test_every_tiny_model_runs_and_round_trips(name, tmp_path):
-    from internvideo.models.videomae import VideoMAEPretrain, tube_mask
-
     torch.manual_seed(0)
     model = internvideo.create_model(name).eval()
-    r = model.input_recipe()
-    video = torch.randn(2, 3, r.num_frames, r.img_size, r.img_size)
     with torch.no_grad():
-        if isinstance(model, VideoMAEPretrain):
-            mask = tube_mask(2, model.config.grid, model.config.mask_ratio, torch.Generator().manual_seed(0))
-            out = model(video, mask)["loss"]
-        elif callable(getattr(model, "encode_video", None)):
-            ids = internvideo.get_tokenizer("clip", context_length=model.config.context_length)(["a", "b c"])
-            out = torch.cat([model.encode_video(video), model.encode_text(ids)])
-            assert out.shape == (4, model.config.embed_dim)
-        else:
-            tokens = model.forward_features(video)
-            assert tokens.ndim == 3 and tokens.shape[0] == 2
-            out = model.forward_head(tokens)
-            torch.testing.assert_close(out, model(video))
-            assert out.shape == (2, model.config.num_classes)
+        out = _run(model)
     assert torch.isfinite(out).all()
     internvideo.save_model(model, tmp_path / "m")
     loaded = internvideo.load_model(tmp_path / "m").eval()
+    assert type(loaded) is type(model)
     assert dataclasses.asdict(loaded.config) == dataclasses.asdict(model.config)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[k], v, rtol=0, atol=0)
-    assert loaded.input_recipe() == model.input_recipe()
+    if isinstance(model, VideoModel):
+        assert loaded.input_recipe() == model.input_recipe()
+    with torch.no_grad():
+        torch.testing.assert_close(_run(loaded), out)
 
 
 def test_the_registry_lists_every_family():
     classes = {cls.__name__ for cls, _ in NAMED_CONFIGS.values()}
-    assert {"VideoMAEPretrain", "VideoMAEClassifier", "InternVideoMM"} <= classes
+    assert {"VideoMAEPretrain", "VideoMAEClassifier", "InternVideoMM", "VideoMAEDetector", "ActionLocalizer"} <= classes

@@ -297,3 +297,47 @@ def test_fps_view_and_decode_time_resize(data_world):
     assert item["video"].shape == (3, 6, 16, 16)  # 1 s at 8 fps -> 4 frames at 4 fps, padded to 6
     assert item["video"].dtype == torch.float32 and 0 <= item["video"].min() and item["video"].max() <= 1
     assert torch.equal(item["video"][:, 3], item["video"][:, 5])  # padding repeats the last frame
+
+
+# ----------------------------------------------------------------------------- recipe -> view
+
+
+def _recipe(sampling: str = "dense"):
+    from internvideo.recipe import InputRecipe
+
+    return InputRecipe(8, 2, sampling, 32, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+
+
+def test_recipe_view_picks_the_sampler_of_each_sampling():
+    from internvideo.data import UniformSampler, recipe_view
+    from internvideo.recipe import SAMPLINGS
+
+    assert SAMPLINGS == ("dense", "segment", "uniform")
+    assert recipe_view(_recipe()).sampler == DenseSampler(8, 2)
+    assert recipe_view(_recipe(), num_clips=3, layout="mmaction").sampler == \
+        DenseSampler(8, 2, num_clips=3, layout="mmaction")
+    assert recipe_view(_recipe("segment")).sampler == SegmentSampler(8)
+    assert recipe_view(_recipe("uniform")).sampler == UniformSampler(8)
+    with pytest.raises(ValueError, match="one clip"):
+        recipe_view(_recipe("segment"), num_clips=2)
+    with pytest.raises(ValueError, match="num_crops"):
+        recipe_view(_recipe(), num_crops=2)
+    assert recipe_view(_recipe(), name="mm_video").name == "mm_video"
+
+
+def test_recipe_view_transforms_take_the_recipes_size_and_statistics():
+    from internvideo.data import TrainTransformConfig, build_eval_transform, build_train_transform, recipe_view
+
+    frames = np.random.default_rng(0).integers(0, 256, (8, 40, 56, 3), dtype=np.uint8)
+    r = _recipe()
+    centre = recipe_view(r, short_side=36).transform(frames)
+    torch.testing.assert_close(centre, build_eval_transform(EvalTransformConfig(
+        img_size=32, short_side=36, mean=r.mean, std=r.std))(frames), rtol=0, atol=0)
+    assert recipe_view(r, num_crops=3).transform(frames).shape == (3, 3, 8, 32, 32)
+    # training: the augmentation's own size and statistics give way to the recipe's
+    augment = TrainTransformConfig(img_size=224, hflip=False, randaugment=None, random_erasing=0.0)
+    out = recipe_view(r, augment=augment).transform(frames, np.random.default_rng(1))
+    expected = build_train_transform(TrainTransformConfig(img_size=32, hflip=False, randaugment=None,
+                                                          random_erasing=0.0, mean=r.mean, std=r.std))
+    torch.testing.assert_close(out, expected(frames, np.random.default_rng(1)), rtol=0, atol=0)
+    assert out.shape == (3, 8, 32, 32)

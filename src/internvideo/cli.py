@@ -29,6 +29,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_smoke(args: argparse.Namespace) -> int:
     """List the models and run one tiny forward pass of each tiny model."""
     from .models import build_model, list_models
+    from .models.protocols import VideoLanguageModel
     from .models.videomae import VideoMAEPretrain, tube_mask
 
     cmd_models(args)
@@ -43,7 +44,7 @@ def cmd_smoke(args: argparse.Namespace) -> int:
             if isinstance(model, VideoMAEPretrain):
                 out = model(video, tube_mask(1, c.grid, c.mask_ratio))
                 desc = f"loss {out['loss'].item():.4f}, pred {tuple(out['pred'].shape)}"
-            elif hasattr(model, "encode_video"):
+            elif isinstance(model, VideoLanguageModel):
                 desc = f"video embedding {tuple(model.encode_video(video).shape)}"
             else:
                 desc = f"logits {tuple(model(video).shape)}"

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..models import MODEL_CLASSES, NAMED_CONFIGS, apply_overrides
+from ..models.protocols import FusionModel
 
 log = logging.getLogger(__name__)
 StateDict = dict[str, torch.Tensor]
@@ -87,10 +88,9 @@ def _describe(model: nn.Module) -> dict:
     if cfg is None or not dataclasses.is_dataclass(cfg):
         raise TypeError(f"{type(model).__name__} has no dataclass .config; cannot save a self-describing checkpoint")
     meta = {"format": "internvideo", "class": _model_class_name(model), "config": dataclasses.asdict(cfg)}
-    submodels = getattr(model, "submodels", None)
-    if callable(submodels):  # e.g. the two frozen backbones of a fusion model
+    if isinstance(model, FusionModel):  # its two frozen backbones, each with its own config
         meta["submodels"] = {name: {k: v for k, v in _describe(m).items() if k != "format"}
-                             for name, m in submodels().items()}
+                             for name, m in model.submodels().items()}
     return meta
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..extras import require
+from ..models.protocols import VideoClassifier, VideoLanguageModel
 from .base import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -47,14 +48,13 @@ class _Call(nn.Module):
 def onnx_parts(model: nn.Module) -> dict[str, tuple[nn.Module, torch.Tensor, str, str]]:
     """``part -> (module, example input, input name, output name)`` for each graph ``model`` exports to."""
     c = model.config
-    if callable(getattr(model, "encode_video", None)) and callable(getattr(model, "encode_text", None)):
+    if isinstance(model, VideoLanguageModel):
         video = torch.randn(1, 3, c.num_frames, c.img_size, c.img_size)
         ids = torch.zeros(1, getattr(c, "context_length", 77), dtype=torch.long)
         ids[0, :3] = torch.tensor([49406, 320, 49407])  # start, a word, end: a real prompt's layout
         return {"video": (_Call(model, "encode_video"), video, "video", "video_embedding"),
                 "text": (_Call(model, "encode_text"), ids, "input_ids", "text_embedding")}
-    head = getattr(model, "head", None)
-    if isinstance(head, nn.Linear) and callable(getattr(model, "forward_features", None)):
+    if isinstance(model, VideoClassifier) and isinstance(model.head, nn.Linear):
         video = torch.randn(1, getattr(c, "in_chans", 3), c.num_frames, c.img_size, c.img_size)
         return {"classifier": (model, video, "video", "logits")}
     raise CheckpointError(f"ONNX export covers video classifiers and video-language models; {type(model).__name__} "

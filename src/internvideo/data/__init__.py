@@ -5,6 +5,7 @@ The names most code needs are re-exported here::
     from internvideo.data import probe, read_frames, VideoError
     from internvideo.data import VideoClassificationDataset, VideoTextDataset, View, collate_videos, SkipLog
     from internvideo.data import DenseSampler, SegmentSampler, build_train_transform, make_world
+    from internvideo.data import recipe_view  # a model's input recipe -> sampler + transform
     from internvideo.data import DecodedVideos  # small video sets decoded once, kept in memory
 
 See ``docs/data.md`` for the formats and the design.
@@ -14,7 +15,7 @@ from .datasets import (
     AnnotationError, AVABox, ClassificationSample, LocalizationVideo, QASample, Segment, SkipLog, SkipSummary,
     VideoClassificationDataset, VideoDataset, VideoTextDataset, VideoTextSample, View, collate_videos,
     read_activitynet, read_ava_csv, read_classes, read_classification_list, read_msrvtt, read_qa, read_video_text,
-    write_video_text,
+    recipe_view, write_video_text,
 )
 from .memory import DecodedVideos
 from .sampling import (
@@ -37,7 +38,8 @@ __all__ = [
     "AnnotationError", "ClassificationSample", "VideoTextSample", "Segment", "LocalizationVideo", "AVABox", "QASample",
     "read_classification_list", "read_classes", "read_video_text", "write_video_text", "read_msrvtt",
     "read_activitynet", "read_ava_csv", "read_qa",
-    "View", "VideoDataset", "DecodedVideos", "VideoClassificationDataset", "VideoTextDataset", "collate_videos", "SkipLog",
+    "View", "recipe_view", "VideoDataset", "DecodedVideos", "VideoClassificationDataset", "VideoTextDataset",
+    "collate_videos", "SkipLog",
     "SkipSummary",
     "make_world", "World", "ACTIONS", "HELD_OUT_CLASSES",
 ]

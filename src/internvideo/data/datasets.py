@@ -49,8 +49,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..recipe import InputRecipe
 from .memory import DecodedVideos
-from .sampling import DenseSampler, Sampler
+from .sampling import DenseSampler, Sampler, SegmentSampler, TestLayout, UniformSampler
 from .transforms import EvalTransformConfig, TrainTransformConfig, as_float, build_eval_transform
 from .transforms import build_train_transform, to_cthw
 from .video import PathLike, VideoError, probe, read_frames
@@ -527,6 +528,39 @@ def default_view(training: bool, img_size: int = 224, sampler: Sampler | None = 
     transform = (build_train_transform(TrainTransformConfig(img_size=img_size)) if training
                  else build_eval_transform(EvalTransformConfig(img_size=img_size)))
     return View(sampler or DenseSampler(16, 4), transform)
+
+
+def recipe_view(recipe: InputRecipe, *, augment: TrainTransformConfig | None = None, num_clips: int = 1,
+                num_crops: int = 1, short_side: int | None = None, layout: TestLayout = "videomae",
+                name: str = "video") -> View:
+    """Clips of ``recipe``: its sampler and its transform (the one mapping, for training and evaluation alike).
+
+    ``augment`` given: training clips augmented as it says (its size and
+    normalisation become the recipe's). Otherwise test-time clips: resize the
+    short side to ``short_side`` (default the recipe's ``img_size``), then one
+    centre crop (``num_crops=1``) or three crops along the longer side (3).
+    Dense sampling gives ``num_clips`` clips placed by ``layout`` (see
+    :mod:`internvideo.data.sampling`); segment and uniform sampling cover the
+    whole video in one clip.
+    """
+    if num_crops not in (1, 3):
+        raise ValueError(f"num_crops must be 1 (centre) or 3 (three-crop), got {num_crops}")
+    if recipe.sampling == "dense":
+        sampler: Sampler = DenseSampler(recipe.num_frames, recipe.frame_interval, num_clips=num_clips, layout=layout)
+    elif num_clips != 1:
+        raise ValueError(f"{recipe.sampling} sampling covers the whole video in one clip; use sampling='dense' for "
+                         f"num_clips={num_clips}")
+    else:
+        sampler = SegmentSampler(recipe.num_frames) if recipe.sampling == "segment" else \
+            UniformSampler(recipe.num_frames)
+    if augment is not None:
+        transform = build_train_transform(dataclasses.replace(augment, img_size=recipe.img_size, mean=recipe.mean,
+                                                              std=recipe.std))
+    else:
+        transform = build_eval_transform(EvalTransformConfig(
+            img_size=recipe.img_size, short_side=short_side, crop="three" if num_crops == 3 else "center",
+            mean=recipe.mean, std=recipe.std))
+    return View(sampler, transform, name)
 
 
 def _to_float_clip(frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:

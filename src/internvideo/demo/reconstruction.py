@@ -15,7 +15,7 @@ import os
 import torch
 from torch import nn
 
-from ..data import DenseSampler, EvalTransformConfig, VideoClassificationDataset, View, build_eval_transform
+from ..data import VideoClassificationDataset, recipe_view
 from ..models.videomae import reconstruction_target, tube_mask
 
 __all__ = ["clip_dataset", "reconstruct", "reconstruction_errors"]
@@ -23,11 +23,7 @@ __all__ = ["clip_dataset", "reconstruct", "reconstruction_errors"]
 
 def clip_dataset(model: nn.Module, test_list: str | os.PathLike) -> VideoClassificationDataset:
     """The model's own clips of a list (its frames, size and normalisation), unaugmented."""
-    c = model.config
-    view = View(DenseSampler(c.num_frames, c.frame_interval),
-                build_eval_transform(EvalTransformConfig(img_size=c.img_size, short_side=c.img_size, mean=c.mean,
-                                                         std=c.std)))
-    return VideoClassificationDataset(test_list, view, training=False)
+    return VideoClassificationDataset(test_list, recipe_view(model.input_recipe()), training=False)
 
 
 @torch.no_grad()

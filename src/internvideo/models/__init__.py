@@ -13,9 +13,11 @@ from torch import nn
 
 from . import fusion, localization, qa, roi_head, video_clip, videomae
 from .layers import count_parameters
+from .protocols import Captioner, Detector, FusionModel, Localizer, MaskedVideoModel, TokenEncoder, VideoClassifier, \
+    VideoLanguageModel, VideoModel
 
 NAMED_CONFIGS: dict[str, tuple[type[nn.Module], object]] = {**videomae.NAMED_CONFIGS, **video_clip.NAMED_CONFIGS,
-                                                             **roi_head.NAMED_CONFIGS}
+                                                             **roi_head.NAMED_CONFIGS, **localization.NAMED_CONFIGS}
 MODEL_CLASSES: dict[str, type[nn.Module]] = {**videomae.MODEL_CLASSES, **video_clip.MODEL_CLASSES,
                                               **fusion.MODEL_CLASSES, **localization.MODEL_CLASSES,
                                               **qa.MODEL_CLASSES, **roi_head.MODEL_CLASSES}
@@ -48,4 +50,5 @@ def build_model(name: str, **overrides) -> nn.Module:
 
 
 __all__ = ["NAMED_CONFIGS", "MODEL_CLASSES", "apply_overrides", "build_model", "count_parameters", "get_config",
-           "list_models"]
+           "list_models", "Captioner", "Detector", "FusionModel", "Localizer", "MaskedVideoModel", "TokenEncoder",
+           "VideoClassifier", "VideoLanguageModel", "VideoModel"]

@@ -550,7 +550,8 @@ class ActionLocalizer(nn.Module):
 
 
 #: Recipes of ActionFormer's released configs (``configs/thumos_i3d.yaml``, ``configs/anet_tsp.yaml`` at 61ea7eb);
-#: ``input_dim`` / ``num_classes`` follow the data. Not in the video-model registry: these models take features.
+#: ``input_dim`` / ``num_classes`` follow the data (the ``localize`` objective sets them). In the one model registry
+#: (``internvideo.create_model``, ``internvideo models``); they read feature sequences, not clips.
 NAMED_CONFIGS: dict[str, tuple[type[nn.Module], LocalizerConfig]] = {
     "actionformer_thumos14": (ActionLocalizer, LocalizerConfig()),
     "actionformer_activitynet": (ActionLocalizer, LocalizerConfig(

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .layers import CrossBlock, init_weights
-from .recipe import InputRecipe
+from ..recipe import InputRecipe
 from .video_clip import InternVideoMM, InternVideoMMConfig
 
 

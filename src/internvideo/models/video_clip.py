@@ -42,7 +42,7 @@ from .layers import Activation, Block, CrossBlock, KVCache, TubeletEmbed, init_w
 from .text import TextTransformer, init_clip_blocks
 
 from ..constants import CLIP_MEAN, CLIP_STD
-from .recipe import InputRecipe, Sampling, recipe_of
+from ..recipe import InputRecipe, Sampling, recipe_of
 
 
 
@@ -55,7 +55,7 @@ class InternVideoMMConfig:
     patch_size: int = 16
     num_frames: int = 8  # the training clip length; any frame count runs (no temporal position table)
     in_chans: int = 3
-    # input recipe (models/recipe.py): TSN segments over the whole video, CLIP statistics (official protocol)
+    # input recipe (internvideo/recipe.py): TSN segments over the whole video, CLIP statistics (official protocol)
     frame_interval: int = 4  # only used with sampling="dense"
     sampling: Sampling = "segment"
     mean: tuple[float, float, float] = CLIP_MEAN
@@ -358,7 +358,7 @@ class InternVideoMM(nn.Module):
     # ------------------------------------------------------------------ encoders
 
     def input_recipe(self) -> InputRecipe:
-        """The clips this model expects (see :mod:`internvideo.models.recipe`)."""
+        """The clips this model expects (see :mod:`internvideo.recipe`)."""
         return recipe_of(self.config)
 
     def encode_video(self, video: torch.Tensor, return_tokens: bool = False

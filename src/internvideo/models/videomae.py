@@ -17,7 +17,7 @@ from torch import nn
 from .layers import Block, TubeletEmbed, init_weights, interpolate_pos_embed, run_blocks, sinusoid_table
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
-from .recipe import InputRecipe, Sampling, recipe_of
+from ..recipe import InputRecipe, Sampling, recipe_of
 
 
 
@@ -30,7 +30,7 @@ class VideoMAEConfig:
     num_frames: int = 16
     tubelet_size: int = 2
     in_chans: int = 3
-    # input recipe (models/recipe.py): 16 frames every 4th, ImageNet statistics, as the official Kinetics recipe
+    # input recipe (internvideo/recipe.py): 16 frames every 4th, ImageNet statistics, as the official Kinetics recipe
     frame_interval: int = 4
     sampling: Sampling = "dense"
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -236,7 +236,7 @@ class VideoMAEEncoder(nn.Module):
         return self.forward_head(self.forward_features(video))
 
     def input_recipe(self) -> InputRecipe:
-        """The clips this model expects (see :mod:`internvideo.models.recipe`)."""
+        """The clips this model expects (see :mod:`internvideo.recipe`)."""
         return recipe_of(self.config)
 
 
@@ -281,7 +281,7 @@ class VideoMAEPretrain(nn.Module):
         self.encoder.grad_checkpointing = self.decoder.grad_checkpointing = enable
 
     def input_recipe(self) -> InputRecipe:
-        """The clips this model expects (see :mod:`internvideo.models.recipe`)."""
+        """The clips this model expects (see :mod:`internvideo.recipe`)."""
         return recipe_of(self.config)
 
     def no_weight_decay(self) -> set[str]:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from ..data import Sampler, VideoError, probe, read_frames
 from ..data.transforms import Compose
-from ..models.recipe import InputRecipe
+from ..recipe import InputRecipe
 from ..tasks import common
 from ..tasks.extract import VIDEO_EXTENSIONS, identity_collate, clip_batches, window_starts
 from ..extras import require

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from ..data import VideoDataset, VideoTextSample, read_video_text
 from ..models.caption import IGNORE_INDEX, Strategy, caption_targets
+from ..models.protocols import Captioner
 from ..tokenizer import get_tokenizer
 from . import common
 from .common import Precision
@@ -44,7 +45,7 @@ __all__ = ["generate_captions", "evaluate_caption", "nearest_caption_baseline", 
 
 
 def _require_decoder(model: nn.Module) -> None:
-    if getattr(model, "caption", None) is None or not callable(getattr(model, "generate", None)):
+    if not isinstance(model, Captioner) or model.caption is None:
         raise TypeError(f"captioning needs a multimodal model with a caption decoder; {type(model).__name__} "
                         "has none (build it with caption_layers > 0)")
 

@@ -27,12 +27,13 @@ from torch import nn
 import numpy as np
 from tqdm import tqdm
 
-from ..data import DenseSampler, EvalTransformConfig, Sampler, SegmentSampler, UniformSampler, View, \
-    build_eval_transform, collate_videos
+from ..data import View, collate_videos, recipe_view
 from ..factory import create_model, list_models, load_model
 from ..data.sampling import TestLayout
 from ..models.hardware import resolve_precision
-from ..models.recipe import InputRecipe
+from ..models.protocols import FusionModel, MaskedVideoModel, TokenEncoder, VideoClassifier, VideoLanguageModel, \
+    VideoModel
+from ..recipe import SAMPLINGS, InputRecipe, Sampling
 from ..tokenizer import get_tokenizer
 
 log = logging.getLogger("internvideo.tasks")
@@ -40,7 +41,8 @@ log = logging.getLogger("internvideo.tasks")
 Precision = Literal["fp32", "bf16", "auto"]  # auto: bf16 where the device computes it natively
 PRECISION_HELP = ("bf16: autocast, 1.5-4x faster on CPUs with native bf16 (AVX-512 BF16, AMX) and GPUs, but slower "
                   "than fp32 where the CPU emulates it (AVX2; a warning says so); auto: bf16 where native, else fp32")
-Sampling = Literal["auto", "dense", "segment", "uniform"]
+#: a task's sampling option: one of the recipe's samplings, or "auto" = the model's own
+SamplingOverride = Sampling | Literal["auto"]
 Pool = Literal["auto", "pre_logits", "mean", "embed"]
 
 
@@ -49,7 +51,7 @@ Pool = Literal["auto", "pre_logits", "mean", "embed"]
 
 def is_multimodal(model: nn.Module) -> bool:
     """A video-language model: it embeds both videos and token ids into one space."""
-    return callable(getattr(model, "encode_video", None)) and callable(getattr(model, "encode_text", None))
+    return isinstance(model, VideoLanguageModel)
 
 
 class WrongModelError(TypeError, ValueError):
@@ -64,17 +66,15 @@ def require_multimodal(model: nn.Module, task: str) -> None:
 
 def require_classifier(model: nn.Module, task: str) -> None:
     """A video-language model's forward takes text too: say which evaluations fit it instead of failing inside."""
-    if is_multimodal(model) and getattr(model, "head", None) is None:
+    if is_multimodal(model) and not isinstance(model, VideoClassifier):
         raise WrongModelError(f"{task} needs a classifier (video -> class logits); {type(model).__name__} is a "
                               "video-language model: use `eval zeroshot` (class names as prompts), `eval retrieval`, "
                               "or `eval linear-probe` (a classifier fitted on its frozen features)")
 
 
-def logit_scale(model: nn.Module) -> float:
+def logit_scale(model: VideoLanguageModel) -> float:
     """The model's similarity scale ``exp(logit_scale)``, clamped at 100 as CLIP and InternVideo do."""
-    raw = getattr(model, "logit_scale", None)
-    if raw is None:
-        return 100.0
+    raw = model.logit_scale
     value = raw.detach().float().exp().item() if isinstance(raw, torch.Tensor) else math.exp(float(raw))
     return min(value, 100.0)
 
@@ -121,16 +121,18 @@ def inference(model: nn.Module, device: torch.device, precision: Precision) -> I
         model.train(was_training)
 
 
-def input_recipe(model: nn.Module, *, sampling: Sampling = "auto", frame_interval: int | None = None
+def input_recipe(model: nn.Module, *, sampling: SamplingOverride = "auto", frame_interval: int | None = None
                  ) -> InputRecipe:
-    """The model's input recipe (see the module docstring), with ``sampling``/``frame_interval`` overridden if given."""
-    recipe_fn = getattr(model, "input_recipe", None)
-    if not callable(recipe_fn):
+    """The model's input recipe (see the module docstring), with ``sampling``/``frame_interval`` overridden if given.
+
+    ``sampling="auto"`` keeps the model's own.
+    """
+    if not isinstance(model, VideoModel):
         raise TypeError(f"{type(model).__name__} has no input recipe; build the data views yourself and pass a dataset")
-    recipe = recipe_fn()
+    recipe = model.input_recipe()
     changes: dict[str, Any] = {}
     if sampling != "auto":
-        if sampling not in ("dense", "segment", "uniform"):
+        if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be 'auto', 'dense', 'segment' or 'uniform', not {sampling!r}")
         changes["sampling"] = sampling
     if frame_interval is not None:
@@ -138,33 +140,19 @@ def input_recipe(model: nn.Module, *, sampling: Sampling = "auto", frame_interva
     return dataclasses.replace(recipe, **changes) if changes else recipe
 
 
-def clip_sampler(recipe: InputRecipe, *, num_clips: int = 1, layout: TestLayout = "videomae") -> Sampler:
-    """Test-time frame sampler: ``num_clips`` dense clips, or one clip of segments/uniform frames over the video.
-
-    ``layout`` places several dense clips (official VideoMAE by default; see :mod:`internvideo.data.sampling`).
-    """
-    if recipe.sampling == "dense":
-        return DenseSampler(recipe.num_frames, recipe.frame_interval, num_clips=num_clips, layout=layout)
-    if num_clips != 1:
-        raise ValueError(f"{recipe.sampling} sampling covers the whole video in one clip; use sampling='dense' for "
-                         f"num_clips={num_clips}")
-    return SegmentSampler(recipe.num_frames) if recipe.sampling == "segment" else UniformSampler(recipe.num_frames)
-
-
-def eval_view(model: nn.Module, *, num_clips: int = 1, num_crops: int = 1, sampling: Sampling = "auto",
+def eval_view(model: nn.Module, *, num_clips: int = 1, num_crops: int = 1, sampling: SamplingOverride = "auto",
               frame_interval: int | None = None, short_side: int | None = None, name: str = "video",
               layout: TestLayout = "videomae") -> View:
     """The test-time :class:`~internvideo.data.View` for ``model``: ``num_clips x num_crops`` views per video.
 
     Crops: 1 = centre crop, 3 = three crops along the longer side (after
-    resizing the short side to ``short_side``, default the model's ``img_size``).
+    resizing the short side to ``short_side``, default the model's ``img_size``);
+    several clips need dense sampling and are placed by ``layout``
+    (:func:`internvideo.data.recipe_view`).
     """
-    if num_crops not in (1, 3):
-        raise ValueError(f"num_crops must be 1 (centre) or 3 (three-crop), got {num_crops}")
     recipe = input_recipe(model, sampling=sampling, frame_interval=frame_interval)
-    cfg = EvalTransformConfig(img_size=recipe.img_size, short_side=short_side, crop="three" if num_crops == 3 else
-                              "center", mean=recipe.mean, std=recipe.std)
-    return View(clip_sampler(recipe, num_clips=num_clips, layout=layout), build_eval_transform(cfg), name)
+    return recipe_view(recipe, num_clips=num_clips, num_crops=num_crops, short_side=short_side, layout=layout,
+                       name=name)
 
 
 def clip_embedding(model: nn.Module, clips: torch.Tensor, pool: Pool = "auto") -> torch.Tensor:
@@ -181,16 +169,16 @@ def clip_embedding(model: nn.Module, clips: torch.Tensor, pool: Pool = "auto") -
     if pool in ("auto", "embed"):
         if is_multimodal(model):
             return model.encode_video(clips)
-        if callable(getattr(model, "embed", None)):
+        if isinstance(model, FusionModel):
             return model.embed(clips)
     if pool == "embed":
         raise ValueError(f"pool='embed' needs a multimodal or fusion model; {type(model).__name__} is neither")
     # A pretraining model wraps its encoder; classifiers are their own encoder.
-    encoder = model if callable(getattr(model, "forward_features", None)) else getattr(model, "encoder", None)
-    if encoder is None:
+    encoder = model.encoder if isinstance(model, MaskedVideoModel) else model
+    if not isinstance(encoder, TokenEncoder):
         raise TypeError(f"{type(model).__name__} has neither encode_video nor forward_features")
     tokens = encoder.forward_features(clips)
-    has_head = getattr(encoder, "head", None) is not None and callable(getattr(encoder, "forward_head", None))
+    has_head = isinstance(encoder, VideoClassifier) and encoder.head is not None
     if pool == "pre_logits" and not has_head:
         raise ValueError(f"pool='pre_logits' needs a classifier; {type(model).__name__} has no head (use 'mean')")
     if pool in ("auto", "pre_logits") and has_head:
@@ -327,7 +315,7 @@ def format_table(title: str, rows: Sequence[tuple[str, Any]]) -> str:
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """Overrides of the model's input recipe (its checkpoint's by default)."""
-    parser.add_argument("--sampling", choices=["auto", "dense", "segment", "uniform"], default="auto",
+    parser.add_argument("--sampling", choices=["auto", *SAMPLINGS], default="auto",
                         help="auto: the model's own recipe (dense clips for VideoMAE, TSN segments for multimodal "
                              "models)")
     parser.add_argument("--frame-interval", type=int, default=None,

@@ -48,7 +48,7 @@ from ..data import Sampler, VideoError, probe, read_frames, segment_indices
 from ..data.datasets import text_lines
 from ..data.transforms import Compose
 from . import common
-from .common import Pool, Precision, Sampling
+from .common import Pool, Precision, SamplingOverride
 
 log = logging.getLogger("internvideo.extract")
 
@@ -295,7 +295,7 @@ def _check_config(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
 
 def extract_features(model: nn.Module, videos: str | os.PathLike | Sequence[str], out_dir: str | os.PathLike, *,
                      root: str | os.PathLike | None = None, window: float | None = None, stride: float | None = None,
-                     unit: Unit = "frames", sampling: Sampling = "auto", frame_interval: int | None = None,
+                     unit: Unit = "frames", sampling: SamplingOverride = "auto", frame_interval: int | None = None,
                      pool: Pool = "auto", batch_size: int = 16, num_workers: int = 0,
                      device: str | torch.device | None = None, precision: Precision = "fp32",
                      dtype: Literal["float32", "float16"] = "float32", overwrite: bool = False,

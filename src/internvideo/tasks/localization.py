@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..data.datasets import AnnotationError, LocalizationVideo, json_number, read_activitynet, read_segment
+from ..models.protocols import Localizer, saved_class_names
 
 log = logging.getLogger("internvideo.localization")
 
@@ -484,11 +485,15 @@ def _thresholds(args: argparse.Namespace) -> tuple[float, ...]:
 def _run_model(args: argparse.Namespace, thresholds: Sequence[float]) -> dict[str, Any]:
     from ..data.localization import FeatureSequenceDataset
     from ..factory import load_model
+    from .common import WrongModelError
 
     if not args.features:
         raise ValueError("--model needs --features (the folder of per-video .npy features)")
     model = load_model(args.model)
-    classes = list(getattr(model.config, "class_names", ()) or ())
+    if not isinstance(model, Localizer):
+        raise WrongModelError(f"{args.model}: localization needs a temporal localizer (ActionFormer-style, reading "
+                              f"feature sequences); this is a {type(model).__name__}")
+    classes = list(saved_class_names(model) or ())
     if not classes:
         raise ValueError(f"{args.model}: the model has no class_names; it cannot name its predictions")
     dataset = FeatureSequenceDataset(args.gt, args.features, subset=args.subset, classes=classes,

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..data import QASample, VideoDataset, read_qa
 from . import common
-from .common import Precision, Sampling
+from .common import Precision, SamplingOverride
 from .metrics import check_finite, correct_rank, multiple_choice_accuracy
 
 QAData = str | os.PathLike | Sequence[QASample]
@@ -32,7 +32,7 @@ __all__ = ["multiple_choice_scores", "evaluate_multiple_choice", "results_table"
 
 
 def multiple_choice_scores(model: nn.Module, data: QAData, *, root: str | os.PathLike | None = None,
-                           with_question: bool = False, sampling: Sampling = "auto", frame_interval: int | None = None,
+                           with_question: bool = False, sampling: SamplingOverride = "auto", frame_interval: int | None = None,
                            batch_size: int = 8, text_batch_size: int = 256, num_workers: int = 0,
                            device: str | torch.device | None = None, precision: Precision = "fp32",
                            progress: bool = True) -> tuple[np.ndarray, np.ndarray]:

@@ -45,8 +45,9 @@ from torch import nn
 
 from ..data import ClassificationSample, read_classes, read_classification_list
 from ..models.openset import SCORES, EvidenceFn, OpenSetHead, annealing, edl_loss, evidence, unknown_scores
+from ..models.protocols import VideoClassifier, saved_class_names
 from . import common
-from .common import Precision, Sampling
+from .common import Precision, SamplingOverride
 from .inputs import usage_error
 
 __all__ = ["resolve_unknown", "fit_head", "openset_metrics", "evaluate_openset_features", "evaluate_openset",
@@ -215,11 +216,12 @@ def model_head_rows(model: nn.Module, known: Sequence[int], names: Sequence[str]
     trained on class names maps through ``names`` (classes.txt); a head without names is read as the known
     labels in increasing order when it has one row per known class.
     """
-    config = getattr(model, "config", None)
-    rows = getattr(config, "num_classes", 0) or 0
-    if not rows or common.is_multimodal(model):
+    if not isinstance(model, VideoClassifier) or common.is_multimodal(model):
         return None
-    saved = getattr(config, "class_names", None)
+    rows = getattr(model.config, "num_classes", 0) or 0  # a stand-in's config may not say
+    if not rows:
+        return None
+    saved = saved_class_names(model)
     if not saved:
         return sorted(known) if rows == len(known) else None
     if all(str(n).lstrip("-").isdigit() for n in saved):
@@ -235,7 +237,7 @@ def model_head_rows(model: nn.Module, known: Sequence[int], names: Sequence[str]
 def evaluate_openset(model: nn.Module, train: ListData, val: ListData, test: ListData, *,
                      root: str | os.PathLike | None = None, classes: str | os.PathLike | Sequence[str] | None = None,
                      unknown: Sequence[str] = (), known: Sequence[str] | None = None, head: Head = "auto",
-                     pool: str = "auto", sampling: Sampling = "auto", frame_interval: int | None = None,
+                     pool: str = "auto", sampling: SamplingOverride = "auto", frame_interval: int | None = None,
                      batch_size: int = 8, num_workers: int = 0, device: str | torch.device | None = None,
                      precision: Precision = "fp32", progress: bool = True, **protocol: Any) -> dict[str, Any]:
     """The protocol on a model: its own classifier head, or heads fitted on its frozen features.

@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import VideoError, probe, read_classes, read_frames
+from ..models.protocols import VideoClassifier, VideoLanguageModel
 from . import common, zeroshot
 from .extract import window_starts
 
@@ -51,7 +52,7 @@ class PredictResult:
 def _class_scorer(model: nn.Module, labels: Sequence[str] | None, templates: Sequence[str] | None,
                   device: torch.device, precision: str) -> tuple[Any, list[str]]:
     """``clips -> logits`` and the class names: the classifier's head, or zero-shot over ``labels``."""
-    if common.is_multimodal(model) and getattr(model, "head", None) is None:
+    if isinstance(model, VideoLanguageModel) and not isinstance(model, VideoClassifier):
         if not labels:
             raise ValueError("a video-language model predicts zero-shot over labels you give: pass --labels "
                              "'a,b,c' or --classes FILE")

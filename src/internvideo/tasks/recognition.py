@@ -26,8 +26,9 @@ from torch import nn
 
 from ..data import ClassificationSample, VideoClassificationDataset
 from ..data.sampling import TestLayout
+from ..models.protocols import saved_class_names
 from . import common
-from .common import Precision, Sampling
+from .common import Precision, SamplingOverride
 from .metrics import average_views, check_finite, classification_metrics
 
 ClassificationData = str | os.PathLike | Sequence[ClassificationSample] | VideoClassificationDataset
@@ -37,7 +38,7 @@ __all__ = ["align_labels", "drop_duplicates", "recognition_scores", "evaluate_re
 
 
 def classification_dataset(model: nn.Module, data: ClassificationData, *, root: str | os.PathLike | None = None,
-                           num_clips: int = 1, num_crops: int = 1, sampling: Sampling = "auto",
+                           num_clips: int = 1, num_crops: int = 1, sampling: SamplingOverride = "auto",
                            frame_interval: int | None = None, short_side: int | None = None,
                            layout: TestLayout = "videomae") -> VideoClassificationDataset:
     """A strict (unreadable video = error) test dataset with ``model``'s views; a given dataset passes through."""
@@ -47,7 +48,7 @@ def classification_dataset(model: nn.Module, data: ClassificationData, *, root: 
                             frame_interval=frame_interval, short_side=short_side, layout=layout)
     dataset = VideoClassificationDataset(data, view, root=root, training=False, strict=True)
     drop_duplicates(dataset, data if isinstance(data, (str, os.PathLike)) else "the test samples")
-    return align_labels(dataset, getattr(getattr(model, "config", None), "class_names", None), source=data)
+    return align_labels(dataset, saved_class_names(model), source=data)
 
 
 def drop_duplicates(dataset: VideoClassificationDataset, source: object) -> int:
@@ -98,7 +99,7 @@ def align_labels(dataset: VideoClassificationDataset, class_names: Sequence[str]
 
 
 def recognition_scores(model: nn.Module, data: ClassificationData, *, root: str | os.PathLike | None = None,
-                       num_clips: int = 1, num_crops: int = 1, sampling: Sampling = "auto", frame_interval: int | None = None,
+                       num_clips: int = 1, num_crops: int = 1, sampling: SamplingOverride = "auto", frame_interval: int | None = None,
                        short_side: int | None = None, layout: TestLayout = "videomae", batch_size: int = 8,
                        num_workers: int = 0,
                        device: str | torch.device | None = None, precision: Precision = "fp32",
@@ -157,7 +158,7 @@ def _view_options(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def linear_probe(model: nn.Module, train: ClassificationData, test: ClassificationData, *,
                  root: str | os.PathLike | None = None, C: float = 1.0, max_iter: int = 1000, pool: str = "auto",
-                 sampling: Sampling = "auto", frame_interval: int | None = None, batch_size: int = 8, num_workers: int = 0,
+                 sampling: SamplingOverride = "auto", frame_interval: int | None = None, batch_size: int = 8, num_workers: int = 0,
                  device: str | torch.device | None = None, precision: Precision = "fp32",
                  progress: bool = True, allow_nonfinite: bool = False) -> dict[str, Any]:
     """Fit a logistic-regression classifier on frozen features of ``train``; accuracy on ``test`` (percent).

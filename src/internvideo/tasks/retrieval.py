@@ -36,7 +36,7 @@ from torch import nn
 
 from ..data import VideoTextDataset, VideoTextSample, read_video_text
 from . import common
-from .common import Precision, Sampling
+from .common import Precision, SamplingOverride
 from .metrics import MultiCaption, check_finite, retrieval_metrics, retrieval_ranks
 
 VideoTextData = str | os.PathLike | Sequence[VideoTextSample] | VideoTextDataset
@@ -82,7 +82,7 @@ def count_duplicate_captions(samples: Sequence[VideoTextSample]) -> int:
 
 
 def retrieval_embeddings(model: nn.Module, data: VideoTextData, *, root: str | os.PathLike | None = None,
-                         sampling: Sampling = "auto", frame_interval: int | None = None, batch_size: int = 8,
+                         sampling: SamplingOverride = "auto", frame_interval: int | None = None, batch_size: int = 8,
                          text_batch_size: int = 256, num_workers: int = 0, device: str | torch.device | None = None,
                          precision: Precision = "fp32", progress: bool = True) -> RetrievalEmbeddings:
     """Embed every video (one test view) and every caption of a video-text set."""

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data import read_classes
 from . import common
-from .common import Precision, Sampling
+from .common import Precision, SamplingOverride
 from .metrics import average_views, check_finite, classification_metrics
 from .recognition import ClassificationData, classification_dataset
 
@@ -83,7 +83,7 @@ def _classnames(classnames: str | os.PathLike | Sequence[str] | None, dataset: A
 def zeroshot_scores(model: nn.Module, data: ClassificationData, classnames: str | os.PathLike | Sequence[str] | None
                     = None, templates: Sequence[str] | str | os.PathLike | None = None, *,
                     root: str | os.PathLike | None = None, num_clips: int = 1, num_crops: int = 1,
-                    sampling: Sampling = "auto", frame_interval: int | None = None, batch_size: int = 8, num_workers: int = 0,
+                    sampling: SamplingOverride = "auto", frame_interval: int | None = None, batch_size: int = 8, num_workers: int = 0,
                     device: str | torch.device | None = None, precision: Precision = "fp32",
                     progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Per-view logits ``(N, V, num_classes)``, labels ``(N,)`` and the class names used.

@@ -40,7 +40,7 @@ class DataSection:
 
     Which frames a model sees, at what size and with which normalisation is the
     model's input recipe (``model.overrides``: ``num_frames``, ``frame_interval``,
-    ``sampling``, ``img_size``, ``mean``, ``std``; see ``internvideo.models.recipe``).
+    ``sampling``, ``img_size``, ``mean``, ``std``; see ``internvideo.recipe``).
     """
 
     root: str = ""  # paths in the lists are relative to it

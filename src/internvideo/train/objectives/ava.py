@@ -29,7 +29,8 @@ from ...data.ava import (
     keyframes_from_proposals, key_of, read_ava_groundtruth, read_excluded_timestamps, read_label_map, read_proposals,
 )
 from ...tasks.ava import detect, frame_map
-from ..config import TrainConfig
+from ...models.protocols import Detector
+from ..config import ConfigError, TrainConfig
 from .base import VideoObjective
 
 log = logging.getLogger("internvideo.train")
@@ -54,6 +55,9 @@ class AVAObjective(VideoObjective):
 
     def build_model(self) -> nn.Module:
         model = super().build_model()
+        if not isinstance(model, Detector):
+            raise ConfigError(f"model.name: the ava objective trains a detector (videomae_*_ava), not a "
+                              f"{type(model).__name__} ({self.cfg.model.name!r})")
         if self.cfg.ava.freeze_backbone:
             model.freeze_backbone()
         return model

@@ -15,12 +15,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...data.datasets import SkipLog, View, collate_videos
+from ...data.datasets import SkipLog, View, collate_videos, recipe_view
 from ...data.memory import DecodedVideos, shared_decoded_videos
-from ...data.sampling import DenseSampler, SegmentSampler, UniformSampler
-from ...data.transforms import EvalTransformConfig, TrainTransformConfig, build_eval_transform, build_train_transform
+from ...data.transforms import TrainTransformConfig
 from ...factory import create_model
-from ...models.recipe import InputRecipe
+from ...recipe import InputRecipe
 from ..config import ConfigError, TrainConfig
 from ..optim import param_groups
 
@@ -134,29 +133,19 @@ class VideoObjective:
             if ds is not None:
                 self.decoded.preload(ds.videos, progress=self.cfg.run.progress, desc="decoding once")
 
-    def sampler(self, recipe: InputRecipe):
-        if recipe.sampling == "dense":
-            return DenseSampler(recipe.num_frames, recipe.frame_interval)
-        if recipe.sampling == "segment":
-            return SegmentSampler(recipe.num_frames)
-        return UniformSampler(recipe.num_frames)
-
-    def transform(self, recipe: InputRecipe, training: bool, pretrain: bool = False):
+    def augmentation(self, pretrain: bool = False) -> TrainTransformConfig:
+        """Training augmentation from ``cfg.data`` (size and normalisation come from the recipe)."""
         d = self.cfg.data
-        if not training:
-            return build_eval_transform(EvalTransformConfig(img_size=recipe.img_size, short_side=d.short_side,
-                                                            mean=recipe.mean, std=recipe.std))
         if pretrain or d.crop == "multi_scale":
-            tc = TrainTransformConfig.pretrain(recipe.img_size, hflip=d.hflip, mean=recipe.mean, std=recipe.std)
-        else:
-            tc = TrainTransformConfig(img_size=recipe.img_size, scale=d.scale, hflip=d.hflip, mean=recipe.mean,
-                                      std=recipe.std, randaugment=d.randaugment, random_erasing=d.random_erasing)
-        return build_train_transform(tc)
+            return TrainTransformConfig.pretrain(hflip=d.hflip)
+        return TrainTransformConfig(scale=d.scale, hflip=d.hflip, randaugment=d.randaugment,
+                                    random_erasing=d.random_erasing)
 
-    def view(self, training: bool, recipe: InputRecipe | None = None, name: str | None = None) -> View:
+    def view(self, training: bool, recipe: InputRecipe | None = None, name: str | None = None,
+             pretrain: bool = False) -> View:
         """Clips of ``recipe`` (default: the model's) for training (augmented) or evaluation."""
-        recipe = recipe or self.recipe()
-        return View(self.sampler(recipe), self.transform(recipe, training), name or self.video_key)
+        return recipe_view(recipe or self.recipe(), augment=self.augmentation(pretrain) if training else None,
+                           short_side=self.cfg.data.short_side, name=name or self.video_key)
 
     def views(self, training: bool) -> list[View]:
         return [self.view(training)]

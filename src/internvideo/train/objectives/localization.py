@@ -26,6 +26,7 @@ from ...checkpoints import load_model
 from ...data.localization import FeatureSequenceDataset, collate_sequences
 from ...models import apply_overrides
 from ...models.localization import NAMED_CONFIGS, ActionLocalizer
+from ...models.protocols import Localizer
 from ...tasks.localization import ACTIVITYNET_TIOUS, evaluate_localization
 from ..config import TrainConfig
 from ..optim import param_groups
@@ -78,8 +79,8 @@ class LocalizeObjective:
                 model.load_state_dict(load_model(m.pretrained).state_dict())
         elif os.path.isdir(m.name):
             model = load_model(m.name, **m.overrides)
-            if not isinstance(model, ActionLocalizer):
-                raise TypeError(f"{m.name} holds a {type(model).__name__}, not an ActionLocalizer")
+            if not isinstance(model, Localizer):
+                raise TypeError(f"{m.name} holds a {type(model).__name__}, not a temporal localizer (ActionLocalizer)")
         else:
             raise ValueError(f"unknown localization model {m.name!r}; named: {', '.join(NAMED_CONFIGS)} "
                              "(or a checkpoint directory)")

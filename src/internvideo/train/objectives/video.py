@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...data.datasets import VideoClassificationDataset, VideoTextDataset, View, read_classification_list
+from ...data.datasets import VideoClassificationDataset, VideoTextDataset, read_classification_list
 from ...data.features import FeatureCache
 from ...data.labels import merge_label_sets
 from ...data.transforms import MixupCutmix
 from ...factory import create_fusion
 from ...models import apply_overrides, get_config
 from ...models.fusion import FusionConfig
+from ...models.protocols import VideoClassifier
 from ...models.videomae import tube_mask
 from ..config import TrainConfig
 from .base import VideoObjective
@@ -53,8 +54,7 @@ class MaskedVideoObjective(VideoObjective):
 
     def datasets(self):
         d, c = self.cfg.data, self.model.config
-        recipe = self.recipe()
-        view = View(self.sampler(recipe), self.transform(recipe, training=True, pretrain=True), self.video_key)
+        view = self.view(training=True, pretrain=True)
         cls = VideoTextDataset if str(d.train).endswith(".jsonl") else VideoClassificationDataset
         train = cls(self.path(d.train), [view], root=self.root, training=True, seed=self.cfg.run.seed,
                     strict=d.strict, decoded=self.decoded)
@@ -150,10 +150,9 @@ class LinearProbeObjective(ClassifyObjective):
 
 
 def _head_module(model: nn.Module) -> nn.Module:
-    head = getattr(model, "head", None)
-    if not isinstance(head, nn.Module):
+    if not isinstance(model, VideoClassifier) or not isinstance(model.head, nn.Module):
         raise TypeError(f"{type(model).__name__} has no `head` module to probe")
-    return head
+    return model.head
 
 
 class FusionObjective(ClassifyObjective):

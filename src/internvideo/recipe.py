@@ -3,14 +3,18 @@
 It lives on each model's config (so it is saved in every checkpoint) and is
 read by training, evaluation and extraction alike (like timm's
 ``resolve_model_data_config``): a model is never fed clips of another recipe
-unless the user overrides it explicitly.
+unless the user overrides it explicitly. It sits below ``models`` and ``data``
+(like ``constants``) because both speak it: models carry a recipe,
+:func:`internvideo.data.recipe_view` turns one into a sampler and a transform.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
+#: How a clip's frames are picked (the one vocabulary: model configs, recipes, samplers, the CLI).
 Sampling = Literal["dense", "segment", "uniform"]
+SAMPLINGS: tuple[str, ...] = get_args(Sampling)
 
 
 @dataclass(frozen=True)
@@ -37,4 +41,4 @@ def recipe_of(config) -> InputRecipe:
                        tuple(config.mean), tuple(config.std))
 
 
-__all__ = ["InputRecipe", "Sampling", "recipe_of"]
+__all__ = ["InputRecipe", "SAMPLINGS", "Sampling", "recipe_of"]
