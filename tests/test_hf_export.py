@@ -148,3 +148,29 @@ def test_missing_hub_id_offline_says_how_to_download(tmp_path, monkeypatch):
 def test_malformed_hub_ids(bad):
     with pytest.raises(HubError, match="hf:ORG/NAME"):
         parse_hub_id(bad)
+
+
+def test_push_exports_and_uploads(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create", repo_id, kw))
+
+        def upload_folder(self, *, repo_id, folder_path, commit_message):
+            from pathlib import Path
+            calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir()), commit_message))
+            return type("Info", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/abc"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    model = randomise(internvideo.create_model("videomae_tiny", head_norm_eps=1e-5))
+    internvideo.save_model(model, tmp_path / "model")
+    from internvideo.cli import main
+    assert main(["push", str(tmp_path / "model"), "org/tiny", "--private"]) == 0
+    assert calls[0] == ("create", "org/tiny", {"private": True, "exist_ok": True})
+    assert calls[1][:3] == ("upload", "org/tiny", ["README.md", "config.json", "model.safetensors",
+                                                   "preprocessor_config.json"])
+    assert capsys.readouterr().out.strip() == "https://huggingface.co/org/tiny/commit/abc"
+    assert main(["push", str(tmp_path / "model"), "not a repo"]) == 2

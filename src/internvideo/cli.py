@@ -151,6 +151,14 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push(args: argparse.Namespace) -> int:
+    from .checkpoints.export import push_hf
+    from .tasks.common import load_model_arg
+
+    print(push_hf(load_model_arg(args.model), args.repo_id, source=args.model, private=args.private))
+    return 0
+
+
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     from .checkpoints.onnx import export_onnx
     from .tasks.common import load_model_arg
@@ -177,6 +185,14 @@ def _add_export(sub) -> None:
     o.add_argument("--opset", type=int, default=18, help="ONNX opset version")
     o.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch check")
     o.set_defaults(func=cmd_export_onnx)
+
+
+def _add_push(sub) -> None:
+    p = sub.add_parser("push", help="export a model (as `export hf`) and upload it to the Hugging Face hub")
+    p.add_argument("model", help="checkpoint directory/file or hub id hf:ORG/NAME")
+    p.add_argument("repo_id", metavar="ORG/NAME", help="hub repository (created if new; log in with `hf auth login`)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.set_defaults(func=cmd_push)
 
 
 def _add_demo(sub) -> None:
@@ -228,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_caption(sub)
     _add_predict(sub)
     _add_export(sub)
+    _add_push(sub)
     _add_demo(sub)
     return p
 

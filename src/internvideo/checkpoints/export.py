@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,15 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..models.videomae import VideoMAEClassifier, VideoMAEPretrain
+from ..extras import require
 from .base import CONFIG_NAME, WEIGHTS_NAME, save_model
+from .hub import HUB_PREFIX, parse_hub_id
 from .loading import PREPROCESSOR_NAME
 from .videomae import hf_differences, to_hf
 
 log = logging.getLogger(__name__)
 
-__all__ = ["export_hf", "model_card", "preprocessor_config"]
+__all__ = ["export_hf", "model_card", "preprocessor_config", "push_hf"]
 
 
 def preprocessor_config(model: nn.Module) -> dict[str, Any]:
@@ -63,6 +66,24 @@ def export_hf(model: nn.Module, out_dir: str | os.PathLike, source: str | None =
         kind = None
     (out / "README.md").write_text(model_card(model, source, hf_class=kind), encoding="utf-8")
     return out
+
+
+def push_hf(model: nn.Module, repo_id: str, *, source: str | None = None, private: bool = False,
+            commit_message: str | None = None) -> str:
+    """Export ``model`` (:func:`export_hf`) and upload it to the hub repository ``repo_id`` (created if new).
+
+    A thin wrapper over ``huggingface_hub``'s ``create_repo`` + ``upload_folder``
+    (log in first: ``hf auth login``). Returns the commit URL.
+    """
+    hub = require("huggingface_hub", "export", "internvideo push")
+    parse_hub_id(HUB_PREFIX + repo_id)  # the same ORG/NAME rule as loading
+    api = hub.HfApi()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = export_hf(model, tmp, source=source)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder),
+                                 commit_message=commit_message or f"internvideo export of {type(model).__name__}")
+    return str(getattr(info, "commit_url", info))
 
 
 def _run_files(source: str | None) -> dict[str, Any]:
