@@ -195,7 +195,7 @@ def main(args: argparse.Namespace) -> int:
         for p in windows:
             if timeline:
                 name, pct = p.top[0]
-                print(f"  {p.start:8.2f}-{p.end:<8.2f}s  {pct:5.1f}%  {name}")
+                print(f"  {p.start:7.2f}-{p.end:.2f} s".ljust(22) + f"{pct:5.1f}%  {name}")
             else:
                 for name, pct in p.top:
                     print(f"  {pct:5.1f}%  {name}")
