@@ -9,6 +9,7 @@ import torch
 import internvideo
 from internvideo.train import train
 from internvideo.train.config import load_config
+from internvideo.errors import UsageError
 from test_localization_model import separable_world
 
 
@@ -25,8 +26,8 @@ def test_localize_objective_trains_evaluates_and_saves(tmp_path, one_thread):
     cfg = load_config(None, [
         "objective=localize", "model.name=actionformer_small",
         "model.overrides={embed_dim: 16, head_dim: 16, num_heads: 2, window: 5}",
-        f"data.train={gt}", f"data.features={feats}", "data.feat_stride=1", "data.window_frames=1", "data.fps=1",
-        "data.tiou=[0.3, 0.4, 0.5, 0.6, 0.7]", "data.num_workers=0",
+        f"data.train={gt}", f"localize.features={feats}", "localize.feat_stride=1", "localize.window_frames=1",
+        "localize.fps=1", "localize.tiou=[0.3, 0.4, 0.5, 0.6, 0.7]", "data.num_workers=0",
         "optim.lr=2e-3", "optim.scale_lr=false", "optim.clip_grad=1.0", "run.batch_size=4", "run.epochs=10",
         f"run.out_dir={tmp_path / 'run'}", "run.progress=false", "run.eval_every=1000", "run.save_every=1000"])
     result = train(cfg)
@@ -57,12 +58,12 @@ def test_localize_objective_trains_evaluates_and_saves(tmp_path, one_thread):
 
 def test_localize_objective_errors(tmp_path):
     gt, feats = separable_world(tmp_path / "world", num_videos=4)
-    base = ["objective=localize", f"data.train={gt}", "data.feat_stride=1", "data.window_frames=1", "data.fps=1",
-            f"run.out_dir={tmp_path / 'run'}"]
-    with pytest.raises(ValueError, match="data.features"):
+    base = ["objective=localize", f"data.train={gt}", "localize.feat_stride=1", "localize.window_frames=1",
+            "localize.fps=1", f"run.out_dir={tmp_path / 'run'}"]
+    with pytest.raises(ValueError, match="localize.features"):
         train(load_config(None, base + ["model.name=actionformer_small"]))
     with pytest.raises(ValueError, match="unknown localization model 'videomae_tiny'"):
-        train(load_config(None, base + ["model.name=videomae_tiny", f"data.features={feats}"]))
+        train(load_config(None, base + ["model.name=videomae_tiny", f"localize.features={feats}"]))
 
 
 @pytest.mark.slow
@@ -112,5 +113,5 @@ def test_external_class_scores_name_class_agnostic_proposals(tmp_path):
                  [("c2", (d.start, d.end), (d.score * 0.4) ** .5) for d in mine]
         assert [(d.label, (d.start, d.end)) for d in theirs] == [(c, seg) for c, seg, _ in expect]
         assert [d.score for d in theirs] == pytest.approx([s for _, _, s in expect], rel=1e-5)
-    with pytest.raises(ValueError, match="names of their classes"):
+    with pytest.raises(UsageError, match="names of their classes"):
         localize(model, val, class_scores=scores)

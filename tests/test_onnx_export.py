@@ -11,6 +11,7 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 import internvideo
+from internvideo.checkpoints import CheckpointError
 from internvideo.checkpoints.onnx import export_onnx, relative_difference
 from internvideo.cli import main
 from internvideo.extras import MissingExtra
@@ -48,7 +49,7 @@ def test_multimodal_encoders_onnx_match_torch(tmp_path):
 
 
 def test_pretraining_model_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="neither"):
+    with pytest.raises(CheckpointError, match="neither"):
         export_onnx(internvideo.create_model("videomae_tiny_pretrain"), tmp_path / "x.onnx")
 
 

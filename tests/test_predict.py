@@ -9,6 +9,7 @@ import torch
 
 import internvideo
 from internvideo.cli import main
+from internvideo.errors import UsageError
 from internvideo.data import probe, read_classes, read_classification_list
 from internvideo.tasks import common, zeroshot
 from internvideo.tasks.predict import predict_videos
@@ -63,7 +64,7 @@ def test_zero_shot_uses_the_eval_zeroshot_protocol(world, tmp_path):
         expected = torch.from_numpy(row[0]).softmax(-1)
         got = dict(pred.top)
         np.testing.assert_allclose([got[n] for n in names], 100 * expected.numpy(), rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="--labels"):
+    with pytest.raises(UsageError, match="--labels"):
         predict_videos(model, [str(world / samples[0].path)], progress=False)
 
 
@@ -93,5 +94,5 @@ def test_predict_refuses_a_model_without_classes(world, tmp_path):
     with pytest.raises(common.WrongModelError):
         predict_videos(model, _videos(world, 1), progress=False)
     cls = internvideo.create_model("videomae_tiny")
-    with pytest.raises(ValueError, match="2 names; the classifier has 10"):
+    with pytest.raises(UsageError, match="2 names; the classifier has 10"):
         predict_videos(cls, _videos(world, 1), labels=["a", "b"], progress=False)

@@ -12,7 +12,6 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import UserError
 from ..extras import require
 from .base import CheckpointError
 
@@ -22,7 +21,7 @@ _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 __all__ = ["HUB_PREFIX", "HubError", "download", "is_hub_id", "parse_hub_id"]
 
 
-class HubError(CheckpointError, UserError):
+class HubError(CheckpointError):
     """A hub id that cannot be resolved (malformed, unknown, or not cached while offline)."""
 
 

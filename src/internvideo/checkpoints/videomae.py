@@ -187,7 +187,7 @@ def _infer_hf(sd: StateDict, meta: dict | None) -> tuple[type[nn.Module], VideoM
         class_names=_class_names(m.get("id2label")) if classifier else None,
     )
     if m.get("hidden_act", "gelu") != "gelu":
-        raise ValueError(f"HF VideoMAE config: hidden_act {m.get('hidden_act')!r} is not supported (only 'gelu')")
+        raise CheckpointError(f"HF VideoMAE config: hidden_act {m.get('hidden_act')!r} is not supported (only 'gelu')")
     extra = {**_recipe_from_preprocessor(m.get("preprocessor") or {}), **(m.get("internvideo") or {})}
     kept = _HF_LESS_FIELDS + (_HF_LESS_PRETRAIN if pretrain else ())
     extra = {k: tuple(v) if isinstance(v, list) else v for k, v in extra.items() if k in kept}

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import UsageError, UserError
 from ..recipe import InputRecipe
 from .memory import DecodedVideos
 from .sampling import DenseSampler, Sampler, SegmentSampler, TestLayout, UniformSampler
@@ -59,7 +60,7 @@ from .video import PathLike, VideoError, probe, read_frames
 __all__ = [
     "AnnotationError", "ClassificationSample", "VideoTextSample", "Segment", "LocalizationVideo", "AVABox", "QASample",
     "read_classification_list", "read_classes", "read_video_text", "write_video_text", "read_msrvtt",
-    "read_activitynet", "read_ava_csv", "read_qa", "text_lines",
+    "read_activitynet", "read_qa", "text_lines",
     "View", "VideoDataset", "VideoClassificationDataset", "VideoTextDataset", "collate_videos", "SkipLog",
     "SkipSummary", "IMAGE_EXTENSIONS", "json_number", "read_segment",
 ]
@@ -70,7 +71,7 @@ log = logging.getLogger("internvideo.data")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"})
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError):
     """A malformed annotation: the message reads ``file:line: problem`` (or ``file: field: problem``)."""
 
     def __init__(self, path: PathLike, problem: str, line: int | None = None, field: str | None = None) -> None:
@@ -382,28 +383,6 @@ def read_activitynet(path: PathLike, clip: bool = True) -> dict[str, Localizatio
     return videos
 
 
-def read_ava_csv(path: PathLike) -> list[AVABox]:
-    """AVA-style CSV rows ``video_id, timestamp, x1, y1, x2, y2, action_id, person_id`` (coordinates 0-1)."""
-    boxes = []
-    with open(path, encoding="utf-8", newline="") as f:
-        for number, row in enumerate(csv.reader(f), start=1):
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) != 8:
-                raise AnnotationError(path, f"expected 8 columns (video_id, timestamp, x1, y1, x2, y2, action_id, "
-                                            f"person_id), got {len(row)}", number)
-            try:
-                timestamp, x1, y1, x2, y2 = (float(v) for v in row[1:6])
-                action_id, person_id = int(row[6]), int(row[7])
-            except ValueError as e:
-                raise AnnotationError(path, f"bad number ({e})", number) from None
-            if not (0 <= x1 <= x2 <= 1 and 0 <= y1 <= y2 <= 1):
-                raise AnnotationError(path, f"box ({x1}, {y1}, {x2}, {y2}) must satisfy 0 <= x1 <= x2 <= 1 "
-                                            "and 0 <= y1 <= y2 <= 1", number)
-            boxes.append(AVABox(row[0].strip(), timestamp, (x1, y1, x2, y2), action_id, person_id))
-    return boxes
-
-
 #: The question words MSRVTT-QA and MSVD-QA results are broken down by (from the question's first word).
 QUESTION_WORDS = ("what", "who", "how", "where", "when")
 #: TGIF-QA FrameQA's ``type`` column.
@@ -544,11 +523,11 @@ def recipe_view(recipe: InputRecipe, *, augment: TrainTransformConfig | None = N
     whole video in one clip.
     """
     if num_crops not in (1, 3):
-        raise ValueError(f"num_crops must be 1 (centre) or 3 (three-crop), got {num_crops}")
+        raise UsageError(f"num_crops must be 1 (centre) or 3 (three-crop), got {num_crops}")
     if recipe.sampling == "dense":
         sampler: Sampler = DenseSampler(recipe.num_frames, recipe.frame_interval, num_clips=num_clips, layout=layout)
     elif num_clips != 1:
-        raise ValueError(f"{recipe.sampling} sampling covers the whole video in one clip; use sampling='dense' for "
+        raise UsageError(f"{recipe.sampling} sampling covers the whole video in one clip; use sampling='dense' for "
                          f"num_clips={num_clips}")
     else:
         sampler = SegmentSampler(recipe.num_frames) if recipe.sampling == "segment" else \

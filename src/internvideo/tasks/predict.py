@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import VideoError, probe, read_classes, read_frames
+from ..errors import UsageError
 from ..models.protocols import VideoClassifier, VideoLanguageModel
 from . import common, zeroshot
 from .extract import window_starts
@@ -54,7 +55,7 @@ def _class_scorer(model: nn.Module, labels: Sequence[str] | None, templates: Seq
     """``clips -> logits`` and the class names: the classifier's head, or zero-shot over ``labels``."""
     if isinstance(model, VideoLanguageModel) and not isinstance(model, VideoClassifier):
         if not labels:
-            raise ValueError("a video-language model predicts zero-shot over labels you give: pass --labels "
+            raise UsageError("a video-language model predicts zero-shot over labels you give: pass --labels "
                              "'a,b,c' or --classes FILE")
         weights = zeroshot.zeroshot_classifier(model, list(labels), templates or zeroshot.DEFAULT_TEMPLATES,
                                                device=device, precision=precision, progress=False)
@@ -73,7 +74,7 @@ def _class_scorer(model: nn.Module, labels: Sequence[str] | None, templates: Seq
                                      "predict needs a classifier or a video-language model")
     names = list(labels) if labels else list(getattr(model.config, "class_names", None) or [])
     if labels and len(names) != num_classes:
-        raise ValueError(f"--labels/--classes gives {len(names)} names; the classifier has {num_classes} classes")
+        raise UsageError(f"--labels/--classes gives {len(names)} names; the classifier has {num_classes} classes")
     if not names:
         names = [f"class {i}" for i in range(num_classes)]  # the checkpoint records no names
     return model, names
@@ -96,9 +97,9 @@ def predict_videos(model: nn.Module, videos: Sequence[str], *, labels: Sequence[
                    precision: common.Precision = "fp32", progress: bool = True) -> PredictResult:
     """Top-``top_k`` classes (percent) of each video, or of each ``every``-second window of it."""
     if top_k < 1:
-        raise ValueError(f"top-k must be at least 1, got {top_k}")
+        raise UsageError(f"top-k must be at least 1, got {top_k}")
     if every is not None and not every > 0:
-        raise ValueError(f"--every must be a positive number of seconds, got {every}")
+        raise UsageError(f"--every must be a positive number of seconds, got {every}")
     dev = common.resolve_device(device)
     score, names = _class_scorer(model, labels, templates, dev, precision)
     view = common.eval_view(model)
@@ -164,7 +165,7 @@ def _labels(args: argparse.Namespace) -> list[str] | None:
     if args.labels is not None:
         names = [n.strip() for n in args.labels.split(",") if n.strip()]
         if not names:
-            raise ValueError(f"--labels {args.labels!r} holds no class name")
+            raise UsageError(f"--labels {args.labels!r} holds no class name")
         return names
     return None
 
