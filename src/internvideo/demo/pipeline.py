@@ -68,6 +68,7 @@ from ..train.config import DataSection, FusionSection, ModelSection, OptimSectio
 from . import ava as ava_demo
 from . import localization, open_language
 from . import search as search_demo
+from . import vln as vln_demo
 from .context import DemoContext
 from .figures import reconstruction_figure, retrieval_figure
 from .reconstruction import reconstruction_errors
@@ -133,6 +134,7 @@ TASK_STAGES: tuple[tuple[str, str, Callable[[DemoContext], list[dict[str, Any]]]
     ("open_language", "open-set recognition, open-ended QA, captioning", open_language.demo_stage),
     ("ava", "spatiotemporal action localization (AVA protocol)", ava_demo.demo_stage),
     ("search", "text-to-video search index over the test clips", search_demo.demo_stage),
+    ("vln", "vision-language navigation (R2R protocol) in the synthetic houses", vln_demo.demo_stage),
 )
 
 #: Zero-shot prompts for the world's class names ("moving left", ...).

@@ -298,14 +298,18 @@ class VideoEncoder(nn.Module):
         tokens = x.reshape(b, t, 1 + h * w, d)
         return VideoFeatures(tokens=tokens, query=None if query is None else query[:, 0])
 
-    def pool(self, feats: VideoFeatures) -> torch.Tensor:
-        """Projected video embedding ``(B, embed_dim)`` from :meth:`forward_features`' output."""
+    def pool(self, feats: VideoFeatures, project: bool = True) -> torch.Tensor:
+        """Projected video embedding ``(B, embed_dim)`` from :meth:`forward_features`' output.
+
+        ``project=False``: the feature before the projection ``(B, vision_width)``.
+        """
         frame_cls = feats.tokens[:, :, 0]
+        proj = self.proj if project else nn.Identity()
         if feats.query is None:
-            return self.proj(self.ln_post(frame_cls)).mean(dim=1)
+            return proj(self.ln_post(frame_cls)).mean(dim=1)
         weight = torch.sigmoid(self.balance).to(frame_cls.dtype)
         mixed = (1 - weight) * feats.query + weight * frame_cls.mean(dim=1)
-        return self.proj(self.ln_post(mixed))
+        return proj(self.ln_post(mixed))
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.pool(self.forward_features(video))

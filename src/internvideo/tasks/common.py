@@ -45,6 +45,10 @@ PRECISION_HELP = ("bf16: autocast, 1.5-4x faster on CPUs with native bf16 (AVX-5
 #: a task's sampling option: one of the recipe's samplings, or "auto" = the model's own
 SamplingOverride = Sampling | Literal["auto"]
 Pool = Literal["auto", "pre_logits", "mean", "embed"]
+#: Evaluation protocols of the video-language tasks: ``internvideo`` reproduces the official code's arithmetic and
+#: settings; ``ours`` is this project's choice, documented per task (docs/evaluation.md, "Protocols").
+EvalProtocol = Literal["ours", "internvideo"]
+PROTOCOLS: tuple[str, ...] = ("ours", "internvideo")
 
 
 # ----------------------------------------------------------------------------- models
@@ -327,6 +331,17 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                              "models)")
     parser.add_argument("--frame-interval", type=int, default=None,
                         help="frame step inside a dense clip (default: the model's recipe)")
+
+
+def check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise UsageError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
+
+
+def add_protocol_argument(parser: argparse.ArgumentParser, *, ours: str, internvideo: str) -> None:
+    """``--protocol ours|internvideo``, with what each does for this task."""
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="ours",
+                        help=f"ours: {ours}; internvideo: {internvideo}. Pass --clip for the official weight merge")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, data_help: str) -> None:
