@@ -164,6 +164,12 @@ def _to_ours(sd: StateDict, renamer: _Renamer) -> StateDict:
     return out
 
 
+def rename_official(state_dict: StateDict) -> StateDict:
+    """Official InternVideo-MM names (without the ``clip.`` prefix) -> ours; the video tower's names are
+    UniFormerV2's under ``visual.`` (used by :mod:`.uniformerv2`). Keys without a rule keep their name."""
+    return _to_ours(state_dict, _OFFICIAL)
+
+
 def _count(sd: StateDict, pattern: str) -> int:
     rx = re.compile(pattern)
     ids = {int(m.group(1)) for k in sd for m in [rx.match(k)] if m}
@@ -555,5 +561,5 @@ __all__ = [
     "merge_with_clip", "convert_hf_clip", "convert_hf_clip_state_dict",
     "convert_official_internvideo_mm", "convert_openai_clip", "infer_hf_clip_config",
     "infer_official_internvideo_mm_config", "infer_openai_clip_config", "is_hf_clip_dir",
-    "is_official_internvideo_mm", "is_openai_clip", "read_openai_clip", "to_official_internvideo_mm",
+    "is_official_internvideo_mm", "is_openai_clip", "read_openai_clip", "rename_official", "to_official_internvideo_mm",
 ]

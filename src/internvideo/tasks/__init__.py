@@ -15,8 +15,8 @@ in :mod:`internvideo.experiments`. :data:`EVAL_COMMANDS` lists the
 """
 from __future__ import annotations
 
-from . import ava, caption, extract, localization, merge, metrics, multiple_choice, openset, qa, recognition, \
-    retrieval, vln, zeroshot
+from . import ava, caption, ensemble, extract, localization, merge, metrics, multiple_choice, openset, qa, \
+    recognition, retrieval, vln, zeroshot
 from .common import clip_embedding, dataset_features, write_json
 from .extract import extract_features
 from .multiple_choice import evaluate_multiple_choice
@@ -44,13 +44,15 @@ EVAL_COMMANDS = {
     "caption": ("caption generation scored with BLEU-4 and CIDEr-D", caption.add_arguments, caption.main),
     "ava": ("score AVA detections: frame-mAP@0.5 as the official evaluation (no model)", ava.add_arguments,
             ava.main),
+    "ensemble": ("average per-video scores of several models (--save-scores files): top-1/top-5 of each and of "
+                 "the ensemble", ensemble.add_arguments, ensemble.main),
     "vln": ("vision-language navigation: R2R metrics (NE, SR, OSR, SPL, nDTW, SDTW) of trajectories, a trained "
             "agent or a baseline", vln.add_arguments, vln.main),
 }
 
 __all__ = [
-    "EVAL_COMMANDS", "ACTIONCLIP_TEMPLATES", "DEFAULT_TEMPLATES", "ava", "caption", "openset", "qa", "clip_embedding",
-    "dataset_features", "evaluate_multiple_choice",
+    "EVAL_COMMANDS", "ACTIONCLIP_TEMPLATES", "DEFAULT_TEMPLATES", "ava", "caption", "ensemble", "openset", "qa",
+    "clip_embedding", "dataset_features", "evaluate_multiple_choice",
     "evaluate_recognition", "evaluate_retrieval", "evaluate_zeroshot", "extract", "extract_features", "linear_probe",
     "localization", "merge", "merge_models", "metrics", "multiple_choice", "recognition", "retrieval",
     "retrieval_embeddings", "vln", "write_json", "zeroshot",

@@ -187,10 +187,12 @@ def zeroshot_scores(model: nn.Module, data: ClassificationData, classnames: str 
 def evaluate_zeroshot(model: nn.Module, data: ClassificationData, classnames: str | os.PathLike | Sequence[str] | None
                       = None, templates: Sequence[str] | str | os.PathLike | None = None, *,
                       protocol: EvalProtocol = "ours", num_clips: int = 1, num_crops: int = 1,
-                      allow_nonfinite: bool = False, **kwargs: Any) -> dict[str, Any]:
+                      allow_nonfinite: bool = False, save_scores: str | os.PathLike | None = None,
+                      model_id: str | None = None, **kwargs: Any) -> dict[str, Any]:
     """Zero-shot top-1/top-5/mean-class accuracy (percent); keyword arguments as :func:`zeroshot_scores`.
 
     Non-finite scores fail the evaluation unless ``allow_nonfinite`` (then they count as wrong).
+    ``save_scores``: write the per-video probabilities (:func:`~.common.save_scores`, ``model_id`` naming the model).
     """
     dataset = classification_dataset(model, data, num_clips=num_clips, num_crops=num_crops,
                                      **{k: kwargs.pop(k) for k in ("root", "sampling", "frame_interval") if k in kwargs})
@@ -198,13 +200,19 @@ def evaluate_zeroshot(model: nn.Module, data: ClassificationData, classnames: st
                                                  num_clips=num_clips, num_crops=num_crops, **kwargs)
     nonfinite = check_finite(view_scores, "test videos", allow=allow_nonfinite)
     prompts, template_name = resolve_templates(templates, protocol)
+    probs = average_views(view_scores)
+    extra = {}
+    if save_scores is not None:
+        scores = common.dataset_scores(dataset, probs, labels, model_id or model, "zeroshot", names)
+        extra["scores_file"] = str(common.save_scores(save_scores, scores))
     return {
+        **extra,
         "task": "zeroshot",
         "protocol": protocol,
         "templates": template_name,
         "views": f"{num_clips}x{num_crops}",
         "num_views": int(view_scores.shape[1]),  # per video, as the data delivered them
-        **classification_metrics(average_views(view_scores), labels),
+        **classification_metrics(probs, labels),
         "num_classes": len(names),
         "num_templates": len(prompts),
         "chance": 100.0 / len(names),
@@ -241,6 +249,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-crops", type=int, choices=[1, 3], default=1)
     merge.add_merge_arguments(parser)
     common.add_sampling_arguments(parser)
+    common.add_save_scores_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -250,6 +259,7 @@ def main(args: argparse.Namespace) -> int:
         model, args.data, args.classes, args.templates, protocol=args.protocol, root=args.root,
         num_clips=args.num_clips, num_crops=args.num_crops, sampling=args.sampling,
         frame_interval=args.frame_interval, batch_size=args.batch_size, num_workers=args.num_workers,
-        device=args.device, precision=args.precision, progress=args.progress, allow_nonfinite=args.allow_nonfinite)
+        device=args.device, precision=args.precision, progress=args.progress, allow_nonfinite=args.allow_nonfinite,
+        save_scores=args.save_scores, model_id=str(args.model))
     results.update(model=str(args.model), data=str(args.data), merge=merged)
     return common.finish(results, results_table(results), args.out)
