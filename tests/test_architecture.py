@@ -34,6 +34,8 @@ FORBIDDEN = {
     "experiments": {"search", "demo", "cli"},
     "demo": {"cli"},
     "constants": {"models", "data", "tasks", "train", "checkpoints", "factory", "errors"} | _APPS,
+    # extras.py (which extra provides a module) sits beside errors.py: every layer may import it
+    "extras": {"models", "data", "tasks", "train", "checkpoints", "factory", "constants", "recipe"} | _APPS,
     "errors": {"models", "data", "tasks", "train", "checkpoints", "factory", "constants"} | _APPS,
     "recipe": {"models", "data", "tasks", "train", "checkpoints", "factory"} | _APPS,  # below models and data
 }

@@ -183,7 +183,7 @@ def test_bf16_on_a_cpu_that_emulates_it_logs_one_warning(world, tmp_path, monkey
 def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown config key 'optim.lrr'.*valid keys of optim: lr, min_lr"):
         load_config(None, ["optim.lrr=1"])
-    with pytest.raises(ConfigError, match=r"run.precision: 'fp8' is not one of \['fp32', 'bf16', 'auto'\]"):
+    with pytest.raises(ConfigError, match=r"run.precision: 'fp8' is not one of \['fp32', 'bf16', 'fp16', 'auto'\]"):
         load_config(None, ["run.precision=fp8"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("objective: mae\nrun:\n  batch_sise: 3\n")

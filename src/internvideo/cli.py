@@ -168,6 +168,70 @@ def _add_caption(sub) -> None:
     c.set_defaults(func=caption.caption_main)
 
 
+def _add_predict(sub) -> None:
+    from .tasks import predict
+
+    p = sub.add_parser("predict", help="what is in these videos? top-k classes, zero-shot labels, or a timeline",
+                       description="Print a classifier's top-k classes for each video, or a video-language "
+                                   "model's zero-shot labels (--labels/--classes); --every gives a timeline. "
+                                   "Exit status: the number of videos that could not be read.")
+    predict.add_arguments(p)
+    p.set_defaults(func=predict.main)
+
+
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    from .checkpoints.export import export_hf
+    from .tasks.common import load_model_arg
+
+    out = export_hf(load_model_arg(args.model), args.out_dir, source=args.model)
+    print(f"wrote {out} ({', '.join(sorted(f.name for f in out.iterdir()))})")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from .checkpoints.export import push_hf
+    from .tasks.common import load_model_arg
+
+    print(push_hf(load_model_arg(args.model), args.repo_id, source=args.model, private=args.private))
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from .checkpoints.onnx import export_onnx
+    from .tasks.common import load_model_arg
+
+    for path, report in export_onnx(load_model_arg(args.model), args.out, opset=args.opset,
+                                    check=not args.no_check).items():
+        print(f"wrote {path}" + (f" (onnxruntime vs torch: max relative difference {report:.2e})"
+                                 if report is not None else ""))
+    return 0
+
+
+def _add_export(sub) -> None:
+    e = sub.add_parser("export", help="write a model for other tools: Hugging Face transformers, ONNX",
+                       description="Export a checkpoint: `export hf` writes a transformers directory (VideoMAE) or "
+                                   "ours with a model card; `export onnx` an ONNX graph checked against torch.")
+    kinds = e.add_subparsers(dest="kind", required=True, metavar="FORMAT")
+    h = kinds.add_parser("hf", help="a Hugging Face directory (transformers VideoMAE classes; else ours + model card)")
+    h.add_argument("model", help="checkpoint directory/file or hub id hf:ORG/NAME")
+    h.add_argument("out_dir", help="output directory (created)")
+    h.set_defaults(func=cmd_export_hf)
+    o = kinds.add_parser("onnx", help="ONNX graph(s) via torch.export, checked with onnxruntime (needs [export])")
+    o.add_argument("model", help="checkpoint directory/file or hub id hf:ORG/NAME")
+    o.add_argument("out", help="OUT.onnx; a video-language model writes OUT.video.onnx and OUT.text.onnx")
+    o.add_argument("--opset", type=int, default=18, help="ONNX opset version")
+    o.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch check")
+    o.set_defaults(func=cmd_export_onnx)
+
+
+def _add_push(sub) -> None:
+    p = sub.add_parser("push", help="export a model (as `export hf`) and upload it to the Hugging Face hub")
+    p.add_argument("model", help="checkpoint directory/file or hub id hf:ORG/NAME")
+    p.add_argument("repo_id", metavar="ORG/NAME", help="hub repository (created if new; log in with `hf auth login`)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.set_defaults(func=cmd_push)
+
+
 def _add_demo(sub) -> None:
     from . import demo
 
@@ -217,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_merge(sub)
     _add_search(sub)
     _add_caption(sub)
+    _add_predict(sub)
+    _add_export(sub)
+    _add_push(sub)
     _add_demo(sub)
     return p
 

@@ -13,13 +13,19 @@ from torch import nn
 
 from ..errors import MissingFile
 from ..models import apply_overrides
-from . import clip, uniformerv2, videomae
+from . import clip, hub, uniformerv2, videomae
 from .base import (
     CONFIG_NAME, WEIGHTS_NAME, CheckpointError, Format, HeadPolicy, LoadReport, StateDict, UnsureArchitecture,
     _build_ours, _is_ours, read_config_json, _read_dir_weights, load_safetensors, load_state_dict_checked, read_state_dict,
 )
 
 FORMATS: tuple[Format, ...] = videomae.FORMATS + clip.FORMATS + uniformerv2.FORMATS
+PREPROCESSOR_NAME = "preprocessor_config.json"
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """A local path as it is; a hub id (``hf:ORG/NAME[@REVISION]``) as its downloaded snapshot directory."""
+    return hub.download(path) if hub.is_hub_id(path) else Path(path)
 
 
 def _detect(sd: StateDict, meta: dict | None, source: object) -> Format:
@@ -37,6 +43,9 @@ def _read_any(path: Path, allow_torchscript: bool = False) -> tuple[StateDict, d
     if path.is_dir():
         cfg = path / CONFIG_NAME
         meta = read_config_json(cfg) if cfg.exists() else None
+        pre = path / PREPROCESSOR_NAME
+        if meta is not None and pre.exists():  # HF directories: the model's normalisation lives here
+            meta = {**meta, "preprocessor": read_config_json(pre)}
         return _read_dir_weights(path), meta
     if allow_torchscript:
         return clip.read_openai_clip(path, allow_torchscript=True), None
@@ -91,8 +100,10 @@ def load_model(path: str | os.PathLike, head: HeadPolicy = "error", allow_torchs
     overridden (e.g. ``num_frames`` for a checkpoint that does not store it).
     ``allow_torchscript`` admits TorchScript archives (OpenAI's CLIP files);
     reading those runs code stored in the file, so it is off by default.
+    ``path`` may be a Hugging Face hub id, ``hf:ORG/NAME`` or ``hf:ORG/NAME@REVISION``
+    (downloaded with ``huggingface_hub``, cached, ``HF_HUB_OFFLINE`` honoured).
     """
-    path = Path(path)
+    path = resolve_path(path)
     if _is_ours(path):
         model, sd = _build_ours(path, overrides)
         load_state_dict_checked(model, sd, head=head, source=str(path), strict=not overrides)

@@ -11,13 +11,16 @@ projections are fused into ``qkv``; names are mapped below.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 
 import torch
 from torch import nn
 
 from ..models.videomae import VideoMAEClassifier, VideoMAEConfig, VideoMAEPretrain
-from .base import Format, StateDict, UnsureArchitecture
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from .base import CheckpointError, Format, StateDict, UnsureArchitecture
 
 # Official widths → heads (the official constructors fix heads per size; shapes cannot tell).
 _HEADS_BY_WIDTH = {192: 3, 384: 6, 512: 8, 640: 8, 768: 12, 1024: 16, 1280: 16, 1408: 16}
@@ -146,6 +149,21 @@ def _is_hf(sd: StateDict, meta: dict | None) -> bool:
     return meta is not None and meta.get("model_type") == "videomae"
 
 
+#: Our config fields HF's VideoMAEConfig has no slot for; the export keeps them in config.json's "internvideo" entry.
+_HF_LESS_FIELDS = ("frame_interval", "sampling", "mean", "std", "head_norm_eps", "drop_path_rate", "fc_drop_rate",
+                   "init_scale", "mask_ratio", "use_checkpoint", "decoder_mlp_ratio", "pretrain_final_norm")
+# A pretraining model's config also holds the classifier fields a fine-tuning would start from; HF's does not.
+_HF_LESS_PRETRAIN = ("num_classes", "use_mean_pooling", "class_names")
+
+
+def _recipe_from_preprocessor(pre: dict) -> dict:
+    # An HF directory's preprocessor_config.json holds the normalisation and crop size its model was trained with.
+    out: dict = {}
+    if pre.get("image_mean") and pre.get("image_std"):
+        out.update(mean=tuple(pre["image_mean"]), std=tuple(pre["image_std"]))
+    return out
+
+
 def _infer_hf(sd: StateDict, meta: dict | None) -> tuple[type[nn.Module], VideoMAEConfig]:
     m = meta or {}
     archs = m.get("architectures") or []
@@ -165,10 +183,23 @@ def _infer_hf(sd: StateDict, meta: dict | None) -> tuple[type[nn.Module], VideoM
         decoder_mlp_ratio=m.get("decoder_intermediate_size", 1536) / m.get("decoder_hidden_size", 384),
         norm_pix_loss=m.get("norm_pix_loss", True),
         pretrain_final_norm=not use_mean_pooling,
+        drop_rate=m.get("hidden_dropout_prob", 0.0), attn_drop_rate=m.get("attention_probs_dropout_prob", 0.0),
+        class_names=_class_names(m.get("id2label")) if classifier else None,
     )
     if m.get("hidden_act", "gelu") != "gelu":
-        raise ValueError(f"HF VideoMAE config: hidden_act {m.get('hidden_act')!r} is not supported (only 'gelu')")
-    return (VideoMAEPretrain if pretrain else VideoMAEClassifier), cfg
+        raise CheckpointError(f"HF VideoMAE config: hidden_act {m.get('hidden_act')!r} is not supported (only 'gelu')")
+    extra = {**_recipe_from_preprocessor(m.get("preprocessor") or {}), **(m.get("internvideo") or {})}
+    kept = _HF_LESS_FIELDS + (_HF_LESS_PRETRAIN if pretrain else ())
+    extra = {k: tuple(v) if isinstance(v, list) else v for k, v in extra.items() if k in kept}
+    return (VideoMAEPretrain if pretrain else VideoMAEClassifier), dataclasses.replace(cfg, **extra)
+
+
+def _class_names(id2label: dict | None) -> tuple[str, ...] | None:
+    """Class names in head order; None for HF's placeholders (``LABEL_0``, ...), which name nothing."""
+    if not id2label:
+        return None
+    names = tuple(str(id2label[k]) for k in sorted(id2label, key=int))
+    return None if all(n == f"LABEL_{i}" for i, n in enumerate(names)) else names
 
 
 def _hf_blocks(sd: StateDict, src: str, dst: str, out: StateDict) -> None:
@@ -207,6 +238,114 @@ def _convert_hf(sd: StateDict, meta: dict | None, model: nn.Module | None) -> St
         for p in ("norm.weight", "norm.bias", "head.weight", "head.bias"):
             out[f"decoder.{p}"] = sd[f"decoder.{p}"]
     return adapt_layout(out, model)
+
+
+# ----------------------------------------------------------------------------- ours -> HF transformers
+
+
+class NotExportable(CheckpointError):
+    """The model uses a feature HF transformers' VideoMAE cannot express; the message names the config field."""
+
+
+def _hf_block_weights(sd: StateDict, src: str, dst: str, out: StateDict) -> None:
+    # The inverse of _hf_blocks: fused qkv split into query/key/value, q/v biases as Linear biases (no key bias).
+    for i in range(_count_blocks(sd, src)):
+        s, d = f"{src}{i}.", f"{dst}{i}."
+        a = f"{d}attention.attention."
+        for name, w in zip(("query", "key", "value"), sd[f"{s}attn.qkv.weight"].chunk(3, dim=0)):
+            out[f"{a}{name}.weight"] = w.clone()
+        for ours, hf in (("q_bias", "query.bias"), ("v_bias", "value.bias")):
+            if f"{s}attn.{ours}" in sd:
+                out[f"{a}{hf}"] = sd[f"{s}attn.{ours}"]
+        for hf, mine in _HF_BLOCK:
+            for p in ("weight", "bias"):
+                out[f"{d}{hf}{p}"] = sd[f"{s}{mine}{p}"]
+
+
+def to_hf(model: nn.Module) -> tuple[StateDict, dict]:
+    """Our VideoMAE classifier/pretraining model as an HF transformers state dict and ``config.json`` dict.
+
+    The inverse of the HF converter above: a classifier becomes
+    ``VideoMAEForVideoClassification`` (``VideoMAEModel`` without a head), a
+    pretraining model ``VideoMAEForPreTraining``. Config fields HF has no slot
+    for (the input recipe, ``head_norm_eps``, ...) travel in the ``internvideo``
+    entry of the config, so importing the export back rebuilds the same model.
+    Raises :class:`NotExportable` for layer scale or learnable position tables,
+    which HF's VideoMAE does not have.
+    """
+    c = model.config
+    if not isinstance(model, (VideoMAEClassifier, VideoMAEPretrain)):
+        raise NotExportable(f"{type(model).__name__} is not a VideoMAE model; HF export covers VideoMAEClassifier "
+                            "and VideoMAEPretrain")
+    if c.init_values:
+        raise NotExportable(f"config init_values={c.init_values}: HF transformers' VideoMAE has no layer scale")
+    if c.use_learnable_pos_emb:
+        raise NotExportable("config use_learnable_pos_emb=true: HF transformers' VideoMAE has only the fixed "
+                            "sin/cos position table")
+    pretrain = isinstance(model, VideoMAEPretrain)
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    enc = "encoder." if pretrain else ""
+    out: StateDict = {
+        "videomae.embeddings.patch_embeddings.projection.weight": sd[f"{enc}patch_embed.proj.weight"],
+        "videomae.embeddings.patch_embeddings.projection.bias": sd[f"{enc}patch_embed.proj.bias"],
+    }
+    _hf_block_weights(sd, f"{enc}blocks.", "videomae.encoder.layer.", out)
+    pairs = [(f"{enc}norm.", "videomae.layernorm.")] + ([] if pretrain else [("fc_norm.", "fc_norm."),
+                                                                               ("head.", "classifier.")])
+    for mine, hf in pairs:
+        for p in ("weight", "bias"):
+            if f"{mine}{p}" in sd:
+                out[f"{hf}{p}"] = sd[f"{mine}{p}"]
+    if pretrain:
+        out["encoder_to_decoder.weight"] = sd["encoder_to_decoder.weight"]
+        out["mask_token"] = sd["mask_token"]
+        _hf_block_weights(sd, "decoder.blocks.", "decoder.decoder_layers.", out)
+        for p in ("norm.weight", "norm.bias", "head.weight", "head.bias"):
+            out[f"decoder.{p}"] = sd[f"decoder.{p}"]
+        arch = "VideoMAEForPreTraining"
+        # HF adds the encoder's final LayerNorm exactly when it does not mean-pool.
+        use_mean_pooling = not c.pretrain_final_norm
+    else:
+        arch = "VideoMAEForVideoClassification" if c.num_classes else "VideoMAEModel"
+        use_mean_pooling = c.use_mean_pooling
+        if not c.num_classes:  # VideoMAEModel's own keys carry no "videomae." prefix
+            out = {k[len("videomae."):]: v for k, v in out.items()}
+    dec_ratio = c.decoder_mlp_ratio or c.mlp_ratio
+    config = {
+        "architectures": [arch], "model_type": "videomae", "dtype": "float32",
+        "image_size": c.img_size, "patch_size": c.patch_size, "num_channels": c.in_chans,
+        "num_frames": c.num_frames, "tubelet_size": c.tubelet_size, "hidden_size": c.embed_dim,
+        "num_hidden_layers": c.depth, "num_attention_heads": c.num_heads,
+        "intermediate_size": int(round(c.embed_dim * c.mlp_ratio)), "hidden_act": "gelu",
+        "hidden_dropout_prob": c.drop_rate, "attention_probs_dropout_prob": c.attn_drop_rate,
+        "initializer_range": 0.02, "layer_norm_eps": c.norm_eps, "qv_bias": bool(c.qkv_bias),
+        "use_mean_pooling": use_mean_pooling, "decoder_num_attention_heads": c.decoder_num_heads,
+        "decoder_hidden_size": c.decoder_embed_dim, "decoder_num_hidden_layers": c.decoder_depth,
+        "decoder_intermediate_size": int(round(c.decoder_embed_dim * dec_ratio)), "norm_pix_loss": c.norm_pix_loss,
+        "internvideo": {k: getattr(c, k) for k in _HF_LESS_FIELDS + (_HF_LESS_PRETRAIN if pretrain else ())},
+    }
+    if arch == "VideoMAEForVideoClassification":
+        names = c.class_names or tuple(f"LABEL_{i}" for i in range(c.num_classes))
+        config["id2label"] = {str(i): n for i, n in enumerate(names)}
+        config["label2id"] = {n: i for i, n in enumerate(names)}
+    return out, json.loads(json.dumps(config))  # tuples -> lists, as config.json holds them
+
+
+def hf_differences(model: nn.Module) -> list[str]:
+    """Where HF transformers computes something else than our model does (empty: the same arithmetic)."""
+    c = model.config
+    notes = []
+    uses_head_norm = isinstance(model, VideoMAEPretrain) or (c.use_mean_pooling and c.num_classes)
+    if uses_head_norm and c.head_norm_eps != 1e-5:
+        notes.append(f"HF fixes the LayerNorm eps of fc_norm/decoder.norm at 1e-5; this model uses head_norm_eps="
+                     f"{c.head_norm_eps:g} (outputs differ slightly; importing the export back restores it)")
+    if isinstance(model, VideoMAEClassifier) and not c.num_classes and c.use_mean_pooling:
+        notes.append("a features-only classifier (num_classes=0) becomes HF's VideoMAEModel, which has no fc_norm: "
+                     "its fc_norm weights are not exported (the encoder tokens are)")
+    if isinstance(model, VideoMAEPretrain) and (tuple(c.mean), tuple(c.std)) != (IMAGENET_MEAN, IMAGENET_STD):
+        notes.append("HF's pretraining loss un-normalises pixels with the ImageNet mean/std; this model's recipe "
+                     f"uses mean={tuple(c.mean)}, std={tuple(c.std)} (its loss differs)")
+    return notes
 
 
 FORMATS = (

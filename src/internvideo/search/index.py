@@ -38,6 +38,7 @@ from ..models.hardware import resolve_precision
 from ..recipe import InputRecipe
 from ..tasks import common
 from ..tasks.extract import VIDEO_EXTENSIONS, identity_collate, clip_batches, window_starts
+from ..extras import require
 from ..fileio import atomic_path, disk_full_guard, printable
 from . import vectors
 from .store import DB_NAME, THUMBS, VECTORS_META, VECTORS_NAME, SearchIndexError, Store, model_fingerprint
@@ -269,6 +270,7 @@ def build_index(model: nn.Module, folder: str | os.PathLike, out: str | os.PathL
     of the folder), ``windows`` (total in the index), ``seconds``,
     ``windows_per_s`` (this run), ``vectors`` (the FAISS kind and its recall).
     """
+    require("faiss", "search", "internvideo index")  # before hours of embedding, not after
     common.require_multimodal(model, "video search")
     root = Path(folder).resolve()
     if not root.is_dir():

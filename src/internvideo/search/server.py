@@ -45,10 +45,11 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
-from .query import MAX_K, MAX_QUERY_CHARS, NotServed, Searcher, templates_from_args
 from .. import argtypes
 from ..errors import UsageError
+from ..extras import require
 from ..fileio import printable
+from .query import MAX_K, MAX_QUERY_CHARS, NotServed, Searcher, templates_from_args
 
 log = logging.getLogger("internvideo.search")
 
@@ -228,6 +229,7 @@ def _verified_file_response() -> type:
 def create_app(searcher: Searcher, hosts: Sequence[str] | None = None) -> Any:
     """The FastAPI application over an open :class:`~.query.Searcher`, answering the ``Host`` names ``hosts``
     (default :func:`allowed_hosts`: the loopback names)."""
+    require("fastapi", "search", "the search server")
     from fastapi import FastAPI, Path, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -315,7 +317,7 @@ def serve(index_dir: str, host: str = "127.0.0.1", port: int = 8000, *, model: s
           templates: tuple[str, ...] | None = None, device: str | None = None,
           allowed_host: Sequence[str] = ()) -> None:
     """Open the index and run the server until interrupted; it answers ``Host`` names of :func:`allowed_hosts`."""
-    import uvicorn
+    uvicorn = require("uvicorn", "search", "internvideo serve")
 
     hosts = allowed_hosts(host, allowed_host)
     kwargs = {"templates": templates} if templates else {}

@@ -28,14 +28,24 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import faiss
 import numpy as np
 
 from .. import fileio
 from ..fileio import atomic_path
 from ..errors import UsageError
+from ..extras import require
 
 log = logging.getLogger("internvideo.search")
+
+
+class _LazyFaiss:
+    """faiss on first use: without the [search] extra the commands still exist and say what to install."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(require("faiss", "search", "the text-to-video search index"), name)
+
+
+faiss = _LazyFaiss()
 
 Kind = Literal["flat", "flat16", "ivf", "hnsw"]
 KINDS: tuple[str, ...] = ("flat", "flat16", "ivf", "hnsw")

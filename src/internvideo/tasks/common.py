@@ -94,10 +94,11 @@ def logit_scale(model: VideoLanguageModel) -> float:
 
 
 def load_model_arg(spec: str | os.PathLike | nn.Module) -> nn.Module:
-    """A model from a CLI value: a checkpoint path (``load_model``) or a named config (random weights)."""
+    """A model from a CLI value: a checkpoint path or hub id ``hf:ORG/NAME`` (``load_model``), or a named config
+    (random weights)."""
     if isinstance(spec, nn.Module):
         return spec
-    if os.path.exists(spec):
+    if os.path.exists(spec) or str(spec).startswith("hf:"):  # a hub id: load_model downloads it
         return load_model(spec)
     if str(spec) in list_models():
         log.warning("%s is not a path: building the named model %r with random weights", spec, spec)
@@ -442,8 +443,8 @@ def add_protocol_argument(parser: argparse.ArgumentParser, *, ours: str, internv
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, data_help: str) -> None:
     """Options every ``internvideo eval TASK`` shares."""
-    parser.add_argument("--model", required=True, help="model checkpoint directory/file (or a named config: random "
-                                                        "weights, for smoke tests)")
+    parser.add_argument("--model", required=True, help="model checkpoint directory/file, a hub id hf:ORG/NAME (or a "
+                                                        "named config: random weights, for smoke tests)")
     parser.add_argument("--data", required=True, help=data_help)
     parser.add_argument("--root", default=None, help="folder the video paths are relative to (default: the "
                                                      "annotation file's folder)")

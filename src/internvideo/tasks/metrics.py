@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError, UserError
+from ..extras import require
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence
 
@@ -416,8 +417,8 @@ def caption_metrics(references: dict[Any, Sequence[str]], predictions: dict[Any,
     CIDEr-D is the COCO evaluation's ``Cider`` (n-grams 1-4, Gaussian length
     penalty with sigma 6, clipped counts, x10), here x100 as well.
     """
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
+    Bleu = require("pycocoevalcap.bleu.bleu", "caption", "caption metrics (BLEU-4, CIDEr-D)").Bleu
+    Cider = require("pycocoevalcap.cider.cider", "caption", "caption metrics (BLEU-4, CIDEr-D)").Cider
 
     if set(references) != set(predictions):
         missing = sorted(map(str, set(references) ^ set(predictions)))[:5]

@@ -179,7 +179,8 @@ class RunSection:
     max_steps: int | None = None  # stops early (counts optimiser steps)
     batch_size: int = 8  # per process
     seed: int = 0
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # auto: bf16 where the device computes it natively
+    # auto: bf16 where the device computes it natively; fp16 (+ loss scaling): GPUs without bf16, refused on CPU
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     grad_checkpointing: bool = False
     compile: bool = False
     distributed: Literal["ddp", "fsdp"] = "ddp"

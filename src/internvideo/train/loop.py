@@ -4,8 +4,8 @@ An objective (:mod:`internvideo.train.objectives`) supplies the model, the
 datasets, the loss of a batch and its evaluation; this module does the rest the
 same way for all of them: process group set-up under ``torchrun``, DDP/FSDP
 wrapping, AdamW with weight-decay exclusions and layer-wise lr decay, warmup +
-cosine schedule, gradient accumulation and clipping, EMA, bf16 autocast, atomic
-checkpoints with exact resume, logging (tqdm, JSON lines, TensorBoard),
+cosine schedule, gradient accumulation and clipping, EMA, bf16 or fp16 autocast (fp16 with loss
+scaling), atomic checkpoints with exact resume, logging (tqdm, JSON lines, TensorBoard),
 periodic evaluation, and a hard stop on a non-finite loss.
 
 Exact resume: the sample order is a function of (seed, epoch), per-sample
@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .. import fileio
 from ..errors import UserError
 from ..models.hardware import resolve_precision
-from .config import TrainConfig, check_warmup, validate
+from .config import ConfigError, TrainConfig, check_warmup, validate
 from .objectives import Objective, check_objective, make_objective
 from .optim import EMA, adamw, lr_at
 from .setup import (
@@ -282,7 +282,7 @@ class _Run:
         self.runlog = RunLog(run_dir, self.progress.history, d)
         self.last_good: Path | None = latest
         precision = resolve_precision(cfg.run.precision, d.device)  # logs a warning for bf16 on a CPU that emulates it
-        self.autocast = torch.autocast(d.device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+        self.autocast, self.scaler = mixed_precision(precision, d.device)
         self.micro_per_epoch = sched.steps_per_epoch * cfg.optim.accum_steps
         self.bar = _progress_bar(sched.total_steps, self.progress.step, d.main and cfg.run.progress)
         self.t_start = time.perf_counter()
@@ -333,7 +333,7 @@ class _Run:
         with sync, self.autocast:
             loss, logs = self.objective.loss(self.forward_model, batch)
         self.last_good = _check_finite(loss, progress.step, self.last_good, self.ckpt, d)
-        (loss / self.cfg.optim.accum_steps).backward()
+        self.scaler.scale(loss / self.cfg.optim.accum_steps).backward()
         progress.pos_in_epoch += 1
         self.clips_seen += self.objective.batch_size(batch) * d.world
         return loss, logs, lr
@@ -341,11 +341,7 @@ class _Run:
     def step(self, loss: torch.Tensor, logs: dict, lr: float) -> None:
         """The optimiser step after the last micro-batch (clip, update, EMA), then its log row."""
         cfg, d, progress = self.cfg, self.d, self.progress
-        if cfg.optim.clip_grad:
-            norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad)
-            logs["grad_norm"] = float(full_tensor(norm))
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        logs.update(optimizer_step(self.optimizer, self.model, self.scaler, cfg.optim.clip_grad))
         if self.ema is not None:
             self.ema.update(self.model)
         progress.step += 1
@@ -403,6 +399,42 @@ class _Run:
             fileio.write_json(run_dir / "summary.json", summary)
             log.info("done: %s", result.describe())
         return result
+
+
+def mixed_precision(precision: str, device: torch.device) -> tuple[object, torch.amp.GradScaler]:
+    """The autocast context and gradient scaler of a precision (the scaler is a no-op unless fp16).
+
+    fp16 is for GPUs without bf16 (V100, T4): its narrow range needs loss
+    scaling (``GradScaler``: steps with inf/NaN gradients are skipped and the
+    scale lowered). On a CPU it is refused: PyTorch's CPU fp16 kernels are
+    slower than fp32 and bf16 has the range without the scaler.
+    """
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"run.precision: fp16 needs a CUDA GPU, the device is {device.type}; use bf16 "
+                          "(native on recent CPUs) or fp32 there")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+    return autocast, torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, model: nn.Module, scaler: torch.amp.GradScaler,
+                   clip_grad: float | None) -> dict[str, float]:
+    """Clip (on unscaled gradients), step unless the scaler found inf/NaN gradients, zero; returns logs."""
+    logs: dict[str, float] = {}
+    if clip_grad:
+        scaler.unscale_(optimizer)
+        norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        logs["grad_norm"] = float(full_tensor(norm))
+    if scaler.is_enabled():
+        before = scaler.get_scale()
+        scaler.step(optimizer)  # skipped when the gradients overflowed
+        scaler.update()
+        logs["loss_scale"] = scaler.get_scale()
+        logs["skipped_step"] = float(scaler.get_scale() < before)
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return logs
 
 
 def _evaluate(objective: Objective, model: nn.Module, val_set, d: Dist, progress: Progress, runlog: RunLog) -> bool:
