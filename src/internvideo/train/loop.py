@@ -16,6 +16,7 @@ CPU with one process).
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -33,7 +34,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..models.hardware import resolve_precision
-from .config import TrainConfig, validate
+from ..data.datasets import flatten_repeats, video_dataset_of
+from ..data.shards import ShardStream, expand_shards
+from ..data.workers import WorkerWatch
+from .config import ConfigError, DataSection, TrainConfig, validate
 from .objectives import Objective, make_objective
 from .optim import EMA, adamw, lr_at
 from .setup import (
@@ -97,7 +101,13 @@ class SeededDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int | tuple[int, int]):
+        if isinstance(index, tuple):  # (epoch, index): persistent workers learn the epoch with the index
+            epoch, index = index
+            if epoch != self.epoch:
+                self.epoch = epoch
+                if callable(getattr(self.dataset, "set_epoch", None)):
+                    self.dataset.set_epoch(epoch)
         s = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index)
         s %= 2**63
         random.seed(s)
@@ -106,10 +116,57 @@ class SeededDataset(Dataset):
         return self.dataset[index]
 
 
-def _make_loader(ds: Dataset, sampler: Sampler, batch_size: int, num_workers: int, collate) -> DataLoader:
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
-                      drop_last=True, persistent_workers=False, pin_memory=False,
-                      multiprocessing_context="fork" if num_workers else None)
+class _WithEpoch(Sampler):
+    """(epoch, index) pairs of an :class:`EpochSampler`, for workers that outlive an epoch."""
+
+    def __init__(self, sampler: EpochSampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        return ((self.sampler.epoch, i) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+def _make_loader(ds: Dataset, sampler: EpochSampler | None, batch_size: int, data: DataSection, collate,
+                 device: torch.device) -> DataLoader:
+    """Map-style data with ``sampler``, or a shard stream (``sampler`` None)."""
+    workers = data.num_workers
+    extra = {"prefetch_factor": data.prefetch_factor} if workers and data.prefetch_factor else {}
+    return DataLoader(ds, batch_size=batch_size, sampler=_WithEpoch(sampler) if sampler is not None else None,
+                      num_workers=workers, collate_fn=collate, drop_last=True,
+                      persistent_workers=data.persistent_workers and workers > 0,
+                      pin_memory=data.pin_memory and device.type == "cuda",
+                      multiprocessing_context="fork" if workers else None, **extra)
+
+
+def _train_data(cfg: TrainConfig, objective: Objective, train_set: Dataset, seeded: SeededDataset, d: Dist):
+    """(shard stream or None, items per micro-batch, collate): repeated views and shards set up as configured."""
+    repeats, items = cfg.data.repeats, cfg.run.batch_size // cfg.data.repeats
+    collate = objective.collate
+    try:
+        if repeats > 1:
+            video_dataset_of(train_set).repeats = repeats
+            collate = functools.partial(_collate_views, objective.collate)
+        if not cfg.data.shards:
+            return None, items, collate
+        index, urls = expand_shards(cfg.data.shards)
+        stream = ShardStream(urls, index, seeded, batch=items, rank=d.rank, world=d.world,
+                             num_workers=cfg.data.num_workers, seed=cfg.run.seed,
+                             shuffle_buffer=cfg.data.shuffle_buffer,
+                             labels_required=getattr(objective, "labels_required", True))
+    except TypeError as e:
+        key = "data.shards" if cfg.data.shards else "data.repeats"
+        raise ConfigError(f"{key}: objective {cfg.objective!r} cannot use it ({e})") from None
+    if d.main:
+        log.info("streaming %d samples from %d shard(s); %d per epoch left out to split them evenly",
+                 index.total, len(urls), stream.dropped)
+    return stream, items, collate
+
+
+def _collate_views(collate, items):
+    return collate(flatten_repeats(items))
 
 
 def _to_device(batch, device: torch.device):
@@ -242,8 +299,10 @@ def _train(cfg: TrainConfig, objective: Objective | None, d: Dist, run_dir: Path
         model.set_grad_checkpointing(True)
     train_set, val_set = objective.datasets()
     seeded = SeededDataset(train_set, cfg.run.seed)
-    sampler = EpochSampler(len(seeded), d.rank, d.world, cfg.run.seed, shuffle=True)
-    sched = Schedule.of(cfg, len(sampler), d)
+    stream, items_per_batch, collate = _train_data(cfg, objective, train_set, seeded, d)
+    sampler = EpochSampler(len(seeded), d.rank, d.world, cfg.run.seed, shuffle=True) if stream is None else None
+    sched = Schedule.of(cfg, len(sampler if stream is None else stream) * cfg.data.repeats, d)
+    watch = WorkerWatch(cfg.data.num_workers)
 
     # Wrap first: FSDP replaces the parameters with sharded ones, which the optimiser and EMA must hold.
     wrapped = wrap_model(model, cfg, d)
@@ -258,17 +317,25 @@ def _train(cfg: TrainConfig, objective: Objective | None, d: Dist, run_dir: Path
     if latest is not None and d.main:
         log.info("resumed from %s at step %d", latest, progress.step)
         _drop_replayed_rows(run_dir / "metrics.jsonl", progress.step)
+    layout = {"shards": cfg.data.shards, "world": d.world, "num_workers": cfg.data.num_workers,
+              "batch": items_per_batch} if stream is not None else {}
+    if latest is not None and progress.pos_in_epoch and progress.data_layout != layout:
+        raise ConfigError(f"{latest}: stopped mid-epoch reading {progress.data_layout or 'file lists'}, now "
+                          f"{layout or 'file lists'}; the stream position only holds for the same shards, "
+                          "processes, data.num_workers and batch (or set run.resume=false)")
+    progress.data_layout = layout
     base_seconds = progress.seconds
 
     runlog = RunLog(run_dir, progress.history, d)
     last_good: Path | None = latest
     precision = resolve_precision(cfg.run.precision, d.device)  # logs a warning for bf16 on a CPU that emulates it
     autocast = torch.autocast(d.device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-    accum, batch_size = cfg.optim.accum_steps, cfg.run.batch_size
+    accum = cfg.optim.accum_steps
     micro_per_epoch = sched.steps_per_epoch * accum
     bar = _progress_bar(sched.total_steps, progress.step, d.main and cfg.run.progress)
     t_start = time.perf_counter()
     clips_seen, t_window = 0, time.perf_counter()
+    loader = None
 
     def set_train_mode() -> None:
         model.train()
@@ -278,11 +345,16 @@ def _train(cfg: TrainConfig, objective: Objective | None, d: Dist, run_dir: Path
         while progress.step < sched.total_steps:
             seeded.epoch = progress.epoch
             objective.start_epoch(train_set, progress.epoch)
-            sampler.set_epoch(progress.epoch, progress.pos_in_epoch * batch_size)
-            loader = _make_loader(seeded, sampler, batch_size, cfg.data.num_workers, objective.collate)
+            if stream is not None:
+                stream.set_epoch(progress.epoch, progress.pos_in_epoch)
+            else:
+                sampler.set_epoch(progress.epoch, progress.pos_in_epoch * items_per_batch)
+            if loader is None or not cfg.data.persistent_workers:
+                loader = _make_loader(stream if stream is not None else seeded, sampler, items_per_batch, cfg.data,
+                                      collate, d.device)
             micro = 0
             set_train_mode()
-            for batch in loader:
+            for batch in watch.iterate(loader):
                 batch = _to_device(batch, d.device)
                 lr = sched.lr(progress.step)
                 for g in optimizer.param_groups:
