@@ -448,10 +448,13 @@ class ShardStream(torch.utils.data.IterableDataset):
         if (info.num_workers if info is not None else 0) != self.workers:
             raise RuntimeError(f"ShardStream was planned for {self.workers} loader workers, runs in "
                                f"{info.num_workers if info else 0}")
-        reader = self.rank * max(self.workers, 1) + worker
         epoch, start = int(self._position[0]), int(self._position[1])
-        # Round-robin over equal-length workers: worker w made batches w, w + W, ... of this rank.
-        consumed = len(range(worker, start, max(self.workers, 1))) * self.batch
+        # DataLoader asks its workers round-robin, worker 0 first, and with equal lengths reader r made batches
+        # r, r + W, ... of this rank. Resuming after `start` batches, worker 0 must make batch `start`, so the
+        # workers take the readers' parts rotated by `start`.
+        role = (worker + start) % max(self.workers, 1)
+        reader = self.rank * max(self.workers, 1) + role
+        consumed = len(range(role, start, max(self.workers, 1))) * self.batch
         rng = np.random.default_rng([self.seed, epoch, reader, 0x5B])
         items = self._shuffled(self._raw(self.reader_plan(epoch, reader)), rng)
         last_good: tuple[int, str, dict] | None = None

@@ -74,6 +74,11 @@ class WorkerWatch:
                 pids = [int(p) for p in re.findall(r"\d+", (re.search(r"pid\(?s?\)?\s*([\d, ]+)", text) or
                                                             re.search(r"()", text)).group(1))]
                 videos = [v for p in pids for v in self.decoding(p)] or self.decoding()
+                # Unregister the dead worker now: until then every SIGCHLD of the process re-raises its death
+                # wherever the main thread happens to be.
+                shutdown = getattr(it, "_shutdown_workers", None)
+                if callable(shutdown):
+                    shutdown()
                 reason = text.split(". ", 1)[0]
                 raise WorkerDied(f"{reason} while decoding {' or '.join(videos) if videos else 'an unknown video'}; "
                                  "if a video crashes the decoder, check it with `ffprobe` and leave it out") from e
