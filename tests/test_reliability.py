@@ -15,6 +15,7 @@ from eval_standins import ColourClassifier, ColourCLIP, make_colour_set
 from internvideo.tasks import evaluate_recognition, evaluate_retrieval, evaluate_zeroshot, linear_probe
 from internvideo.train.config import ConfigError
 from internvideo.tasks.metrics import NonFiniteError, correct_rank, retrieval_ranks, topk_accuracy
+from internvideo.errors import UsageError
 
 QUIET = dict(progress=False)
 
@@ -144,7 +145,7 @@ def test_recognition_maps_labels_by_the_saved_class_names(colours, tmp_path):
     model.config.class_names = None  # without names the list's indices are trusted (and are wrong here)
     assert evaluate_recognition(model, tmp_path / "rev/test.txt", **QUIET)["top1"] == 0.0
     ds = classification_dataset(model, tmp_path / "rev/test.txt")
-    with pytest.raises(ValueError, match="not among the model's"):
+    with pytest.raises(UsageError, match="not among the model's"):
         align_labels(ds, ("red", "green"))
 
 
@@ -230,7 +231,7 @@ def test_duplicate_lines_are_counted_once_and_reported(colours, tmp_path):
     assert result["num_samples"] == 8 and result["num_duplicates"] == 3  # before: 11 samples
     assert "duplicate lines dropped" in recognition.results_table(result)
     clash = _write(colours["list"].parent / "clash.txt", lines[0] + "\n" + lines[0].rsplit(" ", 1)[0] + " 3\n")
-    with pytest.raises(ValueError, match="is listed with labels 0 and 3"):
+    with pytest.raises(UsageError, match="is listed with labels 0 and 3"):
         evaluate_recognition(ColourClassifier(), clash, **QUIET)
 
     records = colours["captions"].read_text().splitlines()

@@ -21,6 +21,8 @@ from internvideo.tasks import (
     evaluate_zeroshot, linear_probe, multiple_choice, recognition, retrieval, zeroshot_classifier,
 )
 from internvideo.tasks.metrics import average_views
+from internvideo.errors import UsageError
+from internvideo.tasks.common import WrongModelError
 
 QUIET = dict(progress=False)
 
@@ -88,9 +90,9 @@ def test_zeroshot_recognition(colours, tmp_path):
     result = evaluate_zeroshot(model, colours["list"], NAMES[1:] + NAMES[:1], **QUIET)
     assert result["top1"] == 0.0
     (tmp_path / "bad.txt").write_text("no placeholder\n")
-    with pytest.raises(ValueError, match="needs a"):
+    with pytest.raises(UsageError, match="needs a"):
         evaluate_zeroshot(model, colours["list"], NAMES, tmp_path / "bad.txt", **QUIET)
-    with pytest.raises(TypeError, match="video-language"):
+    with pytest.raises(WrongModelError, match="video-language"):
         evaluate_zeroshot(ColourClassifier(), colours["list"], **QUIET)
 
 

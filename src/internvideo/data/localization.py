@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import MissingFile
 from .datasets import AnnotationError, LocalizationVideo, Segment, read_activitynet
 from .video import PathLike
 
@@ -126,7 +127,7 @@ class FeatureSequenceDataset(torch.utils.data.Dataset):
         database = read_activitynet(annotations) if isinstance(annotations, (str, os.PathLike)) else annotations
         self.folder = Path(features)
         if not self.folder.is_dir():
-            raise FileNotFoundError(f"feature folder {self.folder} does not exist")
+            raise MissingFile(f"feature folder {self.folder} does not exist")
         wanted = None if subset is None else {s.lower() for s in ([subset] if isinstance(subset, str) else subset)}
         if class_agnostic:
             # One "action" class: the model proposes segments, an external video classifier names them.
@@ -238,7 +239,7 @@ def read_thumos14(annotation_dirs: Mapping[str, PathLike], durations: Mapping[st
     for subset, folder in annotation_dirs.items():
         files = sorted(Path(folder).glob("*.txt"))
         if not files:
-            raise FileNotFoundError(f"no THUMOS14 annotation files (*.txt) in {folder}")
+            raise MissingFile(f"no THUMOS14 annotation files (*.txt) in {folder}")
         for f in files:
             label = f.stem.rsplit("_", 1)[0]
             if label == "Ambiguous" and not include_ambiguous:

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import UsageError, UserError
 from .datasets import ClassificationSample, VideoClassificationDataset, VideoDataset, VideoTextSample, read_classes
 from .datasets import read_classification_list, video_dataset_of
 from .datasets import read_video_text
@@ -169,7 +169,7 @@ def _parse_size(text: str | int) -> int:
     try:
         return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
     except (ValueError, KeyError):
-        raise ShardError(f"--shard-size: expected a size such as 1GB, 500MB or 1048576, got {text!r}") from None
+        raise UsageError(f"--shard-size: expected a size such as 1GB, 500MB or 1048576, got {text!r}") from None
 
 
 def write_shards(annotation: PathLike, out: PathLike, *, root: PathLike | None = None,

@@ -18,14 +18,16 @@ from typing import Any
 
 import torch
 
+from ..errors import UserError
+
 __all__ = ["WorkerDied", "WorkerWatch", "note_decoding"]
 
 _SLOT = 512  # bytes of the path kept per worker
 _watch: WorkerWatch | None = None
 
 
-class WorkerDied(RuntimeError):
-    """A loader worker died; the message names the video it was decoding."""
+class WorkerDied(UserError):
+    """A loader worker died (a decoder crash, the out-of-memory killer); the message names the video it was decoding."""
 
 
 def note_decoding(name: str) -> None:

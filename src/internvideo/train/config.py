@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
+from ..errors import MissingFile, UserError
+
 ObjectiveName = Literal["mae", "classify", "linear_probe", "contrastive", "fusion", "localize", "openset", "qa", "ava"]
 
 
@@ -160,7 +162,7 @@ class TrainConfig:
     ava: AVASection = field(default_factory=AVASection)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     pass
 
 
@@ -250,7 +252,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if path is not None:
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"config not found: {path}")
+            raise MissingFile(f"config not found: {path}")
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:

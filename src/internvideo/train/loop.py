@@ -33,6 +33,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..errors import UserError
 from ..models.hardware import resolve_precision
 from ..data.datasets import flatten_repeats, video_dataset_of
 from ..data.shards import ShardStream, expand_shards
@@ -48,7 +49,7 @@ from .state import Checkpointer, Progress, full_tensor, resume_latest
 log = logging.getLogger("internvideo.train")
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError):
     """The loss became NaN/inf; the message names the step and the last good checkpoint."""
 
 
