@@ -28,3 +28,11 @@ def hf_tok(tmp_path_factory):
     (d / "vocab.json").write_text(json.dumps(build_vocab(merges)))
     (d / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
     return transformers.CLIPTokenizer(vocab=str(d / "vocab.json"), merges=str(d / "merges.txt"))
+
+
+@pytest.fixture(scope="module")
+def colours(tmp_path_factory):
+    """The evaluation stand-ins' colour clips (tests/eval_standins.py), built once per test module."""
+    from eval_standins import make_colour_set
+
+    return make_colour_set(tmp_path_factory.mktemp("colours"))

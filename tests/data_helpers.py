@@ -53,3 +53,10 @@ def has_codec(encoder: str, decoder: str) -> bool:
         return True
     except Exception:
         return False
+
+
+def write_file(path, text, mode="w"):
+    """Write text or bytes to ``path``, making its folder; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+    return path

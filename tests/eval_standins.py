@@ -135,3 +135,10 @@ def make_colour_set(root: Path, per_class: int = 2) -> dict[str, Path]:
     (root / "mc.jsonl").write_text("".join(json.dumps(m) + "\n" for m in mc))
     return {"list": root / "test.txt", "classes": root / "classes.txt", "captions": root / "captions.jsonl",
             "mc": root / "mc.jsonl"}
+
+
+def nan_classifier_features() -> ColourClassifier:
+    """A colour classifier whose features are all NaN (a broken model)."""
+    model = ColourClassifier()
+    model.forward_features = lambda video: torch.full((video.shape[0], 4, 3), float("nan"))
+    return model

@@ -168,7 +168,9 @@ def test_proposals_csv_pickle_and_refusal(tmp_path):
     arr = np.asfortranarray(np.arange(6, dtype=">f8").reshape(2, 3))
     got = safe_unpickle(pickle.dumps({"a": arr, "b": [1, 2.5, "x", None, True, (3,)]}))
     np.testing.assert_array_equal(got["a"], arr)
-    assert got["a"].dtype == arr.dtype and got["b"] == [1, 2.5, "x", None, True, (3,)]
+    # numpy's own unpickling (which reads the array now) gives the values in native byte order
+    assert got["a"].dtype == pickle.loads(pickle.dumps(arr)).dtype == np.float64
+    assert got["b"] == [1, 2.5, "x", None, True, (3,)]
 
     class Evil:
         def __reduce__(self):
@@ -177,6 +179,12 @@ def test_proposals_csv_pickle_and_refusal(tmp_path):
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"vid,0902": Evil()}))
     with pytest.raises(AnnotationError, match=r"evil.pkl: cannot convert pickle safely: refusing to load builtins.print"):
         read_proposals(tmp_path / "evil.pkl")
+    # protocol 0 names its globals as text; a persistent id would hand the object to the caller: both refused
+    for stream, refused in ((b"cos\nsystem\n(S'echo hostile'\ntR.", "refusing to load os.system"),
+                            (b"cnumpy\nload\n(S'x.npy'\ntR.", "refusing to load numpy.load"),
+                            (b"Pfile\n.", "refusing a persistent id")):
+        with pytest.raises(AnnotationError, match=f"hostile: cannot convert pickle safely: {refused}"):
+            safe_unpickle(stream, "hostile")
     with pytest.raises(AnnotationError, match=r"no proposals for 2 video\(s\) of the annotations: a, b"):
         check_proposals_cover(props, [("a", 1.0), ("b", 2.0), ("vid", 902.0)], "p.csv")
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from data_helpers import write_file
 from internvideo.data import (AnnotationError, DenseSampler, EvalTransformConfig, SegmentSampler, SkipLog,
                               TrainTransformConfig, VideoClassificationDataset, VideoError, VideoTextDataset,
                               View, build_eval_transform, build_train_transform, collate_videos, read_activitynet,
-                              read_ava_csv, read_classes, read_classification_list, read_msrvtt, read_qa,
+                              read_ava_groundtruth, read_classes, read_classification_list, read_msrvtt, read_qa,
                               read_video_text, write_video_text)
 from internvideo.errors import UsageError
 
@@ -130,20 +131,20 @@ def test_activitynet(tmp_path):
 def test_ava_csv(tmp_path):
     f = tmp_path / "ava.csv"
     f.write_text("vid,0.5,0.1,0.2,0.3,0.4,7,0\nvid,1.0,0,0,1,1,2,1\n")
-    boxes = read_ava_csv(f)
+    boxes = read_ava_groundtruth(f)
     assert boxes[0].box == (0.1, 0.2, 0.3, 0.4) and (boxes[0].action_id, boxes[1].person_id) == (7, 1)
 
 
 @pytest.mark.parametrize("row,words", [
     ("vid,1.0,0,0,1.5,1,2,1", "box"),
     ("vid,0.5,0.1,0.2,0.3", "expected 8 columns"),
-    ("vid,soon,0.1,0.2,0.3,0.4,7,0", "bad number"),
+    ("vid,soon,0.1,0.2,0.3,0.4,7,0", "timestamp must be a number"),
 ])
 def test_ava_csv_errors(tmp_path, row, words):
     f = tmp_path / "ava.csv"
     f.write_text("vid,0.5,0.1,0.2,0.3,0.4,7,0\n" + row + "\n")
     with pytest.raises(AnnotationError, match=rf"ava.csv:2: {words}"):
-        read_ava_csv(f)
+        read_ava_groundtruth(f)
 
 
 def test_qa(tmp_path):
@@ -298,6 +299,49 @@ def test_fps_view_and_decode_time_resize(data_world):
     assert item["video"].shape == (3, 6, 16, 16)  # 1 s at 8 fps -> 4 frames at 4 fps, padded to 6
     assert item["video"].dtype == torch.float32 and 0 <= item["video"].min() and item["video"].max() <= 1
     assert torch.equal(item["video"][:, 3], item["video"][:, 5])  # padding repeats the last frame
+
+
+def test_unknown_label_is_left_out_of_training_not_the_last_class(tmp_path, caplog):
+    from internvideo.data.labels import merge_label_sets
+
+    lst = write_file(tmp_path / "named/train.txt", "a.mp4 0\nb.mp4 1\nc.mp4 -1\n")
+    write_file(tmp_path / "named/classes.txt", "jump\nrun\n")
+    with caplog.at_level("WARNING"):
+        names, samples = merge_label_sets([(lst, None)])
+    # Before: c.mp4 was trained as names[-1] == "run".
+    assert names == ["jump", "run"] and [s.label for s in samples] == [0, 1]
+    assert "1 training line(s) labelled -1" in caplog.text
+
+
+def test_unnamed_labels_keep_their_numbers(tmp_path):
+    from internvideo.data.labels import merge_label_sets
+
+    labels = [9, 3, 7, 8, 0, 6, 2, 5, -1]
+    lst = write_file(tmp_path / "train.txt", "".join(f"v{i}.mp4 {y}\n" for i, y in enumerate(labels)))
+    names, samples = merge_label_sets([(lst, None)])
+    # Before: ['9', '3', '7', '8', '0', '6', '2', '5', '-1'] and scrambled indices.
+    assert names == [str(i) for i in range(10)]
+    assert [s.label for s in samples] == labels[:-1]
+
+
+def test_label_beyond_classes_names_file_and_line(tmp_path):
+    from internvideo.data import AnnotationError
+    from internvideo.data.labels import merge_label_sets
+
+    lst = write_file(tmp_path / "train.txt", "a.mp4 0\n\nb.mp4 2\n")
+    write_file(tmp_path / "classes.txt", "jump\nrun\n")
+    with pytest.raises(AnnotationError, match=r"train\.txt:3: label 2 is out of range: there are 2 classes"):
+        merge_label_sets([(lst, None)])
+
+
+def test_utf8_bom_is_stripped_from_lists_and_classes(tmp_path):
+    from internvideo.data import read_classes, read_classification_list
+
+    lst = write_file(tmp_path / "l.txt", "\ufeffvideos/a.mp4 0\n".encode())
+    cls = write_file(tmp_path / "c.txt", "\ufeffjump\nrun\n".encode())
+    # Before: the first path started with U+FEFF (file not found) and the first class name silently did too.
+    assert read_classification_list(lst)[0].path == str(tmp_path / "videos/a.mp4")
+    assert read_classes(cls) == ["jump", "run"]
 
 
 # ----------------------------------------------------------------------------- recipe -> view

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from internvideo.data import (ACTIONS, HELD_OUT_CLASSES, make_world, probe, read_activitynet, read_ava_csv,
+from internvideo.data import (ACTIONS, HELD_OUT_CLASSES, make_world, probe, read_activitynet, read_ava_groundtruth,
                               read_classes, read_classification_list, read_frames, read_qa, read_video_text)
 from internvideo.data.synthetic import COLORS, REVERSED, _random_actor, render_clip
 
@@ -88,7 +88,7 @@ def test_localization_videos_match_their_annotations(data_world):
 
 def test_ava_rows(data_world):
     folder = data_world.root / "ava"
-    rows = read_ava_csv(folder / "ava_train.csv") + read_ava_csv(folder / "ava_val.csv")
+    rows = read_ava_groundtruth(folder / "ava_train.csv") + read_ava_groundtruth(folder / "ava_val.csv")
     assert {r.video_id for r in rows} == {f"ava_{i:05d}" for i in range(data_world.num_ava)}
     assert {r.person_id for r in rows} == {0, 1}
     assert all(1 <= r.action_id <= len(ACTIONS) for r in rows)

@@ -148,3 +148,10 @@ def test_mixup_cutmix_targets():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     with pytest.raises(ValueError, match="B, C, T, H, W"):
         plain(video[0], labels)
+
+
+def test_zero_std_in_a_transform_is_a_clear_error():
+    from internvideo.data.transforms import Normalize
+
+    with pytest.raises(ValueError, match="positive std"):
+        Normalize(std=(0.0, 0.0, 0.0))

@@ -9,7 +9,7 @@ import pytest
 
 import internvideo
 from internvideo.tasks.common import clip_embedding
-from eval_standins import ColourClassifier
+from eval_standins import ColourClassifier, nan_classifier_features
 from internvideo.data import IMAGENET_MEAN, IMAGENET_STD, write_video
 from internvideo.tasks import extract as E
 from internvideo.errors import UsageError
@@ -141,3 +141,51 @@ def test_extract_cli(videos, tmp_path):
     feats = np.load(tmp_path / "cli/videos/ramp24.npy")
     assert feats.shape == (3, 64) and feats.dtype == np.float16  # stride defaults to the window: 0, 8, 16
     assert json.loads((tmp_path / "cli" / E.CONFIG_NAME).read_text())["model"] == str(model_dir)
+
+
+@pytest.fixture(scope="module")
+def ext_videos(tmp_path_factory):
+    from internvideo.data import write_video
+
+    root = tmp_path_factory.mktemp("ext")
+    for name, level, length in (("a.mp4", 60, 12), ("a.mkv", 180, 12), ("b.mp4", 120, 16)):
+        write_video(root / name, np.full((length, 32, 40, 3), level, dtype=np.uint8), fps=8, options={"crf": "0"})
+    return root
+
+
+def test_extract_videos_differing_by_extension_get_their_own_files(ext_videos, tmp_path):
+    from internvideo.tasks import extract as E
+
+    out = tmp_path / "f"
+    E.extract_features(ColourClassifier(), [ext_videos / "a.mp4", ext_videos / "a.mkv", ext_videos / "b.mp4"], out,
+                       root=ext_videos, **QUIET)
+    rows = read_index(out)
+    # Before: both a.* wrote a.npy, two "ok" rows pointing at one file (the second overwrote the first).
+    assert [r["features"] for r in rows] == ["a.mp4.npy", "a.mkv.npy", "b.npy"]
+    assert not np.allclose(np.load(out / "a.mp4.npy"), np.load(out / "a.mkv.npy"))
+
+
+def test_extract_rerun_recomputes_empty_files_and_keeps_window_fields(ext_videos, tmp_path):
+    from internvideo.tasks import extract as E
+
+    out = tmp_path / "w"
+    videos = [ext_videos / "a.mp4", ext_videos / "b.mp4"]
+    E.extract_features(ColourClassifier(), videos, out, root=ext_videos, window=8, stride=4, **QUIET)
+    first = read_index(out)
+    (out / "b.npy").write_bytes(b"")  # a 0-byte file left by a full disk
+    summary = E.extract_features(ColourClassifier(), videos, out, root=ext_videos, window=8, stride=4, **QUIET)
+    assert summary["extracted"] == 1 and summary["existing"] == 1  # before: EOFError
+    rows = read_index(out)
+    assert rows[0]["status"] == "exists" and rows[1]["status"] == "ok"
+    for key in ("window_frames", "stride_frames", "fps", "num_frames"):  # before: missing from reused rows
+        assert rows[0][key] == first[0][key]
+
+
+def test_extract_marks_nan_features_as_errors(ext_videos, tmp_path):
+    from internvideo.tasks import extract as E
+
+    summary = E.extract_features(nan_classifier_features(), [ext_videos / "b.mp4"], tmp_path / "n", **QUIET)
+    row = read_index(tmp_path / "n")[0]
+    # Before: NaN features written with status "ok".
+    assert row["status"] == "error" and "non-finite" in row["error"] and summary["extracted"] == 0
+    assert not list((tmp_path / "n").rglob("*.npy"))

@@ -105,7 +105,7 @@ def test_fusion_objective_trains_through_the_loop_and_cache_matches(tmp_path):
     saved = internvideo.load_model(result.checkpoint)
     assert isinstance(saved, CMAFusion)
     cached = train(load_config(None, base[:-1] + ["run.epochs=1", f"run.out_dir={tmp_path / 'cached'}",
-                                                  f"data.feature_cache={tmp_path / 'cache'}", "data.scale=[0.5, 1.0]"]))
+                                                  f"fusion.feature_cache={tmp_path / 'cache'}", "data.scale=[0.5, 1.0]"]))
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 8
     assert cached.steps == 2
 

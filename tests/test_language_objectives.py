@@ -20,7 +20,7 @@ def _args(world, out, objective, model, *extra):
 @pytest.mark.slow  # about a minute on the shared 2-core machine (two epochs with evaluation)
 def test_openset_objective_trains_on_known_classes(data_world, tmp_path):
     cfg = load_config(None, _args(data_world.root, tmp_path, "openset", "videomae_tiny", "data.train=openset_train.txt",
-                                  "data.val=openset_val.txt", "run.epochs=2", "optim.edl_annealing_epochs=1",
+                                  "data.val=openset_val.txt", "run.epochs=2", "openset.edl_annealing_epochs=1",
                                   "model.overrides.num_frames=4", "model.overrides.frame_interval=2"))
     result = train(cfg)
     rows = [r for r in result.history if r["kind"] == "train"]
@@ -46,7 +46,7 @@ def test_openset_objective_refuses_unknown_training_videos(data_world, tmp_path)
 
 def test_qa_objective_trains_and_saves_a_qa_model(data_world, tmp_path):
     cfg = load_config(None, _args(data_world.root, tmp_path, "qa", "internvideo_mm_tiny", "data.train=qa_train.jsonl",
-                                  "data.val=qa_val.jsonl", "run.max_steps=6", "data.qa_answers=20",
+                                  "data.val=qa_val.jsonl", "run.max_steps=6", "qa.answers=20",
                                   "model.overrides.caption_layers=0"))
     result = train(cfg)
     assert result.metric_name == "accuracy" and result.best_metric is not None

@@ -26,8 +26,8 @@ def test_localize_objective_trains_evaluates_and_saves(tmp_path, one_thread):
     cfg = load_config(None, [
         "objective=localize", "model.name=actionformer_small",
         "model.overrides={embed_dim: 16, head_dim: 16, num_heads: 2, window: 5}",
-        f"data.train={gt}", f"data.features={feats}", "data.feat_stride=1", "data.window_frames=1", "data.fps=1",
-        "data.tiou=[0.3, 0.4, 0.5, 0.6, 0.7]", "data.num_workers=0",
+        f"data.train={gt}", f"localize.features={feats}", "localize.feat_stride=1", "localize.window_frames=1",
+        "localize.fps=1", "localize.tiou=[0.3, 0.4, 0.5, 0.6, 0.7]", "data.num_workers=0",
         "optim.lr=2e-3", "optim.scale_lr=false", "optim.clip_grad=1.0", "run.batch_size=4", "run.epochs=10",
         f"run.out_dir={tmp_path / 'run'}", "run.progress=false", "run.eval_every=1000", "run.save_every=1000"])
     result = train(cfg)
@@ -58,12 +58,12 @@ def test_localize_objective_trains_evaluates_and_saves(tmp_path, one_thread):
 
 def test_localize_objective_errors(tmp_path):
     gt, feats = separable_world(tmp_path / "world", num_videos=4)
-    base = ["objective=localize", f"data.train={gt}", "data.feat_stride=1", "data.window_frames=1", "data.fps=1",
-            f"run.out_dir={tmp_path / 'run'}"]
-    with pytest.raises(ValueError, match="data.features"):
+    base = ["objective=localize", f"data.train={gt}", "localize.feat_stride=1", "localize.window_frames=1",
+            "localize.fps=1", f"run.out_dir={tmp_path / 'run'}"]
+    with pytest.raises(ValueError, match="localize.features"):
         train(load_config(None, base + ["model.name=actionformer_small"]))
     with pytest.raises(ValueError, match="unknown localization model 'videomae_tiny'"):
-        train(load_config(None, base + ["model.name=videomae_tiny", f"data.features={feats}"]))
+        train(load_config(None, base + ["model.name=videomae_tiny", f"localize.features={feats}"]))
 
 
 @pytest.mark.slow

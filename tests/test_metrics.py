@@ -9,6 +9,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, top_k_accuracy_score
 
 from internvideo.tasks import metrics as M
+from internvideo.tasks.metrics import correct_rank, retrieval_ranks, topk_accuracy
 
 # ----------------------------------------------------------------------------- classification
 
@@ -214,3 +215,14 @@ def test_retrieval_input_errors():
         M.retrieval_ranks_from_sim(np.zeros((3, 2)))
     with pytest.raises(ValueError, match="index videos"):
         M.retrieval_ranks_from_sim(np.zeros((2, 2)), [0, 2])
+
+
+def test_nan_scores_never_count_as_hits():
+    scores = np.array([[np.nan, 0.1, 0.2], [0.3, np.nan, 0.1], [np.inf, 0.0, 0.0]])
+    # Before: a NaN true-class score had nothing ">=" it, so it ranked first (a hit).
+    assert correct_rank(scores, [0, 1, 0]).tolist() == [3, 3, 3]
+    assert topk_accuracy(np.full((4, 5), np.nan), [0, 1, 2, 3], ks=(1,))[1] == 0.0
+    t2v, v2t = retrieval_ranks(torch.full((3, 4), float("nan")), torch.randn(3, 4))
+    assert t2v.tolist() == [3, 3, 3] and v2t.tolist() == [3, 3, 3]
+    t2v, v2t = retrieval_ranks(torch.full((3, 4), float("nan")), torch.randn(3, 4), dsl=True)
+    assert t2v.tolist() == [3, 3, 3] and v2t.tolist() == [3, 3, 3]

@@ -14,22 +14,18 @@ import torch
 import torch.nn.functional as F
 
 import internvideo
-from eval_standins import NAMES, ColourClassifier, ColourCLIP, HashText, make_colour_set
+from data_helpers import write_file
+from eval_standins import NAMES, ColourClassifier, ColourCLIP, HashText, nan_classifier_features
 from internvideo.data import VideoTextSample
 from internvideo.tasks import (
     EVAL_COMMANDS, DEFAULT_TEMPLATES, evaluate_multiple_choice, evaluate_recognition, evaluate_retrieval,
     evaluate_zeroshot, linear_probe, multiple_choice, recognition, retrieval, zeroshot_classifier,
 )
-from internvideo.tasks.metrics import average_views
 from internvideo.errors import UsageError
 from internvideo.tasks.common import WrongModelError
+from internvideo.tasks.metrics import NonFiniteError, average_views
 
 QUIET = dict(progress=False)
-
-
-@pytest.fixture(scope="module")
-def colours(tmp_path_factory):
-    return make_colour_set(tmp_path_factory.mktemp("colours"))
 
 
 def test_recognition_single_and_multi_view(colours):
@@ -173,3 +169,93 @@ def test_real_tiny_models_run_every_task(colours, tmp_path):
     summary = extract_features(fusion, colours["list"], tmp_path / "fused", **QUIET)
     assert summary["extracted"] == 8
     assert np.load(tmp_path / "fused/videos/red_0.npy").shape == (64 + 32,)  # [VideoMAE pooled, mm embedding]
+
+
+def _nan_classifier() -> ColourClassifier:
+    model = ColourClassifier()
+    model.centres[0, 0] = float("nan")  # one NaN weight in the "head"
+    return model
+
+
+def test_recognition_with_nan_weight_fails_then_scores_zero(colours):
+    with pytest.raises(NonFiniteError, match="8 of 8 test videos gave non-finite"):
+        evaluate_recognition(_nan_classifier(), colours["list"], **QUIET)
+    result = evaluate_recognition(_nan_classifier(), colours["list"], allow_nonfinite=True, **QUIET)
+    assert result["top1"] == 0.0 and result["num_nonfinite"] == 8  # was 100 %
+    assert evaluate_recognition(ColourClassifier(), colours["list"], **QUIET)["num_nonfinite"] == 0
+
+
+def test_linear_probe_with_nan_features_fails(colours):
+    with pytest.raises(NonFiniteError, match="training videos"):
+        linear_probe(nan_classifier_features(), colours["list"], colours["list"], **QUIET)
+
+
+class _NaNCLIP(ColourCLIP):
+    def encode_video(self, video):
+        out = super().encode_video(video)
+        return out + self.bad  # one NaN in the "projection"
+
+    def __init__(self):
+        super().__init__()
+        self.bad = torch.tensor([float("nan"), 0.0, 0.0])
+
+
+def test_zeroshot_and_retrieval_with_nan_projection(colours):
+    with pytest.raises(NonFiniteError, match="8 of 8 test videos"):
+        evaluate_zeroshot(_NaNCLIP(), colours["list"], colours["classes"], **QUIET)
+    zs = evaluate_zeroshot(_NaNCLIP(), colours["list"], colours["classes"], allow_nonfinite=True, **QUIET)
+    assert zs["top1"] == 0.0 and zs["num_nonfinite"] == 8
+    with pytest.raises(NonFiniteError, match="8 of 8 videos"):
+        evaluate_retrieval(_NaNCLIP(), colours["captions"], **QUIET)
+    r = evaluate_retrieval(_NaNCLIP(), colours["captions"], dsl=True, allow_nonfinite=True, **QUIET)
+    assert r["t2v"]["R@1"] == 0.0 and r["v2t"]["R@1"] == 0.0  # was 100 % both ways
+    assert r["dsl"]["t2v"]["R@1"] == 0.0 and r["num_nonfinite"] == {"videos": 8, "captions": 0}
+
+
+def test_recognition_maps_labels_by_the_saved_class_names(colours, tmp_path):
+    from internvideo.data import read_classes
+    from internvideo.tasks.recognition import align_labels, classification_dataset
+
+    model = ColourClassifier()
+    names = read_classes(colours["classes"])
+    # A test list written against another classes.txt order: labels are indices into *that* file.
+    root = colours["list"].parent
+    order = names[::-1]
+    lines = [f"{root}/videos/{n}_0.mp4 {order.index(n)}" for n in names]
+    write_file(tmp_path / "rev/test.txt", "\n".join(lines) + "\n")
+    write_file(tmp_path / "rev/classes.txt", "\n".join(order) + "\n")
+    model.config.class_names = tuple(names)  # as a checkpoint of `internvideo train` stores them
+    assert evaluate_recognition(model, tmp_path / "rev/test.txt", **QUIET)["top1"] == 100.0
+    model.config.class_names = None  # without names the list's indices are trusted (and are wrong here)
+    assert evaluate_recognition(model, tmp_path / "rev/test.txt", **QUIET)["top1"] == 0.0
+    ds = classification_dataset(model, tmp_path / "rev/test.txt")
+    with pytest.raises(UsageError, match="not among the model's"):
+        align_labels(ds, ("red", "green"))
+
+
+def test_duplicate_lines_are_counted_once_and_reported(colours, tmp_path):
+    from internvideo.tasks import recognition, retrieval
+
+    lines = colours["list"].read_text().splitlines()
+    dup = write_file(colours["list"].parent / "dup.txt", "\n".join(lines + lines[:3]) + "\n")  # 11 lines, 8 videos
+    result = evaluate_recognition(ColourClassifier(), dup, **QUIET)
+    assert result["num_samples"] == 8 and result["num_duplicates"] == 3  # before: 11 samples
+    assert "duplicate lines dropped" in recognition.results_table(result)
+    clash = write_file(colours["list"].parent / "clash.txt", lines[0] + "\n" + lines[0].rsplit(" ", 1)[0] + " 3\n")
+    with pytest.raises(UsageError, match="is listed with labels 0 and 3"):
+        evaluate_recognition(ColourClassifier(), clash, **QUIET)
+
+    records = colours["captions"].read_text().splitlines()
+    dup_caps = write_file(colours["list"].parent / "dup.jsonl", "\n".join(records + records[:2]) + "\n")
+    r = evaluate_retrieval(ColourCLIP(), dup_caps, **QUIET)
+    assert r["num_captions"] == 16 and r["num_duplicates"] == 4  # before: 20 caption queries
+    assert "duplicate pairs dropped" in retrieval.results_table(r)
+
+
+def test_multiple_choice_with_nan_projection_fails(colours):
+    from internvideo.tasks import evaluate_multiple_choice
+
+    with pytest.raises(NonFiniteError, match="8 of 8 questions"):
+        evaluate_multiple_choice(_NaNCLIP(), colours["mc"], **QUIET)
+    result = evaluate_multiple_choice(_NaNCLIP(), colours["mc"], allow_nonfinite=True, **QUIET)
+    assert result["accuracy"] == 0.0 and result["chance"] == pytest.approx(100 / 3)

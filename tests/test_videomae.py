@@ -354,3 +354,10 @@ def test_torchscript_refused_unless_allowed(tmp_path):
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
     with pytest.raises(CheckpointError, match="allow_torchscript=True"):
         internvideo.load_model(path)
+
+
+def test_mask_ratio_hiding_nothing_is_a_clear_error():
+    from internvideo.models.videomae import tube_mask
+
+    with pytest.raises(ValueError, match="hides no token"):  # before: a reshape error in the loss
+        tube_mask(1, (2, 4, 4), 0.0)

@@ -11,10 +11,11 @@ The names most code needs are re-exported here::
 See ``docs/data.md`` for the formats and the design.
 """
 
+from .ava import read_ava_groundtruth
 from .datasets import (
     AnnotationError, AVABox, ClassificationSample, LocalizationVideo, QASample, Segment, SkipLog, SkipSummary,
     VideoClassificationDataset, VideoDataset, VideoTextDataset, VideoTextSample, View, collate_videos,
-    read_activitynet, read_ava_csv, read_classes, read_classification_list, read_msrvtt, read_qa, read_video_text,
+    read_activitynet, read_classes, read_classification_list, read_msrvtt, read_qa, read_video_text,
     recipe_view, write_video_text,
 )
 from .memory import DecodedVideos
@@ -37,7 +38,7 @@ __all__ = [
     "build_train_transform", "build_eval_transform", "MixupCutmix",
     "AnnotationError", "ClassificationSample", "VideoTextSample", "Segment", "LocalizationVideo", "AVABox", "QASample",
     "read_classification_list", "read_classes", "read_video_text", "write_video_text", "read_msrvtt",
-    "read_activitynet", "read_ava_csv", "read_qa",
+    "read_activitynet", "read_ava_groundtruth", "read_qa",
     "View", "recipe_view", "VideoDataset", "DecodedVideos", "VideoClassificationDataset", "VideoTextDataset",
     "collate_videos", "SkipLog",
     "SkipSummary",

@@ -10,10 +10,10 @@ The files a user of AVA already has:
 * excluded timestamps ``video_id, timestamp``;
 * person proposals: CSV ``video_id, timestamp, x1, y1, x2, y2, score`` or the pickled
   ``{"video_id,timestamp": array (N, 5)}`` files that SlowFast / AlphAction
-  distribute. Pickles are **converted without being executed**: a small
-  interpreter walks the pickle opcodes and only understands dicts, lists,
-  tuples, numbers, strings and numpy arrays; anything else (a class, a
-  function call it does not know) is refused with an error.
+  distribute. Pickles are read by an unpickler that loads only numpy's array,
+  dtype and scalar reconstructors and a few builtins besides plain data
+  (dicts, lists, tuples, numbers, strings); a stream naming anything else
+  (a class, a function) is refused with an error before anything runs.
 
 A keyframe is keyed by ``(video_id, timestamp)`` with the timestamp rounded
 to microseconds (the official evaluator's key), so ``0902`` and ``902.0`` match.
@@ -24,13 +24,14 @@ and carries the boxes through every spatial transform (:class:`BoxTransform`).
 """
 from __future__ import annotations
 
+import codecs
 import collections
 import csv
 import dataclasses
 import io
 import math
 import os
-import pickletools
+import pickle
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -198,7 +199,7 @@ def read_proposals(path: PathLike) -> dict[Key, np.ndarray]:
 
     CSV rows ``video_id, timestamp, x1, y1, x2, y2[, score]`` or a pickle
     (``.pkl``/``.pickle``) mapping ``"video_id,timestamp"`` to ``(N, 4|5)``
-    arrays, converted by :func:`safe_unpickle` (never executed).
+    arrays, read by :func:`safe_unpickle` (no code in it runs).
     """
     path = Path(path)
     with open(path, "rb") as f:
@@ -256,197 +257,47 @@ def check_proposals_cover(proposals: Mapping[Key, np.ndarray], keys: Iterable[Ke
                                     "(a proposal file for other videos?)")
 
 
-# Pickle conversion: enough of the pickle machine for dicts of numpy arrays written by Python 2 or 3.
-# Nothing here imports or calls what the stream names; known globals map to converters below.
-_MARK = object()
+# Pickles: the standard unpickler, but a global it may load is looked up in this table, never imported (as
+# torch.load(weights_only=True) does). What remains callable builds numpy arrays, dtypes and scalars, floats and
+# bytes; a stream naming anything else (a class, os.system, ...) is refused before it runs.
+def _numpy_reconstructors() -> dict[str, Any]:
+    # Take them from numpy's own reduce output: their module moved (numpy.core -> numpy._core) between versions.
+    return {"_reconstruct": np.array(0).__reduce__()[0], "_frombuffer": np.array([0.0]).__reduce_ex__(5)[0],
+            "scalar": np.float64(0).__reduce__()[0]}
 
 
-class _Recon:
-    """A numpy object being rebuilt: ``_reconstruct`` creates it, ``BUILD`` fills its state."""
-
-    def __init__(self, kind: str, args: tuple = ()):
-        self.kind, self.args, self.value = kind, args, None
-
-
-def _latin1(b: Any) -> bytes:
-    return b.encode("latin-1") if isinstance(b, str) else bytes(b)
-
-
-def _dtype_of(obj: Any) -> np.dtype:
-    if isinstance(obj, _Recon) and obj.kind == "dtype":
-        return obj.value
-    raise ValueError("array without a dtype")
-
-
-def _build(obj: Any, state: Any) -> Any:
-    if not isinstance(obj, _Recon):
-        if isinstance(obj, dict) and isinstance(state, dict):
-            obj.update(state)
-            return obj
-        raise ValueError(f"cannot set state of {type(obj).__name__}")
-    if obj.kind == "dtype":
-        code = obj.args[0]
-        code = code.decode() if isinstance(code, bytes) else code
-        dt = np.dtype(str(code))
-        order = state[1] if isinstance(state, tuple) and len(state) > 1 else "|"
-        if order in ("<", ">") and dt.itemsize > 1:
-            dt = dt.newbyteorder(order)
-        obj.value = dt
-    elif obj.kind == "ndarray":
-        _, shape, dtype, fortran, raw = state[:5]
-        dt = _dtype_of(dtype)
-        if isinstance(raw, list):  # object arrays pickle their items; only plain numbers are accepted
-            arr = np.asarray(raw, dtype=dt)
-        else:
-            arr = np.frombuffer(_latin1(raw), dtype=dt).copy()
-        obj.value = arr.reshape(shape, order="F" if fortran else "C")
-    return obj
-
-
-def _call(func: Any, args: tuple) -> Any:
-    if func == ("numpy", "_reconstruct"):
-        return _Recon("ndarray")
-    if func == ("numpy", "dtype"):
-        return _Recon("dtype", args)
-    if func == ("numpy", "scalar"):
-        dt = _dtype_of(args[0])
-        return np.frombuffer(_latin1(args[1]), dtype=dt)[0].item()
-    if func == ("numpy", "_frombuffer"):  # protocol 5 (numpy >= 1.16): buffer, dtype, shape, order
-        buf, dtype, shape, order = args
-        return np.frombuffer(_latin1(buf), dtype=_dtype_of(dtype)).reshape(shape, order=order).copy()
-    if func == ("builtins", "float"):
-        return float(args[0])
-    if func == ("builtins", "bytes"):
-        return bytes(_latin1(args[0])) if args else b""
-    if func == ("_codecs", "encode"):  # Python 3 writes Python 2 byte strings as encode(text, "latin1")
-        return _latin1(args[0])
-    raise ValueError(f"refusing to call {func[0]}.{func[1]}")
-
-
-_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): ("numpy", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"): ("numpy", "_reconstruct"),
-    ("numpy", "ndarray"): ("numpy", "ndarray"),
-    ("numpy.core.numeric", "_frombuffer"): ("numpy", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"): ("numpy", "_frombuffer"),
-    ("numpy", "dtype"): ("numpy", "dtype"),
-    ("numpy.core.multiarray", "scalar"): ("numpy", "scalar"),
-    ("numpy._core.multiarray", "scalar"): ("numpy", "scalar"),
-    ("builtins", "float"): ("builtins", "float"),
-    ("__builtin__", "float"): ("builtins", "float"),
-    ("builtins", "bytes"): ("builtins", "bytes"),
-    ("__builtin__", "bytes"): ("builtins", "bytes"),
-    ("_codecs", "encode"): ("_codecs", "encode"),
+_NUMPY = _numpy_reconstructors()
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    **{(f"numpy{core}.multiarray", k): _NUMPY[k] for core in (".core", "._core") for k in ("_reconstruct", "scalar")},
+    **{(f"numpy{core}.numeric", "_frombuffer"): _NUMPY["_frombuffer"] for core in (".core", "._core")},
+    ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+    **{(m, k): v for m in ("builtins", "__builtin__") for k, v in (("float", float), ("bytes", bytes))},
+    ("_codecs", "encode"): codecs.encode,  # Python 3 writes Python 2 byte strings as encode(text, "latin1")
 }
 
 
-def _unwrap(obj: Any) -> Any:
-    if isinstance(obj, _Recon):
-        if obj.kind != "ndarray" or obj.value is None:
-            raise ValueError(f"incomplete numpy {obj.kind} in the pickle")
-        return obj.value
-    if isinstance(obj, dict):
-        return {_unwrap(k): _unwrap(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_unwrap(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_unwrap(v) for v in obj)
-    return obj
+class _PlainDataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays and plain data are "
+                                         "read)") from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("refusing a persistent id (only numpy arrays and plain data are read)")
 
 
 def safe_unpickle(data: bytes, name: str = "<pickle>") -> Any:
-    """Convert a pickle of dicts/lists/tuples/numbers/strings/numpy arrays without executing it.
+    """Read a pickle of dicts/lists/tuples/numbers/strings/numpy arrays, written by Python 2 or 3.
 
     Raises :class:`AnnotationError` naming ``name`` for anything else (a
-    class or callable other than numpy's array and dtype reconstructors).
+    class or callable other than numpy's array, dtype and scalar
+    reconstructors): nothing the stream names is imported or run.
     """
-    stack: list[Any] = []
-    memo: dict[int, Any] = {}
-
-    def pop_mark() -> list[Any]:
-        i = len(stack) - 1
-        while stack[i] is not _MARK:
-            i -= 1
-        items = stack[i + 1:]
-        del stack[i:]
-        return items
-
     try:
-        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
-            n = op.name
-            if n in ("PROTO", "FRAME"):
-                continue
-            if n == "STOP":
-                break
-            if n == "EMPTY_DICT":
-                stack.append({})
-            elif n == "DICT":
-                items = pop_mark()
-                stack.append(dict(zip(items[::2], items[1::2])))
-            elif n == "EMPTY_LIST":
-                stack.append([])
-            elif n == "LIST":
-                stack.append(pop_mark())
-            elif n == "EMPTY_TUPLE":
-                stack.append(())
-            elif n == "TUPLE":
-                stack.append(tuple(pop_mark()))
-            elif n in ("TUPLE1", "TUPLE2", "TUPLE3"):
-                k = int(n[-1])
-                items = tuple(stack[-k:])
-                del stack[-k:]
-                stack.append(items)
-            elif n == "MARK":
-                stack.append(_MARK)
-            elif n in ("BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "UNICODE", "BININT", "BININT1", "BININT2",
-                       "LONG1", "LONG4", "BINFLOAT", "FLOAT", "INT", "LONG", "SHORT_BINBYTES", "BINBYTES",
-                       "BINBYTES8", "BYTEARRAY8", "SHORT_BINSTRING", "BINSTRING", "STRING"):
-                stack.append(arg)
-            elif n == "NONE":
-                stack.append(None)
-            elif n == "NEWTRUE":
-                stack.append(True)
-            elif n == "NEWFALSE":
-                stack.append(False)
-            elif n in ("BINPUT", "LONG_BINPUT", "PUT"):
-                memo[int(arg)] = stack[-1]
-            elif n == "MEMOIZE":
-                memo[len(memo)] = stack[-1]
-            elif n in ("BINGET", "LONG_BINGET", "GET"):
-                stack.append(memo[int(arg)])
-            elif n == "SETITEM":
-                value, key = stack.pop(), stack.pop()
-                stack[-1][key] = value
-            elif n == "SETITEMS":
-                items = pop_mark()
-                stack[-1].update(zip(items[::2], items[1::2]))
-            elif n == "APPEND":
-                value = stack.pop()
-                stack[-1].append(value)
-            elif n == "APPENDS":
-                items = pop_mark()
-                stack[-1].extend(items)
-            elif n in ("GLOBAL", "STACK_GLOBAL"):
-                if n == "GLOBAL":
-                    module, qual = arg.split(" ", 1)
-                else:
-                    qual, module = stack.pop(), stack.pop()
-                if (module, qual) not in _GLOBALS:
-                    raise ValueError(f"refusing to load {module}.{qual} (only numpy arrays and plain data are read)")
-                stack.append(_GLOBALS[(module, qual)])
-            elif n == "REDUCE":
-                args, func = stack.pop(), stack.pop()
-                stack.append(_call(func, tuple(args)))
-            elif n == "BUILD":
-                state = stack.pop()
-                stack[-1] = _build(stack[-1], state)
-            else:
-                raise ValueError(f"unsupported pickle opcode {n}")
-        if len(stack) != 1:
-            raise ValueError("malformed pickle stream")
-        return _unwrap(stack[0])
-    except AnnotationError:
-        raise
+        # latin1: a Python 2 str is text or a numpy array's raw bytes; numpy reads the latter back from latin1
+        return _PlainDataUnpickler(io.BytesIO(data), encoding="latin1").load()
     except Exception as e:  # noqa: BLE001 - every failure of an untrusted stream is the file's problem
         raise AnnotationError(name, f"cannot convert pickle safely: {e}") from None
 

@@ -61,7 +61,7 @@ from .workers import note_decoding
 __all__ = [
     "AnnotationError", "ClassificationSample", "VideoTextSample", "Segment", "LocalizationVideo", "AVABox", "QASample",
     "read_classification_list", "read_classes", "read_video_text", "write_video_text", "read_msrvtt",
-    "read_activitynet", "read_ava_csv", "read_qa", "text_lines",
+    "read_activitynet", "read_qa", "text_lines",
     "View", "VideoDataset", "VideoClassificationDataset", "VideoTextDataset", "collate_videos", "SkipLog",
     "SkipSummary", "IMAGE_EXTENSIONS", "json_number", "read_segment", "flatten_repeats", "video_dataset_of",
 ]
@@ -382,28 +382,6 @@ def read_activitynet(path: PathLike, clip: bool = True) -> dict[str, Localizatio
         log.warning("%s: %d segment(s) outside [0, duration] clipped (%d left empty and dropped)", os.fspath(path),
                     clipped, dropped)
     return videos
-
-
-def read_ava_csv(path: PathLike) -> list[AVABox]:
-    """AVA-style CSV rows ``video_id, timestamp, x1, y1, x2, y2, action_id, person_id`` (coordinates 0-1)."""
-    boxes = []
-    with open(path, encoding="utf-8", newline="") as f:
-        for number, row in enumerate(csv.reader(f), start=1):
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) != 8:
-                raise AnnotationError(path, f"expected 8 columns (video_id, timestamp, x1, y1, x2, y2, action_id, "
-                                            f"person_id), got {len(row)}", number)
-            try:
-                timestamp, x1, y1, x2, y2 = (float(v) for v in row[1:6])
-                action_id, person_id = int(row[6]), int(row[7])
-            except ValueError as e:
-                raise AnnotationError(path, f"bad number ({e})", number) from None
-            if not (0 <= x1 <= x2 <= 1 and 0 <= y1 <= y2 <= 1):
-                raise AnnotationError(path, f"box ({x1}, {y1}, {x2}, {y2}) must satisfy 0 <= x1 <= x2 <= 1 "
-                                            "and 0 <= y1 <= y2 <= 1", number)
-            boxes.append(AVABox(row[0].strip(), timestamp, (x1, y1, x2, y2), action_id, person_id))
-    return boxes
 
 
 #: The question words MSRVTT-QA and MSVD-QA results are broken down by (from the question's first word).

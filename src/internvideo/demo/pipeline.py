@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -63,7 +64,7 @@ from ..tasks import evaluate_multiple_choice, evaluate_recognition, evaluate_zer
 from ..tasks.recognition import classification_dataset
 from ..tasks.retrieval import metrics_from_embeddings, retrieval_embeddings
 from ..train import TrainConfig, train
-from ..train.config import DataSection, ModelSection, OptimSection, RunSection, save_config
+from ..train.config import DataSection, FusionSection, ModelSection, OptimSection, RunSection, save_config
 from . import ava as ava_demo
 from . import localization, open_language
 from . import search as search_demo
@@ -150,8 +151,9 @@ def decode_workers() -> int:
 
 def _config(stage_dir: Path, world: Path, preset: Preset, seed: int, progress: bool, objective: str,
             model: ModelSection, data: dict[str, Any], optim: dict[str, Any] | None = None,
-            run: dict[str, Any] | None = None) -> TrainConfig:
-    """A training config: the settings every demo stage shares, updated by the stage's own."""
+            run: dict[str, Any] | None = None, **sections: Any) -> TrainConfig:
+    """A training config: the settings every demo stage shares, updated by the stage's own (``sections``: the
+    objective's own section, e.g. ``fusion=FusionSection(...)``)."""
     # The world is small (2,000 clips of 16 x 32 x 32 x 3 bytes, ~100 MB): decoded once, shared by every stage.
     # No loader workers then: cropping 32 px clips costs little, and both cores compute (1.2x faster contrastive
     # steps than one compute thread beside one worker, measured on 2 cores).
@@ -165,7 +167,7 @@ def _config(stage_dir: Path, world: Path, preset: Preset, seed: int, progress: b
     run = {"out_dir": str(stage_dir), "epochs": 10_000, "batch_size": preset.batch_size, "seed": seed,
            "log_every": 10, "save_every": 1_000_000, "keep_last": 1, "resume": False, "progress": progress,
            "eval_every": eval_every, **run}
-    return TrainConfig(objective, model, DataSection(**data), OptimSection(**optim), RunSection(**run))
+    return TrainConfig(objective, model, DataSection(**data), OptimSection(**optim), RunSection(**run), **sections)
 
 
 # ----------------------------------------------------------------------------- stages
@@ -263,113 +265,190 @@ def run_seeds(out: str | os.PathLike = "demo_out", preset: str | Preset = "defau
     return summary
 
 
+@dataclasses.dataclass
+class _Demo:
+    """What the stages of one demo run share: its settings, and what each stage leaves for the later ones."""
+
+    out: Path
+    p: Preset
+    seed: int
+    progress: bool
+    mae_init: bool
+    results: dict[str, Any] = dataclasses.field(default_factory=dict)  # the numbers of the benchmark stage
+    trained: dict[str, Any] = dataclasses.field(default_factory=dict)  # stage name -> TrainResult
+    extra_rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the task-family stages' table rows
+    embeddings: Any = None  # the test captions' retrieval embeddings (the retrieval figure)
+
+    @property
+    def world(self) -> Path:
+        return self.out / "world"
+
+    @property
+    def runs(self) -> Path:
+        return self.out / "runs"
+
+    @property
+    def names(self) -> dict[str, str]:
+        """The stage-name and title placeholders: which start the classifier and its comparison have."""
+        return {"init": "from the MAE weights" if self.mae_init else "from scratch",
+                "compare_init": "from scratch" if self.mae_init else "from the MAE weights",
+                "compare": "classify_scratch" if self.mae_init else "classify_mae"}
+
+    @property
+    def compare(self) -> str:
+        return self.names["compare"]
+
+    def opts(self) -> dict[str, Any]:
+        return dict(progress=self.progress, batch_size=32, num_workers=decode_workers())
+
+    def train(self, name: str, objective: str, model: ModelSection, data: dict[str, Any], optim: dict[str, Any],
+              run: dict[str, Any], **sections: Any) -> str:
+        """Train stage ``name``; returns its summary line."""
+        cfg = _config(self.runs / name, self.world, self.p, self.seed, self.progress, objective, model, data, optim,
+                      run, **sections)
+        self.trained[name] = _train_stage(cfg, self.runs / name, self.out, name)
+        return _train_summary(self.trained[name])
+
+    def checkpoint(self, name: str) -> Path:
+        return Path(self.trained[name].checkpoint)
+
+
+def _world_stage(r: _Demo) -> str:
+    shutil.rmtree(r.world, ignore_errors=True)
+    smoke = r.p.name == "smoke"
+    w = make_world(r.world, num_videos=r.p.num_videos, seed=r.seed, size=IMG_SIZE, num_frames=WORLD_FRAMES,
+                   num_long=4 if smoke else 40, num_ava=8 if smoke else 64, num_images=10, progress=r.progress)
+    counts = {s: len((r.world / f"{s}.txt").read_text().splitlines()) for s in ("train", "val", "test")}
+    return (f"{w.num_clips} clips of {len(w.classes)} actions ({counts['train']} train / "
+            f"{counts['val']} val / {counts['test']} test), {IMG_SIZE} px, {WORLD_FRAMES} frames")
+
+
+def _mae_stage(r: _Demo) -> str:
+    return r.train(
+        "mae", "mae",
+        ModelSection("videomae_tiny_pretrain", overrides={**VIDEOMAE, "norm_pix_loss": False,
+                                                          "mask_ratio": MASK_RATIO}),
+        {"train": "train.txt"}, {"lr": 1.5e-3, "betas": (0.9, 0.95)}, {"max_steps": r.p.mae_steps, "eval_every": None},
+    ) + f" (pixel MSE, {MASK_RATIO * 100:.0f} % tube masking)"
+
+
+def _contrastive_stage(r: _Demo) -> str:
+    return r.train(
+        "contrastive", "contrastive", ModelSection("internvideo_mm_tiny", overrides=MULTIMODAL, caption_vocab="train"),
+        {"train": "captions_train.jsonl", "val": "captions_val.jsonl"}, {"lr": 1e-3, "betas": (0.9, 0.98)},
+        {"max_steps": r.p.contrastive_steps, "batch_size": r.p.contrastive_batch_size})
+
+
+def _classify(r: _Demo, name: str, from_mae: bool) -> str:
+    return r.train(
+        name, "classify",
+        ModelSection("videomae_tiny", pretrained=str(r.checkpoint("mae")) if from_mae else None,
+                     overrides={**VIDEOMAE, "init_scale": 1.0}),
+        {"train": "train.txt", "val": "val.txt", "classes": "classes.txt"}, {"lr": 1e-3},
+        {"max_steps": r.p.classify_steps})
+
+
+def _classify_stage(r: _Demo) -> str:
+    """The encoder the later stages use."""
+    return _classify(r, "classify", r.mae_init)
+
+
+def _compare_stage(r: _Demo) -> str:
+    """The same training from the other start: claim (a) compares them."""
+    return _classify(r, r.compare, not r.mae_init)
+
+
+def _fusion(r: _Demo, name: str, overrides: dict[str, Any]) -> str:
+    return r.train(
+        name, "fusion",
+        ModelSection(mae_backbone=str(r.checkpoint("classify")), mm_backbone=str(r.checkpoint("contrastive")),
+                     overrides=overrides),
+        {"train": "train.txt", "val": "val.txt", "classes": "classes.txt"}, {"lr": 1e-3},
+        {"max_steps": r.p.fusion_steps},
+        # built by the first fusion run (its folder is wiped when it starts: the cache is not keyed by backbone)
+        fusion=FusionSection(feature_cache=str(r.runs / "fusion" / "feature_cache")))
+
+
+def _fusion_stage(r: _Demo) -> str:
+    return _fusion(r, "fusion", FUSION)
+
+
+def _late_fusion_stage(r: _Demo) -> str:
+    """Claim (c)'s reference: the two frozen streams' pooled features side by side, one classifier (same cache)."""
+    return _fusion(r, "late_fusion", {**FUSION, "num_layers": 0})
+
+
+def _evaluate_stage(r: _Demo) -> str:
+    world, results, opts = r.world, r.results, r.opts()
+    test, classes = world / "test.txt", world / "classes.txt"
+    videomae = load_model(r.checkpoint("classify"))
+    multimodal = load_model(r.checkpoint("contrastive"))
+    results["recognition_videomae"] = evaluate_recognition(videomae, test, **opts)
+    results["recognition_videomae"]["init"] = r.names["init"]
+    results["recognition_videomae_compare"] = evaluate_recognition(load_model(r.checkpoint(r.compare)), test, **opts)
+    results["recognition_videomae_compare"]["init"] = r.names["compare_init"]
+    results["recognition_multimodal"] = linear_probe(multimodal, world / "train.txt", test, **opts)
+    results["recognition_fused"] = _evaluate_fused(r.trained["fusion"], test, videomae, opts)
+    results["recognition_late_fusion"] = _evaluate_fused(r.trained["late_fusion"], test, videomae, opts)
+    results["reconstruction"] = reconstruction_errors(load_model(r.checkpoint("mae")), test, seed=r.seed)
+    results["zeroshot"] = evaluate_zeroshot(multimodal, test, classes, TEMPLATES, **opts)
+    r.embeddings = retrieval_embeddings(multimodal, world / "captions_test.jsonl", **opts)
+    results["retrieval"] = metrics_from_embeddings(r.embeddings)
+    results["multiple_choice"] = evaluate_multiple_choice(multimodal, world / "mc_test.jsonl", **opts)
+    return ", ".join(f"{row['short']} {row['value']:.1f}" for row in table_rows(results))
+
+
+def _task_stage(name: str, run_stage: Callable[[DemoContext], list[dict[str, Any]]], r: _Demo) -> str:
+    ctx = DemoContext(r.world, r.runs / name, r.seed, r.progress, r.checkpoint("classify"), r.checkpoint("mae"),
+                      r.checkpoint("contrastive"), IMG_SIZE, r.p.name)
+    rows = run_stage(ctx)
+    r.extra_rows += rows
+    return ", ".join(f"{row['short']} {row['value']:.1f} (baseline {row['chance']:.1f})" for row in rows)
+
+
+def _figures_stage(r: _Demo) -> str:
+    reconstruction_figure(load_model(r.checkpoint("mae")), r.world / "test.txt", r.out / "reconstructions.png",
+                          seed=r.seed)
+    retrieval_figure(r.embeddings, r.world, r.out / "retrieval.png")
+    return "reconstructions.png, retrieval.png, " + ", ".join(sorted(f.name for f in r.out.glob("curves_*.png")))
+
+
+#: Every stage of the demo, in order: (name, title, function returning its summary line). Names and titles
+#: may hold ``{init}``, ``{compare}``, ``{compare_init}`` (:attr:`_Demo.names`); the task families
+#: (:data:`TASK_STAGES`) run after the benchmark.
+STAGES: tuple[tuple[str, str, Callable[[_Demo], str]], ...] = (
+    ("world", "synthetic world", _world_stage),
+    ("mae", "masked video pretraining (VideoMAE)", _mae_stage),
+    ("contrastive", "video-language contrastive pretraining (multimodal)", _contrastive_stage),
+    ("classify", "supervised training of the masked video encoder ({init})", _classify_stage),
+    ("{compare}", "supervised training of the masked video encoder ({compare_init})", _compare_stage),
+    ("fusion", "cross-model attention over both frozen backbones", _fusion_stage),
+    ("late_fusion", "late fusion of both frozen backbones (concatenated features)", _late_fusion_stage),
+    ("evaluate", "benchmark on the test split", _evaluate_stage),
+    *((name, title, functools.partial(_task_stage, name, fn)) for name, title, fn in TASK_STAGES),
+    ("figures", "figures", _figures_stage),
+)
+
+
 def _run(out: Path, p: Preset, seed: int, progress: bool, mae_init: bool) -> dict[str, Any]:
-    world, runs = out / "world", out / "runs"
     torch.manual_seed(seed)
     started, cpu_started = time.perf_counter(), cpu_seconds()
     load_started = [round(x, 2) for x in os.getloadavg()]
-    stages = _Stages(total=9 + len(TASK_STAGES))
-    opts = dict(progress=progress, batch_size=32, num_workers=decode_workers())
-    results: dict[str, Any] = {}
+    stages = _Stages(total=len(STAGES))
+    r = _Demo(out, p, seed, progress, mae_init)
     print(f"InternVideo demo ({p.name}: {p.num_videos} clips, seed {seed}) -> {out.resolve()}")
-
-    with stages.stage("world", "synthetic world") as st:
-        shutil.rmtree(world, ignore_errors=True)
-        w = make_world(world, num_videos=p.num_videos, seed=seed, size=IMG_SIZE, num_frames=WORLD_FRAMES,
-                       num_long=4 if p.name == "smoke" else 40, num_ava=8 if p.name == "smoke" else 64, num_images=10,
-                       progress=progress)
-        counts = {s: len((world / f"{s}.txt").read_text().splitlines()) for s in ("train", "val", "test")}
-        st["summary"] = (f"{w.num_clips} clips of {len(w.classes)} actions ({counts['train']} train / "
-                         f"{counts['val']} val / {counts['test']} test), {IMG_SIZE} px, {WORLD_FRAMES} frames")
-
-    init = "from the MAE weights" if mae_init else "from scratch"
-    def train_stage(name: str, title: str, objective: str, model: ModelSection, data: dict[str, Any],
-                    optim: dict[str, Any], run: dict[str, Any], note: str = ""):
-        with stages.stage(name, title) as st:
-            cfg = _config(runs / name, world, p, seed, progress, objective, model, data, optim, run)
-            result = _train_stage(cfg, runs / name, out, name)
-            st["summary"] = _train_summary(result) + note
-        return result
-
-    mae = train_stage(
-        "mae", "masked video pretraining (VideoMAE)", "mae",
-        ModelSection("videomae_tiny_pretrain", overrides={**VIDEOMAE, "norm_pix_loss": False,
-                                                          "mask_ratio": MASK_RATIO}),
-        {"train": "train.txt"}, {"lr": 1.5e-3, "betas": (0.9, 0.95)}, {"max_steps": p.mae_steps, "eval_every": None},
-        note=f" (pixel MSE, {MASK_RATIO * 100:.0f} % tube masking)")
-    mm = train_stage(
-        "contrastive", "video-language contrastive pretraining (multimodal)", "contrastive",
-        ModelSection("internvideo_mm_tiny", overrides=MULTIMODAL, caption_vocab="train"),
-        {"train": "captions_train.jsonl", "val": "captions_val.jsonl"}, {"lr": 1e-3, "betas": (0.9, 0.98)},
-        {"max_steps": p.contrastive_steps, "batch_size": p.contrastive_batch_size})
-    def classify(name: str, from_mae: bool):
-        how = "from the MAE weights" if from_mae else "from scratch"
-        return train_stage(
-            name, f"supervised training of the masked video encoder ({how})", "classify",
-            ModelSection("videomae_tiny", pretrained=str(mae.checkpoint) if from_mae else None,
-                         overrides={**VIDEOMAE, "init_scale": 1.0}),
-            {"train": "train.txt", "val": "val.txt", "classes": "classes.txt"}, {"lr": 1e-3},
-            {"max_steps": p.classify_steps})
-
-    # The encoder the later stages use, then the same training from the other start: claim (a) compares them.
-    cls = classify("classify", mae_init)
-    compare = classify("classify_scratch" if mae_init else "classify_mae", not mae_init)
-
-    def fusion(name: str, title: str, overrides: dict[str, Any]):
-        return train_stage(
-            name, title, "fusion",
-            ModelSection(mae_backbone=str(cls.checkpoint), mm_backbone=str(mm.checkpoint), overrides=overrides),
-            {"train": "train.txt", "val": "val.txt", "classes": "classes.txt",
-             # built by the first fusion run (its folder is wiped when it starts: the cache is not keyed by backbone)
-             "feature_cache": str(runs / "fusion" / "feature_cache")}, {"lr": 1e-3}, {"max_steps": p.fusion_steps})
-
-    fus = fusion("fusion", "cross-model attention over both frozen backbones", FUSION)
-    # Claim (c)'s reference: the two frozen streams' pooled features side by side, one classifier (same cache).
-    late = fusion("late_fusion", "late fusion of both frozen backbones (concatenated features)",
-                  {**FUSION, "num_layers": 0})
-
-    with stages.stage("evaluate", "benchmark on the test split") as st:
-        test, classes = world / "test.txt", world / "classes.txt"
-        videomae = load_model(cls.checkpoint)
-        multimodal = load_model(mm.checkpoint)
-        results["recognition_videomae"] = evaluate_recognition(videomae, test, **opts)
-        results["recognition_videomae"]["init"] = init
-        results["recognition_videomae_compare"] = evaluate_recognition(load_model(compare.checkpoint), test, **opts)
-        results["recognition_videomae_compare"]["init"] = "from scratch" if mae_init else "from the MAE weights"
-        results["recognition_multimodal"] = linear_probe(multimodal, world / "train.txt", test, **opts)
-        results["recognition_fused"] = _evaluate_fused(fus, test, videomae, opts)
-        results["recognition_late_fusion"] = _evaluate_fused(late, test, videomae, opts)
-        results["reconstruction"] = reconstruction_errors(load_model(mae.checkpoint), test, seed=seed)
-        results["zeroshot"] = evaluate_zeroshot(multimodal, test, classes, TEMPLATES, **opts)
-        emb = retrieval_embeddings(multimodal, world / "captions_test.jsonl", **opts)
-        results["retrieval"] = metrics_from_embeddings(emb)
-        results["multiple_choice"] = evaluate_multiple_choice(multimodal, world / "mc_test.jsonl", **opts)
-        rows = table_rows(results)
-        st["summary"] = ", ".join(f"{r['short']} {r['value']:.1f}" for r in rows)
-
-    extra_rows: list[dict[str, Any]] = []
-    for name, title, run_stage in TASK_STAGES:
-        with stages.stage(name, title) as st:
-            ctx = DemoContext(world, runs / name, seed, progress, Path(cls.checkpoint), Path(mae.checkpoint),
-                              Path(mm.checkpoint), IMG_SIZE, p.name)
-            rows = run_stage(ctx)
-            extra_rows += rows
-            st["summary"] = ", ".join(f"{r['short']} {r['value']:.1f} (baseline {r['chance']:.1f})" for r in rows)
-
-    with stages.stage("figures", "figures") as st:
-        reconstruction_figure(load_model(mae.checkpoint), world / "test.txt", out / "reconstructions.png", seed=seed)
-        retrieval_figure(emb, world, out / "retrieval.png")
-        st["summary"] = "reconstructions.png, retrieval.png, " + ", ".join(
-            sorted(f.name for f in out.glob("curves_*.png")))
+    for name, title, run_stage in STAGES:
+        with stages.stage(name.format(**r.names), title.format(**r.names)) as st:
+            st["summary"] = run_stage(r)
 
     wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
     report = {
         "preset": dataclasses.asdict(p), "seed": seed, "mae_init": mae_init, "wall_seconds": round(wall, 1),
         "cpu_seconds": round(cpu, 1), "load_average": [round(x, 2) for x in os.getloadavg()],
         "load_average_at_start": load_started, "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(), "data_workers": decode_workers(), "table": table_rows(results) + extra_rows,
-        "claims": claims(results), "stages": stages.records,
-        "details": results,
+        "threads": torch.get_num_threads(), "data_workers": decode_workers(),
+        "table": table_rows(r.results) + r.extra_rows, "claims": claims(r.results), "stages": stages.records,
+        "details": r.results,
     }
     (out / "results.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out / "results.md").write_text(results_markdown(report, IMG_SIZE))

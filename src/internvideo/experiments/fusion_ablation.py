@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..train import TrainConfig, train
-from ..train.config import DataSection, ModelSection, OptimSection, RunSection, load_config
+from ..train.config import DataSection, FusionSection, ModelSection, OptimSection, RunSection, load_config
 
 
 @dataclass(frozen=True)
@@ -51,11 +51,11 @@ def run_fusion_ablation(mae_backbone: str | Path, mm_backbone: str | Path, data_
             ModelSection(mae_backbone=str(mae_backbone), mm_backbone=str(mm_backbone),
                          overrides={"streams": v.streams, "num_layers": v.num_layers, "width": width,
                                     "num_heads": num_heads}),
-            DataSection(**{**vars(base.data), "root": str(data_root), "train": train_list, "val": val_list,
-                           "feature_cache": str(out / "feature_cache")}),
+            DataSection(**{**vars(base.data), "root": str(data_root), "train": train_list, "val": val_list}),
             OptimSection(**{**vars(base.optim), "lr": lr, "scale_lr": False, "weight_decay": 0.001}),
             RunSection(**{**vars(base.run), "epochs": epochs, "batch_size": batch_size, "out_dir": str(run_dir),
                           "progress": progress, "resume": False, "log_every": 10}),
+            fusion=FusionSection(feature_cache=str(out / "feature_cache")),
         )
         result = train(cfg)
         evals = [r for r in result.history if r["kind"] == "eval"]

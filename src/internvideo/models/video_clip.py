@@ -515,12 +515,6 @@ class _CaptionStepper:
             cache.reorder(index)
 
 
-def contrastive_logits(video_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """Video-to-text similarity logits ``(B_video, B_text)`` as used for zero-shot and retrieval."""
-    scale = logit_scale.exp().clamp(max=100)
-    return scale * F.normalize(video_emb, dim=-1) @ F.normalize(text_emb, dim=-1).t()
-
-
 NAMED_CONFIGS: dict[str, tuple[type[nn.Module], InternVideoMMConfig]] = {
     # Small enough for unit tests and the synthetic demo; uses CLIP's real vocabulary so the tokenizer fits.
     "internvideo_mm_tiny": (InternVideoMM, InternVideoMMConfig(
@@ -541,4 +535,4 @@ NAMED_CONFIGS: dict[str, tuple[type[nn.Module], InternVideoMMConfig]] = {
 MODEL_CLASSES: dict[str, type[nn.Module]] = {"InternVideoMM": InternVideoMM}
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "InternVideoMM", "InternVideoMMConfig", "LocalTemporalMHRA", "MODEL_CLASSES",
-           "NAMED_CONFIGS", "VideoEncoder", "VideoFeatures", "contrastive_logits"]
+           "NAMED_CONFIGS", "VideoEncoder", "VideoFeatures"]

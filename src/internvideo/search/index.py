@@ -34,6 +34,7 @@ from tqdm import tqdm
 from ..data import Sampler, VideoError, probe, read_frames
 from ..data.transforms import Compose
 from ..errors import MissingFile, UsageError
+from ..models.hardware import resolve_precision
 from ..recipe import InputRecipe
 from ..tasks import common
 from ..tasks.extract import VIDEO_EXTENSIONS, identity_collate, clip_batches, window_starts
@@ -46,7 +47,7 @@ DEFAULT_INDEX_DIR = ".internvideo-index"
 THUMB_MAX_SIDE = 320
 LOCK_NAME = ".lock"
 
-__all__ = ["window_bounds", "find_videos", "build_index", "auto_precision", "model_record", 
+__all__ = ["window_bounds", "find_videos", "build_index", "model_record", 
            "add_arguments", "main", "DEFAULT_INDEX_DIR"]
 
 
@@ -173,19 +174,6 @@ def _save_thumb(path: Path, frame: np.ndarray) -> None:
 
 
 # ----------------------------------------------------------------------------- model identity
-
-
-def auto_precision(device: torch.device) -> common.Precision:
-    """bf16 where the hardware runs it natively (CUDA with bf16, CPUs with AVX-512 BF16 / AMX), else fp32."""
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        try:
-            flags = open("/proc/cpuinfo").read().split("\n\n")[0]
-        except OSError:
-            return "fp32"
-        return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
-    return "fp32"
 
 
 def model_record(model: nn.Module, source: str | os.PathLike | None) -> dict[str, str]:
@@ -326,7 +314,7 @@ def _update(store: Store, model: nn.Module, root: Path, out_dir: Path, spec: Inp
     _sweep_thumbs(store)
 
     dev = common.resolve_device(device)
-    prec = auto_precision(dev) if precision == "auto" else precision
+    prec = resolve_precision(precision, dev)  # the one meaning of "auto" (models/hardware)
     view = common.eval_view(model)
     decoder = _Decoder(files, todo, view.sampler, spec.img_size, view.transform, window, stride, batch_size)
     embedded: dict[int, list[np.ndarray]] = {}
@@ -433,8 +421,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
     parser.add_argument("--num-workers", type=int, default=0, help="decoding worker processes")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                        help="auto: bf16 where the hardware has it (AVX-512 BF16, CUDA), else fp32")
+    common.add_precision_argument(parser)
     parser.add_argument("--overwrite", action="store_true", help="rebuild the index from scratch")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--no-progress", dest="progress", action="store_false")

@@ -191,7 +191,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                           "(default: '{}', 'a video of {}.', ...)")
     parser.add_argument("--no-templates", action="store_true", help="embed the query text as it is")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    common.add_precision_argument(parser)
 
 
 def templates_from_args(args: argparse.Namespace) -> tuple[str, ...]:

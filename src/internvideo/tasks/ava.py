@@ -42,11 +42,11 @@ from torch import nn
 
 from ..data.ava import (
     AVABox, AVADataset, AVADetection, Key, collate_ava, key_of, read_ava_groundtruth, read_ava_results,
-    read_excluded_timestamps, read_label_map, write_ava_results,
+    read_excluded_timestamps, read_label_map,
 )
 from ..errors import MissingFile, UsageError
 
-__all__ = ["box_iou", "voc_average_precision", "frame_map", "evaluate_files", "detect", "evaluate_detector",
+__all__ = ["box_iou", "voc_average_precision", "frame_map", "evaluate_files", "detect",
            "results_table", "add_arguments", "main"]
 
 Ties = Literal["pessimistic", "optimistic"]
@@ -243,18 +243,6 @@ def detect(model: nn.Module, dataset: AVADataset, *, batch_size: int = 8, num_wo
             out.extend(AVADetection(video_id, timestamp, box, a, p)  # type: ignore[arg-type]
                        for a, p in zip(ids, row) if p >= min_score)
     return out
-
-
-def evaluate_detector(model: nn.Module, dataset: AVADataset, groundtruth: Iterable[AVABox],
-                      label_map: Mapping[int, str] | None = None, excluded: Iterable[Key] = (), *,
-                      results_csv: str | os.PathLike | None = None, **kwargs: Any) -> dict[str, Any]:
-    """:func:`detect` then :func:`frame_map`; with ``results_csv`` the detections are written in AVA format."""
-    dets = detect(model, dataset, **kwargs)
-    if results_csv is not None:
-        write_ava_results(results_csv, dets)
-    results = frame_map(groundtruth, dets, label_map, excluded)
-    results["skipped_keyframes"] = dict(dataset.skipped)
-    return results
 
 
 def results_table(results: Mapping[str, Any], max_classes: int | None = None) -> str:

@@ -192,7 +192,7 @@ def add_caption_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jsonl", action="store_true", help='print {"video", "caption"} JSON lines')
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    common.add_precision_argument(parser)
     _add_decoding_arguments(parser)
 
 

@@ -314,6 +314,11 @@ def format_table(title: str, rows: Sequence[tuple[str, Any]]) -> str:
 # ----------------------------------------------------------------------------- CLI
 
 
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """``--precision``, the same on every command: fp32 by default (the reference numbers), auto or bf16 for speed."""
+    parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help=PRECISION_HELP)
+
+
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """Overrides of the model's input recipe (its checkpoint's by default)."""
     parser.add_argument("--sampling", choices=["auto", *SAMPLINGS], default="auto",
@@ -334,7 +339,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, data_help: str) -> 
     parser.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for decoding")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help=PRECISION_HELP)
+    add_precision_argument(parser)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     parser.add_argument("--allow-nonfinite", action="store_true",
                         help="score clips with NaN/inf model outputs as wrong instead of failing the evaluation")

@@ -294,6 +294,56 @@ def _check_config(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
     cfg.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
 
 
+class _Writer:
+    """Runs batches of pieces through the model, gathers each video's pieces and writes its file and index row
+    (or its error row) once all of them are in."""
+
+    def __init__(self, entries: list, feature_file: dict[int, Path], out: Path, records: dict[int, dict[str, Any]],
+                 bar, dtype: str, *, clip_level: bool, embed, device: torch.device, batch_size: int):
+        self.entries, self.feature_file, self.out, self.records, self.bar = entries, feature_file, out, records, bar
+        self.dtype, self.clip_level, self.embed, self.device, self.batch_size = (dtype, clip_level, embed, device,
+                                                                                 batch_size)
+        self.parts: dict[int, list[np.ndarray]] = {}
+        self.failed: set[int] = set()
+
+    def finish_video(self, job: int, array: np.ndarray, meta: dict[str, Any]) -> None:
+        if not np.isfinite(array).all():  # a broken model's NaN features must not pass as "ok"
+            self.fail(job, f"the model gave non-finite features (NaN/inf) for {int((~np.isfinite(array)).sum())} "
+                           "value(s); nothing written")
+            return
+        _save_atomic(self.feature_file[job], array.astype(self.dtype))
+        self.records[job] = {"video": self.entries[job].path,
+                             "features": self.feature_file[job].relative_to(self.out).as_posix(),
+                             "shape": list(array.shape), "status": "ok", **meta}
+        self.bar.update()
+
+    def fail(self, job: int, error: str) -> None:
+        self.failed.add(job)
+        self.records[job] = {"video": self.entries[job].path, "features": None, "shape": None, "status": "error",
+                             "error": error}
+        log.warning("skipping %s: %s", self.entries[job].path, error)
+        self.bar.update()
+
+    def run(self, pieces: list[_Piece]) -> None:
+        clips = torch.cat([p.clips for p in pieces])
+        feats = common.run_views(self.embed, clips.unsqueeze(1), self.device, self.batch_size)
+        feats = feats[:, 0].numpy()
+        start = 0
+        for p in pieces:
+            n = p.clips.shape[0]
+            if p.job not in self.failed:
+                got = self.parts.setdefault(p.job, [])
+                got.append(feats[start:start + n])
+                if sum(len(g) for g in got) == p.total:
+                    array = np.concatenate(self.parts.pop(p.job))
+                    self.finish_video(p.job, array[0] if self.clip_level else array, p.meta)
+            start += n
+
+    def skip(self, piece: _Piece) -> None:
+        self.parts.pop(piece.job, None)
+        self.fail(piece.job, piece.error)
+
+
 def extract_features(model: nn.Module, videos: str | os.PathLike | Sequence[str], out_dir: str | os.PathLike, *,
                      root: str | os.PathLike | None = None, window: float | None = None, stride: float | None = None,
                      unit: Unit = "frames", sampling: SamplingOverride = "auto", frame_interval: int | None = None,
@@ -344,52 +394,16 @@ def extract_features(model: nn.Module, videos: str | os.PathLike | Sequence[str]
     view = common.eval_view(model, sampling=sampling, frame_interval=frame_interval)
     plan = _Plan(spec.num_frames, window, stride, unit, view.sampler, view.transform, max(1, batch_size))
     dev = common.resolve_device(device)
-    parts: dict[int, list[np.ndarray]] = {}
-    failed: set[int] = set()
     bar = tqdm(total=len(entries), initial=len(records), desc="extract", disable=not progress, unit="video")
-
-    def finish_video(job: int, array: np.ndarray, meta: dict[str, Any]) -> None:
-        if not np.isfinite(array).all():  # a broken model's NaN features must not pass as "ok"
-            fail(job, f"the model gave non-finite features (NaN/inf) for {int((~np.isfinite(array)).sum())} "
-                      "value(s); nothing written")
-            return
-        _save_atomic(feature_file[job], array.astype(dtype))
-        records[job] = {"video": entries[job].path, "features": feature_file[job].relative_to(out).as_posix(),
-                        "shape": list(array.shape), "status": "ok", **meta}
-        bar.update()
-
-    def fail(job: int, error: str) -> None:
-        failed.add(job)
-        records[job] = {"video": entries[job].path, "features": None, "shape": None, "status": "error",
-                        "error": error}
-        log.warning("skipping %s: %s", entries[job].path, error)
-        bar.update()
-
-    def run(pieces: list[_Piece]) -> None:
-        clips = torch.cat([p.clips for p in pieces])
-        feats = common.run_views(lambda x: common.clip_embedding(model, x, pool), clips.unsqueeze(1), dev, batch_size)
-        feats = feats[:, 0].numpy()
-        start = 0
-        for p in pieces:
-            n = p.clips.shape[0]
-            if p.job not in failed:
-                got = parts.setdefault(p.job, [])
-                got.append(feats[start:start + n])
-                if sum(len(g) for g in got) == p.total:
-                    array = np.concatenate(parts.pop(p.job))
-                    finish_video(p.job, array[0] if window is None else array, p.meta)
-            start += n
-
-    def skip(piece: _Piece) -> None:
-        parts.pop(piece.job, None)
-        fail(piece.job, piece.error)
-
+    writer = _Writer(entries, feature_file, out, records, bar, dtype, clip_level=window is None,
+                     embed=lambda x: common.clip_embedding(model, x, pool), device=dev, batch_size=batch_size)
     with common.inference(model, dev, precision):
         stream = torch.utils.data.DataLoader(_Decoder(entries, todo, plan), batch_size=None, num_workers=num_workers,
                                              collate_fn=identity_collate)
-        for batch in clip_batches(stream, batch_size, skip):
-            run(batch)
+        for batch in clip_batches(stream, batch_size, writer.skip):
+            writer.run(batch)
     bar.close()
+    failed = writer.failed
 
     index = out / INDEX_NAME
     tmp = index.with_name(INDEX_NAME + ".tmp")
@@ -432,7 +446,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="clips per forward pass")
     parser.add_argument("--num-workers", type=int, default=0, help="decoding worker processes")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help=common.PRECISION_HELP)
+    common.add_precision_argument(parser)
     parser.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored feature dtype")
     parser.add_argument("--overwrite", action="store_true", help="re-extract videos that already have features")
     parser.add_argument("--no-progress", dest="progress", action="store_false")

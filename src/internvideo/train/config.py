@@ -18,8 +18,6 @@ import yaml
 
 from ..errors import MissingFile, UserError
 
-ObjectiveName = Literal["mae", "classify", "linear_probe", "contrastive", "fusion", "localize", "openset", "qa", "ava"]
-
 
 @dataclass
 class ModelSection:
@@ -61,9 +59,7 @@ class DataSection:
     mixup: float = 0.0
     cutmix: float = 0.0
     label_smoothing: float = 0.0
-    feature_cache: str | None = None  # fusion: cache frozen-backbone features here and train from them
     strict: bool = False  # raise on an unreadable video instead of skipping it
-    qa_answers: int = 1500  # qa: answer vocabulary = this many most frequent training answers
     num_workers: int = 2
     # the DataLoader: page-locked batches for fast copies to the GPU (ignored without CUDA), workers kept alive
     # across epochs, batches each worker prepares ahead (None: PyTorch's default, 2)
@@ -80,9 +76,15 @@ class DataSection:
     # decode every video once, whole, and keep it in memory (small sets such as the synthetic world; videos
     # beyond 2 GiB in all are decoded on demand as usual)
     decode_once: bool = False
-    # localize: `train` (and `val`, default the same file) is an ActivityNet-style JSON; features are one .npy per
-    # video in `features` (`internvideo extract --window` output, or your own with the timing given below)
-    features: str | None = None
+
+
+@dataclass
+class LocalizeSection:
+    """Objective ``localize`` only: ``data.train`` (and ``data.val``, default the same file) is an
+    ActivityNet-style JSON; features are one .npy per video in ``features`` (``internvideo extract --window``
+    output, or your own with the timing given below)."""
+
+    features: str | None = None  # folder of per-video .npy features, relative to data.root
     train_subset: str = "training"
     val_subset: str = "validation"
     feat_stride: float | None = None  # frames between feature windows (read from extract's index when present)
@@ -93,12 +95,45 @@ class DataSection:
     tiou: tuple[float, ...] = ()  # evaluation tIoU thresholds; empty: ActivityNet 0.5:0.95:0.05
 
 
-#: Keys that moved to the model's input recipe (an old recipe using them gets an error saying where they went).
+@dataclass
+class QASection:
+    """Objective ``qa`` only."""
+
+    answers: int = 1500  # answer vocabulary = this many most frequent training answers
+
+
+@dataclass
+class FusionSection:
+    """Objective ``fusion`` only (the two frozen backbones are ``model.mae_backbone`` / ``model.mm_backbone``)."""
+
+    feature_cache: str | None = None  # cache frozen-backbone features here and train from them
+
+
+@dataclass
+class ContrastiveSection:
+    """Objective ``contrastive`` only."""
+
+    caption_weight: float = 1.0  # weight of the captioning loss
+
+
+@dataclass
+class OpenSetSection:
+    """Objective ``openset`` only."""
+
+    edl_annealing_epochs: float = 10.0  # the EDL loss's KL weight grows to 1 over these epochs (DEAR)
+
+
+#: Keys that moved (to the model's input recipe, or to their objective's section): an old recipe using one gets an
+#: error saying where it went.
 MOVED_KEYS = {f"data.{k}": f"model.overrides.{k}" for k in
               ("num_frames", "frame_interval", "sampling", "img_size", "mean", "std", "mask_ratio")} | {
     "data.mm_num_frames": "the multimodal backbone's own num_frames",
     "data.mm_mean": "the multimodal backbone's own mean", "data.mm_std": "the multimodal backbone's own std",
-    "data.flip": "data.hflip", "data.multiscale_crop": "data.crop=multi_scale"}
+    "data.flip": "data.hflip", "data.multiscale_crop": "data.crop=multi_scale"} | {
+    f"data.{k}": f"localize.{k}" for k in (f.name for f in dataclasses.fields(LocalizeSection))} | {
+    "data.qa_answers": "qa.answers", "data.feature_cache": "fusion.feature_cache",
+    "optim.caption_weight": "contrastive.caption_weight",
+    "optim.edl_annealing_epochs": "openset.edl_annealing_epochs"}
 
 
 @dataclass
@@ -128,8 +163,6 @@ class OptimSection:
     clip_grad: float | None = None
     accum_steps: int = 1
     ema: float | None = None  # e.g. 0.9999
-    caption_weight: float = 1.0  # contrastive objective: weight of the captioning loss
-    edl_annealing_epochs: float = 10.0  # openset: the EDL loss's KL weight grows to 1 over these epochs (DEAR)
     scale_lr: bool = True  # lr * global_batch / 256
 
 
@@ -154,12 +187,18 @@ class RunSection:
 
 @dataclass
 class TrainConfig:
-    objective: ObjectiveName = "mae"
+    objective: str = "mae"  # a key of internvideo.train.objectives.OBJECTIVES (checked there)
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     run: RunSection = field(default_factory=RunSection)
+    # one section per objective that has settings of its own (read only by that objective)
     ava: AVASection = field(default_factory=AVASection)
+    localize: LocalizeSection = field(default_factory=LocalizeSection)
+    qa: QASection = field(default_factory=QASection)
+    fusion: FusionSection = field(default_factory=FusionSection)
+    contrastive: ContrastiveSection = field(default_factory=ContrastiveSection)
+    openset: OpenSetSection = field(default_factory=OpenSetSection)
 
 
 class ConfigError(UserError):
@@ -297,8 +336,9 @@ def validate(cfg: TrainConfig) -> None:
     _range("run.eval_every", r.eval_every, 1, optional=True)
     _range("run.keep_last", r.keep_last, 0)  # 0 = keep every checkpoint
     _range("optim.lr", o.lr, 0, lo_open=True)
-    for key in ("min_lr", "weight_decay", "warmup_steps", "warmup_epochs", "caption_weight"):
+    for key in ("min_lr", "weight_decay", "warmup_steps", "warmup_epochs"):
         _range(f"optim.{key}", getattr(o, key), 0)
+    _range("contrastive.caption_weight", cfg.contrastive.caption_weight, 0)
     for i, b in enumerate(o.betas):
         _range(f"optim.betas[{i}]", b, 0, 1, hi_open=True)
     _range("optim.layer_decay", o.layer_decay, 0, 1, lo_open=True, optional=True)

@@ -33,13 +33,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..errors import UserError
-from ..models.hardware import resolve_precision
 from ..data.datasets import flatten_repeats, video_dataset_of
 from ..data.shards import ShardStream, expand_shards
 from ..data.workers import WorkerWatch
+from ..errors import UserError
+from ..models.hardware import resolve_precision
 from .config import ConfigError, DataSection, TrainConfig, validate
-from .objectives import Objective, make_objective
+from .objectives import Objective, check_objective, make_objective
 from .optim import EMA, adamw, lr_at
 from .setup import (
     Dist, all_reduce_mean, prepare_run_dir, run_dir_lock, seed_everything, setup_distributed, wrap_model,
@@ -286,150 +286,195 @@ def train(cfg: TrainConfig, objective: Objective | None = None) -> TrainResult:
     The run directory is locked for the whole run (a second run on it is refused, naming the holder).
     """
     validate(cfg)
+    if objective is None:
+        check_objective(cfg.objective)  # before the run directory is made
     d = setup_distributed()
     with run_dir_lock(Path(cfg.run.out_dir), d):
         return _train(cfg, objective, d, prepare_run_dir(cfg, d))
 
 
 def _train(cfg: TrainConfig, objective: Objective | None, d: Dist, run_dir: Path) -> TrainResult:
-    seed_everything(cfg.run.seed)
-
-    objective = objective or make_objective(cfg)
-    model = objective.build_model().to(d.device)
-    if cfg.run.grad_checkpointing and callable(getattr(model, "set_grad_checkpointing", None)):
-        model.set_grad_checkpointing(True)
-    train_set, val_set = objective.datasets()
-    seeded = SeededDataset(train_set, cfg.run.seed)
-    stream, items_per_batch, collate = _train_data(cfg, objective, train_set, seeded, d)
-    sampler = EpochSampler(len(seeded), d.rank, d.world, cfg.run.seed, shuffle=True) if stream is None else None
-    sched = Schedule.of(cfg, len(sampler if stream is None else stream) * cfg.data.repeats, d)
-    watch = WorkerWatch(cfg.data.num_workers)
-
-    # Wrap first: FSDP replaces the parameters with sharded ones, which the optimiser and EMA must hold.
-    wrapped = wrap_model(model, cfg, d)
-    optimizer = adamw(objective.param_groups(model), lr=sched.peak_lr, betas=cfg.optim.betas)
-    ema = EMA(model, cfg.optim.ema) if cfg.optim.ema else None
-    forward_model = torch.compile(wrapped) if cfg.run.compile else wrapped
-
-    ckpt = Checkpointer(run_dir, cfg.run.keep_last)
-    if d.main:
-        ckpt.clean_stale()
-    latest, progress = resume_latest(ckpt, model, optimizer, ema) if cfg.run.resume else (None, Progress())
-    if latest is not None and d.main:
-        log.info("resumed from %s at step %d", latest, progress.step)
-        _drop_replayed_rows(run_dir / "metrics.jsonl", progress.step)
-    layout = {"shards": cfg.data.shards, "world": d.world, "num_workers": cfg.data.num_workers,
-              "batch": items_per_batch} if stream is not None else {}
-    if latest is not None and progress.pos_in_epoch and progress.data_layout != layout:
-        raise ConfigError(f"{latest}: stopped mid-epoch reading {progress.data_layout or 'file lists'}, now "
-                          f"{layout or 'file lists'}; the stream position only holds for the same shards, "
-                          "processes, data.num_workers and batch (or set run.resume=false)")
-    progress.data_layout = layout
-    base_seconds = progress.seconds
-
-    runlog = RunLog(run_dir, progress.history, d)
-    last_good: Path | None = latest
-    precision = resolve_precision(cfg.run.precision, d.device)  # logs a warning for bf16 on a CPU that emulates it
-    autocast = torch.autocast(d.device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-    accum = cfg.optim.accum_steps
-    micro_per_epoch = sched.steps_per_epoch * accum
-    bar = _progress_bar(sched.total_steps, progress.step, d.main and cfg.run.progress)
-    t_start = time.perf_counter()
-    clips_seen, t_window = 0, time.perf_counter()
-    loader = None
-
-    def set_train_mode() -> None:
-        model.train()
-        objective.on_train_mode(model)
-
+    run = _Run(cfg, objective, d, run_dir)
     try:
-        while progress.step < sched.total_steps:
-            seeded.epoch = progress.epoch
-            objective.start_epoch(train_set, progress.epoch)
-            if stream is not None:
-                stream.set_epoch(progress.epoch, progress.pos_in_epoch)
-            else:
-                sampler.set_epoch(progress.epoch, progress.pos_in_epoch * items_per_batch)
-            if loader is None or not cfg.data.persistent_workers:
-                loader = _make_loader(stream if stream is not None else seeded, sampler, items_per_batch, cfg.data,
-                                      collate, d.device)
-            micro = 0
-            set_train_mode()
-            for batch in watch.iterate(loader):
-                batch = _to_device(batch, d.device)
-                lr = sched.lr(progress.step)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr * g.get("lr_scale", 1.0)
-                sync = nullcontext()
-                if d.world > 1 and callable(getattr(wrapped, "no_sync", None)) and micro + 1 < accum:
-                    sync = wrapped.no_sync()  # DDP: all-reduce the gradients on the last micro-batch only
-                with sync, autocast:
-                    loss, logs = objective.loss(forward_model, batch)
-                last_good = _check_finite(loss, progress.step, last_good, ckpt, d)
-                (loss / accum).backward()
-                micro += 1
-                progress.pos_in_epoch += 1
-                clips_seen += objective.batch_size(batch) * d.world
-                if micro < accum:
-                    continue
-                micro = 0
-                if cfg.optim.clip_grad:
-                    norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
-                    logs["grad_norm"] = float(full_tensor(norm))
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if ema is not None:
-                    ema.update(model)
-                progress.step += 1
-                step = progress.step
-                logs = all_reduce_mean({"loss": float(loss.detach()), **logs}, d)
-                now = time.perf_counter()
-                logs.update(step=step, epoch=progress.epoch, lr=lr,
-                            clips_per_s=clips_seen / max(now - t_window, 1e-9))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}", clips_s=f"{logs['clips_per_s']:.1f}")
-                if step % cfg.run.log_every == 0 or step == sched.total_steps:
-                    clips_seen, t_window = 0, now
-                    runlog.record(logs, "train")
-                    if d.main and not cfg.run.progress:
-                        log.info("step %d/%d loss %.4f lr %.2e", step, sched.total_steps, logs["loss"], lr)
-                end_of_epoch = progress.pos_in_epoch >= micro_per_epoch
-                if val_set is not None and ((cfg.run.eval_every and step % cfg.run.eval_every == 0)
-                                            or (not cfg.run.eval_every and end_of_epoch) or step == sched.total_steps):
-                    if _evaluate(objective, model, val_set, d, progress, runlog):
-                        ckpt.save_best(progress, model, objective.metric_name, d)
-                    set_train_mode()
-                if step % cfg.run.save_every == 0 or step == sched.total_steps:
-                    progress.seconds = base_seconds + time.perf_counter() - t_start
-                    last_good = ckpt.save(progress, model, optimizer, ema, d)
-                if step >= sched.total_steps or end_of_epoch:
-                    break
-            ended = progress.epoch
-            if progress.pos_in_epoch >= micro_per_epoch:
-                progress.epoch, progress.pos_in_epoch = progress.epoch + 1, 0
-            if d.main:
-                objective.end_epoch(ended)
+        while run.progress.step < run.sched.total_steps:
+            run.epoch()
     finally:
-        if bar is not None:
-            bar.close()
-        runlog.close()
-    segment = time.perf_counter() - t_start
-    seconds = base_seconds + segment  # every segment of a resumed run, not only the last
-    metric_name = objective.metric_name
-    best_step = _best_step(progress.history, metric_name, progress.best)
-    best_dir = ckpt.dir / "best" if progress.best is not None and (ckpt.dir / "best").exists() else None
-    result = TrainResult(progress.step, seconds, progress.best, metric_name, last_good, run_dir, progress.history,
-                         model, best_dir, best_step)
-    if d.main:
-        _plot(progress.history, run_dir / "curves.png", metric_name)
-        summary = {"steps": progress.step, "seconds": round(seconds, 3), "seconds_this_segment": round(segment, 3),
-                   "best": progress.best, "metric": metric_name, "best_step": best_step,
-                   "best_checkpoint": str(best_dir) if best_dir else None,
-                   "checkpoint": str(last_good) if last_good else None}
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        log.info("done: %s", result.describe())
-    return result
+        run.close()
+    return run.finish()
+
+
+class _Run:
+    """What one run carries from step to step: the model (plain, wrapped, compiled), its optimiser and EMA, the
+    schedule, the checkpoints, the progress and the log. Built in the order the run sets them up."""
+
+    def __init__(self, cfg: TrainConfig, objective: Objective | None, d: Dist, run_dir: Path):
+        seed_everything(cfg.run.seed)
+        self.cfg, self.d, self.run_dir = cfg, d, run_dir
+        self.objective = objective = objective or make_objective(cfg)
+        self.model = model = objective.build_model().to(d.device)
+        if cfg.run.grad_checkpointing and callable(getattr(model, "set_grad_checkpointing", None)):
+            model.set_grad_checkpointing(True)
+        self.train_set, self.val_set = objective.datasets()
+        self.seeded = SeededDataset(self.train_set, cfg.run.seed)
+        self.stream, self.items_per_batch, self.collate = _train_data(cfg, objective, self.train_set, self.seeded, d)
+        self.sampler = (EpochSampler(len(self.seeded), d.rank, d.world, cfg.run.seed, shuffle=True)
+                        if self.stream is None else None)
+        self.sched = sched = Schedule.of(cfg, len(self.sampler if self.stream is None else self.stream) * cfg.data.repeats,
+                                            d)
+        self.watch = WorkerWatch(cfg.data.num_workers)
+        self.loader: DataLoader | None = None
+
+        # Wrap first: FSDP replaces the parameters with sharded ones, which the optimiser and EMA must hold.
+        self.wrapped = wrap_model(model, cfg, d)
+        self.optimizer = adamw(objective.param_groups(model), lr=sched.peak_lr, betas=cfg.optim.betas)
+        self.ema = EMA(model, cfg.optim.ema) if cfg.optim.ema else None
+        self.forward_model = torch.compile(self.wrapped) if cfg.run.compile else self.wrapped
+
+        self.ckpt = Checkpointer(run_dir, cfg.run.keep_last)
+        if d.main:
+            self.ckpt.clean_stale()
+        latest, self.progress = (resume_latest(self.ckpt, model, self.optimizer, self.ema) if cfg.run.resume
+                                 else (None, Progress()))
+        if latest is not None and d.main:
+            log.info("resumed from %s at step %d", latest, self.progress.step)
+            _drop_replayed_rows(run_dir / "metrics.jsonl", self.progress.step)
+        layout = {"shards": cfg.data.shards, "world": d.world, "num_workers": cfg.data.num_workers,
+                  "batch": self.items_per_batch} if self.stream is not None else {}
+        if latest is not None and self.progress.pos_in_epoch and self.progress.data_layout != layout:
+            raise ConfigError(f"{latest}: stopped mid-epoch reading {self.progress.data_layout or 'file lists'}, "
+                              f"now {layout or 'file lists'}; the stream position only holds for the same shards, "
+                              "processes, data.num_workers and batch (or set run.resume=false)")
+        self.progress.data_layout = layout
+        self.base_seconds = self.progress.seconds
+
+        self.runlog = RunLog(run_dir, self.progress.history, d)
+        self.last_good: Path | None = latest
+        precision = resolve_precision(cfg.run.precision, d.device)  # logs a warning for bf16 on a CPU that emulates it
+        self.autocast = torch.autocast(d.device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+        self.micro_per_epoch = sched.steps_per_epoch * cfg.optim.accum_steps
+        self.bar = _progress_bar(sched.total_steps, self.progress.step, d.main and cfg.run.progress)
+        self.t_start = time.perf_counter()
+        self.clips_seen, self.t_window = 0, time.perf_counter()
+
+    def set_train_mode(self) -> None:
+        self.model.train()
+        self.objective.on_train_mode(self.model)
+
+    def epoch(self) -> None:
+        """The rest of the current epoch, or up to the last step; then move to the next epoch if this one ended."""
+        cfg, progress, accum = self.cfg, self.progress, self.cfg.optim.accum_steps
+        self.seeded.epoch = progress.epoch
+        self.objective.start_epoch(self.train_set, progress.epoch)
+        if self.stream is not None:
+            self.stream.set_epoch(progress.epoch, progress.pos_in_epoch)
+        else:
+            self.sampler.set_epoch(progress.epoch, progress.pos_in_epoch * self.items_per_batch)
+        if self.loader is None or not cfg.data.persistent_workers:
+            self.loader = _make_loader(self.seeded if self.stream is None else self.stream, self.sampler,
+                                       self.items_per_batch, cfg.data, self.collate, self.d.device)
+        micro = 0
+        self.set_train_mode()
+        for batch in self.watch.iterate(self.loader):
+            loss, logs, lr = self.forward_backward(batch, last_micro=micro + 1 >= accum)
+            micro += 1
+            if micro < accum:
+                continue
+            micro = 0
+            self.step(loss, logs, lr)
+            end_of_epoch = progress.pos_in_epoch >= self.micro_per_epoch
+            self.evaluate_if_due(end_of_epoch)
+            self.save_if_due()
+            if progress.step >= self.sched.total_steps or end_of_epoch:
+                break
+        ended = progress.epoch
+        if progress.pos_in_epoch >= self.micro_per_epoch:
+            progress.epoch, progress.pos_in_epoch = progress.epoch + 1, 0
+        if self.d.main:
+            self.objective.end_epoch(ended)
+
+    def forward_backward(self, batch, last_micro: bool) -> tuple[torch.Tensor, dict, float]:
+        """One micro-batch: the loss at this step's lr, checked finite, and its gradients accumulated."""
+        d, progress = self.d, self.progress
+        batch = _to_device(batch, d.device)
+        lr = self.sched.lr(progress.step)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+        sync = nullcontext()
+        if d.world > 1 and callable(getattr(self.wrapped, "no_sync", None)) and not last_micro:
+            sync = self.wrapped.no_sync()  # DDP: all-reduce the gradients on the last micro-batch only
+        with sync, self.autocast:
+            loss, logs = self.objective.loss(self.forward_model, batch)
+        self.last_good = _check_finite(loss, progress.step, self.last_good, self.ckpt, d)
+        (loss / self.cfg.optim.accum_steps).backward()
+        progress.pos_in_epoch += 1
+        self.clips_seen += self.objective.batch_size(batch) * d.world
+        return loss, logs, lr
+
+    def step(self, loss: torch.Tensor, logs: dict, lr: float) -> None:
+        """The optimiser step after the last micro-batch (clip, update, EMA), then its log row."""
+        cfg, d, progress = self.cfg, self.d, self.progress
+        if cfg.optim.clip_grad:
+            norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad)
+            logs["grad_norm"] = float(full_tensor(norm))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        progress.step += 1
+        step = progress.step
+        logs = all_reduce_mean({"loss": float(loss.detach()), **logs}, d)
+        now = time.perf_counter()
+        logs.update(step=step, epoch=progress.epoch, lr=lr,
+                    clips_per_s=self.clips_seen / max(now - self.t_window, 1e-9))
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}", clips_s=f"{logs['clips_per_s']:.1f}")
+        if step % cfg.run.log_every == 0 or step == self.sched.total_steps:
+            self.clips_seen, self.t_window = 0, now
+            self.runlog.record(logs, "train")
+            if d.main and not cfg.run.progress:
+                log.info("step %d/%d loss %.4f lr %.2e", step, self.sched.total_steps, logs["loss"], lr)
+
+    def evaluate_if_due(self, end_of_epoch: bool) -> None:
+        run, step = self.cfg.run, self.progress.step
+        if self.val_set is None or not ((run.eval_every and step % run.eval_every == 0)
+                                        or (not run.eval_every and end_of_epoch) or step == self.sched.total_steps):
+            return
+        if _evaluate(self.objective, self.model, self.val_set, self.d, self.progress, self.runlog):
+            self.ckpt.save_best(self.progress, self.model, self.objective.metric_name, self.d)
+        self.set_train_mode()
+
+    def save_if_due(self) -> None:
+        step = self.progress.step
+        if step % self.cfg.run.save_every == 0 or step == self.sched.total_steps:
+            self.progress.seconds = self.base_seconds + time.perf_counter() - self.t_start
+            self.last_good = self.ckpt.save(self.progress, self.model, self.optimizer, self.ema, self.d)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.runlog.close()
+
+    def finish(self) -> TrainResult:
+        """The result, the curves and summary.json (rank 0)."""
+        progress, run_dir = self.progress, self.run_dir
+        segment = time.perf_counter() - self.t_start
+        seconds = self.base_seconds + segment  # every segment of a resumed run, not only the last
+        metric_name = self.objective.metric_name
+        best_step = _best_step(progress.history, metric_name, progress.best)
+        best = self.ckpt.dir / "best"
+        best_dir = best if progress.best is not None and best.exists() else None
+        result = TrainResult(progress.step, seconds, progress.best, metric_name, self.last_good, run_dir,
+                             progress.history, self.model, best_dir, best_step)
+        if self.d.main:
+            _plot(progress.history, run_dir / "curves.png", metric_name)
+            summary = {"steps": progress.step, "seconds": round(seconds, 3), "seconds_this_segment": round(segment, 3),
+                       "best": progress.best, "metric": metric_name, "best_step": best_step,
+                       "best_checkpoint": str(best_dir) if best_dir else None,
+                       "checkpoint": str(self.last_good) if self.last_good else None}
+            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            log.info("done: %s", result.describe())
+        return result
 
 
 def _evaluate(objective: Objective, model: nn.Module, val_set, d: Dist, progress: Progress, runlog: RunLog) -> bool:

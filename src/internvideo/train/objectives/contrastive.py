@@ -50,9 +50,9 @@ class ContrastiveObjective(VideoObjective):
         out = model(batch[self.video_key], batch["text"])
         loss = self.clip_loss(out["video_emb"], out["text_emb"], out["logit_scale"])
         logs = {"contrastive": float(loss.detach())}
-        if "caption_logits" in out and self.cfg.optim.caption_weight > 0:
+        if "caption_logits" in out and self.cfg.contrastive.caption_weight > 0:
             cap = caption_loss(out["caption_logits"], out["caption_targets"], pad_id=None)  # targets mark padding -100
-            loss = loss + self.cfg.optim.caption_weight * cap
+            loss = loss + self.cfg.contrastive.caption_weight * cap
             logs["caption"] = float(cap.detach())
         return loss, logs
 

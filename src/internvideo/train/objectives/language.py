@@ -2,14 +2,14 @@
 
 * ``openset``: a classifier trained on the known classes only, its logits read
   as Dirichlet evidence and trained with the EDL loss (DEAR), the KL term
-  annealed over ``optim.edl_annealing_epochs``. The label indices of the
+  annealed over ``openset.edl_annealing_epochs``. The label indices of the
   training list are mapped onto ``0..K-1`` in increasing order (the synthetic
   world's known classes are 0-7); a list holding ``-1`` (unknown) is refused.
   Validation (known classes): top-1 and the mean uncertainty ``u = K / S``.
   ``internvideo eval openset`` then scores the model's frozen features.
 * ``qa``: :class:`~internvideo.models.qa.VideoQA` on a multimodal backbone
   (``model.name``/``model.pretrained``), answer vocabulary = the
-  ``data.qa_answers`` most frequent normalised training answers; questions
+  ``qa.answers`` most frequent normalised training answers; questions
   answered outside it are left out of the loss (and count as wrong in
   validation accuracy, as at test time).
 """
@@ -73,7 +73,7 @@ class OpenSetObjective(ClassifyObjective):
     def loss(self, model, batch):
         self.skips.update(batch)
         logits = self.logits(model, batch).float()
-        weight = annealing(self.epoch, self.cfg.optim.edl_annealing_epochs)
+        weight = annealing(self.epoch, self.cfg.openset.edl_annealing_epochs)
         loss = edl_loss(evidence(logits), batch["label"], weight)
         acc = (logits.argmax(-1) == batch["label"]).float().mean().item()
         return loss, {"train_top1": 100.0 * acc, "kl_weight": weight}
@@ -110,7 +110,7 @@ class QAObjective(VideoObjective):
     def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
         self.train_samples = read_qa(self.path(cfg.data.train), self.root)
-        self.answers = answer_vocabulary([s.answer for s in self.train_samples], cfg.data.qa_answers)
+        self.answers = answer_vocabulary([s.answer for s in self.train_samples], cfg.qa.answers)
         self.tokenizer = get_tokenizer("clip")
 
     def build_model(self) -> nn.Module:

@@ -5,7 +5,7 @@
 or a checkpoint directory to continue from; ``model.overrides`` changes its
 fields. ``input_dim``, ``num_classes`` and ``class_names`` come from the data.
 Sequences of a batch are zero-padded to a common length with a mask. The
-validation metric is the average mAP (percent) over ``data.tiou``.
+validation metric is the average mAP (percent) over ``localize.tiou``.
 ``model.overrides.num_classes: 1`` trains class-agnostic proposals (the
 ActivityNet recipe); their in-training mAP is then class-agnostic too, and the
 reported protocol fuses an external classifier's video scores
@@ -48,25 +48,26 @@ class LocalizeObjective:
 
     def _dataset(self, training: bool, classes: Sequence[str] | None = None,
                  input_dim: int | None = None) -> FeatureSequenceDataset:
-        d = self.cfg.data
-        if not d.features:
-            raise ValueError("the localize objective needs data.features (a folder of per-video .npy features)")
+        d, loc = self.cfg.data, self.cfg.localize
+        if not loc.features:
+            raise ValueError("the localize objective needs localize.features (a folder of per-video .npy features)")
         ann = self._path(d.train if training or not d.val else d.val)
         max_len = self.model.config.max_seq_len if self.model is not None else 2304
         # num_classes: 1 asks for class-agnostic proposals (ActionFormer's ActivityNet recipe).
         agnostic = self.cfg.model.overrides.get("num_classes") == 1
-        return FeatureSequenceDataset(ann, self._path(d.features), subset=d.train_subset if training else d.val_subset,
+        return FeatureSequenceDataset(ann, self._path(loc.features),
+                                      subset=loc.train_subset if training else loc.val_subset,
                                       classes=None if agnostic else classes, input_dim=input_dim,
-                                      feat_stride=d.feat_stride, window_frames=d.window_frames, fps=d.fps,
-                                      training=training, max_seq_len=max_len, crop_ratio=d.crop_ratio,
-                                      resize_to=d.resize_to, class_agnostic=agnostic)
+                                      feat_stride=loc.feat_stride, window_frames=loc.window_frames, fps=loc.fps,
+                                      training=training, max_seq_len=max_len, crop_ratio=loc.crop_ratio,
+                                      resize_to=loc.resize_to, class_agnostic=agnostic)
 
     def build_model(self) -> nn.Module:
         m = self.cfg.model
         # The label set and the feature width are the data's: read them before building.
         train = self._dataset(True)
         if len(train) == 0:
-            raise ValueError(f"no training videos with features (subset {self.cfg.data.train_subset!r}, "
+            raise ValueError(f"no training videos with features (subset {self.cfg.localize.train_subset!r}, "
                              f"{len(train.missing)} without features)")
         width = int(train.load(0).shape[1])
         from_data = {"input_dim": width, "num_classes": len(train.classes), "class_names": tuple(train.classes)}
@@ -113,7 +114,7 @@ class LocalizeObjective:
                                 "num_pos": float(losses["num_pos"])}
 
     def evaluate(self, model: nn.Module, val_set: Dataset, device: torch.device) -> dict[str, float]:
-        tiou = self.cfg.data.tiou or ACTIVITYNET_TIOUS
+        tiou = self.cfg.localize.tiou or ACTIVITYNET_TIOUS
         r = evaluate_localization(model, val_set, tiou_thresholds=tiou)
         return {"average_mAP": r["average_mAP"], "chance_average_mAP": r["chance_average_mAP"],
                 **{f"mAP@{k}": v for k, v in r["mAP"].items()}}

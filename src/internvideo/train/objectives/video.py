@@ -172,7 +172,7 @@ class FusionObjective(ClassifyObjective):
     The dataset gives both views of each clip, each by its backbone's input
     recipe: ``video`` (VideoMAE: dense frames, ImageNet statistics) and
     ``mm_video`` (the multimodal encoder: its frames and CLIP statistics). With
-    ``data.feature_cache`` set, the backbones run once over the training set
+    ``fusion.feature_cache`` set, the backbones run once over the training set
     (evaluation views, no augmentation) and training reads the cached features.
     """
 
@@ -192,12 +192,12 @@ class FusionObjective(ClassifyObjective):
 
     def datasets(self):
         train, val = super().datasets()
-        if self.cfg.data.feature_cache:
+        if self.cfg.fusion.feature_cache:
             eval_set = VideoClassificationDataset(self.train_samples, self.views(False), classes=self.classes,
                                                   training=False, strict=self.cfg.data.strict, decoded=self.decoded)
             model = self.model
             train = FeatureCache.build(lambda b: model.backbone_features(b["video"], b["mm_video"], all_streams=True),
-                                       eval_set, self.cfg.data.feature_cache, self.cfg.run.batch_size)
+                                       eval_set, self.cfg.fusion.feature_cache, self.cfg.run.batch_size)
         return train, val
 
     def batch_size(self, batch) -> int:
