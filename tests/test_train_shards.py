@@ -65,3 +65,21 @@ def test_killed_and_resumed_stream_matches_uninterrupted(tmp_path):
         before = _rows(tmp_path / "killed_ids" / f"rank{r}.jsonl")[:saved]
         after = _rows(tmp_path / "resumed_ids" / f"rank{r}.jsonl")
         assert before + after == ref[r], r
+
+
+def test_classify_trains_from_shards_with_repeated_views(tmp_path):
+    """The one loop reads shards (no data.train: classes from the index) and counts repeated views as samples."""
+    from internvideo.train import train
+    from internvideo.train.config import load_config
+
+    world = make_train_world(tmp_path / "world", n=8, size=32, frames=8)
+    index = write_shards(world / "train.txt", tmp_path / "shards", shard_size="12kB")
+    cfg = load_config(None, [
+        "objective=classify", "model.name=videomae_tiny",
+        f"data.shards={tmp_path / 'shards'}/{{000000..{len(index['shards']) - 1:06d}}}.tar",
+        "data.num_workers=0", "data.repeats=2", "data.hflip=false", "model.overrides.frame_interval=3",
+        f"run.out_dir={tmp_path / 'run'}", "run.batch_size=4", "run.progress=false", "run.log_every=1"])
+    result = train(cfg)
+    assert result.steps == 4  # 8 videos x 2 views = 16 samples per epoch, 4 per step
+    assert result.model.config.num_classes == 2 and result.model.config.class_names == ("moving left",
+                                                                                        "moving right")
