@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from benchmarks.bench_data import FPS, GOP, NUM_FRAMES, make_source
-from internvideo.data import dense_indices, read_frames, segment_indices
+from internvideo.data import read_frames, segment_indices
 from internvideo.data import video as video_mod
 
 SOURCES = {"360p": (360, 640), "720p": (720, 1280)}

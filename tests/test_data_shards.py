@@ -9,7 +9,6 @@ import signal
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

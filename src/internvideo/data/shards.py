@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError, UserError
-from .datasets import ClassificationSample, VideoClassificationDataset, VideoDataset, VideoTextSample, read_classes
+from .datasets import ClassificationSample, VideoClassificationDataset, VideoTextSample, read_classes
 from .datasets import read_classification_list, video_dataset_of
 from .datasets import read_video_text
 from .video import PathLike, VideoError, probe
