@@ -116,6 +116,27 @@ def _add_shard(sub) -> None:
     s.set_defaults(func=cmd_shard)
 
 
+def cmd_synth_nav(args: argparse.Namespace) -> int:
+    from .data.vln_world import make_nav_world
+
+    print(make_nav_world(args.out, houses=args.houses, unseen=args.unseen, paths_per_house=args.paths,
+                         dim=args.dim, seed=args.seed))
+    return 0
+
+
+def _add_synth_nav(sub) -> None:
+    s = sub.add_parser("synth-nav", help="generate the synthetic navigation world (R2R files, graphs, view features)",
+                       description="Write houses as navigation graphs with landmark view features and templated "
+                                   "instructions, in the R2R file formats (see docs/vln.md).")
+    s.add_argument("out", help="output folder (created; files in it are overwritten)")
+    s.add_argument("--houses", type=int, default=8, help="houses (scans) in all")
+    s.add_argument("--unseen", type=int, default=2, help="houses held out for R2R_val_unseen.json")
+    s.add_argument("--paths", type=int, default=40, help="paths per house, three instructions each")
+    s.add_argument("--dim", type=int, default=64, help="view feature width D")
+    s.add_argument("--seed", type=int, default=0, help="everything is a function of the seed")
+    s.set_defaults(func=cmd_synth_nav)
+
+
 def _add_eval(sub) -> None:
     from .experiments import fusion_ablation
     from .tasks import EVAL_COMMANDS
@@ -147,6 +168,15 @@ def _add_extract(sub) -> None:
                        description=(extract.__doc__ or "").split("\n\n")[0])
     extract.add_arguments(x)
     x.set_defaults(func=extract.main)
+
+
+def _add_merge(sub) -> None:
+    from .tasks import merge
+
+    m = sub.add_parser("merge", help="merge a video-language model with CLIP as the official evaluations do",
+                       description=(merge.__doc__ or "").split("\n\n")[0])
+    merge.add_arguments(m)
+    m.set_defaults(func=merge.main)
 
 
 def _add_search(sub) -> None:
@@ -209,8 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
     _add_synth(sub)
     _add_shard(sub)
+    _add_synth_nav(sub)
     _add_eval(sub)
     _add_extract(sub)
+    _add_merge(sub)
     _add_search(sub)
     _add_caption(sub)
     _add_demo(sub)

@@ -14,13 +14,13 @@ from torch import nn
 
 from ..errors import MissingFile
 from ..models import apply_overrides
-from . import clip, videomae
+from . import clip, uniformerv2, videomae
 from .base import (
     CONFIG_NAME, WEIGHTS_NAME, CheckpointError, Format, HeadPolicy, LoadReport, StateDict, UnsureArchitecture,
     _build_ours, _is_ours, _read_dir_weights, load_safetensors, load_state_dict_checked, read_state_dict,
 )
 
-FORMATS: tuple[Format, ...] = videomae.FORMATS + clip.FORMATS
+FORMATS: tuple[Format, ...] = videomae.FORMATS + clip.FORMATS + uniformerv2.FORMATS
 
 
 def _detect(sd: StateDict, meta: dict | None, source: object) -> Format:

@@ -31,6 +31,7 @@ from ..data import View, collate_videos, recipe_view
 from ..errors import MissingFile, UsageError, UserError
 from ..factory import create_model, list_models, load_model
 from ..data.sampling import TestLayout
+from ..errors import UserError
 from ..models.hardware import resolve_precision
 from ..models.protocols import FusionModel, MaskedVideoModel, TokenEncoder, VideoClassifier, VideoLanguageModel, \
     VideoModel
@@ -45,6 +46,10 @@ PRECISION_HELP = ("bf16: autocast, 1.5-4x faster on CPUs with native bf16 (AVX-5
 #: a task's sampling option: one of the recipe's samplings, or "auto" = the model's own
 SamplingOverride = Sampling | Literal["auto"]
 Pool = Literal["auto", "pre_logits", "mean", "embed"]
+#: Evaluation protocols of the video-language tasks: ``internvideo`` reproduces the official code's arithmetic and
+#: settings; ``ours`` is this project's choice, documented per task (docs/evaluation.md, "Protocols").
+EvalProtocol = Literal["ours", "internvideo"]
+PROTOCOLS: tuple[str, ...] = ("ours", "internvideo")
 
 
 # ----------------------------------------------------------------------------- models
@@ -311,6 +316,97 @@ def format_table(title: str, rows: Sequence[tuple[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- per-video scores (--save-scores)
+
+#: The ``format`` entry of a scores file (``internvideo eval ... --save-scores FILE.npz``).
+SCORES_FORMAT = "internvideo-scores-1"
+
+
+class ScoresError(UserError, ValueError):
+    """A scores file that cannot be read, or scores files that do not describe the same videos and classes."""
+
+
+@dataclasses.dataclass
+class VideoScores:
+    """Per-video class scores of one evaluation, as ``--save-scores`` writes them.
+
+    ``scores`` ``(N, C)`` float32: what the evaluation ranked (recognition and
+    zero-shot: the softmax probabilities averaged over the views); ``labels``
+    ``(N,)`` int64 (-1: unknown); ``videos``: the N video paths as the list
+    resolved them, in evaluation order; ``class_names``: the C classes of the
+    score columns; ``model``: the model's id (its path); ``task``: which evaluation.
+    """
+
+    scores: np.ndarray
+    labels: np.ndarray
+    videos: list[str]
+    class_names: list[str]
+    model: str
+    task: str
+
+
+def save_scores(path: str | os.PathLike, scores: VideoScores) -> Path:
+    """Write ``scores`` as a NumPy ``.npz`` (arrays ``format``, ``scores``, ``labels``, ``videos``,
+    ``class_names``, ``model``, ``task``; strings as unicode arrays, so ``np.load`` needs no pickle)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ScoresError(f"--save-scores {path}: the file name must end in .npz")
+    n, c = scores.scores.shape
+    if len(scores.videos) != n or scores.labels.shape != (n,) or len(scores.class_names) != c:
+        raise ValueError(f"scores {scores.scores.shape} do not fit {len(scores.videos)} videos, labels "
+                         f"{scores.labels.shape} and {len(scores.class_names)} classes")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, format=np.array(SCORES_FORMAT), scores=np.asarray(scores.scores, dtype=np.float32),
+             labels=np.asarray(scores.labels, dtype=np.int64), videos=np.array(scores.videos, dtype=str),
+             class_names=np.array(scores.class_names, dtype=str), model=np.array(scores.model),
+             task=np.array(scores.task))
+    os.replace(tmp, path)
+    return path
+
+
+def load_scores(path: str | os.PathLike) -> VideoScores:
+    """Read a file written by :func:`save_scores`; anything else is a :class:`ScoresError` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"scores file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise ScoresError(f"{path}: not a scores file written by --save-scores ({e})") from None
+    missing = [k for k in ("format", "scores", "labels", "videos", "class_names", "model", "task") if k not in data]
+    if missing:
+        raise ScoresError(f"{path}: not a scores file written by --save-scores (no {', '.join(missing)})")
+    if str(data["format"]) != SCORES_FORMAT:
+        raise ScoresError(f"{path}: scores format {str(data['format'])!r}, expected {SCORES_FORMAT!r}")
+    out = VideoScores(data["scores"].astype(np.float32), data["labels"].astype(np.int64),
+                      [str(v) for v in data["videos"]], [str(c) for c in data["class_names"]], str(data["model"]),
+                      str(data["task"]))
+    n = len(out.videos)
+    if out.scores.shape != (n, len(out.class_names)) or out.labels.shape != (n,):
+        raise ScoresError(f"{path}: scores {out.scores.shape} do not fit {n} videos and {len(out.class_names)} classes")
+    return out
+
+
+def dataset_scores(dataset: Any, scores: np.ndarray, labels: np.ndarray, model: Any, task: str,
+                   class_names: Sequence[str] | None = None) -> VideoScores:
+    """:class:`VideoScores` of an evaluation over ``dataset`` (a classification dataset, in its order)."""
+    names = list(class_names or getattr(dataset, "classes", None) or
+                 getattr(getattr(model, "config", None), "class_names", None) or [])
+    if len(names) != scores.shape[1]:
+        names = [str(i) for i in range(scores.shape[1])]  # no names known: the score columns are class indices
+    videos = [str(s.path) for s in dataset.samples]
+    return VideoScores(np.asarray(scores, dtype=np.float32), np.asarray(labels, dtype=np.int64), videos, names,
+                       model if isinstance(model, str) else type(model).__name__, task)
+
+
+def add_save_scores_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--save-scores", default=None, metavar="FILE.npz",
+                        help="write per-video class scores, labels, video paths, class names and the model id "
+                             "(combine several with `internvideo eval ensemble`; format: docs/evaluation.md)")
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -326,6 +422,17 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                              "models)")
     parser.add_argument("--frame-interval", type=int, default=None,
                         help="frame step inside a dense clip (default: the model's recipe)")
+
+
+def check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise UsageError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
+
+
+def add_protocol_argument(parser: argparse.ArgumentParser, *, ours: str, internvideo: str) -> None:
+    """``--protocol ours|internvideo``, with what each does for this task."""
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="ours",
+                        help=f"ours: {ours}; internvideo: {internvideo}. Pass --clip for the official weight merge")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, data_help: str) -> None:

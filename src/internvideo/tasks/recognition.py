@@ -127,19 +127,25 @@ def recognition_scores(model: nn.Module, data: ClassificationData, *, root: str 
 
 
 def evaluate_recognition(model: nn.Module, data: ClassificationData, *, num_clips: int = 1, num_crops: int = 1,
-                         allow_nonfinite: bool = False, **kwargs: Any) -> dict[str, Any]:
+                         allow_nonfinite: bool = False, save_scores: str | os.PathLike | None = None,
+                         model_id: str | None = None, **kwargs: Any) -> dict[str, Any]:
     """Multi-view recognition accuracy: ``{"top1", "top5", "mean_class_acc", "chance", ...}`` in percent.
 
     Keyword arguments are those of :func:`recognition_scores`. Videos with a
     NaN/inf logit fail the evaluation (:class:`~.metrics.NonFiniteError`)
     unless ``allow_nonfinite``; then they count as wrong (``num_nonfinite``).
+    ``save_scores``: write the per-video probabilities (:func:`~.common.save_scores`, ``model_id`` naming the model).
     """
     dataset = classification_dataset(model, data, num_clips=num_clips, num_crops=num_crops, **_view_options(kwargs))
     view_logits, labels = recognition_scores(model, dataset, num_clips=num_clips, num_crops=num_crops, **kwargs)
     nonfinite = check_finite(view_logits, "test videos", allow=allow_nonfinite)
     probs = average_views(view_logits)
     num_classes = probs.shape[1]
-    return {
+    extra = {}
+    if save_scores is not None:
+        scores = common.dataset_scores(dataset, probs, labels, model_id or model, "recognition")
+        extra["scores_file"] = str(common.save_scores(save_scores, scores))
+    return {**extra,
         "task": "recognition",
         "views": f"{num_clips}x{num_crops}",
         "num_views": int(view_logits.shape[1]),  # per video, as the data delivered them
@@ -239,6 +245,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-layout", choices=["videomae", "mmaction", "centred"], default="videomae",
                         help="where several test clips start: the official VideoMAE test loader (default), "
                              "mmaction2's SampleFrames, or each clip centred in its share of the video")
+    common.add_save_scores_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -248,7 +255,7 @@ def main(args: argparse.Namespace) -> int:
         frame_interval=args.frame_interval, short_side=args.short_side, layout=args.clip_layout,
         batch_size=args.batch_size,
         num_workers=args.num_workers, device=args.device, precision=args.precision, progress=args.progress,
-        allow_nonfinite=args.allow_nonfinite)
+        allow_nonfinite=args.allow_nonfinite, save_scores=args.save_scores, model_id=str(args.model))
     results.update(model=str(args.model), data=str(args.data))
     return common.finish(results, results_table(results), args.out)
 

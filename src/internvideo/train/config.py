@@ -100,6 +100,8 @@ class QASection:
     """Objective ``qa`` only."""
 
     answers: int = 1500  # answer vocabulary = this many most frequent training answers
+    # the answer head: "cross" (ours, models/qa.py) or "vtc_cap" (the official head over the caption decoder)
+    head: Literal["cross", "vtc_cap"] = "cross"
 
 
 @dataclass
@@ -152,6 +154,18 @@ class AVASection:
 
 
 @dataclass
+class VLNSection:
+    """Objective ``vln`` only (``data.train`` / ``data.val`` are R2R JSON files; see ``train/objectives/vln.py``)."""
+
+    connectivity: str = ""  # folder of {scan}_connectivity.json, relative to data.root
+    features: str = ""  # view features {scan}_{viewpoint} -> (36, D): a folder of .npy, an .npz or an HDF5 file
+    max_steps: int = 15  # decisions per episode (HAMT: 15)
+    teacher_weight: float = 1.0  # imitation: teacher forcing along the shortest path to the goal
+    sample_weight: float = 1.0  # student forcing: sampled actions, each step supervised by the shortest-path teacher
+    val_episodes: int | None = None  # validate on the first N instructions of data.val (None: all)
+
+
+@dataclass
 class OptimSection:
     lr: float = 1.5e-4  # base learning rate for a global batch of 256 (scaled linearly)
     min_lr: float = 1e-6
@@ -160,6 +174,9 @@ class OptimSection:
     warmup_steps: int = 0
     warmup_epochs: float = 0.0
     layer_decay: float | None = None  # layer-wise lr decay (fine-tuning), e.g. 0.75
+    # lr multiplier per parameter-name prefix, longest prefix wins, e.g. {"visual.": 0.004, "qa.": 10}
+    # (the official recipes' coef_lr / lr_mult); the others keep the base lr
+    lr_groups: dict[str, float] = field(default_factory=dict)
     clip_grad: float | None = None
     accum_steps: int = 1
     ema: float | None = None  # e.g. 0.9999
@@ -199,6 +216,7 @@ class TrainConfig:
     fusion: FusionSection = field(default_factory=FusionSection)
     contrastive: ContrastiveSection = field(default_factory=ContrastiveSection)
     openset: OpenSetSection = field(default_factory=OpenSetSection)
+    vln: VLNSection = field(default_factory=VLNSection)
 
 
 class ConfigError(UserError):
@@ -239,7 +257,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+        inner = args[1] if len(args) == 2 else Any
+        return {k: _coerce(v, inner, f"{where}[{k!r}]") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
@@ -342,6 +361,10 @@ def validate(cfg: TrainConfig) -> None:
     for i, b in enumerate(o.betas):
         _range(f"optim.betas[{i}]", b, 0, 1, hi_open=True)
     _range("optim.layer_decay", o.layer_decay, 0, 1, lo_open=True, optional=True)
+    for prefix, mult in o.lr_groups.items():
+        if not isinstance(prefix, str):
+            raise ConfigError(f"optim.lr_groups: keys are parameter-name prefixes (strings), got {prefix!r}")
+        _range(f"optim.lr_groups[{prefix!r}]", mult, 0)
     _range("optim.clip_grad", o.clip_grad, 0, lo_open=True, optional=True)
     _range("optim.accum_steps", o.accum_steps, 1)
     _range("optim.ema", o.ema, 0, 1, lo_open=True, hi_open=True, optional=True)
@@ -359,6 +382,10 @@ def validate(cfg: TrainConfig) -> None:
     if r.batch_size % d.repeats:
         raise ConfigError(f"run.batch_size ({r.batch_size}) must be a multiple of data.repeats ({d.repeats}): "
                           "it counts the augmented views, data.repeats of them per decoded clip")
+    _range("vln.max_steps", cfg.vln.max_steps, 1)
+    for key in ("teacher_weight", "sample_weight"):
+        _range(f"vln.{key}", getattr(cfg.vln, key), 0)
+    _range("vln.val_episodes", cfg.vln.val_episodes, 1, optional=True)
     m = cfg.model.overrides
     if "mask_ratio" in m:
         _range("model.overrides.mask_ratio", m["mask_ratio"], 0, 1, lo_open=True, hi_open=True)
