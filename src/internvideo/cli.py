@@ -89,6 +89,34 @@ def _add_synth(sub) -> None:
     s.set_defaults(func=cmd_synth)
 
 
+def cmd_shard(args: argparse.Namespace) -> int:
+    from .data.shards import write_shards
+
+    index = write_shards(args.list, args.out, root=args.root, shard_size=args.shard_size,
+                         shuffle_seed=args.shuffle_seed, progress=True)
+    shards = index["shards"]
+    print(f"{index['samples']} samples in {len(shards)} shard(s) in {args.out}: "
+          f"data.shards: \"{args.out.rstrip('/')}/{{000000..{len(shards) - 1:06d}}}.tar\"")
+    for entry in index["skipped"]:
+        print(f"skipped (unreadable): {entry['path']}: {entry['reason']}")
+    return 1 if index["skipped"] else 0
+
+
+def _add_shard(sub) -> None:
+    s = sub.add_parser("shard", help="write WebDataset tar shards (video bytes + JSON) from a list, for training",
+                       description="Copy the videos of a classification list or video-text JSON lines, as they are, "
+                                   "into WebDataset tar shards with a shards.json index (see docs/data.md, "
+                                   "'Training from shards'). Unreadable videos are listed and skipped (exit status "
+                                   "1); rerunning after an interruption resumes.")
+    s.add_argument("list", help="classification list (path label) or video-text JSON lines (.jsonl)")
+    s.add_argument("--root", default=None, help="folder the list's paths are relative to (default: the list's)")
+    s.add_argument("--out", required=True, help="output folder for NNNNNN.tar and shards.json")
+    s.add_argument("--shard-size", default="1GB", help="bytes per shard at most, e.g. 1GB, 500MB")
+    s.add_argument("--shuffle-seed", type=int, default=None,
+                   help="shuffle the samples once before sharding (default: keep the list's order)")
+    s.set_defaults(func=cmd_shard)
+
+
 def cmd_synth_nav(args: argparse.Namespace) -> int:
     from .data.vln_world import make_nav_world
 
@@ -275,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override config fields, e.g. --set optim.lr=1e-4 run.batch_size=8")
     t.set_defaults(func=cmd_train)
     _add_synth(sub)
+    _add_shard(sub)
     _add_synth_nav(sub)
     _add_eval(sub)
     _add_extract(sub)

@@ -61,13 +61,14 @@ from .sampling import DenseSampler, Sampler, SegmentSampler, TestLayout, Uniform
 from .transforms import EvalTransformConfig, TrainTransformConfig, as_float, build_eval_transform
 from .transforms import build_train_transform, to_cthw
 from .video import PathLike, VideoError, probe, read_frames
+from .workers import note_decoding
 
 __all__ = [
     "AnnotationError", "ClassificationSample", "VideoTextSample", "Segment", "LocalizationVideo", "AVABox", "QASample",
     "read_classification_list", "read_classes", "read_video_text", "write_video_text", "read_msrvtt",
     "read_activitynet", "read_qa", "text_lines",
     "View", "VideoDataset", "VideoClassificationDataset", "VideoTextDataset", "collate_videos", "SkipLog",
-    "SkipSummary", "IMAGE_EXTENSIONS", "json_number", "read_segment",
+    "SkipSummary", "IMAGE_EXTENSIONS", "json_number", "read_segment", "flatten_repeats", "video_dataset_of",
 ]
 
 log = logging.getLogger("internvideo.data")
@@ -618,6 +619,8 @@ class VideoDataset(torch.utils.data.Dataset):
         self.max_replacements = max_replacements
         self.decode_short_side = decode_short_side
         self.threads = threads
+        #: views per decode (VideoMAE's ``num_sample``): above 1, items are lists of that many augmented dicts
+        self.repeats = 1
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -630,8 +633,9 @@ class VideoDataset(torch.utils.data.Dataset):
         """Extra fields for item ``index`` (labels, captions...); ``rng`` is None in evaluation."""
         return {}
 
-    def load_frames(self, index: int, rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
-        """Decode the frames of every view of video ``index`` in one pass and transform them."""
+    def load_frames(self, index: int, rng: np.random.Generator | None
+                    ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
+        """Decode the frames of every view of video ``index`` in one pass and transform them (``repeats`` times)."""
         path = self.videos[index]
         image = _load_image(path) if Path(path).suffix.lower() in IMAGE_EXTENSIONS else None
         if image is None and self.decoded is not None:
@@ -644,15 +648,16 @@ class VideoDataset(torch.utils.data.Dataset):
             num_frames, fps = info.num_frames, info.fps
         picks = [np.asarray(view.sampler(num_frames, rng=rng, fps=fps), dtype=np.int64) for view in self.views]
         wanted = np.concatenate(picks)
+        note_decoding(path)
         frames = image[wanted] if image is not None else read_frames(
             path, wanted, threads=self.threads, short_side=self.decode_short_side)
-        out: dict[str, torch.Tensor] = {}
-        start = 0
-        for view, pick in zip(self.views, picks, strict=True):
-            clip = frames[start:start + len(pick)]
+        clips, start = [], 0
+        for pick in picks:
+            clips.append(frames[start:start + len(pick)])
             start += len(pick)
-            out[view.name] = self._transform(view, clip, rng)
-        return out
+        return [{view.name: self._transform(view, clip, rng) for view, clip in zip(self.views, clips, strict=True)}
+                for _ in range(self.repeats)] if self.repeats > 1 else \
+            {view.name: self._transform(view, clip, rng) for view, clip in zip(self.views, clips, strict=True)}
 
     def _transform(self, view: View, frames: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
         clips = view.sampler.clips(rng is not None) if hasattr(view.sampler, "clips") else 1
@@ -673,8 +678,9 @@ class VideoDataset(torch.utils.data.Dataset):
         for _ in range(self.max_replacements + 1):
             try:
                 item = self.load_frames(current, rng)
-                item.update(self.annotation(current, rng))
-                item.update(index=current, path=self.videos[current], skipped=skipped)
+                for n, view in enumerate(item if isinstance(item, list) else [item]):
+                    view.update(self.annotation(current, rng))
+                    view.update(index=current, path=self.videos[current], skipped=skipped if n == 0 else [])
                 return item
             except (VideoError, FileNotFoundError) as e:
                 if self.strict:
@@ -742,6 +748,7 @@ def collate_videos(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     ``"skipped"`` lists are concatenated, so ``batch["skipped"]`` names every
     unreadable video passed over while building this batch.
     """
+    items = flatten_repeats(items)
     if not items:
         return {}
     batch: dict[str, Any] = {}
@@ -758,6 +765,21 @@ def collate_videos(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         else:
             batch[key] = values
     return batch
+
+
+def flatten_repeats(items: Sequence[Any]) -> list[Any]:
+    """Items of a dataset with ``repeats > 1`` are lists of views: one batch entry each."""
+    return [view for item in items for view in (item if isinstance(item, list) else [item])]
+
+
+def video_dataset_of(dataset: Any) -> VideoDataset:
+    """The :class:`VideoDataset` inside ``dataset`` and the wrappers around it (each holding ``.dataset``)."""
+    inner = dataset
+    while not isinstance(inner, VideoDataset):
+        inner = getattr(inner, "dataset", None)
+        if inner is None:
+            raise TypeError(f"{type(dataset).__name__} does not read videos (it wraps no VideoDataset)")
+    return inner
 
 
 @dataclasses.dataclass(frozen=True)

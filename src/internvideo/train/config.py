@@ -62,6 +62,18 @@ class DataSection:
     label_smoothing: float = 0.0
     strict: bool = False  # raise on an unreadable video instead of skipping it
     num_workers: int = 2
+    # the DataLoader: page-locked batches for fast copies to the GPU (ignored without CUDA), workers kept alive
+    # across epochs, batches each worker prepares ahead (None: PyTorch's default, 2)
+    pin_memory: bool = True
+    persistent_workers: bool = False
+    prefetch_factor: int | None = None
+    # VideoMAE's num_sample: each decoded clip gives this many augmented views, each a sample (run.batch_size
+    # counts views and must be a multiple of it)
+    repeats: int = 1
+    # WebDataset shards written by `internvideo shard`, e.g. "shards/{000000..000127}.tar" (local paths or URLs);
+    # they replace data.train's list (classification: the classes come from the shard index or data.classes)
+    shards: str | None = None
+    shuffle_buffer: int = 128  # samples held per loader worker to shuffle a stream (memory: x the mean video size)
     # decode every video once, whole, and keep it in memory (small sets such as the synthetic world; videos
     # beyond 2 GiB in all are decoded on demand as usual)
     decode_once: bool = False
@@ -367,6 +379,12 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("mixup", "cutmix"):
         _range(f"data.{key}", getattr(d, key), 0)
     _range("data.num_workers", d.num_workers, 0)
+    _range("data.prefetch_factor", d.prefetch_factor, 1, optional=True)
+    _range("data.repeats", d.repeats, 1)
+    _range("data.shuffle_buffer", d.shuffle_buffer, 0)
+    if r.batch_size % d.repeats:
+        raise ConfigError(f"run.batch_size ({r.batch_size}) must be a multiple of data.repeats ({d.repeats}): "
+                          "it counts the augmented views, data.repeats of them per decoded clip")
     _range("vln.max_steps", cfg.vln.max_steps, 1)
     for key in ("teacher_weight", "sample_weight"):
         _range(f"vln.{key}", getattr(cfg.vln, key), 0)

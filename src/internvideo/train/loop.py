@@ -16,6 +16,7 @@ CPU with one process).
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -32,9 +33,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import fileio
+from ..data.datasets import flatten_repeats, video_dataset_of
+from ..data.shards import ShardStream, expand_shards
+from ..data.workers import WorkerWatch
 from ..errors import UserError
 from ..models.hardware import resolve_precision
-from .config import ConfigError, TrainConfig, check_warmup, validate
+from .config import ConfigError, DataSection, TrainConfig, check_warmup, validate
 from .objectives import Objective, check_objective, make_objective
 from .optim import EMA, adamw, lr_at
 from .setup import (
@@ -98,7 +102,13 @@ class SeededDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int | tuple[int, int]):
+        if isinstance(index, tuple):  # (epoch, index): persistent workers learn the epoch with the index
+            epoch, index = index
+            if epoch != self.epoch:
+                self.epoch = epoch
+                if callable(getattr(self.dataset, "set_epoch", None)):
+                    self.dataset.set_epoch(epoch)
         s = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index)
         s %= 2**63
         random.seed(s)
@@ -107,10 +117,57 @@ class SeededDataset(Dataset):
         return self.dataset[index]
 
 
-def _make_loader(ds: Dataset, sampler: Sampler, batch_size: int, num_workers: int, collate) -> DataLoader:
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
-                      drop_last=True, persistent_workers=False, pin_memory=False,
-                      multiprocessing_context="fork" if num_workers else None)
+class _WithEpoch(Sampler):
+    """(epoch, index) pairs of an :class:`EpochSampler`, for workers that outlive an epoch."""
+
+    def __init__(self, sampler: EpochSampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        return ((self.sampler.epoch, i) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+def _make_loader(ds: Dataset, sampler: EpochSampler | None, batch_size: int, data: DataSection, collate,
+                 device: torch.device) -> DataLoader:
+    """Map-style data with ``sampler``, or a shard stream (``sampler`` None)."""
+    workers = data.num_workers
+    extra = {"prefetch_factor": data.prefetch_factor} if workers and data.prefetch_factor else {}
+    return DataLoader(ds, batch_size=batch_size, sampler=_WithEpoch(sampler) if sampler is not None else None,
+                      num_workers=workers, collate_fn=collate, drop_last=True,
+                      persistent_workers=data.persistent_workers and workers > 0,
+                      pin_memory=data.pin_memory and device.type == "cuda",
+                      multiprocessing_context="fork" if workers else None, **extra)
+
+
+def _train_data(cfg: TrainConfig, objective: Objective, train_set: Dataset, seeded: SeededDataset, d: Dist):
+    """(shard stream or None, items per micro-batch, collate): repeated views and shards set up as configured."""
+    repeats, items = cfg.data.repeats, cfg.run.batch_size // cfg.data.repeats
+    collate = objective.collate
+    try:
+        if repeats > 1:
+            video_dataset_of(train_set).repeats = repeats
+            collate = functools.partial(_collate_views, objective.collate)
+        if not cfg.data.shards:
+            return None, items, collate
+        index, urls = expand_shards(cfg.data.shards)
+        stream = ShardStream(urls, index, seeded, batch=items, rank=d.rank, world=d.world,
+                             num_workers=cfg.data.num_workers, seed=cfg.run.seed,
+                             shuffle_buffer=cfg.data.shuffle_buffer,
+                             labels_required=getattr(objective, "labels_required", True))
+    except TypeError as e:
+        key = "data.shards" if cfg.data.shards else "data.repeats"
+        raise ConfigError(f"{key}: objective {cfg.objective!r} cannot use it ({e})") from None
+    if d.main:
+        log.info("streaming %d samples from %d shard(s); %d per epoch left out to split them evenly",
+                 index.total, len(urls), stream.dropped)
+    return stream, items, collate
+
+
+def _collate_views(collate, items):
+    return collate(flatten_repeats(items))
 
 
 def _to_device(batch, device: torch.device):
@@ -260,8 +317,13 @@ class _Run:
             model.set_grad_checkpointing(True)
         self.train_set, self.val_set = objective.datasets()
         self.seeded = SeededDataset(self.train_set, cfg.run.seed)
-        self.sampler = EpochSampler(len(self.seeded), d.rank, d.world, cfg.run.seed, shuffle=True)
-        self.sched = sched = Schedule.of(cfg, len(self.sampler), d)
+        self.stream, self.items_per_batch, self.collate = _train_data(cfg, objective, self.train_set, self.seeded, d)
+        self.sampler = (EpochSampler(len(self.seeded), d.rank, d.world, cfg.run.seed, shuffle=True)
+                        if self.stream is None else None)
+        self.sched = sched = Schedule.of(cfg, len(self.sampler if self.stream is None else self.stream) * cfg.data.repeats,
+                                            d)
+        self.watch = WorkerWatch(cfg.data.num_workers)
+        self.loader: DataLoader | None = None
 
         # Wrap first: FSDP replaces the parameters with sharded ones, which the optimiser and EMA must hold.
         self.wrapped = wrap_model(model, cfg, d)
@@ -277,6 +339,13 @@ class _Run:
         if latest is not None and d.main:
             log.info("resumed from %s at step %d", latest, self.progress.step)
             _drop_replayed_rows(run_dir / "metrics.jsonl", self.progress.step)
+        layout = {"shards": cfg.data.shards, "world": d.world, "num_workers": cfg.data.num_workers,
+                  "batch": self.items_per_batch} if self.stream is not None else {}
+        if latest is not None and self.progress.pos_in_epoch and self.progress.data_layout != layout:
+            raise ConfigError(f"{latest}: stopped mid-epoch reading {self.progress.data_layout or 'file lists'}, "
+                              f"now {layout or 'file lists'}; the stream position only holds for the same shards, "
+                              "processes, data.num_workers and batch (or set run.resume=false)")
+        self.progress.data_layout = layout
         self.base_seconds = self.progress.seconds
 
         self.runlog = RunLog(run_dir, self.progress.history, d)
@@ -297,12 +366,16 @@ class _Run:
         cfg, progress, accum = self.cfg, self.progress, self.cfg.optim.accum_steps
         self.seeded.epoch = progress.epoch
         self.objective.start_epoch(self.train_set, progress.epoch)
-        self.sampler.set_epoch(progress.epoch, progress.pos_in_epoch * cfg.run.batch_size)
-        loader = _make_loader(self.seeded, self.sampler, cfg.run.batch_size, cfg.data.num_workers,
-                              self.objective.collate)
+        if self.stream is not None:
+            self.stream.set_epoch(progress.epoch, progress.pos_in_epoch)
+        else:
+            self.sampler.set_epoch(progress.epoch, progress.pos_in_epoch * self.items_per_batch)
+        if self.loader is None or not cfg.data.persistent_workers:
+            self.loader = _make_loader(self.seeded if self.stream is None else self.stream, self.sampler,
+                                       self.items_per_batch, cfg.data, self.collate, self.d.device)
         micro = 0
         self.set_train_mode()
-        for batch in loader:
+        for batch in self.watch.iterate(self.loader):
             loss, logs, lr = self.forward_backward(batch, last_micro=micro + 1 >= accum)
             micro += 1
             if micro < accum:

@@ -54,6 +54,8 @@ class Progress:
     best: float | None = None
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0  # training time of the earlier segments of a resumed run
+    # what pos_in_epoch counts in: for a shard stream its shards, processes, loader workers and batch
+    data_layout: dict = field(default_factory=dict)
 
 
 class Checkpointer:
@@ -130,7 +132,7 @@ class Checkpointer:
         ema_state = {k: full_tensor(v) for k, v in ema.shadow.items()} if ema is not None else None
         state = {"step": progress.step, "epoch": progress.epoch, "pos_in_epoch": progress.pos_in_epoch,
                  "best": progress.best, "history": progress.history, "optimizer": optim_state, "rng": rng_state(),
-                 "seconds": progress.seconds}
+                 "seconds": progress.seconds, "data_layout": progress.data_layout}
         bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:  # such a checkpoint could only mislead a resume; the divergence guard stops the run next
             log.warning("not saving step %d: non-finite weights (%s)", progress.step, ", ".join(bad[:3]))
@@ -194,7 +196,7 @@ def resume(path: Path, model: nn.Module, optimizer, ema: EMA | None) -> Progress
             v.copy_(full)
     set_rng_state(state["rng"])
     return Progress(state["step"], state["epoch"], state["pos_in_epoch"], state["best"], state["history"],
-                    state.get("seconds", 0.0))
+                    state.get("seconds", 0.0), state.get("data_layout", {}))
 
 
 def full_tensor(t: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from ...data.datasets import SkipLog, View, collate_videos, recipe_view
 from ...data.memory import DecodedVideos, shared_decoded_videos
+from ...data.shards import ShardIndex, expand_shards
 from ...data.transforms import TrainTransformConfig
 from ...factory import create_model
 from ...recipe import InputRecipe
@@ -69,6 +70,7 @@ class VideoObjective:
 
     metric_name: str | None = None
     video_key = "video"
+    labels_required = True  # a shard sample without a label is an error (not for self-supervised objectives)
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
@@ -115,6 +117,14 @@ class VideoObjective:
             return None
         p = Path(rel)
         return p if p.is_absolute() or not self.cfg.data.root else Path(self.cfg.data.root) / p
+
+    def shard_index(self) -> ShardIndex | None:
+        """The index of ``data.shards`` (None when training reads lists)."""
+        return expand_shards(self.cfg.data.shards)[0] if self.cfg.data.shards else None
+
+    def train_source(self) -> Path | list:
+        """``data.train``, or no samples when only shards are given (the shard stream fills them in)."""
+        return self.path(self.cfg.data.train) if self.cfg.data.train else []
 
     @property
     def root(self) -> str | None:

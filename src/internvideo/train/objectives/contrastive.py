@@ -29,7 +29,7 @@ class ContrastiveObjective(VideoObjective):
 
     def datasets(self):
         d = self.cfg.data
-        train = VideoTextDataset(self.path(d.train), self.views(True), root=self.root, training=True,
+        train = VideoTextDataset(self.train_source(), self.views(True), root=self.root, training=True,
                                  seed=self.cfg.run.seed, strict=d.strict, decoded=self.decoded)
         val = VideoTextDataset(self.path(d.val), self.views(False), root=self.root, training=False,
                                strict=True, decoded=self.decoded) if d.val else None

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...data.datasets import VideoClassificationDataset, VideoTextDataset, read_classification_list
+from ...data.datasets import VideoClassificationDataset, VideoTextDataset, read_classes, read_classification_list
 from ...data.features import FeatureCache
 from ...data.labels import merge_label_sets
 from ...data.transforms import MixupCutmix
@@ -47,20 +47,25 @@ class MaskedClips(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> dict | list[dict]:
         item = self.dataset[index]
-        item["mask"] = tube_mask(1, self.grid, self.mask_ratio)[0]
+        for view in item if isinstance(item, list) else [item]:  # repeated views: a mask each
+            view["mask"] = tube_mask(1, self.grid, self.mask_ratio)[0]
         return item
 
 
 class MaskedVideoObjective(VideoObjective):
     """VideoMAE pretraining on a classification list or video-text JSON lines (labels unused)."""
 
+    labels_required = False
+
     def datasets(self):
         d, c = self.cfg.data, self.model.config
         view = self.view(training=True, pretrain=True)
-        cls = VideoTextDataset if str(d.train).endswith(".jsonl") else VideoClassificationDataset
-        train = cls(self.path(d.train), [view], root=self.root, training=True, seed=self.cfg.run.seed,
+        index = self.shard_index() if not d.train else None
+        text = str(d.train).endswith(".jsonl") if d.train else index.kind == "video_text"
+        cls = VideoTextDataset if text else VideoClassificationDataset
+        train = cls(self.train_source(), [view], root=self.root, training=True, seed=self.cfg.run.seed,
                     strict=d.strict, decoded=self.decoded)
         self.preload(train)
         return MaskedClips(train, c.grid, c.mask_ratio), None
@@ -80,7 +85,13 @@ class ClassifyObjective(VideoObjective):
         super().__init__(cfg)
         d = cfg.data
         pairs = [(self.path(d.train), self.path(d.classes))] + [(self.path(a), self.path(b)) for a, b in d.extra_train]
-        self.classes, self.train_samples = merge_label_sets(pairs, self.root)
+        if d.train:
+            self.classes, self.train_samples = merge_label_sets(pairs, self.root)
+        else:  # shards only: the classes are the index's (or data.classes)
+            index = self.shard_index()
+            self.classes = (read_classes(self.path(d.classes)) if d.classes else list(index.classes or [])
+                            or [str(i) for i in range(index.num_classes or 0)])
+            self.train_samples = []
         self.mixup = MixupCutmix(len(self.classes), d.mixup, d.cutmix, label_smoothing=d.label_smoothing) \
             if (d.mixup > 0 or d.cutmix > 0) else None
 

@@ -1,0 +1,87 @@
+"""Which video each ``DataLoader`` worker is decoding, so a worker that dies can be reported with it.
+
+A worker killed by a signal (a decoder crash, the out-of-memory killer) takes
+its Python state with it; ``DataLoader`` then only says "worker (pid N) exited
+unexpectedly". :class:`WorkerWatch` keeps, in shared memory created before the
+workers fork, each worker's pid and the video it started decoding last
+(datasets call :func:`note_decoding`), and :meth:`WorkerWatch.iterate` turns
+that error into one naming the video.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import multiprocessing
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+
+__all__ = ["WorkerDied", "WorkerWatch", "note_decoding"]
+
+_SLOT = 512  # bytes of the path kept per worker
+_watch: WorkerWatch | None = None
+
+
+class WorkerDied(UserError):
+    """A loader worker died (a decoder crash, the out-of-memory killer); the message names the video it was decoding."""
+
+
+def note_decoding(name: str) -> None:
+    """Record (in a loader worker under a :class:`WorkerWatch`) that ``name`` is being decoded now."""
+    info = torch.utils.data.get_worker_info()
+    if _watch is None or info is None or info.id >= _watch.size:
+        return
+    data = name.encode("utf-8", "replace")[: _SLOT - 1]
+    start = info.id * _SLOT
+    _watch.paths[start:start + len(data) + 1] = data + b"\0"
+    _watch.pids[info.id] = os.getpid()
+
+
+class WorkerWatch:
+    """Shared slots (pid, video) per loader worker; create it before the loader's workers start (fork)."""
+
+    def __init__(self, num_workers: int) -> None:
+        global _watch
+        self.size = max(num_workers, 1)
+        self.paths = multiprocessing.RawArray(ctypes.c_char, self.size * _SLOT)
+        self.pids = multiprocessing.RawArray(ctypes.c_long, self.size)
+        _watch = self
+
+    def decoding(self, pid: int | None = None) -> list[str]:
+        """What the worker with ``pid`` (or every worker) was decoding last."""
+        out = []
+        for i in range(self.size):
+            if pid is None or self.pids[i] == pid:
+                raw = bytes(self.paths[i * _SLOT:(i + 1) * _SLOT]).split(b"\0", 1)[0]
+                if raw:
+                    out.append(raw.decode("utf-8", "replace"))
+        return out
+
+    def iterate(self, batches: Iterable[Any]) -> Iterator[Any]:
+        """``batches`` unchanged; a worker's death becomes :class:`WorkerDied` naming its video."""
+        it = iter(batches)
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except RuntimeError as e:
+                text = str(e)
+                if "DataLoader worker" not in text or not re.search(r"exited unexpectedly|killed by signal", text):
+                    raise
+                pids = [int(p) for p in re.findall(r"\d+", (re.search(r"pid\(?s?\)?\s*([\d, ]+)", text) or
+                                                            re.search(r"()", text)).group(1))]
+                videos = [v for p in pids for v in self.decoding(p)] or self.decoding()
+                # Unregister the dead worker now: until then every SIGCHLD of the process re-raises its death
+                # wherever the main thread happens to be.
+                shutdown = getattr(it, "_shutdown_workers", None)
+                if callable(shutdown):
+                    shutdown()
+                reason = text.split(". ", 1)[0]
+                raise WorkerDied(f"{reason} while decoding {' or '.join(videos) if videos else 'an unknown video'}; "
+                                 "if a video crashes the decoder, check it with `ffprobe` and leave it out") from e
+            yield batch
