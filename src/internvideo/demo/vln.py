@@ -28,12 +28,14 @@ MAX_STEPS = 8  # decisions per episode: the world's paths have at most 5 moves
 
 
 def _train_agent(ctx: DemoContext, world, name: str, use_history: bool):
+    steps = STEPS.get(ctx.preset, 300)
     cfg = load_config(None, [
         "objective=vln", "model.name=vln_agent_tiny", f"model.overrides.use_history={str(use_history).lower()}",
         f"data.root={world}", "data.train=R2R_train.json", "vln.connectivity=connectivity",
         "vln.features=view_features.npz", f"vln.max_steps={MAX_STEPS}", "data.num_workers=0",
-        "optim.lr=3e-3", "optim.weight_decay=0.01", "optim.scale_lr=false", "optim.warmup_steps=20", "run.batch_size=16", "run.epochs=1000",
-        f"run.max_steps={STEPS.get(ctx.preset, 300)}", f"run.out_dir={ctx.work / name}",
+        "optim.lr=3e-3", "optim.weight_decay=0.01", "optim.scale_lr=false",
+        f"optim.warmup_steps={min(20, steps // 10)}",  # the smoke preset's 4 steps cannot hold 20 warmup steps
+        "run.batch_size=16", "run.epochs=1000", f"run.max_steps={steps}", f"run.out_dir={ctx.work / name}",
         f"run.progress={str(ctx.progress).lower()}", f"run.seed={ctx.seed}", "run.save_every=100000",
         "run.resume=false"])
     return train(cfg).model
