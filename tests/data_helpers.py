@@ -60,3 +60,14 @@ def write_file(path, text, mode="w"):
     path.parent.mkdir(parents=True, exist_ok=True)
     (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
     return path
+
+
+BINARY = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\x00"  # bytes that are not UTF-8 text, after one line
+
+
+def enospc(*args, **kwargs):
+    """Stand-in for a write on a full disk (monkeypatch it over ``os.fsync``)."""
+    import errno
+    import os
+
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -142,3 +142,13 @@ def nan_classifier_features() -> ColourClassifier:
     model = ColourClassifier()
     model.forward_features = lambda video: torch.full((video.shape[0], 4, 3), float("nan"))
     return model
+
+
+def localization_files(tmp_path, gt_segments=((1.0, 3.0),), pred=None):
+    """ActivityNet-style ground truth and predictions for ``eval localization``; returns their paths."""
+    gt = {"database": {"v1": {"duration": 10.0, "subset": "validation",
+                              "annotations": [{"segment": list(s), "label": "jump"} for s in gt_segments]}}}
+    results = pred if pred is not None else {"v1": [{"label": "jump", "score": 0.9, "segment": [1.0, 3.0]}]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "pred.json").write_text(json.dumps({"results": results}))
+    return tmp_path / "gt.json", tmp_path / "pred.json"

@@ -244,3 +244,63 @@ def test_cli_eval_ava_json_and_user_errors(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [f"internvideo: error: {tmp_path / 'bad.csv'}:1: box (0.5, 0.1, 0.4, 0.2) "
                                                "has x2 < x1 or y2 < y1"]
+
+
+def _ava_files(tmp_path, gt_rows, pred_rows, pred_prefix=b"", gt_prefix=b""):
+    (tmp_path / "gt.csv").write_bytes(gt_prefix + "".join(r + "\n" for r in gt_rows).encode())
+    (tmp_path / "pred.csv").write_bytes(pred_prefix + "".join(r + "\n" for r in pred_rows).encode())
+    (tmp_path / "map.pbtxt").write_text('item { name: "stand" id: 1 }\nitem { name: "walk" id: 2 }\n')
+    return ["eval", "ava", "--gt", str(tmp_path / "gt.csv"), "--pred", str(tmp_path / "pred.csv"),
+            "--labels", str(tmp_path / "map.pbtxt")]
+
+
+GT_ROW = "v1,0902,0.1,0.1,0.5,0.9,1,0"
+HIT = "v1,0902,0.1,0.1,0.5,0.9,1,0.9"
+
+
+@pytest.mark.parametrize("gt_rows", [[], ["v1,0902"], ["v1,0902,0.1,0.1,0.5,0.9,5,0"]])
+def test_ava_without_ground_truth_to_score_is_an_error_not_nan(tmp_path, capsys, gt_rows):
+    """Before: "mAP: nan %", exit 0, and a bare NaN in the --out JSON. Unlisted: only keyframes without boxes,
+    only classes outside the label map."""
+    from internvideo.cli import main
+
+    argv = _ava_files(tmp_path, gt_rows, [HIT]) + ["--out", str(tmp_path / "r.json")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "gt.csv" in err and "nothing to score" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_ava_bom_on_either_csv_keeps_the_first_row(tmp_path, capsys):
+    """Before: a UTF-8 BOM stuck to the first video id and that detection was silently dropped (mAP 0)."""
+    from internvideo.cli import main
+
+    for gt_bom, pred_bom in ((b"", b"\xef\xbb\xbf"), (b"\xef\xbb\xbf", b"")):
+        argv = _ava_files(tmp_path, [GT_ROW], [HIT], pred_prefix=pred_bom, gt_prefix=gt_bom)
+        assert main(argv + ["--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["mAP"] == 100.0 and result["false_positives_off_ground_truth"] == {}
+
+
+def test_ava_non_utf8_csv_names_file_and_line(tmp_path, capsys):
+    from internvideo.cli import main
+
+    argv = _ava_files(tmp_path, [GT_ROW], [HIT])
+    (tmp_path / "pred.csv").write_bytes(HIT.encode() + b"\nv1,0902,0.1,0.1,0.5,0.9,1,\xff\xfe\n")
+    assert main(argv) == 2
+    assert "pred.csv:2: not valid UTF-8" in capsys.readouterr().err
+
+
+def test_ava_detections_off_the_ground_truth_are_counted(tmp_path, capsys):
+    from internvideo.cli import main
+
+    preds = [HIT, "v9,0902,0.1,0.1,0.5,0.9,1,0.8", "v1,0903,0.1,0.1,0.5,0.9,1,0.7", "v1,0904,0.1,0.1,0.5,0.9,1,0.6"]
+    argv = _ava_files(tmp_path, [GT_ROW, "v1,0904"], preds)  # 0904: an annotated keyframe without boxes
+    assert main(argv + ["--json", "--out", str(tmp_path / "r.json")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["false_positives_off_ground_truth"] == {"detections of videos not in the ground truth": 1,
+                                                          "detections at timestamps that are not annotated keyframes": 1}
+    assert result["num_detections"] == 4 and result["mAP"] == 100.0  # the hit ranks first
+    assert json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(c)) == result
+    assert main(argv) == 0
+    assert "scored as false positives: 1 detections of videos not in the ground truth" in capsys.readouterr().out

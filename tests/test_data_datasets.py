@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from data_helpers import write_file
+from data_helpers import BINARY, write_file
 from internvideo.data import (AnnotationError, DenseSampler, EvalTransformConfig, SegmentSampler, SkipLog,
                               TrainTransformConfig, VideoClassificationDataset, VideoError, VideoTextDataset,
                               View, build_eval_transform, build_train_transform, collate_videos, read_activitynet,
@@ -386,3 +386,24 @@ def test_recipe_view_transforms_take_the_recipes_size_and_statistics():
                                                           random_erasing=0.0, mean=r.mean, std=r.std))
     torch.testing.assert_close(out, expected(frames, np.random.default_rng(1)), rtol=0, atol=0)
     assert out.shape == (3, 8, 32, 32)
+
+
+@pytest.mark.parametrize("name, read", [
+    ("recipe.yaml", lambda p: __import__("internvideo.train.config", fromlist=["x"]).load_config(p)),
+    ("templates.txt", lambda p: __import__("internvideo.tasks.zeroshot", fromlist=["x"]).read_templates(p)),
+    ("map.pbtxt", lambda p: __import__("internvideo.data.ava", fromlist=["x"]).read_label_map(p)),
+    ("gt.json", lambda p: __import__("internvideo.data", fromlist=["x"]).read_activitynet(p)),
+    ("msrvtt.csv", lambda p: __import__("internvideo.data.datasets", fromlist=["x"]).read_msrvtt(p, ".")),
+    ("results.csv", lambda p: __import__("internvideo.data.ava", fromlist=["x"]).read_ava_results(p)),
+    ("test.txt", lambda p: __import__("internvideo.data", fromlist=["x"]).read_classification_list(p)),
+])
+def test_every_reader_names_the_file_and_line_of_bytes_that_are_not_text(tmp_path, name, read):
+    """Before: a UnicodeDecodeError traceback naming no file (YAML configs, templates, label maps, JSON)."""
+    from internvideo.errors import UserError
+
+    path = tmp_path / name
+    path.write_bytes(b"first line\n" + BINARY)
+    with pytest.raises((UserError, ValueError)) as e:
+        read(path)
+    message = str(e.value)
+    assert f"{path}:2" in message and "UTF-8" in message, message

@@ -10,9 +10,11 @@ import pytest
 import internvideo
 from internvideo.tasks.common import clip_embedding
 from eval_standins import ColourClassifier, nan_classifier_features
+from data_helpers import enospc
 from internvideo.data import IMAGENET_MEAN, IMAGENET_STD, write_video
 from internvideo.tasks import extract as E
 from internvideo.errors import UsageError
+from internvideo.errors import UserError
 from internvideo.tasks.common import WrongModelError
 
 QUIET = dict(progress=False)
@@ -189,3 +191,33 @@ def test_extract_marks_nan_features_as_errors(ext_videos, tmp_path):
     # Before: NaN features written with status "ok".
     assert row["status"] == "error" and "non-finite" in row["error"] and summary["extracted"] == 0
     assert not list((tmp_path / "n").rglob("*.npy"))
+
+
+def test_disk_full_during_extract_leaves_no_torn_config_and_names_the_path(colours, tmp_path, monkeypatch):
+    """Before: a 0-byte extract_config.json, and the rerun failed with a JSON message naming no file."""
+    from eval_standins import ColourClassifier
+    from internvideo import fileio
+    from internvideo.tasks import extract as E
+
+    out = tmp_path / "feats"
+    with monkeypatch.context() as m:
+        m.setattr(fileio.os, "fsync", enospc)
+        with pytest.raises(fileio.DiskFullError) as e:
+            E.extract_features(ColourClassifier(), colours["list"], out, progress=False)
+    assert str(out / "extract_config.json") in str(e.value) and "\n" not in str(e.value)
+    assert not (out / "extract_config.json").exists() and not list(out.rglob("*.tmp"))
+    summary = E.extract_features(ColourClassifier(), colours["list"], out, progress=False)
+    assert summary["extracted"] == summary["videos"] > 0
+
+
+def test_a_torn_extract_config_left_by_an_older_version_is_recognised(colours, tmp_path):
+    from eval_standins import ColourClassifier
+    from internvideo.tasks import extract as E
+
+    out = tmp_path / "feats"
+    out.mkdir()
+    (out / "extract_config.json").write_bytes(b"")  # what the old in-place write left on a full disk
+    assert E.extract_features(ColourClassifier(), colours["list"], out, progress=False)["extracted"] > 0
+    (out / "extract_config.json").write_bytes(b'{"window": ')  # torn, and now features lie beside it
+    with pytest.raises(UserError, match=r"extract_config\.json is damaged.*--overwrite"):
+        E.extract_features(ColourClassifier(), colours["list"], out, progress=False)

@@ -14,6 +14,7 @@ from internvideo.tasks.localization import (
     remove_duplicate_segments, write_detections,
 )
 from internvideo.errors import UsageError
+from eval_standins import localization_files
 
 
 def video(vid, segments, subset="validation", duration=100.0):
@@ -268,3 +269,51 @@ def test_eval_cli_scores_a_result_file(tmp_path, capsys):
     bad = _cli(capsys, "--gt", str(pred), "--pred", pred)
     assert bad.returncode == 2 and bad.stderr.startswith("internvideo: error: ") and 'database' in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("segment, needle", [
+    ("[NaN, 3]", "must be a finite number, got nan"),
+    ("[1, Infinity]", "must be a finite number, got inf"),
+    ("[-5, -2]", "lies before the video starts"),
+])
+def test_localization_ground_truth_segments_that_can_never_match_are_refused(tmp_path, capsys, segment, needle):
+    """Before: accepted and silently never matched (the class's recall dropped)."""
+    from internvideo.cli import main
+
+    gt, pred = localization_files(tmp_path)
+    gt.write_text(gt.read_text().replace("[1.0, 3.0]", segment))
+    assert main(["eval", "localization", "--gt", str(gt), "--pred", str(pred)]) == 2
+    err = capsys.readouterr().err
+    assert "gt.json" in err and "database/v1/annotations[0]/segment" in err and needle in err
+
+
+def test_a_repeated_video_key_in_predictions_is_an_error(tmp_path, capsys):
+    """Before: the second list silently replaced the first. Unlisted: the same in the ground truth."""
+    from internvideo.cli import main
+
+    gt, pred = localization_files(tmp_path)
+    one = '{"label": "jump", "score": 0.9, "segment": [1.0, 3.0]}'
+    pred.write_text('{"results": {"v1": [' + one + '], "v1": [' + one + ']}}')
+    assert main(["eval", "localization", "--gt", str(gt), "--pred", str(pred)]) == 2
+    assert "pred.json" in (err := capsys.readouterr().err) and "'v1' appears twice" in err
+    gt2, pred2 = localization_files(tmp_path)
+    gt2.write_text(gt2.read_text().replace('{"database": {', '{"database": {"v1": {"duration": 5}, '))
+    assert main(["eval", "localization", "--gt", str(gt2), "--pred", str(pred2)]) == 2
+    assert "gt.json" in (err := capsys.readouterr().err) and "'v1' appears twice" in err
+
+
+def test_localization_counts_predictions_it_cannot_match(tmp_path, capsys):
+    from internvideo.cli import main
+
+    preds = {"v1": [{"label": "jump", "score": 0.9, "segment": [1.0, 3.0]},
+                    {"label": "swim", "score": 0.5, "segment": [1.0, 3.0]},
+                    {"label": "jump", "score": float("nan"), "segment": [4.0, 5.0]}],
+             "v7": [{"label": "jump", "score": 0.4, "segment": [1.0, 3.0]}]}
+    gt, pred = localization_files(tmp_path, pred=preds)
+    assert main(["eval", "localization", "--gt", str(gt), "--pred", str(pred), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["num_predictions"], result["num_ignored_predictions"], result["num_nonfinite"],
+            result["num_predictions_unknown_videos"]) == (4, 1, 1, 1)
+    assert main(["eval", "localization", "--gt", str(gt), "--pred", str(pred)]) == 0
+    table = capsys.readouterr().out
+    assert "of videos without GT (false positives)" in table and "non-finite (never hits)" in table

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from internvideo.data import AnnotationError, QASample, read_qa
 from internvideo.models.qa import VideoQA, VideoQAConfig, VideoQAHead, question_padding
@@ -13,6 +14,7 @@ from internvideo.models.video_clip import NAMED_CONFIGS, InternVideoMM
 from internvideo.tasks.qa import (answer_vocabulary, evaluate_qa, most_frequent_answer, normalize_answer, qa_accuracy,
                                   qa_features)
 from internvideo.tasks.common import WrongModelError
+from internvideo.tasks.metrics import NonFiniteError
 from internvideo.train.heads import train_qa_head
 from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
 
@@ -171,3 +173,25 @@ def test_saved_config_round_trip():
     assert cfg.backbone == TINY and cfg.answers == ("x", "y")
     with pytest.raises(ValueError, match="repeated"):
         VideoQAConfig(answers=("x", "x"))
+
+
+def test_qa_with_nan_answer_scores_is_an_error_not_the_first_answer():
+    """argmax over NaN logits returns the first NaN's index, which could be the right answer."""
+    from internvideo.data import QASample
+    from internvideo.tasks.qa import QAFeatures, predict_answers
+
+    class NaNQA(nn.Module):
+        answers = ["yes", "no"]
+
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward_head(self, q, pad, v):
+            return torch.full((len(q), 2), float("nan"))
+
+    samples = [QASample("a.mp4", "is it?", "yes"), QASample("b.mp4", "is it?", "yes")]
+    features = QAFeatures(torch.zeros(1, 1, 1, 4), torch.zeros(2, dtype=torch.long), torch.zeros(2, 3, 4),
+                          torch.zeros(2, 3, dtype=torch.bool))
+    with pytest.raises(NonFiniteError, match="2 of 2 questions"):
+        predict_answers(NaNQA(), samples, features=features, progress=False)

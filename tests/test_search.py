@@ -26,6 +26,7 @@ from internvideo.search.__main__ import main as search_main
 from internvideo.search.index import window_bounds
 from internvideo.search.store import DB_NAME, Store
 from internvideo.errors import UsageError
+from internvideo.tasks.metrics import NonFiniteError
 
 from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
 from search_helpers import search_model, search_world, tiny_model_dir, video_folder  # noqa: F401
@@ -374,3 +375,102 @@ def test_demo_stage_indexes_test_clips_and_reports_search_r1(search_world, searc
     searcher = Searcher(tmp_path / "search" / "index")
     assert len(searcher) == min(n, 10)  # one window per 1 s clip
     searcher.close()
+
+
+def _nan_after(model, calls: int, value: float = float("nan")):
+    """Make ``model.encode_video`` give ``value`` from its ``calls``-th call on (one call per window here)."""
+    real, seen = model.encode_video, []
+
+    def encode_video(video):
+        seen.append(1)
+        out = real(video)
+        return out if len(seen) <= calls else torch.full_like(out, value)
+
+    model.encode_video = encode_video
+    return model
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_index_refuses_non_finite_embeddings_per_video(search_world, search_model, tmp_path, value):
+    """NaN rows were stored as good ones and search then said "no results" (exit 0). Now the video is marked
+    failed and counted, and no non-finite row reaches the index."""
+    from internvideo.search import Searcher, build_index
+
+    folder = video_folder(search_world, tmp_path / "videos", clips=3, long=False)
+    out = tmp_path / "idx"
+    # One window per forward pass; clip 0 and 1 are fine, clip 2 is non-finite.
+    model = _nan_after(internvideo.load_model(search_model), calls=2, value=value)
+    summary = build_index(model, folder, out, model_source=search_model, window=1.0, stride=1.0, batch_size=1,
+                          precision="fp32", progress=False)
+    assert summary["indexed"] == 2 and summary["failed_now"] == 1
+    assert [f["video"] for f in summary["failed"]] == ["clips/clip_00002.mp4"]
+    assert "non-finite" in summary["failed"][0]["error"]
+    searcher = Searcher(out)
+    try:
+        ids, x = searcher.store.embeddings()
+        assert np.isfinite(x).all() and len(ids) == summary["windows"] == 2
+    finally:
+        searcher.close()
+
+
+def test_index_cli_exits_non_zero_when_every_video_fails(search_world, search_model, tmp_path, capsys):
+    from internvideo.search.__main__ import main as search_main
+
+    bad = tmp_path / "nan_model"
+    model = internvideo.load_model(search_model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    internvideo.save_model(model, bad)
+    folder = video_folder(search_world, tmp_path / "videos", clips=2, long=False)
+    code = search_main(["index", str(folder), "--model", str(bad), "--out", str(tmp_path / "idx"), "--window", "1",
+                        "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "all 2 videos to index failed" in err and "non-finite" in err
+
+
+def test_search_with_a_nan_text_projection_is_an_error(search_world, search_model, tmp_path):
+    from internvideo.search import Searcher, build_index
+
+    folder = video_folder(search_world, tmp_path / "videos", clips=2, long=False)
+    build_index(internvideo.load_model(search_model), folder, tmp_path / "idx", model_source=search_model,
+                window=1.0, precision="fp32", progress=False)
+    searcher = Searcher(tmp_path / "idx")
+    try:
+        assert searcher.search("a red circle", 2)
+        real = searcher.model.encode_text
+        searcher.model.encode_text = lambda ids: real(ids) * float("nan")
+        with pytest.raises(NonFiniteError, match="query"):
+            searcher.search("a blue square", 2)  # was: [] ("no results", exit 0)
+        searcher.model.encode_text = lambda ids: real(ids) * float("inf")
+        with pytest.raises(NonFiniteError, match="query"):
+            searcher.search("a green triangle", 2)
+    finally:
+        searcher.close()
+
+
+def test_disk_full_during_index_names_the_index_and_the_real_error_is_not_hidden(search_world, search_model,
+                                                                                  tmp_path, monkeypatch):
+    """Before: "cannot rollback - no transaction is active", hiding SQLite's "database or disk is full"."""
+    import sqlite3
+
+    from internvideo import fileio
+    from internvideo.search import build_index
+    from internvideo.search.store import Store
+
+    store = Store(tmp_path / "plain", create=True)
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        with store.transaction() as db:
+            db.execute("ROLLBACK")  # what SQLite does by itself on a full disk
+            raise sqlite3.OperationalError("database or disk is full")
+    store.close()
+
+    def full(self, *args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    folder = video_folder(search_world, tmp_path / "videos", clips=1, long=False)
+    monkeypatch.setattr(Store, "replace_video", full)
+    with pytest.raises(fileio.DiskFullError) as e:
+        build_index(internvideo.load_model(search_model), folder, tmp_path / "idx", model_source=search_model,
+                    window=1.0, precision="fp32", progress=False)
+    assert str(tmp_path / "idx") in str(e.value)

@@ -259,3 +259,17 @@ def test_multiple_choice_with_nan_projection_fails(colours):
         evaluate_multiple_choice(_NaNCLIP(), colours["mc"], **QUIET)
     result = evaluate_multiple_choice(_NaNCLIP(), colours["mc"], allow_nonfinite=True, **QUIET)
     assert result["accuracy"] == 0.0 and result["chance"] == pytest.approx(100 / 3)
+
+
+@pytest.mark.parametrize("raw", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_logit_scale_is_the_same_error_for_every_metric(colours, raw):
+    """Retrieval read a NaN logit_scale and scored 0 % without a word; zero-shot said why. Now both raise the
+    same NonFiniteError (an infinite scale was clamped to a plausible 100 before)."""
+    model = ColourCLIP()
+    model.logit_scale.data.fill_(raw)
+    with pytest.raises(NonFiniteError, match="logit_scale"):
+        evaluate_retrieval(model, colours["captions"], **QUIET)
+    with pytest.raises(NonFiniteError, match="logit_scale"):
+        evaluate_zeroshot(model, colours["list"], colours["classes"], **QUIET)
+    model.logit_scale.data.fill_(1000.0)  # finite and huge: clamped at 100 as CLIP does, not an error
+    assert evaluate_zeroshot(model, colours["list"], colours["classes"], **QUIET)["top1"] == 100.0

@@ -14,6 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import internvideo
+
 from internvideo.data import datasets as datasets_module
 from internvideo.data import memory
 from internvideo.train.config import ConfigError, load_config
@@ -514,3 +516,112 @@ def test_best_step_is_found_when_the_log_rounds_the_metric():
                {"kind": "eval", "top1": round(best, 6), "step": 600}, {"kind": "eval", "top1": 30.0, "step": 900}]
     assert _best_step(history, "top1", best) == 600
     assert _best_step(history, "top1", None) is None and _best_step(history, None, best) is None
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["optim.lr=1e-4", "optim.min_lr=1e-2"], "optim.min_lr (0.01) is above optim.lr"),
+    (["optim.warmup_steps=5", "optim.warmup_epochs=1", "run.epochs=3"], "both set"),
+    (["optim.warmup_epochs=3", "run.epochs=3"], "optim.warmup_epochs (3) must be less than run.epochs"),
+    (["optim.warmup_steps=50", "run.max_steps=50"], "optim.warmup_steps (50) must be less than run.max_steps"),
+])
+def test_schedule_cross_field_checks(overrides, needle):
+    """Before: min_lr above lr was accepted; the lr climbed to ~10 and the loss to 3,623, exit 0."""
+    from internvideo.train.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, overrides)
+    load_config(None, ["optim.lr=1e-4", "optim.min_lr=1e-4", "optim.warmup_steps=49", "run.max_steps=50"])
+
+
+def test_warmup_longer_than_the_run_is_refused_once_the_step_count_is_known():
+    from internvideo.train.config import ConfigError, load_config
+    from internvideo.train.loop import Schedule
+
+    class OneProcess:
+        world = 1
+
+    cfg = load_config(None, ["optim.warmup_steps=40", "run.epochs=2", "run.batch_size=4", "optim.accum_steps=1"])
+    with pytest.raises(ConfigError, match=r"warmup \(40 steps.*not shorter than the run \(10 steps"):
+        Schedule.of(cfg, 20, OneProcess())
+    assert Schedule.of(cfg, 100, OneProcess()).warmup == 40  # 50 steps: fine
+
+
+def _contender(run_dir, start, inside, results, index):
+    """Wait for the start signal, try the lock; inside it, check that nobody else is inside."""
+    import os
+    import time
+    from pathlib import Path
+
+    from internvideo.train import setup
+    from internvideo.train.setup import Dist, RunDirLocked, run_dir_lock
+
+    # A slow log handler (a network file system, a busy terminal) widens any gap between "the lock is stale"
+    # and "it is mine": a takeover that is not atomic loses the race then.
+    setup.log.warning = lambda *args, **kwargs: time.sleep(0.05)
+    start.wait()
+    try:
+        with run_dir_lock(Path(run_dir), Dist()):
+            with inside.get_lock():
+                inside.value += 1
+                crowded = inside.value > 1
+            time.sleep(0.05)
+            with inside.get_lock():
+                inside.value -= 1
+            results[index] = 2 if crowded else 1
+    except RunDirLocked:
+        results[index] = 0
+    os._exit(0)
+
+
+def test_a_stale_lock_is_taken_over_by_exactly_one_of_several_racing_runs(tmp_path):
+    """Before: three runs finding the same dead-pid lock; two held it at once in 11 of 20 trials."""
+    import multiprocessing
+    import subprocess
+    import sys
+
+    ctx = multiprocessing.get_context("fork")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    racers, trials = 5, 6
+    for trial in range(trials):
+        run_dir = tmp_path / f"run{trial}"
+        run_dir.mkdir()
+        (run_dir / "run.lock").write_text(json.dumps({"pid": dead.pid, "host": __import__("socket").gethostname(),
+                                                      "since": "long ago"}))
+        start, inside = ctx.Event(), ctx.Value("i", 0)
+        results = ctx.Array("i", [-1] * racers)
+        procs = [ctx.Process(target=_contender, args=(str(run_dir), start, inside, results, i))
+                 for i in range(racers)]
+        for p in procs:
+            p.start()
+        start.set()
+        for p in procs:
+            p.join(timeout=60)
+        got = list(results)
+        assert 2 not in got, f"trial {trial}: two runs held the lock at once ({got})"
+        assert got.count(1) >= 1 and -1 not in got, got
+        assert not (run_dir / "run.lock").exists()  # released by whoever held it
+
+
+def test_disk_full_while_saving_a_training_checkpoint_is_one_line_naming_it(tmp_path, monkeypatch):
+    """Before: a SafetensorError traceback. Now DiskFullError naming the checkpoint; no partial step_N left."""
+    from safetensors import SafetensorError
+
+    from internvideo import fileio
+    from internvideo.checkpoints import base
+    from internvideo.train.state import Checkpointer
+
+    def full(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
+                              '"No space left on device" })')
+
+    model = internvideo.create_model("videomae_tiny", num_classes=3, img_size=32, num_frames=4)
+    ckpt = Checkpointer(tmp_path, keep_last=2)
+    monkeypatch.setattr(base, "save_file", full)
+    with pytest.raises(fileio.DiskFullError) as e:
+        ckpt.write(3, model, {"step": 3}, None, model.state_dict())
+    assert str(tmp_path / "checkpoints" / "step_0000003") in str(e.value) and "\n" not in str(e.value)
+    assert not list((tmp_path / "checkpoints").iterdir())  # neither step_0000003 nor its .tmp
+    with pytest.raises(fileio.DiskFullError, match="model.safetensors"):  # save_model on its own, too
+        internvideo.save_model(model, tmp_path / "saved")
+    assert not list((tmp_path / "saved").iterdir())
