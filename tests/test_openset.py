@@ -38,6 +38,44 @@ def test_edl_loss_by_hand_and_gradcheck():
     assert torch.autograd.gradcheck(lambda z: edl_loss(evidence(z, "relu"), y, 0.7), (relu_logits,))
 
 
+def _dear_loss_numpy(logits: np.ndarray, target: np.ndarray, loss_type: str) -> float:
+    """DEAR's EvidenceLoss (official Open-Set-Action-Recognition mmaction/models/losses/edl_loss.py, with_kldiv=False,
+    evidence='exp'), written out in NumPy from its arithmetic: no torch, no code shared with ours."""
+    alpha = np.exp(np.clip(logits, -10, 10)) + 1.0
+    y = np.eye(logits.shape[1])[target]
+    s = alpha.sum(axis=1, keepdims=True)
+    if loss_type == "log":
+        per = (y * (np.log(s) - np.log(alpha))).sum(axis=1)
+    else:  # mse: loglikelihood_err + loglikelihood_var
+        per = ((y - alpha / s) ** 2).sum(axis=1) + (alpha * (s - alpha) / (s * s * (s + 1))).sum(axis=1)
+    return float(per.mean())
+
+
+@pytest.mark.parametrize("loss_type", ["log", "mse"])
+def test_edl_log_and_mse_losses_match_dear_formula(loss_type):
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 3, size=(7, 5))
+    target = rng.integers(0, 5, size=7)
+    ours = edl_loss(evidence(torch.from_numpy(logits), "exp"), torch.from_numpy(target), 0.0, loss_type)
+    assert ours.item() == pytest.approx(_dear_loss_numpy(logits, target, loss_type), rel=1e-10)
+    # By hand, log loss: alpha = (4, 1, 2), S = 7, true class 0 -> log 7 - log 4.
+    one = edl_loss(torch.tensor([[3.0, 0.0, 1.0]], dtype=torch.float64), torch.tensor([0]), 0.0, loss_type)
+    # mse by hand: p = (4, 1, 2) / 7; (1 - 4/7)^2 + (1/7)^2 + (2/7)^2 + sum p (1 - p) / 8
+    p = np.array([4, 1, 2]) / 7
+    expected = np.log(7 / 4) if loss_type == "log" else (3 / 7) ** 2 + (1 / 7) ** 2 + (2 / 7) ** 2 + (p * (1 - p)).sum() / 8
+    assert one.item() == pytest.approx(expected)
+    with pytest.raises(ValueError, match="loss_type must be"):
+        edl_loss(torch.ones(1, 2), torch.tensor([0]), 0.0, "cross_entropy")
+
+
+def test_kl_term_switches_off():
+    """DEAR's with_kldiv=False: no KL at any epoch (annealing used to return 1.0 for annealing_epochs <= 0)."""
+    assert [annealing(e, 10, kl=False) for e in (0, 5, 50)] == [0.0, 0.0, 0.0]
+    assert annealing(0, 0, kl=False) == 0.0 and annealing(0, 0) == 1.0
+    ev, y = torch.tensor([[3.0, 2.0, 1.0]]), torch.tensor([0])
+    assert edl_loss(ev, y, annealing(50, 10, kl=False), "log") < edl_loss(ev, y, annealing(50, 10), "log")
+
+
 def test_uncertainty_annealing_and_scores():
     assert dirichlet_uncertainty(torch.zeros(1, 4)).item() == 1.0  # no evidence: fully uncertain
     assert dirichlet_uncertainty(torch.tensor([[6.0, 0.0]])).item() == pytest.approx(2 / 8)

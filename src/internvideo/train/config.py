@@ -106,7 +106,10 @@ class ContrastiveSection:
 class OpenSetSection:
     """Objective ``openset`` only."""
 
-    edl_annealing_epochs: float = 10.0  # the EDL loss's KL weight grows to 1 over these epochs (DEAR)
+    # the EDL loss (models.openset.edl_loss): DEAR's loss_type; InternVideo's run uses "log"
+    loss: Literal["digamma", "log", "mse"] = "digamma"
+    kl: bool = True  # the KL term; false = DEAR's with_kldiv=False (InternVideo's run)
+    edl_annealing_epochs: float = 10.0  # the KL weight grows to 1 over these epochs (DEAR); <= 0: 1 from the start
 
 
 #: Keys that moved (to the model's input recipe, or to their objective's section): an old recipe using one gets an
@@ -143,6 +146,13 @@ class OptimSection:
     min_lr: float = 1e-6
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    # cosine: warmup then cosine to min_lr; step: warmup then lr x gamma at each epoch in milestones (mmcv's step)
+    schedule: Literal["cosine", "step"] = "cosine"
+    milestones: tuple[float, ...] = ()
+    gamma: float = 0.1
     warmup_steps: int = 0
     warmup_epochs: float = 0.0
     layer_decay: float | None = None  # layer-wise lr decay (fine-tuning), e.g. 0.75
