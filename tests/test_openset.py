@@ -156,3 +156,46 @@ def test_protocol_input_errors():
 def test_head_shapes():
     head = OpenSetHead(8, 3, hidden=16)
     assert head(torch.randn(5, 8)).shape == (5, 3)
+
+
+def test_dear_threshold_is_the_official_order_statistic():
+    """experiments/get_threshold.py: sort descending, topK = N - int(N * 0.95), threshold = sorted[topK - 1]."""
+    from internvideo.tasks.openset import dear_threshold
+
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 19, 20, 21, 100, 1001):
+        u = rng.random(n)
+        ref = np.sort(u)[::-1][n - int(n * 0.95) - 1]
+        assert dear_threshold(u) == ref
+        assert (u <= dear_threshold(u)).mean() >= 0.95 or n < 20  # 95 % of training videos kept
+    with pytest.raises(ValueError, match="no training scores"):
+        dear_threshold(np.array([]))
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_dear_list_readers_with_the_official_layout(tmp_path):
+    """MMAction2 lists as DEAR's scripts name them; videos under <list folder>/videos; unknown sets become -1."""
+    from internvideo.data import DEAR_LISTS, AnnotationError, openset_test_samples, read_dear_list
+
+    ucf = _write(tmp_path / DEAR_LISTS["ucf101_val"], "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi 0\n"
+                                                       "YoYo/v_YoYo_g07_c03.avi 100\n")
+    hmdb = _write(tmp_path / DEAR_LISTS["hmdb51_val"], "brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi 0\n")
+    mit = _write(tmp_path / DEAR_LISTS["mit_val"], "adult+female+singing/yt-0Bx6RT1ZBmQ_8.mp4 4\n")
+    known = read_dear_list(ucf, num_classes=101)
+    assert [s.label for s in known] == [0, 100]
+    assert known[0].path == str(tmp_path / "ucf101" / "videos" / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01.avi")
+    test = openset_test_samples(ucf, [hmdb, mit])
+    assert [s.label for s in test] == [0, 100, -1, -1]
+    assert test[2].path.startswith(str(tmp_path / "hmdb51" / "videos")) and "mit/videos/adult" in test[3].path
+    with pytest.raises(AnnotationError, match=r"ucf101_val_split_1_videos.txt:2: label 100 is out of range"):
+        read_dear_list(ucf, num_classes=100)
+    bad = _write(tmp_path / "ucf101" / "with_unknown.txt", "a.avi 0\nb.avi -1\n")
+    with pytest.raises(AnnotationError, match="with_unknown.txt: the known test list holds label -1"):
+        openset_test_samples(bad, [hmdb])
+    with pytest.raises(AnnotationError, match="empty.txt: the list is empty"):
+        read_dear_list(_write(tmp_path / "empty.txt", "\n"))

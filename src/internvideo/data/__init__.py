@@ -19,6 +19,7 @@ from .datasets import (
     recipe_view, write_video_text,
 )
 from .memory import DecodedVideos
+from .openset import DEAR_LISTS, openset_test_samples, read_dear_list
 from .sampling import (
     DenseSampler, FpsSampler, Sampler, SegmentSampler, UniformSampler, dense_indices, fps_indices, segment_indices,
     uniform_indices,
@@ -42,5 +43,6 @@ __all__ = [
     "View", "recipe_view", "VideoDataset", "DecodedVideos", "VideoClassificationDataset", "VideoTextDataset",
     "collate_videos", "SkipLog",
     "SkipSummary",
+    "DEAR_LISTS", "read_dear_list", "openset_test_samples",
     "make_world", "World", "ACTIONS", "HELD_OUT_CLASSES",
 ]

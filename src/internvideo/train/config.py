@@ -52,6 +52,8 @@ class DataSection:
     hflip: bool = True  # off for direction-sensitive data (Something-Something, the synthetic world)
     scale: tuple[float, float] = (0.08, 1.0)  # random resized crop scale (classification)
     crop: Literal["random_resized", "multi_scale"] = "random_resized"  # multi_scale: VideoMAE pretraining crop
+    multi_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)  # multi_scale: crop sides, fractions of the short side
+    max_distort: int = 1  # multi_scale: scale steps between crop width and height (0: square crops)
     randaugment: str | None = None  # e.g. "rand-m7-n4-mstd0.5-inc1" (VideoMAE fine-tuning)
     random_erasing: float = 0.0
     mixup: float = 0.0
