@@ -72,11 +72,17 @@ class LocalizeSection:
     ActivityNet-style JSON; features are one .npy per video in ``features`` (``internvideo extract --window``
     output, or your own with the timing given below)."""
 
-    features: str | None = None  # folder of per-video .npy features, relative to data.root
+    # folder of per-video features, relative to data.root; a list: several folders concatenated per time step
+    # (lengths and timing must agree)
+    features: str | list[str] | None = None
+    prefix: str = ""  # feature file = <prefix><video id><file_ext> (ActionFormer's file_prefix, e.g. "v_")
+    file_ext: Literal[".npy", ".pkl", ".csv"] = ".npy"
     train_subset: str = "training"
     val_subset: str = "validation"
-    feat_stride: float | None = None  # frames between feature windows (read from extract's index when present)
-    window_frames: float | None = None  # frames per feature window
+    # frames between feature windows (read from extract's index when present); -1: fixed-length features spanning
+    # the video (ActionFormer's feat_stride -1: stride = duration x fps / length)
+    feat_stride: float | None = None
+    window_frames: float | None = None  # frames per feature window (with feat_stride -1: in strides)
     fps: float | None = None  # frame rate (else the index's, or the JSON's per-video "fps")
     crop_ratio: tuple[float, float] | None = None  # ActionFormer's random crop fraction, e.g. [0.9, 1.0]
     resize_to: int | None = None  # resample every sequence to this many features (ActionFormer's ActivityNet)
