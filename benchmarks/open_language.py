@@ -25,8 +25,9 @@ from internvideo.models.video_clip import NAMED_CONFIGS, InternVideoMM
 from internvideo.tasks import common
 from internvideo.tasks.caption import evaluate_caption
 from internvideo.tasks.openset import evaluate_openset_features
-from internvideo.tasks.qa import answer_vocabulary, evaluate_qa, qa_features, train_qa_head
+from internvideo.tasks.qa import answer_vocabulary, evaluate_qa, qa_features
 from internvideo.tokenizer import get_tokenizer
+from internvideo.train.heads import fit_openset_head, train_qa_head
 
 
 def frames(model, videos):
@@ -173,7 +174,7 @@ def main() -> None:
                 splits["embedding"][split] = (model.visual.pool(feats).numpy(), labels)
                 splits["frames"][split] = (per_frame.numpy(), labels)
         for name, sp in splits.items():
-            r = evaluate_openset_features(sp["train"], sp["val"], sp["test"], hidden=128)
+            r = evaluate_openset_features(sp["train"], sp["val"], sp["test"], fit=fit_openset_head, hidden=128)
             results[f"openset_{name}"] = r["scores"]
         results["openset_seconds"] = time.perf_counter() - t
     text = json.dumps(results, indent=1, default=str)

@@ -13,6 +13,7 @@ from internvideo.data.ava import (
     read_proposals, safe_unpickle, write_ava_results, check_proposals_cover,
 )
 from internvideo.data.datasets import AnnotationError
+from internvideo.errors import MissingFile
 from internvideo.tasks.ava import box_iou, frame_map, voc_average_precision
 
 A = (0.0, 0.0, 0.5, 0.5)
@@ -217,9 +218,11 @@ def test_eval_ava_scores_a_result_file(tmp_path):
     assert result["per_class"] == {"stand": pytest.approx(200 / 3), "sit": 50.0, "talk": 0.0, "run": None}
     (tmp_path / "bad.csv").write_text("v1,0902,0.5,0.1,0.4,0.2,1,0.3\n")
     bad = parser.parse_args(["--gt", str(tmp_path / "gt.csv"), "--pred", str(tmp_path / "bad.csv")])
-    assert ava.main(bad) == 2
+    with pytest.raises(AnnotationError, match=r"bad.csv:1: box"):  # cli.main prints it (one line, exit 2)
+        ava.main(bad)
     missing = parser.parse_args(["--gt", str(tmp_path / "nope.csv"), "--pred", str(tmp_path / "bad.csv")])
-    assert ava.main(missing) == 2
+    with pytest.raises(MissingFile, match="--gt: no such file"):
+        ava.main(missing)
     assert not math.isnan(result["mAP"])
 
 

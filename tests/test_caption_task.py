@@ -10,11 +10,15 @@ import math
 import pytest
 import torch
 
+from internvideo import cli
 from internvideo.checkpoints import save_model
 from internvideo.data import VideoTextSample, read_video_text
+from internvideo.errors import UsageError
 from internvideo.models.video_clip import NAMED_CONFIGS, InternVideoMM
 from internvideo.tasks import caption as caption_task
+from internvideo.tasks.common import WrongModelError
 from internvideo.tasks.metrics import caption_metrics, caption_words
+from internvideo.train.heads import fine_tune_decoder
 from mm_helpers import eval_clip, one_thread  # noqa: F401  (autouse fixture)
 
 TINY = NAMED_CONFIGS["internvideo_mm_tiny"][1]
@@ -76,7 +80,7 @@ def test_words_and_input_errors():
     assert caption_words("A small, RED circle... slides!") == "a small red circle slides"
     with pytest.raises(ValueError, match="same videos"):
         caption_metrics({"a": ["x"]}, {"b": "x"})
-    with pytest.raises(ValueError, match="empty reference"):
+    with pytest.raises(UsageError, match="empty reference"):
         caption_metrics({"a": ["!!"]}, {"a": "x"})
 
 
@@ -106,7 +110,7 @@ def test_evaluate_with_nearest_caption_baseline_and_a_missing_video(data_world, 
 
 def test_no_decoder_is_refused(data_world):
     torch.manual_seed(0)
-    with pytest.raises(TypeError, match="caption decoder"):
+    with pytest.raises(WrongModelError, match="caption decoder"):
         caption_task.generate_captions(InternVideoMM(dataclasses.replace(TINY, caption_layers=0)), ["x.mp4"])
 
 
@@ -127,9 +131,10 @@ def test_caption_command_jsonl_and_missing_videos(data_world, captioner, tmp_pat
     assert [r["video"] for r in lines] == videos and all(isinstance(r["caption"], str) for r in lines)
     assert "nope.mp4: file not found" in err and "1 of 3 videos skipped" in err
     args = _parse(caption_task.add_caption_arguments, [videos[0], "--model", str(directory), "--beam", "0"])
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(UsageError, match="--beam and --max-len must be at least 1"):
         caption_task.caption_main(args)
-    assert e.value.code == 2 and capsys.readouterr().err.startswith("internvideo: error: --beam")
+    assert cli.main(["caption", videos[0], "--model", str(directory), "--beam", "0"]) == 2
+    assert capsys.readouterr().err == "internvideo: error: --beam and --max-len must be at least 1\n"
 
 
 def test_eval_caption_command(data_world, captioner, tmp_path, capsys):
@@ -151,7 +156,7 @@ def test_fine_tune_decoder_learns_the_captions_and_leaves_the_encoders(data_worl
     before = model.caption.head.weight.clone()
     with torch.no_grad():
         tokens = torch.cat([model.forward_features(eval_clip(model, s.video)) for s in samples])
-    out = caption_task.fine_tune_decoder(model, samples, video_tokens=tokens, steps=40, batch_size=8, lr=3e-3,
+    out = fine_tune_decoder(model, samples, video_tokens=tokens, steps=40, batch_size=8, lr=3e-3,
                                          progress=False)
     losses = out["losses"]
     assert len(losses) == 40 and out["num_captions"] == sum(len(s.captions) for s in samples)
@@ -159,10 +164,10 @@ def test_fine_tune_decoder_learns_the_captions_and_leaves_the_encoders(data_worl
     assert not torch.equal(model.caption.head.weight, before)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in frozen.items())  # encoders untouched
     with pytest.raises(ValueError, match="video_tokens holds 5 videos but the training set 6"):
-        caption_task.fine_tune_decoder(model, samples, video_tokens=tokens[:5], steps=1, progress=False)
+        fine_tune_decoder(model, samples, video_tokens=tokens[:5], steps=1, progress=False)
     # Computing the tokens itself gives the same first loss as the tokens passed in.
     torch.manual_seed(0)
     again = InternVideoMM(dataclasses.replace(TINY, caption_vocab=tuple(range(320, 40000)))).eval()
-    first = caption_task.fine_tune_decoder(again, samples, steps=1, batch_size=8, lr=3e-3, progress=False)
+    first = fine_tune_decoder(again, samples, steps=1, batch_size=8, lr=3e-3, progress=False)
     assert first["losses"][0] == pytest.approx(losses[0], rel=1e-4)
 

@@ -16,6 +16,7 @@ from internvideo.data import (AnnotationError, DenseSampler, EvalTransformConfig
                               View, build_eval_transform, build_train_transform, collate_videos, read_activitynet,
                               read_ava_groundtruth, read_classes, read_classification_list, read_msrvtt, read_qa,
                               read_video_text, write_video_text)
+from internvideo.errors import UsageError
 
 # ----------------------------------------------------------------------------- readers
 
@@ -362,9 +363,9 @@ def test_recipe_view_picks_the_sampler_of_each_sampling():
         DenseSampler(8, 2, num_clips=3, layout="mmaction")
     assert recipe_view(_recipe("segment")).sampler == SegmentSampler(8)
     assert recipe_view(_recipe("uniform")).sampler == UniformSampler(8)
-    with pytest.raises(ValueError, match="one clip"):
+    with pytest.raises(UsageError, match="one clip"):
         recipe_view(_recipe("segment"), num_clips=2)
-    with pytest.raises(ValueError, match="num_crops"):
+    with pytest.raises(UsageError, match="num_crops"):
         recipe_view(_recipe(), num_crops=2)
     assert recipe_view(_recipe(), name="mm_video").name == "mm_video"
 

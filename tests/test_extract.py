@@ -12,6 +12,8 @@ from internvideo.tasks.common import clip_embedding
 from eval_standins import ColourClassifier, nan_classifier_features
 from internvideo.data import IMAGENET_MEAN, IMAGENET_STD, write_video
 from internvideo.tasks import extract as E
+from internvideo.errors import UsageError
+from internvideo.tasks.common import WrongModelError
 
 QUIET = dict(progress=False)
 
@@ -94,7 +96,7 @@ def test_resume_skips_finished_videos_and_retries_bad_ones(videos, tmp_path):
     assert np.load(out / "videos/ramp16.npy").shape == (3,)
     assert not list(out.rglob("*.tmp"))
     # Other settings into the same folder are refused; --overwrite re-extracts everything.
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(UsageError, match="other settings"):
         E.extract_features(ColourClassifier(), videos / "list.txt", out, window=8, **QUIET)
     summary = E.extract_features(ColourClassifier(), videos / "list.txt", out, window=8, overwrite=True, **QUIET)
     assert summary["extracted"] == 3 and summary["existing"] == 0
@@ -124,7 +126,7 @@ def test_clip_embedding_of_every_model_kind():
     torch.testing.assert_close(clip_embedding(mae, clips, "mean"), mae.forward_features(clips).mean(1))
     pre = internvideo.create_model("videomae_tiny_pretrain")
     assert clip_embedding(pre, clips).shape == (2, 64)
-    with pytest.raises(ValueError, match="no head"):
+    with pytest.raises(WrongModelError, match="no head"):
         clip_embedding(pre, clips, "pre_logits")
 
 

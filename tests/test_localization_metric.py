@@ -13,6 +13,7 @@ from internvideo.tasks.localization import (
     ACTIVITYNET_TIOUS, THUMOS_TIOUS, Detection, detection_map, evaluate_detections, interpolated_ap, read_detections,
     remove_duplicate_segments, write_detections,
 )
+from internvideo.errors import UsageError
 
 
 def video(vid, segments, subset="validation", duration=100.0):
@@ -106,7 +107,7 @@ def test_interpolated_ap_is_voc2011():
 
 
 def test_no_ground_truth_is_an_error():
-    with pytest.raises(ValueError, match="no ground-truth segments in subset 'test'"):
+    with pytest.raises(UsageError, match="no ground-truth segments in subset 'test'"):
         detection_map(gt_of(video("v", [(0, 1, "a")])), [], subset="test")
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from internvideo.data.localization import FeatureSequenceDataset, read_feature_file
+from internvideo.errors import UserError
 from internvideo.train import train
 from internvideo.train.config import load_config
 
@@ -91,17 +92,17 @@ def test_feature_folders_must_agree(tmp_path):
         (tmp_path / folder).mkdir()
         np.save(tmp_path / folder / "a.npy", np.zeros((length, 3), np.float32))
     ds = FeatureSequenceDataset(gt, [tmp_path / "f1", tmp_path / "f2"], feat_stride=4, window_frames=16, fps=30)
-    with pytest.raises(ValueError, match=r"video a: the feature folders disagree on its length: .*f1/a.npy has 10 "
+    with pytest.raises(UserError, match=r"video a: the feature folders disagree on its length: .*f1/a.npy has 10 "
                                          r"steps, .*f2/a.npy has 12 steps"):
         ds[0]
     np.save(tmp_path / "f2" / "a.npy", np.zeros((10, 5), np.float32))
     assert ds[0]["feats"].shape == (10, 8)
     (tmp_path / "f2" / "index.jsonl").write_text(json.dumps({"features": "a.npy", "stride_frames": 8,
                                                               "window_frames": 16, "fps": 30}) + "\n")
-    with pytest.raises(ValueError, match=r"video a: the feature folders disagree on stride/window/fps.*f1: stride 4"
+    with pytest.raises(UserError, match=r"video a: the feature folders disagree on stride/window/fps.*f1: stride 4"
                                          r".*f2: stride 8"):
         FeatureSequenceDataset(gt, [tmp_path / "f1", tmp_path / "f2"], feat_stride=4, window_frames=16, fps=30)
-    with pytest.raises(ValueError, match="feature files must be one of .npy, .pkl, .csv"):
+    with pytest.raises(UserError, match="feature files must be one of .npy, .pkl, .csv"):
         FeatureSequenceDataset(gt, tmp_path / "f1", file_ext=".h5", feat_stride=4, window_frames=16, fps=30)
 
 

@@ -9,6 +9,7 @@ import torch
 import internvideo
 from internvideo.train import train
 from internvideo.train.config import load_config
+from internvideo.errors import UsageError
 from test_localization_model import separable_world
 
 
@@ -112,5 +113,5 @@ def test_external_class_scores_name_class_agnostic_proposals(tmp_path):
                  [("c2", (d.start, d.end), (d.score * 0.4) ** .5) for d in mine]
         assert [(d.label, (d.start, d.end)) for d in theirs] == [(c, seg) for c, seg, _ in expect]
         assert [d.score for d in theirs] == pytest.approx([s for _, _, s in expect], rel=1e-5)
-    with pytest.raises(ValueError, match="names of their classes"):
+    with pytest.raises(UsageError, match="names of their classes"):
         localize(model, val, class_scores=scores)

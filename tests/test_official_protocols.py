@@ -15,6 +15,7 @@ import torch
 from internvideo.data import DenseSampler, dense_indices, segment_indices
 from internvideo.data.transforms import CenterCrop, ResizeShortSide, ThreeCrop
 from internvideo.tasks import metrics as M
+from internvideo.errors import UsageError
 
 # ----------------------------------------------------------------------------- references
 
@@ -234,5 +235,5 @@ def test_multi_caption_modes_differ_where_documented():
     owner = [0, 0, 1, 1]
     assert M.retrieval_ranks_from_sim(sim, owner)[1].tolist() == [3, 1]
     assert M.retrieval_ranks_from_sim(sim, owner, multi_caption="official")[1].tolist() == [2, 1]
-    with pytest.raises(ValueError, match="multi_caption"):
+    with pytest.raises(UsageError, match="multi_caption"):
         M.retrieval_ranks_from_sim(sim, owner, multi_caption="clip4clip")

@@ -8,6 +8,9 @@ import torch
 from internvideo.models.openset import (OpenSetHead, annealing, dirichlet_uncertainty, edl_loss, evidence,
                                         kl_to_uniform_dirichlet, unknown_scores)
 from internvideo.tasks.openset import evaluate_openset_features, openset_metrics, resolve_unknown
+from internvideo.train.heads import fit_openset_head
+from internvideo.errors import UsageError
+from internvideo.tasks.metrics import NonFiniteError
 from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 
@@ -104,16 +107,16 @@ def test_metrics_by_hand():
     # Called: [0, 1, unk, 0, unk]; truth: [0, 1, 0, unk, unk]. F1: class 0 = 2*1/(2+1)... by hand:
     # class 0: tp 1, fp 1 (video 4), fn 1 (video 3) -> 0.5; class 1: tp 1 -> 1.0; unknown: tp 1, fp 1, fn 1 -> 0.5.
     assert m["macro_f1"] == pytest.approx(100 * (0.5 + 1.0 + 0.5) / 3)
-    with pytest.raises(ValueError, match="known and unknown"):
+    with pytest.raises(UsageError, match="known and unknown"):
         openset_metrics(scores[:3], predictions[:3], labels[:3], 0.5, 2)
 
 
 def test_overlapping_class_lists_are_named():
     classes = ["walk", "run", "jump"]
     assert resolve_unknown(classes, ["jump"], ["walk", "run"]) == {2}
-    with pytest.raises(ValueError, match="both known and unknown: jump, run"):
+    with pytest.raises(UsageError, match="both known and unknown: jump, run"):
         resolve_unknown(classes, ["run", "jump"], ["walk", "run", "jump"])
-    with pytest.raises(ValueError, match="not in the class list: swim"):
+    with pytest.raises(UsageError, match="not in the class list: swim"):
         resolve_unknown(classes, ["swim"])
 
 
@@ -130,7 +133,7 @@ def test_protocol_rejects_unseen_clusters_with_every_score():
     y_test = np.where(y_test_true >= 4, -1, y_test_true)
     result = evaluate_openset_features((_clusters(rng, y_train, centres), y_train),
                                        (_clusters(rng, y_val, centres), y_val),
-                                       (_clusters(rng, y_test_true, centres), y_test), steps=200)
+                                       (_clusters(rng, y_test_true, centres), y_test), fit=fit_openset_head, steps=200)
     assert set(result["scores"]) == {"uncertainty", "msp", "energy", "max_logit"}
     assert (result["num_known_classes"], result["num_test_known"], result["num_test_unknown"]) == (4, 40, 20)
     for score, m in result["scores"].items():
@@ -141,16 +144,17 @@ def test_protocol_rejects_unseen_clusters_with_every_score():
 
 def test_protocol_input_errors():
     x = np.zeros((4, 3))
-    with pytest.raises(ValueError, match="unknown videos"):
-        evaluate_openset_features((x, np.array([0, 1, -1, 0])), (x, np.zeros(4)), (x, np.zeros(4)))
-    with pytest.raises(ValueError, match=r"test labels \[7\]"):
+    with pytest.raises(UsageError, match="unknown videos"):
+        evaluate_openset_features((x, np.array([0, 1, -1, 0])), (x, np.zeros(4)), (x, np.zeros(4)),
+                                  fit=fit_openset_head)
+    with pytest.raises(UsageError, match=r"test labels \[7\]"):
         evaluate_openset_features((x, np.array([0, 1, 1, 0])), (x, np.array([0, 1, 1, 0])),
-                                  (x, np.array([0, 7, -1, 0])), steps=2)
+                                  (x, np.array([0, 7, -1, 0])), fit=fit_openset_head, steps=2)
     bad = x.copy()
     bad[1, 0] = np.nan
-    with pytest.raises(ValueError, match="val: 1 videos have non-finite"):
+    with pytest.raises(NonFiniteError, match="val: 1 videos have non-finite"):
         evaluate_openset_features((x, np.array([0, 1, 1, 0])), (bad, np.array([0, 1, 1, 0])),
-                                  (x, np.array([0, 1, -1, 0])))
+                                  (x, np.array([0, 1, -1, 0])), fit=fit_openset_head)
 
 
 def test_head_shapes():
@@ -168,7 +172,9 @@ def test_dear_threshold_is_the_official_order_statistic():
         ref = np.sort(u)[::-1][n - int(n * 0.95) - 1]
         assert dear_threshold(u) == ref
         assert (u <= dear_threshold(u)).mean() >= 0.95 or n < 20  # 95 % of training videos kept
-    with pytest.raises(ValueError, match="no training scores"):
+    from internvideo.errors import UserError
+
+    with pytest.raises(UserError, match="no training scores"):
         dear_threshold(np.array([]))
 
 

@@ -21,6 +21,7 @@ from internvideo.models.protocols import (
 )
 from internvideo.models.qa import VideoQA, VideoQAConfig
 from internvideo.tasks import common
+from internvideo.tasks.common import WrongModelError
 
 PROTOCOLS = [VideoModel, TokenEncoder, VideoClassifier, MaskedVideoModel, VideoLanguageModel, Captioner, FusionModel,
              Localizer, Detector]
@@ -79,17 +80,17 @@ def test_a_missing_member_is_another_kind():
     clip = ColourCLIP()
     del clip.logit_scale
     assert not isinstance(clip, VideoLanguageModel) and not common.is_multimodal(clip)
-    with pytest.raises(TypeError, match="needs a video-language model"):
+    with pytest.raises(WrongModelError, match="needs a video-language model"):
         common.require_multimodal(clip, "retrieval")
 
 
 def test_the_task_helpers_ask_the_protocols():
     assert common.is_multimodal(MODELS["internvideo_mm_tiny"]) and common.is_multimodal(MODELS["hash_text"])
     assert not common.is_multimodal(MODELS["videomae_tiny"]) and not common.is_multimodal(MODELS["fusion"])
-    with pytest.raises(TypeError, match="needs a classifier"):
+    with pytest.raises(WrongModelError, match="needs a classifier"):
         common.require_classifier(MODELS["internvideo_mm_tiny"], "recognition")
     common.require_classifier(MODELS["videomae_tiny"], "recognition")
-    with pytest.raises(TypeError, match="has no input recipe"):
+    with pytest.raises(WrongModelError, match="has no input recipe"):
         common.input_recipe(MODELS["actionformer_small"])
 
 
@@ -104,7 +105,7 @@ def test_clip_embedding_follows_the_kind():
                                    clf.forward_head(clf.forward_features(video), pre_logits=True))
         # a pretraining model: the mean of its encoder's tokens (its encoder has no head)
         torch.testing.assert_close(common.clip_embedding(pre, video), pre.encoder.forward_features(video).mean(1))
-        with pytest.raises(ValueError, match="has no head"):
+        with pytest.raises(WrongModelError, match="has no head"):
             common.clip_embedding(pre, video, "pre_logits")
 
 

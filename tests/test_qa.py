@@ -11,7 +11,9 @@ from internvideo.data import AnnotationError, QASample, read_qa
 from internvideo.models.qa import VideoQA, VideoQAConfig, VideoQAHead, question_padding
 from internvideo.models.video_clip import NAMED_CONFIGS, InternVideoMM
 from internvideo.tasks.qa import (answer_vocabulary, evaluate_qa, most_frequent_answer, normalize_answer, qa_accuracy,
-                                  qa_features, train_qa_head)
+                                  qa_features)
+from internvideo.tasks.common import WrongModelError
+from internvideo.train.heads import train_qa_head
 from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 TINY = NAMED_CONFIGS["internvideo_mm_tiny"][1]
@@ -160,7 +162,7 @@ def test_evaluate_on_the_world_with_missing_videos(data_world, qa_model, tmp_pat
     assert set(result["per_type"]) == {"colour", "shape", "size", "action", "motion"}
     assert result["baseline"]["name"].startswith("always")
     assert 0 <= result["accuracy"] <= 100
-    with pytest.raises(TypeError, match="VideoQA"):
+    with pytest.raises(WrongModelError, match="VideoQA"):
         evaluate_qa(qa_model, test)
 
 

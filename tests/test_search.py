@@ -25,6 +25,7 @@ from internvideo.search import vectors
 from internvideo.search.__main__ import main as search_main
 from internvideo.search.index import window_bounds
 from internvideo.search.store import DB_NAME, Store
+from internvideo.errors import UsageError
 
 from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
 from search_helpers import search_model, search_world, tiny_model_dir, video_folder  # noqa: F401
@@ -58,7 +59,7 @@ def test_window_bounds_hand_computed():
     assert window_bounds(11, 2.0, 2.0, 1.0) == [(0, 4), (2, 4), (4, 4), (6, 4), (7, 4)]
     assert window_bounds(3, 2.0, 2.0, 1.0) == [(0, 3)]  # shorter than a window: all of it
     assert window_bounds(4, 2.0, 2.0, 1.0) == [(0, 4)]
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         window_bounds(10, 2.0, 0.0, 1.0)
 
 
@@ -126,9 +127,9 @@ def test_search_matches_brute_force_with_prompt_ensemble(search_world, search_mo
     assert [h.id for h in hits] == [rows[i][0] for i in order]
     assert [h.score for h in hits] == pytest.approx(scores[order].tolist(), abs=1e-5)
     assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(UsageError, match="empty"):
         searcher.search("   ")
-    with pytest.raises(ValueError, match="k must"):
+    with pytest.raises(UsageError, match="k must"):
         searcher.search("x", k=0)
     searcher.close()
 
@@ -336,19 +337,19 @@ def test_cli_index_search_json_and_one_line_errors(search_world, search_model, t
     for argv, needle in [(["search", str(tmp_path / "nowhere"), "x"], "not a search index"),
                          (["search", str(out), "x", "-k", "1000"], "k must be"),
                          (["index", str(tmp_path / "missing"), "--model", str(search_model)], "not a folder")]:
-        with pytest.raises(SystemExit) as e:
-            search_main(argv)
+        assert search_main(argv) == 2  # the same printer as cli.main: errors.run_command
         err = capsys.readouterr().err.strip()
-        assert e.value.code == 2 and len(err.splitlines()) == 1
+        assert len(err.splitlines()) == 1
         assert err.startswith("internvideo: error: ") and needle in err, err
     # The same commands through the main CLI.
     from internvideo.cli import main as cli_main
 
     assert cli_main(["search", str(out), "a blue square", "-k", "1", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["results"]) == 1
-    with pytest.raises(SystemExit) as e:
-        cli_main(["search", str(tmp_path / "nowhere"), "x"])
-    assert e.value.code == 2 and "not a search index" in capsys.readouterr().err
+    assert cli_main(["search", str(tmp_path / "nowhere"), "x"]) == 2
+    assert "not a search index" in capsys.readouterr().err
+    with pytest.raises(SearchIndexError, match="not a search index"):  # --debug: the traceback
+        search_main(["--debug", "search", str(tmp_path / "nowhere"), "x"])
 
 
 # ----------------------------------------------------------------------------- demo stage

@@ -21,6 +21,8 @@ from internvideo.tasks import (
     EVAL_COMMANDS, DEFAULT_TEMPLATES, evaluate_multiple_choice, evaluate_recognition, evaluate_retrieval,
     evaluate_zeroshot, linear_probe, multiple_choice, recognition, retrieval, zeroshot_classifier,
 )
+from internvideo.errors import UsageError
+from internvideo.tasks.common import WrongModelError
 from internvideo.tasks.metrics import NonFiniteError, average_views
 
 QUIET = dict(progress=False)
@@ -84,9 +86,9 @@ def test_zeroshot_recognition(colours, tmp_path):
     result = evaluate_zeroshot(model, colours["list"], NAMES[1:] + NAMES[:1], **QUIET)
     assert result["top1"] == 0.0
     (tmp_path / "bad.txt").write_text("no placeholder\n")
-    with pytest.raises(ValueError, match="needs a"):
+    with pytest.raises(UsageError, match="needs a"):
         evaluate_zeroshot(model, colours["list"], NAMES, tmp_path / "bad.txt", **QUIET)
-    with pytest.raises(TypeError, match="video-language"):
+    with pytest.raises(WrongModelError, match="video-language"):
         evaluate_zeroshot(ColourClassifier(), colours["list"], **QUIET)
 
 
@@ -227,7 +229,7 @@ def test_recognition_maps_labels_by_the_saved_class_names(colours, tmp_path):
     model.config.class_names = None  # without names the list's indices are trusted (and are wrong here)
     assert evaluate_recognition(model, tmp_path / "rev/test.txt", **QUIET)["top1"] == 0.0
     ds = classification_dataset(model, tmp_path / "rev/test.txt")
-    with pytest.raises(ValueError, match="not among the model's"):
+    with pytest.raises(UsageError, match="not among the model's"):
         align_labels(ds, ("red", "green"))
 
 
@@ -240,7 +242,7 @@ def test_duplicate_lines_are_counted_once_and_reported(colours, tmp_path):
     assert result["num_samples"] == 8 and result["num_duplicates"] == 3  # before: 11 samples
     assert "duplicate lines dropped" in recognition.results_table(result)
     clash = write_file(colours["list"].parent / "clash.txt", lines[0] + "\n" + lines[0].rsplit(" ", 1)[0] + " 3\n")
-    with pytest.raises(ValueError, match="is listed with labels 0 and 3"):
+    with pytest.raises(UsageError, match="is listed with labels 0 and 3"):
         evaluate_recognition(ColourClassifier(), clash, **QUIET)
 
     records = colours["captions"].read_text().splitlines()

@@ -315,7 +315,8 @@ def test_malformed_set_value_names_the_override():
 
 
 def test_keep_last_zero_keeps_all_and_the_final_checkpoint_is_never_pruned(small_world, tmp_path):
-    train(load_config(None, tiny_classify(small_world, tmp_path / "all", "run.max_steps=3", "run.save_every=1", "run.keep_last=0")))
+    train(load_config(None, tiny_classify(small_world, tmp_path / "all", "run.max_steps=3", "run.save_every=1",
+                                          "run.keep_last=0")))
     # Before: keep_last=0 deleted every checkpoint, the final one included.
     assert steps_on_disk(tmp_path / "all") == ["step_0000001", "step_0000002", "step_0000003"]
     result = train(load_config(None, tiny_classify(small_world, tmp_path / "one", "run.max_steps=3", "run.save_every=1",
@@ -392,7 +393,8 @@ def test_resume_keeps_total_seconds_and_does_not_repeat_metric_rows(small_world,
 
 def test_skip_summaries_name_the_epoch_they_belong_to(small_world, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="internvideo.train"):
-        train(load_config(None, tiny_classify(small_world, tmp_path / "run", "run.max_steps=5")))  # 2 steps per epoch: 0, 1, 2 (part)
+        # 2 steps per epoch: 0, 1, 2 (part)
+        train(load_config(None, tiny_classify(small_world, tmp_path / "run", "run.max_steps=5")))
     labels = [r.getMessage().split(":")[0] for r in caplog.records if "unreadable video(s) skipped" in r.getMessage()]
     assert labels == sorted(set(labels)) and set(labels) <= {"epoch 0", "epoch 1", "epoch 2"} and "epoch 0" in labels
 
@@ -414,8 +416,8 @@ def test_a_label_beyond_the_classes_is_an_error_at_load(small_world, tmp_path):
     (small_world / "train_bad.txt").write_text("clip000.mp4 0\nclip001.mp4 7\n")
     # Before: a bare IndexError inside the training loop.
     with pytest.raises(AnnotationError, match=r"train_bad\.txt:2: label 7 is out of range"):
-        train(load_config(None, tiny_classify(small_world, tmp_path / "run", "data.train=train_bad.txt", "data.classes=classes.txt",
-                                     "run.max_steps=1")))
+        train(load_config(None, tiny_classify(small_world, tmp_path / "run", "data.train=train_bad.txt",
+                                              "data.classes=classes.txt", "run.max_steps=1")))
 
 
 def classify_run(world, out, *extra):

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import os
+import functools
 import sys
 import time
 
 import torch
+
+from .errors import run_command
 
 
 def _param_count(name: str) -> int:
@@ -89,10 +91,14 @@ def _add_synth(sub) -> None:
 def _add_eval(sub) -> None:
     from .experiments import fusion_ablation
     from .tasks import EVAL_COMMANDS
+    from .train.heads import fit_openset_head
 
-    commands = {**EVAL_COMMANDS, "fusion": (
-        "CMA ablation: each encoder alone, late fusion, CMA with L=1/2/4 (trains each variant)",
-        fusion_ablation.add_arguments, fusion_ablation.main)}
+    # Tasks never train: the commands that do get their training from here (train/, experiments/).
+    openset_help, openset_arguments, openset_main = EVAL_COMMANDS["openset"]
+    commands = {**EVAL_COMMANDS, "openset": (openset_help, openset_arguments,
+                                             functools.partial(openset_main, fit=fit_openset_head)),
+                "fusion": ("CMA ablation: each encoder alone, late fusion, CMA with L=1/2/4 (trains each variant)",
+                           fusion_ablation.add_arguments, fusion_ablation.main)}
 
     e = sub.add_parser("eval", help="evaluate a model on a downstream task",
                        description="Evaluate a checkpoint with the paper's protocols; each task prints a table and "
@@ -182,35 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad input (a config, a file, a path, a model that does not fit), not a bug here."""
-    from .data.video import VideoError
-    from .train.loop import TrainingDiverged
-    from .train.setup import RunDirLocked
-    from .train.state import NoIntactCheckpoint
-
-    # ValueError covers ConfigError, AnnotationError, CheckpointError, NonFiniteError, WrongModelError and
-    # the argument checks of the task functions.
-    return ValueError, OSError, VideoError, RunDirLocked, TrainingDiverged, NoIntactCheckpoint
-
-
-def _one_line(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.filename is not None and e.strerror:
-        return f"{e.strerror}: {e.filename}"
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except Exception as e:  # noqa: BLE001 - sorted into user errors (one line) and bugs (traceback) below
-        if args.debug or os.environ.get("INTERNVIDEO_DEBUG") or not isinstance(e, _user_error_types()):
-            raise
-        print(f"{parser.prog}: error: {_one_line(e)}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args, prog=parser.prog)  # user errors: one line; bugs: the traceback
 
 
 if __name__ == "__main__":

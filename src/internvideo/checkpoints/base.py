@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..errors import MissingFile, UserError
 from ..models import MODEL_CLASSES, NAMED_CONFIGS, apply_overrides
 from ..models.protocols import FusionModel
 
@@ -33,7 +34,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be read or does not fit the model; the message says which key/file."""
 
 
@@ -50,7 +51,7 @@ def load_safetensors(path: str | os.PathLike) -> StateDict:
     try:
         return load_file(str(path))
     except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint not found: {path}") from None
+        raise MissingFile(f"checkpoint not found: {path}") from None
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error type, and OSError for bad files
         raise CheckpointError(f"{path}: not a readable safetensors file, truncated or corrupt "
                               f"({type(e).__name__}: {e})") from None
@@ -162,7 +163,7 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
     """Tensors from a ``.safetensors`` or pickled ``.pth``/``.pt``/``.bin`` file (weights only)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFile(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         return load_safetensors(path)
     if is_torchscript(path):  # never hand these to torch.load: it would dispatch to torch.jit.load

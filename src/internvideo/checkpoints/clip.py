@@ -39,6 +39,7 @@ from typing import Callable
 
 import torch
 
+from ..errors import MissingFile
 from ..models.video_clip import InternVideoMM, InternVideoMMConfig
 from .base import CheckpointError, Format, StateDict, is_torchscript, read_state_dict
 
@@ -232,7 +233,7 @@ def read_openai_clip(path: str | os.PathLike, allow_torchscript: bool = False) -
     """Weights of an OpenAI CLIP file: a plain state dict, or (if allowed) one of OpenAI's TorchScript archives."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFile(f"checkpoint not found: {path}")
     if is_torchscript(path):
         if not allow_torchscript:
             raise CheckpointError(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from torch import nn
 
+from ..errors import MissingFile
 from ..models import apply_overrides
 from . import clip, videomae
 from .base import (
@@ -33,7 +34,7 @@ def _detect(sd: StateDict, meta: dict | None, source: object) -> Format:
 
 def _read_any(path: Path, allow_torchscript: bool = False) -> tuple[StateDict, dict | None]:
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFile(f"checkpoint not found: {path}")
     if path.is_dir():
         cfg = path / CONFIG_NAME
         meta = json.loads(cfg.read_text()) if cfg.exists() else None

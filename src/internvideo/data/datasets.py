@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import UsageError, UserError
 from ..recipe import InputRecipe
 from .memory import DecodedVideos
 from .sampling import DenseSampler, Sampler, SegmentSampler, TestLayout, UniformSampler
@@ -70,7 +71,7 @@ log = logging.getLogger("internvideo.data")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"})
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError):
     """A malformed annotation: the message reads ``file:line: problem`` (or ``file: field: problem``)."""
 
     def __init__(self, path: PathLike, problem: str, line: int | None = None, field: str | None = None) -> None:
@@ -522,11 +523,11 @@ def recipe_view(recipe: InputRecipe, *, augment: TrainTransformConfig | None = N
     whole video in one clip.
     """
     if num_crops not in (1, 3):
-        raise ValueError(f"num_crops must be 1 (centre) or 3 (three-crop), got {num_crops}")
+        raise UsageError(f"num_crops must be 1 (centre) or 3 (three-crop), got {num_crops}")
     if recipe.sampling == "dense":
         sampler: Sampler = DenseSampler(recipe.num_frames, recipe.frame_interval, num_clips=num_clips, layout=layout)
     elif num_clips != 1:
-        raise ValueError(f"{recipe.sampling} sampling covers the whole video in one clip; use sampling='dense' for "
+        raise UsageError(f"{recipe.sampling} sampling covers the whole video in one clip; use sampling='dense' for "
                          f"num_clips={num_clips}")
     else:
         sampler = SegmentSampler(recipe.num_frames) if recipe.sampling == "segment" else \

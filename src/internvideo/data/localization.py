@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import MissingFile, UsageError
 from .datasets import AnnotationError, LocalizationVideo, Segment, read_activitynet
 from .video import PathLike
 
@@ -155,13 +156,13 @@ class FeatureSequenceDataset(torch.utils.data.Dataset):
         database = read_activitynet(annotations) if isinstance(annotations, (str, os.PathLike)) else annotations
         self.folders = [Path(f) for f in ([features] if isinstance(features, (str, os.PathLike)) else features)]
         if not self.folders:
-            raise ValueError("no feature folder given")
+            raise UsageError("no feature folder given")
         for folder in self.folders:
             if not folder.is_dir():
-                raise FileNotFoundError(f"feature folder {folder} does not exist")
+                raise MissingFile(f"feature folder {folder} does not exist")
         self.folder = self.folders[0]
         if file_ext not in FEATURE_EXTS:
-            raise ValueError(f"feature files must be one of {', '.join(FEATURE_EXTS)}, not {file_ext!r}")
+            raise UsageError(f"feature files must be one of {', '.join(FEATURE_EXTS)}, not {file_ext!r}")
         wanted = None if subset is None else {s.lower() for s in ([subset] if isinstance(subset, str) else subset)}
         if class_agnostic:
             # One "action" class: the model proposes segments, an external video classifier names them.
@@ -196,7 +197,7 @@ class FeatureSequenceDataset(torch.utils.data.Dataset):
                 self.missing.append(vid)
                 continue
             if len(set(timings)) > 1:
-                raise ValueError(f"video {vid}: the feature folders disagree on stride/window/fps (frames): "
+                raise UsageError(f"video {vid}: the feature folders disagree on stride/window/fps (frames): "
                                  + "; ".join(f"{f.parent}: stride {t.stride:g}, window {t.window:g}, fps {t.fps:g}"
                                              for f, t in zip(files, timings)))
             self.unknown_labels |= {s.label for s in video.segments if s.label not in index}
@@ -233,7 +234,7 @@ class FeatureSequenceDataset(torch.utils.data.Dataset):
         parts = [read_feature_file(f) for f in self.files[i]]
         lengths = {len(p) for p in parts}
         if len(lengths) > 1:
-            raise ValueError(f"video {self.videos[i].video_id}: the feature folders disagree on its length: "
+            raise UsageError(f"video {self.videos[i].video_id}: the feature folders disagree on its length: "
                              + ", ".join(f"{f} has {len(p)} steps" for f, p in zip(self.files[i], parts)))
         feats = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         if self.input_dim is None:
@@ -296,7 +297,7 @@ def read_thumos14(annotation_dirs: Mapping[str, PathLike], durations: Mapping[st
     for subset, folder in annotation_dirs.items():
         files = sorted(Path(folder).glob("*.txt"))
         if not files:
-            raise FileNotFoundError(f"no THUMOS14 annotation files (*.txt) in {folder}")
+            raise MissingFile(f"no THUMOS14 annotation files (*.txt) in {folder}")
         for f in files:
             label = f.stem.rsplit("_", 1)[0]
             if label == "Ambiguous" and not include_ambiguous:

@@ -20,6 +20,7 @@ import os
 from collections.abc import Sequence
 
 from .datasets import AnnotationError, ClassificationSample, read_classification_list
+from ..errors import UsageError
 from .video import PathLike
 
 __all__ = ["DEAR_LISTS", "read_dear_list", "openset_test_samples"]
@@ -59,7 +60,7 @@ def openset_test_samples(known: PathLike, unknown: Sequence[PathLike], *, known_
                                      f"lists (first at entry {bad[0] + 1})")
     roots = list(unknown_roots) if unknown_roots is not None else [None] * len(unknown)
     if len(roots) != len(unknown):
-        raise ValueError(f"{len(unknown)} unknown lists but {len(roots)} roots")
+        raise UsageError(f"{len(unknown)} unknown lists but {len(roots)} roots")
     for path, root in zip(unknown, roots):
         samples += [ClassificationSample(s.path, -1) for s in read_dear_list(path, root)]
     return samples

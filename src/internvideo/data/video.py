@@ -47,6 +47,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..errors import UserError
+
 __all__ = ["VideoError", "VideoInfo", "probe", "read_frames", "write_video", "SEEK_PENALTY_FRAMES"]
 
 #: Decoding this many frames costs about as much as one seek (decoder flush,
@@ -62,7 +64,7 @@ _NOT_VIDEO_CODECS = frozenset({"ansi", "text", "bintext", "xbin", "idf"})
 PathLike = str | os.PathLike
 
 
-class VideoError(Exception):
+class VideoError(UserError):
     """A video file could not be read; the message names the file and the problem."""
 
     def __init__(self, path: PathLike, problem: str) -> None:

@@ -9,14 +9,14 @@ train only small new parts on top of it, from clips decoded once:
   unknowns (chance 50). Caveat: the contrastive stage saw captions of every
   action, held-out ones included, as a pretrained backbone would have.
 * **QA**: a :class:`~internvideo.models.qa.VideoQA` head on the frozen video
-  and question tokens; accuracy on ``qa_test.jsonl`` overall and on the
+  and question tokens (:func:`~internvideo.train.heads.fit_qa_model`); accuracy on ``qa_test.jsonl`` overall and on the
   motion questions, beside always answering the most frequent training answer
   (overall, and for the motion questions).
 * **captioning**: the multimodal model's own caption decoder, pretrained with
   the contrastive stage (caption loss beside InfoNCE, over a closed vocabulary:
   the tokens of the training captions, a few hundred of CLIP's 49k), then
   fine-tuned alone for captioning on the frozen video tokens
-  (:func:`~internvideo.tasks.caption.fine_tune_decoder`); captions of the test
+  (:func:`~internvideo.train.heads.fine_tune_decoder`); captions of the test
   clips with the beam width of best validation CIDEr-D, scored with BLEU-4 and
   CIDEr-D beside the nearest-caption baseline (each test clip gets the first
   caption of its nearest training clip). The fine-tuned model is saved in
@@ -32,13 +32,14 @@ import torch
 
 from ..data import VideoDataset, read_classification_list, read_qa, read_video_text
 from ..factory import load_model, save_model
-from ..models.qa import VideoQA, VideoQAConfig, answer_vocabulary, question_padding
+from ..models.qa import answer_vocabulary, question_padding
 from ..tasks import common
-from ..tasks.caption import fine_tune_decoder, nearest_captions
+from ..tasks.caption import nearest_captions
 from ..tasks.metrics import caption_metrics
 from ..tasks.openset import evaluate_openset_features
-from ..tasks.qa import QAFeatures, evaluate_qa, train_qa_head
+from ..tasks.qa import QAFeatures, evaluate_qa
 from ..tokenizer import get_tokenizer
+from ..train.heads import fine_tune_decoder, fit_openset_head, fit_qa_model
 from .context import DemoContext
 
 #: (QA head epochs, open-set head steps, caption decoder fine-tuning steps) per preset.
@@ -81,8 +82,8 @@ def demo_stage(ctx: DemoContext) -> list[dict[str, Any]]:
 
     # --- open-set recognition
     splits = {s: (emb[[row[x.path] for x in v]].numpy(), np.asarray([x.label for x in v])) for s, v in lists.items()}
-    result = evaluate_openset_features(splits["train"], splits["val"], splits["test"], hidden=128,
-                                       steps=openset_steps, seed=ctx.seed)
+    result = evaluate_openset_features(splits["train"], splits["val"], splits["test"], fit=fit_openset_head,
+                                       hidden=128, steps=openset_steps, seed=ctx.seed)
     names = {"uncertainty": "EDL uncertainty", "msp": "max softmax prob.", "energy": "energy", "max_logit": "max logit"}
     for score, m in result["scores"].items():
         rows.append({"family": "open-set recognition", "model": f"frozen MM embedding, {names[score]}",
@@ -91,8 +92,6 @@ def demo_stage(ctx: DemoContext) -> list[dict[str, Any]]:
 
     # --- open-ended QA
     tok = get_tokenizer("clip", context_length=model.config.context_length)
-    qa_model = VideoQA(VideoQAConfig(answers=answer_vocabulary([s.answer for s in qa["train"]]), width=128,
-                                     heads=4, layers=2), backbone=model)
     features = {}
     with torch.no_grad():
         for split, samples in qa.items():
@@ -101,8 +100,8 @@ def demo_stage(ctx: DemoContext) -> list[dict[str, Any]]:
             question = torch.cat([model.text.forward_tokens(ids[i:i + 512]) for i in range(0, len(ids), 512)])
             features[split] = QAFeatures(tokens, torch.tensor([row[s.video] for s in samples]), question,
                                          question_padding(ids))
-    train_qa_head(qa_model, qa["train"], features=features["train"], epochs=qa_epochs, seed=ctx.seed,
-                  progress=ctx.progress)
+    qa_model, _ = fit_qa_model(model, qa["train"], features["train"], width=128, heads=4, layers=2,
+                               epochs=qa_epochs, seed=ctx.seed, progress=ctx.progress)
     r = evaluate_qa(qa_model, qa["test"], train=qa["train"], features=features["test"], progress=False)
     rows.append({"family": "open-ended QA", "model": "frozen MM + QA head", "metric": "accuracy, all questions (%)",
                  "short": "QA acc", "value": r["accuracy"], "chance": r["baseline"]["accuracy"]})

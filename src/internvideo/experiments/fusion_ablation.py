@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UsageError
 from ..train import TrainConfig, train
 from ..train.config import DataSection, FusionSection, ModelSection, OptimSection, RunSection, load_config
 
@@ -94,7 +95,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if any(item.startswith("model.overrides") for item in args.set):
-        raise SystemExit("--set model.overrides would replace each variant's settings; use --width/--heads")
+        raise UsageError("--set model.overrides would replace each variant's settings; use --width/--heads")
     report = run_fusion_ablation(args.mae, args.mm, args.root, args.train, args.val, args.out, epochs=args.epochs,
                                  lr=args.lr, width=args.width, num_heads=args.heads, extra=args.set)
     print(format_table(report))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,10 @@ import torch
 from torch import nn
 
 from ..data import VideoDataset, read_classes, read_classification_list
+from ..errors import MissingFile, run_command
 from ..tasks import common
 from ..tasks.openset import UNKNOWN, evaluate_openset_features
+from ..train.heads import fit_openset_head
 
 
 def held_out_pairs(model: nn.Module, world: str | Path, *, hidden: int = 128, steps: int = 300, seed: int = 0,
@@ -52,8 +53,8 @@ def held_out_pairs(model: nn.Module, world: str | Path, *, hidden: int = 128, st
                          "skipped": "no validation clip of this pair"})
             continue
         val = (x["val"], val_labels)
-        result = evaluate_openset_features((x["train"][~held], y["train"][~held]), val, val, hidden=hidden,
-                                           steps=steps, seed=seed)
+        result = evaluate_openset_features((x["train"][~held], y["train"][~held]), val, val, fit=fit_openset_head,
+                                           hidden=hidden, steps=steps, seed=seed)
         rows.append({"held_out": [classes[c] for c in pair],
                      "auroc": {k: m["auroc"] for k, m in result["scores"].items()},
                      "closed_set_accuracy": result["scores"]["msp"]["closed_set_accuracy"]})
@@ -73,22 +74,24 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run(args: argparse.Namespace) -> int:
     from ..factory import load_model
 
-    parser = argparse.ArgumentParser(prog="python -m internvideo.experiments.openset_pairs", description=__doc__)
-    parser.add_argument("demo_out", type=Path, help="a finished demo's output folder")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
     checkpoints = sorted((args.demo_out / "runs" / "contrastive" / "checkpoints").glob("step_*"))
     if not checkpoints:
-        print(f"internvideo: error: {args.demo_out}: no runs/contrastive/checkpoints/step_* (run the demo first)",
-              file=sys.stderr)
-        return 2
+        raise MissingFile(f"{args.demo_out}: no runs/contrastive/checkpoints/step_* (run the demo first)")
     torch.manual_seed(args.seed)
     result = held_out_pairs(load_model(checkpoints[-1]).eval(), args.demo_out / "world", seed=args.seed)
     print(markdown(result))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m internvideo.experiments.openset_pairs", description=__doc__)
+    parser.add_argument("demo_out", type=Path, help="a finished demo's output folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of user errors too")
+    return run_command(_run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

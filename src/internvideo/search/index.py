@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from ..data import Sampler, VideoError, probe, read_frames
 from ..data.transforms import Compose
+from ..errors import MissingFile, UsageError
 from ..models.hardware import resolve_precision
 from ..recipe import InputRecipe
 from ..tasks import common
@@ -56,7 +57,7 @@ __all__ = ["window_bounds", "find_videos", "build_index", "model_record",
 def window_bounds(num_frames: int, fps: float, window: float, stride: float) -> list[tuple[int, int]]:
     """``(first_frame, num_frames)`` of each window; the tail gets an end-aligned window (module docstring)."""
     if window <= 0 or stride <= 0:
-        raise ValueError(f"window and stride must be > 0 seconds, got {window} and {stride}")
+        raise UsageError(f"window and stride must be > 0 seconds, got {window} and {stride}")
     if fps <= 0:
         raise ValueError("unknown frame rate")
     length = max(1, round(window * fps))
@@ -86,7 +87,7 @@ def find_videos(folder: str | os.PathLike, extensions: Sequence[str] = tuple(sor
     """
     root = Path(folder).resolve()
     if not root.is_dir():
-        raise FileNotFoundError(f"{folder}: not a folder")
+        raise MissingFile(f"{folder}: not a folder")
     exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
     skip_dir = Path(skip).resolve() if skip is not None else None
     found: list[FileEntry] = []
@@ -267,7 +268,7 @@ def build_index(model: nn.Module, folder: str | os.PathLike, out: str | os.PathL
     common.require_multimodal(model, "video search")
     root = Path(folder).resolve()
     if not root.is_dir():
-        raise FileNotFoundError(f"{folder}: not a folder")
+        raise MissingFile(f"{folder}: not a folder")
     out_dir = Path(out) if out is not None else root / DEFAULT_INDEX_DIR
     spec = common.input_recipe(model)
     current = model_record(model, model_source)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from ..tasks import common
 from ..tasks.zeroshot import read_templates, zeroshot_classifier
 from . import vectors
@@ -83,7 +84,7 @@ class Searcher:
         self.root = Path(self.store.get("root"))
         self.templates = tuple(templates)
         if not self.templates or any("{}" not in t for t in self.templates):
-            raise ValueError("every query template needs a '{}' for the query")
+            raise UsageError("every query template needs a '{}' for the query")
         self.device = common.resolve_device(device)
         self.precision = precision
         self.vectors = self._load_vectors()
@@ -125,11 +126,11 @@ class Searcher:
         queries = [query] if isinstance(query, str) else list(query)
         queries = [q.strip() for q in queries]
         if not queries or any(not q for q in queries):
-            raise ValueError("empty query")
+            raise UsageError("empty query")
         if any(len(q) > MAX_QUERY_CHARS for q in queries):
-            raise ValueError(f"query longer than {MAX_QUERY_CHARS} characters")
+            raise UsageError(f"query longer than {MAX_QUERY_CHARS} characters")
         if not 1 <= int(k) <= MAX_K:
-            raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
+            raise UsageError(f"k must be between 1 and {MAX_K}, got {k}")
         with self._lock:
             if self.vectors.ntotal == 0:
                 return []

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 DB_NAME = "index.db"
 VECTORS_NAME = "vectors.faiss"
 VECTORS_META = "vectors.json"
@@ -66,7 +68,7 @@ CREATE VIEW IF NOT EXISTS window_rows AS
 """
 
 
-class SearchIndexError(ValueError):
+class SearchIndexError(UserError):
     """A search index that cannot be used as asked; the message says why and what to do."""
 
 

@@ -31,6 +31,8 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
+from ..errors import UsageError
+
 log = logging.getLogger("internvideo.search")
 
 Kind = Literal["flat", "flat16", "ivf", "hnsw"]
@@ -82,7 +84,7 @@ def _empty(kind: str, dim: int, n: int, seed: int) -> tuple[faiss.Index, dict[st
         inner = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = 80
         return faiss.IndexIDMap2(inner), {"m": HNSW_M, "ef_search": 16}
-    raise ValueError(f"index kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    raise UsageError(f"index kind must be one of {', '.join(KINDS)}, not {kind!r}")
 
 
 def tuning_queries(x: np.ndarray, count: int = 200, noise: float = 2.0, seed: int = 0) -> np.ndarray:

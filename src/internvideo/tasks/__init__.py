@@ -2,8 +2,13 @@
 
 Every task has an ``evaluate_*`` function returning a results dict
 (percentages), a ``results_table`` and, for the command line,
-``add_arguments(parser)`` + ``main(args)``. Tasks never train (experiments that
-do live in :mod:`internvideo.experiments`). :data:`EVAL_COMMANDS` lists the
+``add_arguments(parser)`` + ``main(args)``. Tasks never train and never import
+:mod:`internvideo.train`: where an evaluation needs a head fitted on frozen
+features (open-set ``head="fit"``), the fitting function is passed in
+(:func:`internvideo.train.heads.fit_openset_head`, which ``cli`` gives
+``eval openset``); the QA head and the caption decoder are trained by
+:mod:`internvideo.train.heads`, and experiments that train and evaluate live
+in :mod:`internvideo.experiments`. :data:`EVAL_COMMANDS` lists the
 ``internvideo eval TASK`` sub-commands; ``internvideo extract`` is
 :func:`extract.add_arguments` + :func:`extract.main`. Metrics live in
 :mod:`internvideo.tasks.metrics`; see ``docs/evaluation.md``.

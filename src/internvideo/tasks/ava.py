@@ -32,7 +32,6 @@ import collections
 import json
 import math
 import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -45,7 +44,7 @@ from ..data.ava import (
     AVABox, AVADataset, AVADetection, Key, collate_ava, key_of, read_ava_groundtruth, read_ava_results,
     read_excluded_timestamps, read_label_map,
 )
-from ..data.datasets import AnnotationError
+from ..errors import MissingFile, UsageError
 
 __all__ = ["box_iou", "voc_average_precision", "frame_map", "evaluate_files", "detect",
            "results_table", "add_arguments", "main"]
@@ -118,7 +117,7 @@ def frame_map(groundtruth: Iterable[AVABox], detections: Iterable[AVADetection],
     (evaluated), "num_gt", "num_detections", "ignored": {...}}``.
     """
     if ties not in ("pessimistic", "optimistic"):
-        raise ValueError(f"ties must be 'pessimistic' or 'optimistic', got {ties!r}")
+        raise UsageError(f"ties must be 'pessimistic' or 'optimistic', got {ties!r}")
     gt_rows, det_rows = list(groundtruth), list(detections)
     if label_map is None:
         label_map = {a: str(a) for a in sorted({r.action_id for r in gt_rows})}
@@ -282,23 +281,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="also write the results JSON here")
 
 
-def _fail(message: str) -> int:
-    print(f"internvideo: error: {message}", file=sys.stderr)
-    return 2
-
-
 def main(args: argparse.Namespace) -> int:
     for name in ("gt", "pred", "labels", "exclude"):
         value = getattr(args, name)
         if value is not None and not Path(value).is_file():
-            return _fail(f"--{name}: no such file: {value}")
+            raise MissingFile(f"--{name}: no such file: {value}")
     if not 0 < args.iou <= 1:
-        return _fail(f"--iou must be in (0, 1], got {args.iou}")
-    try:
-        results = evaluate_files(args.gt, args.pred, args.labels, args.exclude, iou_threshold=args.iou,
-                                 capacity=args.capacity, ties=args.ties)
-    except AnnotationError as e:
-        return _fail(str(e))
+        raise UsageError(f"--iou must be in (0, 1], got {args.iou}")
+    results = evaluate_files(args.gt, args.pred, args.labels, args.exclude, iou_threshold=args.iou,
+                             capacity=args.capacity, ties=args.ties)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     print(json.dumps(results, indent=1) if args.json else results_table(results))

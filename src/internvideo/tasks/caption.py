@@ -10,9 +10,10 @@
   With ``train=`` it also scores the nearest-caption baseline: each test video
   gets the first caption of the training video closest to it in the model's
   video embedding space, i.e. what retrieval alone achieves without a decoder.
-* :func:`fine_tune_decoder`: captioning fine-tuning of the decoder alone
-  (video and text encoders frozen, their outputs computed once), the step
-  between caption pretraining and generation that CoCa-style models take.
+* captioning fine-tuning of the decoder alone (video and text encoders
+  frozen, their outputs computed once), the step between caption pretraining
+  and generation that CoCa-style models take, is training:
+  :func:`internvideo.train.heads.fine_tune_decoder`.
 * CLI: ``internvideo eval caption --model DIR --data captions_test.jsonl`` and
   ``internvideo caption VIDEO... --model DIR [--jsonl]``.
 """
@@ -20,34 +21,34 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from ..data import VideoDataset, VideoTextSample, read_video_text
-from ..models.caption import IGNORE_INDEX, Strategy, caption_targets
+from ..errors import UsageError
+from ..models.caption import Strategy
 from ..models.protocols import Captioner
 from ..tokenizer import get_tokenizer
 from . import common
 from .common import Precision
-from .inputs import readable_videos, usage_error
+from .inputs import readable_videos
 from .metrics import caption_metrics
 
-__all__ = ["generate_captions", "evaluate_caption", "nearest_caption_baseline", "nearest_captions", "fine_tune_decoder",
-           "results_table", "add_arguments", "main", "add_caption_arguments", "caption_main"]
+__all__ = ["generate_captions", "evaluate_caption", "nearest_caption_baseline", "nearest_captions", "caption_samples",
+           "require_decoder", "results_table", "add_arguments", "main", "add_caption_arguments", "caption_main"]
 
 
-def _require_decoder(model: nn.Module) -> None:
+def require_decoder(model: nn.Module) -> None:
+    """A :class:`~internvideo.tasks.common.WrongModelError` unless ``model`` has a caption decoder."""
     if not isinstance(model, Captioner) or model.caption is None:
-        raise TypeError(f"captioning needs a multimodal model with a caption decoder; {type(model).__name__} "
-                        "has none (build it with caption_layers > 0)")
+        raise common.WrongModelError(f"captioning needs a multimodal model with a caption decoder; "
+                                     f"{type(model).__name__} has none (build it with caption_layers > 0)")
 
 
 def generate_captions(model: nn.Module, videos: Sequence[str], *, max_len: int = 30, strategy: Strategy = "greedy",
@@ -55,7 +56,7 @@ def generate_captions(model: nn.Module, videos: Sequence[str], *, max_len: int =
                       device: str | torch.device | None = None, precision: Precision = "fp32",
                       progress: bool = True) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """``({video: caption}, skipped)`` with ``skipped = [(video, reason), ...]`` for unreadable videos."""
-    _require_decoder(model)
+    require_decoder(model)
     keep, skipped = readable_videos(videos)
     readable = [videos[i] for i in keep]
     captions: dict[str, str] = {}
@@ -74,11 +75,12 @@ def generate_captions(model: nn.Module, videos: Sequence[str], *, max_len: int =
     return captions, skipped
 
 
-def _samples(data: str | os.PathLike | Sequence[VideoTextSample], root: str | os.PathLike | None
-             ) -> list[VideoTextSample]:
+def caption_samples(data: str | os.PathLike | Sequence[VideoTextSample], root: str | os.PathLike | None
+                    ) -> list[VideoTextSample]:
+    """Video-text samples from a file or a sequence; an empty set is a user error."""
     samples = read_video_text(data, root) if isinstance(data, (str, os.PathLike)) else list(data)
     if not samples:
-        raise ValueError("no videos to caption")
+        raise UsageError("no videos to caption")
     return samples
 
 
@@ -88,7 +90,7 @@ def nearest_caption_baseline(model: nn.Module, train: str | os.PathLike | Sequen
                              precision: Precision = "fp32", progress: bool = True) -> dict[str, str]:
     """``{test video: first caption of the most similar training video}`` (cosine of video embeddings)."""
     common.require_multimodal(model, "the nearest-caption baseline")
-    train_samples = _samples(train, root)
+    train_samples = caption_samples(train, root)
     view = common.eval_view(model)
     kwargs = dict(batch_size=batch_size, num_workers=num_workers, device=common.resolve_device(device),
                   precision=precision, progress=progress)
@@ -115,14 +117,14 @@ def evaluate_caption(model: nn.Module, data: str | os.PathLike | Sequence[VideoT
 
     Unreadable videos are skipped and listed (``skipped``); they are not scored.
     """
-    samples = _samples(data, root)
+    samples = caption_samples(data, root)
     predictions, skipped = generate_captions(
         model, [s.video for s in samples], max_len=max_len, strategy=strategy, num_beams=num_beams,
         length_penalty=length_penalty, batch_size=batch_size, num_workers=num_workers, device=device,
         precision=precision, progress=progress)
     scored = [s for s in samples if s.video in predictions]
     if not scored:
-        raise ValueError(f"none of the {len(samples)} videos could be read (first: {skipped[0][0]}: {skipped[0][1]})")
+        raise UsageError(f"none of the {len(samples)} videos could be read (first: {skipped[0][0]}: {skipped[0][1]})")
     references = {s.video: list(s.captions) for s in scored}
     results: dict[str, Any] = {"task": "caption", "strategy": strategy, **caption_metrics(references, predictions),
                                "num_videos": len(scored), "num_skipped": len(skipped),
@@ -137,75 +139,6 @@ def evaluate_caption(model: nn.Module, data: str | os.PathLike | Sequence[VideoT
                                            progress=progress)
         results["baseline"] = {"name": "nearest training caption", **caption_metrics(references, nearest)}
     return results
-
-
-def fine_tune_decoder(model: nn.Module, train: str | os.PathLike | Sequence[VideoTextSample], *,
-                      root: str | os.PathLike | None = None, video_tokens: torch.Tensor | None = None,
-                      steps: int = 1000, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.05,
-                      seed: int = 0, device: str | torch.device | None = None,
-                      progress: bool = True) -> dict[str, Any]:
-    """Train ``model.caption`` with teacher-forced cross-entropy on every caption of ``train``; all else frozen.
-
-    ``video_tokens`` ``(len(train), N, vision_width)``: last-layer tokens of
-    each training video in order (``model.forward_features``), when already
-    computed; otherwise they are computed here and unreadable videos are
-    skipped and counted. Batches draw (video, caption) pairs at random; the
-    learning rate warms up linearly over the first tenth of the steps, then
-    follows a cosine. A non-finite loss stops training with the step named.
-    Returns ``{"losses": [every step], "num_videos", "num_captions",
-    "num_ignored_tokens", "skipped"}``.
-    """
-    _require_decoder(model)
-    samples = _samples(train, root)
-    dev = common.resolve_device(device)
-    skipped: list[tuple[str, str]] = []
-    if video_tokens is None:
-        keep, skipped = readable_videos([s.video for s in samples])
-        samples = [samples[i] for i in keep]
-        if not samples:
-            raise ValueError(f"none of the training videos could be read (first: {skipped[0][0]}: {skipped[0][1]})")
-        dataset = VideoDataset([s.video for s in samples], common.eval_view(model), training=False, strict=True)
-        tokens, _ = common.map_views(model, model.forward_features, dataset, device=dev, progress=progress,
-                                     desc="video tokens")
-        video_tokens = tokens[:, 0]
-    if len(video_tokens) != len(samples):
-        raise ValueError(f"video_tokens holds {len(video_tokens)} videos but the training set {len(samples)}")
-    pairs = [(i, c) for i, s in enumerate(samples) for c in s.captions]
-    if not pairs:
-        raise ValueError("the training videos have no captions")
-    tokenizer = get_tokenizer("clip", context_length=model.config.context_length)
-    ids = tokenizer([c for _, c in pairs])
-    ids = ids[:, : int((ids != 0).sum(dim=1).max())]
-    model.to(dev).eval()
-    with torch.no_grad():  # the text encoder is frozen: its causal states are the decoder's fixed input
-        text = torch.cat([model.text.forward_tokens(ids[i:i + 256].to(dev)) for i in range(0, len(ids), 256)])
-    token_targets = caption_targets(ids).to(dev)
-    targets = model.caption_head_targets(token_targets)
-    video = torch.tensor([i for i, _ in pairs], device=dev)
-    decoder = model.caption.train()
-    optim = torch.optim.AdamW(decoder.parameters(), lr=lr, weight_decay=weight_decay)
-    warm = max(1, steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: (s + 1) / warm if s < warm else
-                                              0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
-    g = torch.Generator().manual_seed(seed)
-    losses = []
-    bar = tqdm(range(steps), desc="caption decoder", disable=not progress, unit="step")
-    for step in bar:
-        rows = torch.randint(len(pairs), (min(batch_size, len(pairs)),), generator=g).to(dev)
-        logits = decoder(text[rows, :-1], decoder.pool_video(video_tokens[video[rows]].to(dev)))
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets[rows].flatten(), ignore_index=IGNORE_INDEX)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"caption fine-tuning: non-finite loss at step {step} (lower lr, now {lr})")
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        sched.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    decoder.eval()
-    return {"losses": losses, "num_videos": len(samples), "num_captions": len(pairs),
-            "num_ignored_tokens": int(((targets == IGNORE_INDEX) & (token_targets != IGNORE_INDEX)).sum()),
-            "skipped": skipped}
 
 
 def results_table(results: dict[str, Any]) -> str:
@@ -227,7 +160,7 @@ def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _decoding(args: argparse.Namespace) -> dict[str, Any]:
     if args.beam < 1 or args.max_len < 1:
-        raise usage_error("--beam and --max-len must be at least 1")
+        raise UsageError("--beam and --max-len must be at least 1")
     return {"max_len": args.max_len, "strategy": "beam" if args.beam > 1 else "greedy", "num_beams": args.beam,
             "length_penalty": args.length_penalty}
 
@@ -267,10 +200,7 @@ def caption_main(args: argparse.Namespace) -> int:
     """Print one caption per readable video; unreadable ones are reported on stderr (exit 1 if any)."""
     decoding = _decoding(args)
     model = common.load_model_arg(args.model)
-    try:
-        _require_decoder(model)
-    except TypeError as e:
-        raise usage_error(str(e)) from None
+    require_decoder(model)
     captions, skipped = generate_captions(model, args.videos, batch_size=args.batch_size, device=args.device,
                                           precision=args.precision, progress=False, **decoding)
     for video in args.videos:

@@ -47,6 +47,7 @@ from tqdm import tqdm
 from ..data import Sampler, VideoError, probe, read_frames, segment_indices
 from ..data.datasets import text_lines
 from ..data.transforms import Compose
+from ..errors import UsageError
 from . import common
 from .common import Pool, Precision, SamplingOverride
 
@@ -71,7 +72,7 @@ __all__ = ["feature_names", "window_starts", "read_video_list", "extract_feature
 def window_starts(num_frames: int, window: int, stride: int) -> np.ndarray:
     """First frame of each window: ``0, stride, 2 * stride, ...`` while the window fits (at least one)."""
     if window < 1 or stride < 1:
-        raise ValueError(f"window and stride must be >= 1 frame, got {window} and {stride}")
+        raise UsageError(f"window and stride must be >= 1 frame, got {window} and {stride}")
     return np.arange(0, max(num_frames - window, 0) + 1, stride, dtype=np.int64)
 
 
@@ -130,10 +131,10 @@ def _list_file_paths(list_file: str) -> list[str]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{list_file}:{n}: not valid JSON ({e.msg})") from None
+                raise UsageError(f"{list_file}:{n}: not valid JSON ({e.msg})") from None
             video = record.get("video", record.get("image")) if isinstance(record, dict) else None
             if not isinstance(video, str):
-                raise ValueError(f"{list_file}:{n}: expected a JSON object with a \"video\" path")
+                raise UsageError(f"{list_file}:{n}: expected a JSON object with a \"video\" path")
             paths.append(video)
         return paths
     paths = []
@@ -287,7 +288,7 @@ def _check_config(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
         changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
         if changed:
             detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-            raise ValueError(f"{out} holds features extracted with other settings ({detail}); use another --out "
+            raise UsageError(f"{out} holds features extracted with other settings ({detail}); use another --out "
                              "folder, or --overwrite to re-extract everything")
     out.mkdir(parents=True, exist_ok=True)
     cfg.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
@@ -358,15 +359,15 @@ def extract_features(model: nn.Module, videos: str | os.PathLike | Sequence[str]
     done), ``failed`` (``[{"video", "error"}]``), ``out`` and ``index``.
     """
     if unit not in ("frames", "seconds"):
-        raise ValueError(f"unit must be 'frames' or 'seconds', not {unit!r}")
+        raise UsageError(f"unit must be 'frames' or 'seconds', not {unit!r}")
     if window is None and stride is not None:
-        raise ValueError("stride needs a window length")
+        raise UsageError("stride needs a window length")
     out = Path(out_dir)
     entries = read_video_list(videos, root)
     names = feature_names(entries)
     clash = sorted({n for n in names if names.count(n) > 1})
     if clash:
-        raise ValueError(f"videos would share a feature file name: {clash[:5]}")
+        raise UsageError(f"videos would share a feature file name: {clash[:5]}")
     spec = common.input_recipe(model, sampling=sampling, frame_interval=frame_interval)
     if window is not None and stride is None:
         stride = window  # back-to-back windows

@@ -1,14 +1,13 @@
-"""Input checks the language tasks share: which videos can be read, and the CLI's one-line user error."""
+"""Input checks the language tasks share: which videos can be read."""
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 
 from ..data import VideoError, probe
 from ..data.datasets import IMAGE_EXTENSIONS
 
-__all__ = ["readable_videos", "usage_error"]
+__all__ = ["readable_videos"]
 
 
 def readable_videos(videos: Sequence[str]) -> tuple[list[int], list[tuple[str, str]]]:
@@ -37,9 +36,3 @@ def readable_videos(videos: Sequence[str]) -> tuple[list[int], list[tuple[str, s
             skipped.append((v, e.problem))
             seen[v] = False
     return keep, skipped
-
-
-def usage_error(message: str) -> SystemExit:
-    """The CLI's one-line user error (exit status 2, like argparse's); ``raise usage_error(...)``."""
-    print(f"internvideo: error: {message}", file=sys.stderr)
-    return SystemExit(2)

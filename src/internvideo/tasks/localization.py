@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..data.datasets import AnnotationError, LocalizationVideo, json_number, read_activitynet, read_segment
+from ..errors import UsageError, run_command
 from ..models.protocols import Localizer, saved_class_names
 
 log = logging.getLogger("internvideo.localization")
@@ -180,9 +181,9 @@ def detection_map(ground_truth: Mapping[str, LocalizationVideo], detections: Ite
     """
     thresholds = [float(t) for t in tiou_thresholds]
     if not thresholds:
-        raise ValueError("at least one tIoU threshold is needed")
+        raise UsageError("at least one tIoU threshold is needed")
     if any(not 0.0 <= t <= 1.0 for t in thresholds):
-        raise ValueError(f"tIoU thresholds must lie in [0, 1], got {thresholds}")
+        raise UsageError(f"tIoU thresholds must lie in [0, 1], got {thresholds}")
     want = None if subset is None else subset.lower()
     gt: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(dict)
     num_videos = num_gt = removed = 0
@@ -198,7 +199,7 @@ def detection_map(ground_truth: Mapping[str, LocalizationVideo], detections: Ite
             num_gt += 1
     if not gt:
         where = f" in subset {subset!r}" if subset is not None else ""
-        raise ValueError(f"no ground-truth segments{where}: nothing to evaluate")
+        raise UsageError(f"no ground-truth segments{where}: nothing to evaluate")
     preds: dict[str, tuple[list[str], list[tuple[float, float]], list[float]]] = {c: ([], [], []) for c in gt}
     num_pred = ignored = nonfinite = 0
     for d in detections:
@@ -338,7 +339,7 @@ def localize(model: Any, dataset: Any, *, class_scores: Mapping[str, Sequence[fl
     each video's ``top_k_classes`` classes).
     """
     if class_scores is not None and not score_classes:
-        raise ValueError("external class scores need the names of their classes")
+        raise UsageError("external class scores need the names of their classes")
     names = list(score_classes) if class_scores is not None else list(dataset.classes)
     import torch
 
@@ -354,7 +355,7 @@ def localize(model: Any, dataset: Any, *, class_scores: Mapping[str, Sequence[fl
                 ext = None
                 if class_scores is not None:
                     if item["video_id"] not in class_scores:
-                        raise ValueError(f"no external class scores for video {item['video_id']}")
+                        raise UsageError(f"no external class scores for video {item['video_id']}")
                     ext = torch.as_tensor(class_scores[item["video_id"]], dtype=torch.float32)
                 segs, scores, labels = model.predict(model(feats, mask), 0, class_scores=ext,
                                                      top_k_classes=top_k_classes)
@@ -488,23 +489,26 @@ def _run_model(args: argparse.Namespace, thresholds: Sequence[float]) -> dict[st
     from .common import WrongModelError
 
     if not args.features:
-        raise ValueError("--model needs --features (the folder of per-video .npy features)")
+        raise UsageError("--model needs --features (the folder of per-video .npy features)")
     model = load_model(args.model)
     if not isinstance(model, Localizer):
         raise WrongModelError(f"{args.model}: localization needs a temporal localizer (ActionFormer-style, reading "
                               f"feature sequences); this is a {type(model).__name__}")
     classes = list(saved_class_names(model) or ())
     if not classes:
-        raise ValueError(f"{args.model}: the model has no class_names; it cannot name its predictions")
+        raise WrongModelError(f"{args.model}: the model has no class_names; it cannot name its predictions")
     dataset = FeatureSequenceDataset(args.gt, args.features, subset=args.subset, classes=classes,
                                      input_dim=model.config.input_dim, feat_stride=args.feat_stride,
                                      window_frames=args.window_frames, fps=args.fps)
     scores = names = None
     if args.class_scores:
-        with open(args.class_scores, encoding="utf-8") as f:
-            data = json.load(f)
+        try:
+            with open(args.class_scores, encoding="utf-8") as f:
+                data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise AnnotationError(args.class_scores, f"not valid JSON ({e.msg} at column {e.colno})", e.lineno) from e
         if not isinstance(data, dict) or "class" not in data or "results" not in data:
-            raise ValueError(f'{args.class_scores}: expected {{"class": [names], "results": {{video_id: [scores]}}}}')
+            raise UsageError(f'{args.class_scores}: expected {{"class": [names], "results": {{video_id: [scores]}}}}')
         scores, names = data["results"], data["class"]
     pred = args.pred or "results.json"
     results = evaluate_localization(model, dataset, tiou_thresholds=thresholds, pred_out=pred, class_scores=scores,
@@ -515,22 +519,18 @@ def _run_model(args: argparse.Namespace, thresholds: Sequence[float]) -> dict[st
 
 def main(args: argparse.Namespace) -> int:
     thresholds = _thresholds(args)
-    try:
-        if args.model:
-            results = _run_model(args, thresholds)
-        elif args.pred:
-            results = evaluate_detections(args.gt, args.pred, subset=args.subset, tiou_thresholds=thresholds)
-        else:
-            raise ValueError("give --pred RESULTS.json to score, or --model and --features to run a model")
-        if args.figure:
-            gt = read_activitynet(args.gt, clip=False)
-            results["figure"] = timeline_figure(gt, read_detections(results["pred"]), args.figure,
-                                                video_ids=[v for v in gt if gt[v].segments and (
-                                                    args.subset is None or gt[v].subset.lower() == args.subset.lower())
-                                                ][:4])
-    except (OSError, ValueError, TypeError) as e:  # AnnotationError is a ValueError
-        print(f"internvideo: error: {e}", file=sys.stderr)
-        return 2
+    if args.model:
+        results = _run_model(args, thresholds)
+    elif args.pred:
+        results = evaluate_detections(args.gt, args.pred, subset=args.subset, tiou_thresholds=thresholds)
+    else:
+        raise UsageError("give --pred RESULTS.json to score, or --model and --features to run a model")
+    if args.figure:
+        gt = read_activitynet(args.gt, clip=False)
+        results["figure"] = timeline_figure(gt, read_detections(results["pred"]), args.figure,
+                                            video_ids=[v for v in gt if gt[v].segments and (
+                                                args.subset is None or gt[v].subset.lower() == args.subset.lower())
+                                            ][:4])
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w", encoding="utf-8") as f:
@@ -549,4 +549,4 @@ if __name__ == "__main__":  # scoring without the full CLI: python -m internvide
     _parser = argparse.ArgumentParser(prog="internvideo eval localization",
                                       description="ActivityNet detection mAP of a result file")
     add_arguments(_parser)
-    sys.exit(main(_parser.parse_args()))
+    sys.exit(run_command(main, _parser.parse_args()))

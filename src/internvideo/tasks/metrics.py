@@ -31,6 +31,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ..errors import UsageError, UserError
+
 ArrayLike = np.ndarray | torch.Tensor | Sequence
 
 __all__ = [
@@ -55,7 +57,7 @@ def _torch(x: ArrayLike) -> torch.Tensor:
 # ----------------------------------------------------------------------------- non-finite outputs
 
 
-class NonFiniteError(ValueError):
+class NonFiniteError(UserError):
     """Model outputs were NaN/inf for some clips; scoring them would make the metric meaningless."""
 
 
@@ -233,13 +235,13 @@ def _ranks(blocks: RowBlocks, owner: torch.Tensor, num_videos: int, chunk_size: 
     rounding differences between code paths.
     """
     if multi_caption not in ("captions", "official"):
-        raise ValueError(f"multi_caption must be 'captions' or 'official', not {multi_caption!r}")
+        raise UsageError(f"multi_caption must be 'captions' or 'official', not {multi_caption!r}")
     num_texts = owner.numel()
     counts = torch.bincount(owner, minlength=num_videos)
     # With one caption per video the official code takes its single-caption branch, which is ours.
     official = multi_caption == "official" and bool((counts > 1).any())
     if official and num_texts > 1 and bool((owner[1:] < owner[:-1]).any()):
-        raise ValueError("multi_caption='official' needs each video's captions in consecutive rows")
+        raise UsageError("multi_caption='official' needs each video's captions in consecutive rows")
     spans = _spans(owner, chunk_size, official)
 
     def finite_blocks(s: int, e: int) -> torch.Tensor:  # non-finite scores count as the worst
@@ -421,13 +423,13 @@ def caption_metrics(references: dict[Any, Sequence[str]], predictions: dict[Any,
         missing = sorted(map(str, set(references) ^ set(predictions)))[:5]
         raise ValueError(f"references and predictions must cover the same videos; differing keys: {missing}")
     if not references:
-        raise ValueError("no captions to score")
+        raise UsageError("no captions to score")
     keys = list(references)
     gts = {k: [caption_words(r) for r in references[k]] for k in keys}
     res = {k: [caption_words(predictions[k])] for k in keys}
     empty = [k for k in keys if not gts[k] or not all(gts[k])]
     if empty:
-        raise ValueError(f"{len(empty)} videos have an empty reference caption (first: {empty[0]})")
+        raise UsageError(f"{len(empty)} videos have an empty reference caption (first: {empty[0]})")
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     cider, _ = Cider().compute_score(gts, res)
     out = {f"bleu{n}": 100.0 * float(b) for n, b in enumerate(bleu, start=1)}

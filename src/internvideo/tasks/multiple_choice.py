@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..data import QASample, VideoDataset, read_qa
+from ..errors import UsageError
 from . import common
 from .common import Precision, SamplingOverride
 from .metrics import check_finite, correct_rank, multiple_choice_accuracy
@@ -40,10 +41,10 @@ def multiple_choice_scores(model: nn.Module, data: QAData, *, root: str | os.Pat
     common.require_multimodal(model, "multiple choice")
     samples = read_qa(data, root) if isinstance(data, (str, os.PathLike)) else list(data)
     if not samples:
-        raise ValueError("no questions")
+        raise UsageError("no questions")
     lacking = [s.video for s in samples if not s.candidates]
     if lacking:
-        raise ValueError(f"multiple choice needs candidates for every question; {len(lacking)} have none "
+        raise UsageError(f"multiple choice needs candidates for every question; {len(lacking)} have none "
                          f"(first: {lacking[0]})")
     texts = [f"{s.question} {c}" if with_question else c for s in samples for c in s.candidates]
     sizes = [len(s.candidates) for s in samples]

@@ -28,65 +28,49 @@ Two ways to get the scores (:func:`evaluate_openset`, ``--head``):
   from its logits;
 * **fitted heads** on frozen features (one centre view per video,
   :func:`~internvideo.tasks.common.dataset_features`): an evidential and a
-  softmax head trained in seconds; :func:`evaluate_openset_features` takes
-  cached features directly.
+  softmax head trained in seconds by the ``fit`` passed in
+  (:func:`internvideo.train.heads.fit_openset_head`: tasks never train);
+  :func:`evaluate_openset_features` takes cached features directly.
 """
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data import ClassificationSample, openset_test_samples, read_classes, read_classification_list
-from ..models.openset import SCORES, EvidenceFn, OpenSetHead, annealing, edl_loss, evidence, unknown_scores
+from ..errors import UsageError
+from ..models.openset import SCORES, EvidenceFn, unknown_scores
 from ..models.protocols import VideoClassifier, saved_class_names
 from . import common
 from .common import Precision, SamplingOverride
-from .inputs import usage_error
+from .metrics import NonFiniteError
 
-__all__ = ["resolve_unknown", "fit_head", "openset_metrics", "evaluate_openset_features", "evaluate_openset",
+__all__ = ["HeadFitter", "resolve_unknown", "openset_metrics", "evaluate_openset_features", "evaluate_openset",
            "score_logits", "model_head_rows", "dear_threshold",
            "results_table", "add_arguments", "main"]
 
 UNKNOWN = -1
 ThresholdFrom = Literal["val", "train"]
+#: Trains one head on frozen features, ``fit(x, y, num_classes, *, loss="edl" | "ce", kind, steps,
+#: annealing_steps, lr, hidden, seed) -> module``: :func:`internvideo.train.heads.fit_openset_head`.
+HeadFitter = Callable[..., nn.Module]
 
 
 def resolve_unknown(classes: Sequence[str], unknown: Sequence[str], known: Sequence[str] | None = None) -> set[int]:
     """Label indices of the ``unknown`` class names; errors name classes both known and unknown, or not listed."""
     overlap = sorted(set(unknown) & set(known or ()))
     if overlap:
-        raise ValueError(f"classes listed as both known and unknown: {', '.join(overlap)}")
+        raise UsageError(f"classes listed as both known and unknown: {', '.join(overlap)}")
     missing = sorted(set(unknown) - set(classes))
     if missing:
-        raise ValueError(f"unknown classes not in the class list: {', '.join(missing)}")
+        raise UsageError(f"unknown classes not in the class list: {', '.join(missing)}")
     return {classes.index(name) for name in unknown}
-
-
-def fit_head(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, loss: str = "edl",
-             kind: EvidenceFn = "exp", steps: int = 300, annealing_steps: int = 100, lr: float = 1e-2,
-             weight_decay: float = 1e-4, hidden: int = 0, seed: int = 0) -> OpenSetHead:
-    """A head trained full-batch on frozen features: ``loss="edl"`` (evidential) or ``"ce"`` (softmax baseline)."""
-    if loss not in ("edl", "ce"):
-        raise ValueError(f"loss must be 'edl' or 'ce', not {loss!r}")
-    torch.manual_seed(seed)
-    head = OpenSetHead(x.shape[1], num_classes, hidden=hidden)
-    optim = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    head.train()
-    for step in range(steps):
-        logits = head(x)
-        value = (edl_loss(evidence(logits, kind), y, annealing(step, annealing_steps)) if loss == "edl"
-                 else F.cross_entropy(logits, y))
-        optim.zero_grad(set_to_none=True)
-        value.backward()
-        optim.step()
-    return head.eval()
 
 
 def dear_threshold(train_scores: np.ndarray, keep: float = 0.95) -> float:
@@ -99,7 +83,7 @@ def dear_threshold(train_scores: np.ndarray, keep: float = 0.95) -> float:
     """
     scores = np.sort(np.asarray(train_scores, dtype=np.float64).ravel())[::-1]
     if scores.size == 0:
-        raise ValueError("no training scores to derive the threshold from")
+        raise UsageError("no training scores to derive the threshold from")
     top_k = scores.size - int(scores.size * keep)
     return float(scores[max(top_k, 1) - 1])
 
@@ -133,7 +117,7 @@ def openset_metrics(test_scores: np.ndarray, test_predictions: np.ndarray, test_
 
     known = test_labels != UNKNOWN
     if known.all() or not known.any():
-        raise ValueError("the open-set test split needs both known and unknown videos (label -1 or unknown classes)")
+        raise UsageError("the open-set test split needs both known and unknown videos (label -1 or unknown classes)")
     return {
         "closed_set_accuracy": 100.0 * float((test_predictions[known] == test_labels[known]).mean()),
         "auroc": 100.0 * float(roc_auc_score(~known, test_scores)),
@@ -145,37 +129,37 @@ def openset_metrics(test_scores: np.ndarray, test_predictions: np.ndarray, test_
 def _check_finite(name: str, x: np.ndarray | torch.Tensor) -> None:
     bad = ~np.isfinite(np.asarray(x))
     if bad.any():
-        raise ValueError(f"{name}: {int(bad.any(axis=tuple(range(1, bad.ndim))).sum())} videos have non-finite "
-                         "features or scores")
+        raise NonFiniteError(f"{name}: {int(bad.any(axis=tuple(range(1, bad.ndim))).sum())} videos have non-finite "
+                             "features or scores")
 
 
 def _known_index(train_labels: np.ndarray) -> dict[int, int]:
     """Known label -> head row (increasing label order); the training labels must all be known."""
     classes = np.unique(train_labels)
     if (classes == UNKNOWN).any():
-        raise ValueError("the open-set training list holds unknown videos (label -1); train on known classes only")
+        raise UsageError("the open-set training list holds unknown videos (label -1); train on known classes only")
     if len(classes) < 2:
-        raise ValueError(f"open-set training needs at least two known classes, got {len(classes)}")
+        raise UsageError(f"open-set training needs at least two known classes, got {len(classes)}")
     return {int(c): i for i, c in enumerate(classes)}
 
 
 def _remap(labels: np.ndarray, index: dict[int, int], split: str) -> np.ndarray:
     stray = sorted({int(v) for v in labels if v != UNKNOWN and int(v) not in index})
     if stray:
-        raise ValueError(f"{split} labels {stray} are neither training classes nor marked unknown (-1)")
+        raise UsageError(f"{split} labels {stray} are neither training classes nor marked unknown (-1)")
     return np.asarray([UNKNOWN if v == UNKNOWN else index[int(v)] for v in labels], dtype=np.int64)
 
 
 def evaluate_openset_features(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-                              test: tuple[np.ndarray, np.ndarray], *, kind: EvidenceFn = "exp",
+                              test: tuple[np.ndarray, np.ndarray], *, fit: HeadFitter, kind: EvidenceFn = "exp",
                               reject_rate: float = 0.05, steps: int = 300, annealing_steps: int = 100,
                               lr: float = 1e-2, hidden: int = 0, seed: int = 0,
                               threshold_from: ThresholdFrom = "val") -> dict[str, Any]:
     """The protocol on cached ``(features, labels)`` splits; known labels may be any subset of integers.
 
     ``threshold_from="train"``: DEAR's threshold from the training features' scores (``val`` is then unused).
-
-    Returns ``{"scores": {score: metrics}, "num_known_classes", "num_train", "num_test_known",
+    ``fit`` trains the two heads (:func:`internvideo.train.heads.fit_openset_head`;
+    tasks never train). Returns ``{"scores": {score: metrics}, "num_known_classes", "num_train", "num_test_known",
     "num_test_unknown", ...}``; ``uncertainty`` comes from the evidential head, the others from the
     softmax head.
     """
@@ -186,8 +170,8 @@ def evaluate_openset_features(train: tuple[np.ndarray, np.ndarray], val: tuple[n
     x_train = torch.as_tensor(train[0], dtype=torch.float32)
     y_train = torch.as_tensor(_remap(train[1], index, "train"))
     opts = dict(steps=steps, annealing_steps=annealing_steps, lr=lr, hidden=hidden, seed=seed)
-    heads = {"edl": fit_head(x_train, y_train, k, loss="edl", kind=kind, **opts),
-             "ce": fit_head(x_train, y_train, k, loss="ce", **opts)}
+    heads = {"edl": fit(x_train, y_train, k, loss="edl", kind=kind, **opts),
+             "ce": fit(x_train, y_train, k, loss="ce", **opts)}
     thr = (train[0], y_train.numpy()) if threshold_from == "train" else (val[0], _remap(val[1], index, "val"))
     splits = {"val": thr, "test": (test[0], _remap(test[1], index, "test"))}
     with torch.no_grad():
@@ -252,10 +236,10 @@ def model_head_rows(model: nn.Module, known: Sequence[int], names: Sequence[str]
     if all(str(n).lstrip("-").isdigit() for n in saved):
         return [int(n) for n in saved]
     if names is None:
-        raise ValueError("the model's head is labelled by class name: give the class list (classes.txt) to map it")
+        raise UsageError("the model's head is labelled by class name: give the class list (classes.txt) to map it")
     missing = [n for n in saved if n not in names]
     if missing:
-        raise ValueError(f"the model's head classes {', '.join(missing)} are not in the class list")
+        raise UsageError(f"the model's head classes {', '.join(missing)} are not in the class list")
     return [list(names).index(n) for n in saved]
 
 
@@ -263,8 +247,9 @@ def evaluate_openset(model: nn.Module, train: ListData, val: ListData | None, te
                      root: str | os.PathLike | None = None, classes: str | os.PathLike | Sequence[str] | None = None,
                      unknown: Sequence[str] = (), known: Sequence[str] | None = None, head: Head = "auto",
                      pool: str = "auto", sampling: SamplingOverride = "auto", frame_interval: int | None = None,
-                     num_crops: int = 1, batch_size: int = 8, num_workers: int = 0, device: str | torch.device | None = None,
-                     precision: Precision = "fp32", progress: bool = True, threshold_from: ThresholdFrom = "val",
+                     num_crops: int = 1, batch_size: int = 8, num_workers: int = 0,
+                     device: str | torch.device | None = None, precision: Precision = "fp32", progress: bool = True,
+                     fit: HeadFitter | None = None, threshold_from: ThresholdFrom = "val",
                      **protocol: Any) -> dict[str, Any]:
     """The protocol on a model: its own classifier head, or heads fitted on its frozen features.
 
@@ -277,24 +262,24 @@ def evaluate_openset(model: nn.Module, train: ListData, val: ListData | None, te
     come from the same logits, and the training list only names the known
     classes. ``head="fit"`` trains the evidential and softmax heads on the
     frozen features (:func:`evaluate_openset_features`; ``protocol`` goes to
-    it). ``"auto"``: the model's head when it has one row per known class,
-    else fitted heads. ``results["head"]`` says which.
+    it), with ``fit`` (:func:`internvideo.train.heads.fit_openset_head`). ``"auto"``: the model's head
+    when it has one row per known class, else fitted heads. ``results["head"]`` says which.
     """
     from .recognition import classification_dataset
 
     if head not in ("auto", "model", "fit"):
-        raise ValueError(f"head must be 'auto', 'model' or 'fit', not {head!r}")
+        raise UsageError(f"head must be 'auto', 'model' or 'fit', not {head!r}")
     names = None if classes is None else (read_classes(classes) if isinstance(classes, (str, os.PathLike))
                                           else list(classes))
     unknown_ids: set[int] = set()
     if unknown or known:
         if names is None:
-            raise ValueError("naming known/unknown classes needs the class list (classes.txt)")
+            raise UsageError("naming known/unknown classes needs the class list (classes.txt)")
         unknown_ids = resolve_unknown(names, unknown, known)
     if threshold_from not in ("val", "train"):
-        raise ValueError(f"threshold_from must be 'val' or 'train', not {threshold_from!r}")
+        raise UsageError(f"threshold_from must be 'val' or 'train', not {threshold_from!r}")
     if val is None and threshold_from == "val":
-        raise ValueError("the validation list is needed for its threshold (or derive it from the training list)")
+        raise UsageError("the validation list is needed for its threshold (or derive it from the training list)")
     lists = {}
     thr_split = "train" if threshold_from == "train" else "val"
     for name, data in (("train", train), ("val", val), ("test", test)):
@@ -302,21 +287,22 @@ def evaluate_openset(model: nn.Module, train: ListData, val: ListData | None, te
             continue
         samples = read_classification_list(data, root) if isinstance(data, (str, os.PathLike)) else list(data)
         if not samples:
-            raise ValueError(f"the open-set {name} list is empty")
+            raise UsageError(f"the open-set {name} list is empty")
         labels = _labels(samples, unknown_ids)
         if name == "train" and (labels == UNKNOWN).any():
             bad = sorted({s.label for s in samples if s.label in unknown_ids or s.label == UNKNOWN})
-            raise ValueError(f"the open-set training list holds unknown classes {bad}; train on known classes only")
+            raise UsageError(f"the open-set training list holds unknown classes {bad}; train on known classes only")
         lists[name] = (samples, labels)
     index = _known_index(lists["train"][1])
     rows = model_head_rows(model, list(index), names) if head != "fit" else None
     if rows is not None and sorted(rows) != sorted(index):
         if head == "model":
-            raise ValueError(f"the model's head predicts labels {sorted(rows)}, not the known training classes "
-                             f"{sorted(index)}")
+            raise common.WrongModelError(f"the model's head predicts labels {sorted(rows)}, not the known "
+                                         f"training classes {sorted(index)}")
         rows = None
     if head == "model" and rows is None:
-        raise ValueError(f"{type(model).__name__} has no classifier head over the known classes; use head='fit'")
+        raise common.WrongModelError(f"{type(model).__name__} has no classifier head over the known classes; "
+                                     "use head='fit'")
 
     def outputs(name: str, fn: Any) -> np.ndarray:
         samples = lists[name][0]
@@ -332,8 +318,10 @@ def evaluate_openset(model: nn.Module, train: ListData, val: ListData | None, te
         return out.float().mean(dim=1).numpy()
 
     if rows is None:
+        if fit is None:
+            raise TypeError("heads fitted on frozen features need fit= (internvideo.train.heads.fit_openset_head)")
         splits = {name: (outputs(name, None), lists[name][1]) for name in ("train", thr_split, "test")}
-        return evaluate_openset_features(splits["train"], splits[thr_split], splits["test"],
+        return evaluate_openset_features(splits["train"], splits[thr_split], splits["test"], fit=fit,
                                          threshold_from=threshold_from, **protocol)
     # Head rows reordered to the known labels' increasing order, the row order the metrics use.
     order = [rows.index(label) for label in sorted(index)]
@@ -387,19 +375,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="spatial crops per video, averaged (3: DEAR's / InternVideo's ThreeCrop test)")
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, fit: HeadFitter | None = None) -> int:
+    """``internvideo eval openset``; the CLI passes ``fit`` (tasks never train, :mod:`internvideo.train` does)."""
     if not 0.0 <= args.reject_rate < 1.0:
-        raise usage_error(f"--reject-rate must be in [0, 1), got {args.reject_rate}")
+        raise UsageError(f"--reject-rate must be in [0, 1), got {args.reject_rate}")
     model = common.load_model_arg(args.model)
-    try:
-        test = args.data if not args.ood else openset_test_samples(args.data, args.ood, known_root=args.root)
-        results = evaluate_openset(model, args.train, args.val, test, root=args.root, classes=args.classes,
-                                   unknown=args.unknown, known=args.known, head=args.head, pool=args.pool,
-                                   batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
-                                   precision=args.precision, progress=args.progress, kind=args.evidence,
-                                   reject_rate=args.reject_rate, steps=args.steps,
-                                   threshold_from=args.threshold_from, num_crops=args.crops)
-    except ValueError as e:
-        raise usage_error(str(e)) from None
+    test = args.data if not args.ood else openset_test_samples(args.data, args.ood, known_root=args.root)
+    results = evaluate_openset(model, args.train, args.val, test, root=args.root, classes=args.classes,
+                               unknown=args.unknown, known=args.known, head=args.head, pool=args.pool,
+                               batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
+                               precision=args.precision, progress=args.progress, kind=args.evidence,
+                               reject_rate=args.reject_rate, steps=args.steps, fit=fit,
+                               threshold_from=args.threshold_from, num_crops=args.crops)
     results.update(model=str(args.model), train=str(args.train), val=str(args.val), data=str(args.data))
     return common.finish(results, results_table(results), args.out)

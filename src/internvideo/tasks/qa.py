@@ -17,9 +17,10 @@ Videos that cannot be read are listed, skipped and counted (``skipped``); their
 questions are not scored. The baseline beside the model's accuracy answers
 every question with the most frequent training answer.
 
-The model is :class:`~internvideo.models.qa.VideoQA`. :func:`train_qa_head`
-trains its head on a frozen backbone from cached backbone outputs (the video
-tokens of each distinct video are computed once).
+The model is :class:`~internvideo.models.qa.VideoQA`; its head is trained on a
+frozen backbone from cached backbone outputs (:class:`QAFeatures`: the video
+tokens of each distinct video are computed once) by
+:func:`internvideo.train.heads.train_qa_head` (tasks never train).
 """
 from __future__ import annotations
 
@@ -32,19 +33,18 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from ..data import QASample, VideoDataset, read_qa
+from ..errors import UsageError
 from ..models.qa import VideoQA, answer_vocabulary, normalize_answer, question_padding
 from ..tokenizer import get_tokenizer
 from . import common
 from .common import Precision
-from .inputs import readable_videos, usage_error
+from .inputs import readable_videos
 
 __all__ = ["normalize_answer", "answer_vocabulary", "qa_accuracy", "most_frequent_answer", "QAFeatures",
-           "qa_features", "train_qa_head", "predict_answers", "evaluate_qa", "results_table", "add_arguments",
+           "qa_samples", "qa_features", "predict_answers", "evaluate_qa", "results_table", "add_arguments",
            "main"]
 
 QAData = str | os.PathLike | Sequence[QASample]
@@ -59,7 +59,7 @@ def qa_accuracy(predictions: Sequence[str], samples: Sequence[QASample]) -> dict
     if len(predictions) != len(samples):
         raise ValueError(f"{len(predictions)} predictions for {len(samples)} questions")
     if not samples:
-        raise ValueError("no questions to score")
+        raise UsageError("no questions to score")
     hits = np.asarray([normalize_answer(p) == normalize_answer(s.answer) for p, s in zip(predictions, samples)])
     out: dict[str, Any] = {"accuracy": 100.0 * float(hits.mean()), "num_questions": len(samples)}
     types = [s.type for s in samples]
@@ -72,10 +72,11 @@ def qa_accuracy(predictions: Sequence[str], samples: Sequence[QASample]) -> dict
     return out
 
 
-def _samples(data: QAData, root: str | os.PathLike | None) -> list[QASample]:
+def qa_samples(data: QAData, root: str | os.PathLike | None) -> list[QASample]:
+    """QA samples from a file or a sequence; an empty set is a user error."""
     samples = read_qa(data, root) if isinstance(data, (str, os.PathLike)) else list(data)
     if not samples:
-        raise ValueError("no questions")
+        raise UsageError("no questions")
     return samples
 
 
@@ -104,7 +105,7 @@ def qa_features(model: VideoQA, samples: Sequence[QASample], *, batch_size: int 
     kept = [samples[i] for i in keep]
     if not kept:
         first = skipped[0] if skipped else ("-", "no questions")
-        raise ValueError(f"none of the videos could be read (first: {first[0]}: {first[1]})")
+        raise UsageError(f"none of the videos could be read (first: {first[0]}: {first[1]})")
     videos = list(dict.fromkeys(s.video for s in kept))
     row = {v: i for i, v in enumerate(videos)}
     dev = common.resolve_device(device)
@@ -123,49 +124,6 @@ def qa_features(model: VideoQA, samples: Sequence[QASample], *, batch_size: int 
     features = QAFeatures(tokens[:, 0], torch.tensor([row[s.video] for s in kept]), torch.cat(chunks),
                           question_padding(ids))
     return features, keep, skipped
-
-
-def train_qa_head(model: VideoQA, train: QAData, *, root: str | os.PathLike | None = None, epochs: int = 30,
-                  batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.05, seed: int = 0,
-                  features: QAFeatures | None = None, device: str | torch.device | None = None,
-                  progress: bool = True) -> dict[str, Any]:
-    """Train ``model.head`` (backbone frozen) with cross-entropy on the in-vocabulary training questions.
-
-    Returns ``{"losses": [mean loss per epoch], "num_trained", "num_out_of_vocabulary", "skipped"}``.
-    """
-    samples = _samples(train, root)
-    skipped: list[tuple[str, str]] = []
-    keep = list(range(len(samples)))
-    if features is None:
-        features, keep, skipped = qa_features(model, samples, device=device, progress=progress)
-    index = {a: i for i, a in enumerate(model.answers)}
-    labels = torch.tensor([index.get(normalize_answer(samples[i].answer), -1) for i in keep])
-    rows = (labels >= 0).nonzero().flatten()
-    if not len(rows):
-        raise ValueError("no training question has an answer in the vocabulary")
-    dev = common.resolve_device(device)
-    head = model.head.to(dev).train()
-    optim = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    g = torch.Generator().manual_seed(seed)
-    steps = epochs * ((len(rows) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=lr, total_steps=steps, pct_start=0.1)
-    losses = []
-    for _ in tqdm(range(epochs), desc="QA head", disable=not progress, unit="epoch"):
-        order = rows[torch.randperm(len(rows), generator=g)]
-        total = 0.0
-        for i in range(0, len(order), batch_size):
-            batch = order[i:i + batch_size]
-            q, pad, v = (t.to(dev) for t in features.batch(batch))
-            loss = F.cross_entropy(head(q, pad, v), labels[batch].to(dev))
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            sched.step()
-            total += loss.item() * len(batch)
-        losses.append(total / len(order))
-    head.eval()
-    return {"losses": losses, "num_trained": int(len(rows)), "num_out_of_vocabulary": int((labels < 0).sum()),
-            "skipped": skipped}
 
 
 def predict_answers(model: VideoQA, samples: Sequence[QASample], *, batch_size: int = 8, num_workers: int = 0,
@@ -193,8 +151,9 @@ def evaluate_qa(model: VideoQA, data: QAData, *, root: str | os.PathLike | None 
     Other keyword arguments are those of :func:`predict_answers`.
     """
     if not isinstance(model, VideoQA):
-        raise TypeError(f"open-ended QA needs a VideoQA model (a backbone with a QA head), got {type(model).__name__}")
-    samples = _samples(data, root)
+        raise common.WrongModelError("open-ended QA needs a VideoQA model (a backbone with a QA head), got "
+                                     f"{type(model).__name__}")
+    samples = qa_samples(data, root)
     predictions, keep, skipped = predict_answers(model, samples, features=features, **kwargs)
     scored = [samples[i] for i in keep]
     vocab = set(model.answers)
@@ -205,7 +164,7 @@ def evaluate_qa(model: VideoQA, data: QAData, *, root: str | os.PathLike | None 
                                "examples": [{"question": s.question, "answer": s.answer, "predicted": p}
                                             for s, p in list(zip(scored, predictions))[:5]]}
     if train is not None:
-        common_answer = most_frequent_answer(_samples(train, root))
+        common_answer = most_frequent_answer(qa_samples(train, root))
         results["baseline"] = {"name": f"always {common_answer!r}",
                                **qa_accuracy([common_answer] * len(scored), scored)}
     return results
@@ -236,14 +195,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     model = common.load_model_arg(args.model)
     if not isinstance(model, VideoQA):
-        raise usage_error(f"{args.model} is not a QA model (train one with the qa objective)")
-    try:
-        data = read_qa(args.data, args.root, args.video_template)
-        train = read_qa(args.train, args.root, args.video_template) if args.train else None
-        results = evaluate_qa(model, data, train=train, batch_size=args.batch_size, num_workers=args.num_workers,
-                              device=args.device, precision=args.precision, progress=args.progress)
-    except ValueError as e:
-        raise usage_error(str(e)) from None
+        raise common.WrongModelError(f"{args.model} is not a QA model (train one with the qa objective)")
+    data = read_qa(args.data, args.root, args.video_template)
+    train = read_qa(args.train, args.root, args.video_template) if args.train else None
+    results = evaluate_qa(model, data, train=train, batch_size=args.batch_size, num_workers=args.num_workers,
+                          device=args.device, precision=args.precision, progress=args.progress)
     for entry in results["skipped"][:10]:
         print(f"skipped {entry['video']}: {entry['reason']}", file=sys.stderr)
     results.update(model=str(args.model), data=str(args.data))

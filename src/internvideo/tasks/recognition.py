@@ -26,6 +26,7 @@ from torch import nn
 
 from ..data import ClassificationSample, VideoClassificationDataset
 from ..data.sampling import TestLayout
+from ..errors import UsageError
 from ..models.protocols import saved_class_names
 from . import common
 from .common import Precision, SamplingOverride
@@ -62,7 +63,7 @@ def drop_duplicates(dataset: VideoClassificationDataset, source: object) -> int:
         key = os.path.normpath(s.path)
         if key in seen:
             if seen[key] != s.label:
-                raise ValueError(f"{source}: {s.path} is listed with labels {seen[key]} and {s.label}")
+                raise UsageError(f"{source}: {s.path} is listed with labels {seen[key]} and {s.label}")
             continue
         seen[key] = s.label
         kept.append(s)
@@ -89,7 +90,7 @@ def align_labels(dataset: VideoClassificationDataset, class_names: Sequence[str]
     used = sorted({dataset.classes[s.label] for s in dataset.samples if 0 <= s.label < len(dataset.classes)})
     missing = [n for n in used if n not in index]
     if missing:
-        raise ValueError(f"{source}: class(es) {missing[:5]} of the test list are not among the model's "
+        raise UsageError(f"{source}: class(es) {missing[:5]} of the test list are not among the model's "
                          f"{len(class_names)} classes (saved in its config.json)")
     dataset.samples = [type(s)(s.path, index[dataset.classes[s.label]] if s.label >= 0 else s.label)
                        for s in dataset.samples]
@@ -189,7 +190,7 @@ def linear_probe(model: nn.Module, train: ClassificationData, test: Classificati
     bad_test = ~np.isfinite(x_test).all(axis=1)
     x_test = np.where(bad_test[:, None], 0.0, x_test)
     if len(np.unique(y_train)) < 2:
-        raise ValueError("the linear probe needs at least two classes in the training list")
+        raise UsageError("the linear probe needs at least two classes in the training list")
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
     classifier.fit(x_train, y_train)
     num_classes = int(max(y_train.max(), y_test.max())) + 1

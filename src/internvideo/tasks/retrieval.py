@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ..data import VideoTextDataset, VideoTextSample, read_video_text
+from ..errors import UsageError
 from . import common
 from .common import Precision, SamplingOverride
 from .metrics import MultiCaption, check_finite, retrieval_metrics, retrieval_ranks
@@ -101,7 +102,7 @@ def retrieval_embeddings(model: nn.Module, data: VideoTextData, *, root: str | o
     captions = [c for s in dataset.samples for c in s.captions]
     owner = np.repeat(np.arange(len(dataset.samples)), [len(s.captions) for s in dataset.samples])
     if not captions:
-        raise ValueError("the retrieval set is empty")
+        raise UsageError("the retrieval set is empty")
     video, text = common.embed_videos_and_texts(
         model, dataset, captions, batch_size=batch_size, text_batch_size=text_batch_size, num_workers=num_workers,
         device=device, precision=precision, progress=progress, text_desc="captions")

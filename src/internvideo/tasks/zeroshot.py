@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import read_classes
+from ..errors import UsageError
 from . import common
 from .common import Precision, SamplingOverride
 from .metrics import average_views, check_finite, classification_metrics
@@ -45,9 +46,9 @@ def read_templates(path: str | os.PathLike) -> list[str]:
         templates = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
     bad = [t for t in templates if "{}" not in t]
     if bad:
-        raise ValueError(f"{path}: every template needs a '{{}}' for the class name; these have none: {bad[:3]}")
+        raise UsageError(f"{path}: every template needs a '{{}}' for the class name; these have none: {bad[:3]}")
     if not templates:
-        raise ValueError(f"{path}: no templates")
+        raise UsageError(f"{path}: no templates")
     return templates
 
 
@@ -57,10 +58,10 @@ def zeroshot_classifier(model: nn.Module, classnames: Sequence[str], templates: 
                         ) -> torch.Tensor:
     """Class embeddings ``(num_classes, D)``: prompts embedded, normalised, averaged per class, renormalised."""
     if not classnames or not templates:
-        raise ValueError("zero-shot classification needs class names and at least one template")
+        raise UsageError("zero-shot classification needs class names and at least one template")
     missing = [t for t in templates if "{}" not in t]
     if missing:
-        raise ValueError(f"templates need a '{{}}' for the class name: {missing[:3]}")
+        raise UsageError(f"templates need a '{{}}' for the class name: {missing[:3]}")
     dev = common.resolve_device(device)
     prompts = [t.replace("{}", name) for name in classnames for t in templates]
     with common.inference(model, dev, precision):
@@ -77,7 +78,7 @@ def _classnames(classnames: str | os.PathLike | Sequence[str] | None, dataset: A
         return list(classnames)
     if getattr(dataset, "classes", None):
         return list(dataset.classes)
-    raise ValueError("zero-shot needs class names: pass classnames (or a classes.txt next to the list file)")
+    raise UsageError("zero-shot needs class names: pass classnames (or a classes.txt next to the list file)")
 
 
 def zeroshot_scores(model: nn.Module, data: ClassificationData, classnames: str | os.PathLike | Sequence[str] | None

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
+from ..errors import MissingFile, UserError
+
 
 @dataclass
 class ModelSection:
@@ -205,7 +207,7 @@ class TrainConfig:
     openset: OpenSetSection = field(default_factory=OpenSetSection)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     pass
 
 
@@ -295,7 +297,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if path is not None:
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"config not found: {path}")
+            raise MissingFile(f"config not found: {path}")
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:

@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..errors import UserError
 from ..models.hardware import resolve_precision
 from .config import TrainConfig, validate
 from .objectives import Objective, check_objective, make_objective
@@ -44,7 +45,7 @@ from .state import Checkpointer, Progress, full_tensor, resume_latest
 log = logging.getLogger("internvideo.train")
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError):
     """The loss became NaN/inf; the message names the step and the last good checkpoint."""
 
 

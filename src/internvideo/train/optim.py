@@ -52,6 +52,18 @@ def lr_at(step: int, total: int, warmup: int, peak: float, floor: float,
     return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """Multiplier of the peak lr (a ``LambdaLR`` factor): linear warm-up, then a cosine to 0 at ``total``.
+
+    The shape of :func:`lr_at` with ``floor=0``, in the arithmetic the caption
+    decoder's fine-tuning has always used (``pi * k / n`` rather than
+    ``pi * (k / n)``), so its results stay bit for bit.
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
 def adamw(groups: list[dict], **kw) -> torch.optim.AdamW:
     """AdamW, on PyTorch's fused kernel where every parameter allows it.
 

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..errors import UserError
 from .config import TrainConfig, save_config
 
 log = logging.getLogger("internvideo.train")
@@ -65,7 +66,7 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-class RunDirLocked(RuntimeError):
+class RunDirLocked(UserError):
     """Another run holds the run directory."""
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..checkpoints import CheckpointError, save_model
 from ..checkpoints.base import load_safetensors
+from ..errors import UserError
 from .optim import EMA
 from .setup import Dist, unwrap_model
 
@@ -147,7 +148,7 @@ class Checkpointer:
         return path or self.latest()
 
 
-class NoIntactCheckpoint(RuntimeError):
+class NoIntactCheckpoint(UserError):
     """Every checkpoint of the run directory is damaged."""
 
 
