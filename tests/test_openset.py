@@ -65,7 +65,8 @@ def test_edl_log_and_mse_losses_match_dear_formula(loss_type):
     one = edl_loss(torch.tensor([[3.0, 0.0, 1.0]], dtype=torch.float64), torch.tensor([0]), 0.0, loss_type)
     # mse by hand: p = (4, 1, 2) / 7; (1 - 4/7)^2 + (1/7)^2 + (2/7)^2 + sum p (1 - p) / 8
     p = np.array([4, 1, 2]) / 7
-    expected = np.log(7 / 4) if loss_type == "log" else (3 / 7) ** 2 + (1 / 7) ** 2 + (2 / 7) ** 2 + (p * (1 - p)).sum() / 8
+    mse = (3 / 7) ** 2 + (1 / 7) ** 2 + (2 / 7) ** 2 + (p * (1 - p)).sum() / 8
+    expected = np.log(7 / 4) if loss_type == "log" else mse
     assert one.item() == pytest.approx(expected)
     with pytest.raises(ValueError, match="loss_type must be"):
         edl_loss(torch.ones(1, 2), torch.tensor([0]), 0.0, "cross_entropy")

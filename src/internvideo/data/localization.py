@@ -67,7 +67,8 @@ def read_feature_file(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: expected features of shape (T, D), got {feats.shape}")
     return np.array(feats, dtype=np.float32)  # a copy: a memory map stays read-only
 
-__all__ = ["FEATURE_EXTS", "FeatureTiming", "FeatureSequenceDataset", "read_feature_file", "collate_sequences", "crop_sequence", "read_thumos14",
+__all__ = ["FEATURE_EXTS", "FeatureTiming", "FeatureSequenceDataset", "read_feature_file", "collate_sequences",
+           "crop_sequence", "read_thumos14",
            "write_activitynet"]
 
 
@@ -220,7 +221,8 @@ class FeatureSequenceDataset(torch.utils.data.Dataset):
             stride = FIXED_LENGTH  # ActionFormer's feat_stride -1: the features span the whole video
         window = record.get("window_frames") or window_frames or (settings.get("window") if frames_unit else None)
         rate = record.get("fps") or fps or video.fps
-        absent = [n for n, v in (("feat_stride", stride), ("window_frames", window), ("fps", rate)) if v is None or v == 0]
+        absent = [n for n, v in (("feat_stride", stride), ("window_frames", window), ("fps", rate))
+                  if v is None or v == 0]
         if absent:
             raise ValueError(f"video {vid}: no {', '.join(absent)} for its features (no index.jsonl record, "
                              "argument or per-video \"fps\" in the annotations gives it)")

@@ -582,7 +582,7 @@ class TrainTransformConfig:
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     multi_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
-    max_distort: int = 1  # multi_scale: how many scale steps crop width and height may differ (mmaction max_wh_scale_gap)
+    max_distort: int = 1  # multi_scale: scale steps between crop width and height (mmaction max_wh_scale_gap)
     hflip: bool = True
     randaugment: str | None = "rand-m7-n4-mstd0.5-inc1"
     random_erasing: float = 0.25

@@ -135,5 +135,6 @@ class OpenSetHead(nn.Module):
         return self.mlp(self.norm(features))
 
 
-__all__ = ["EDLLoss", "EDL_LOSSES", "EvidenceFn", "OpenSetHead", "SCORES", "Score", "annealing", "dirichlet_uncertainty", "edl_loss", "evidence",
+__all__ = ["EDLLoss", "EDL_LOSSES", "EvidenceFn", "OpenSetHead", "SCORES", "Score", "annealing", "dirichlet_uncertainty",
+           "edl_loss", "evidence",
            "kl_to_uniform_dirichlet", "unknown_scores"]
