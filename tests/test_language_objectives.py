@@ -132,3 +132,23 @@ def test_internvideo_openset_recipe_trains_and_scores_as_dear(data_world, tmp_pa
                               progress=False)
     assert scored["threshold_from"] == "train" and scored["num_test_unknown"] == 2
     assert 0.0 <= scored["scores"]["uncertainty"]["auroc"] <= 100.0
+
+
+def test_eval_openset_cli_runs_dears_protocol(data_world, tmp_path):
+    """`internvideo eval openset --ood LIST --threshold-from train --crops 3` on DEAR's layout (no --val)."""
+    import json
+
+    from internvideo import create_model, save_model
+    from internvideo.cli import main
+
+    train_list, known_test, ood = _dear_layout(data_world.root, tmp_path / "data")
+    save_model(create_model("videomae_tiny", num_classes=8, num_frames=4, frame_interval=2, img_size=32),
+               tmp_path / "model")
+    out = tmp_path / "metrics.json"
+    assert main(["eval", "openset", "--model", str(tmp_path / "model"), "--train", str(train_list),
+                 "--root", str(train_list.parent / "videos"), "--data", str(known_test), "--ood", str(ood),
+                 "--threshold-from", "train", "--crops", "3", "--head", "model", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["threshold_from"] == "train" and result["head"] == "model"
+    known = len(known_test.read_text().splitlines())
+    assert (result["num_test_known"], result["num_test_unknown"]) == (known, 2)
