@@ -116,3 +116,38 @@ def test_feature_file_formats(tmp_path):
     np.save(tmp_path / "flat.npy", np.zeros(5))
     with pytest.raises(ValueError, match=r"flat.npy: expected features of shape \(T, D\)"):
         read_feature_file(tmp_path / "flat.npy")
+
+
+def test_af_annotation_json_read_as_the_official_loader_reads_it(tmp_path):
+    """HACS_segments_v1.1.1_af.json / FineAction annotations_gt_af.json: ActivityNet layout plus ``label_id``; the
+    official libs/datasets/anet.py lower-cases ``subset``, takes ``fps`` from default_fps (else the entry) and reads
+    only ``segment``/``label``; test videos carry no annotations. A broken entry is an error naming it."""
+    from internvideo.data import AnnotationError
+
+    database = {
+        "vid0": {"subset": "Training", "duration": 20.0, "url": "https://youtube.com/watch?v=vid0",
+                 "annotations": [{"label": "Archery", "label_id": 3, "segment": [1.5, 6.0]}]},
+        "vid1": {"subset": "validation", "duration": 12.0, "annotations": [
+            {"label": "Archery", "label_id": 3, "segment": [0.0, 4.0]},
+            {"label": "Archery", "label_id": 3, "segment": [0.0, 4.0]}]},  # HACS repeats some instances
+        "vid2": {"subset": "testing", "duration": 9.0, "annotations": []},
+    }
+    gt = tmp_path / "HACS_segments_v1.1.1_af.json"
+    gt.write_text(json.dumps({"database": database}))
+    (tmp_path / "f").mkdir()
+    for vid in database:
+        np.save(tmp_path / "f" / f"v_{vid}.npy", np.zeros((20, 4), np.float32))
+    train_set = FeatureSequenceDataset(gt, tmp_path / "f", subset="training", prefix="v_", feat_stride=16,
+                                       window_frames=16, fps=30)
+    assert [v.video_id for v in train_set.videos] == ["vid0"] and train_set.classes == ["Archery"]
+    test_set = FeatureSequenceDataset(gt, tmp_path / "f", subset="testing", prefix="v_", feat_stride=16,
+                                      window_frames=16, fps=30, classes=["Archery"])
+    assert len(test_set) == 1 and test_set[0]["segments"].shape == (0, 2)
+    val_set = FeatureSequenceDataset(gt, tmp_path / "f", subset="validation", prefix="v_", feat_stride=16,
+                                     window_frames=16, fps=30, classes=["Archery"])
+    assert val_set[0]["segments"].shape == (1, 2)  # the repeated instance counted once, as anet.py does
+    database["vid1"]["annotations"][1] = {"label": "Archery", "label_id": 3}
+    gt.write_text(json.dumps({"database": database}))
+    with pytest.raises(AnnotationError, match=r"HACS_segments_v1.1.1_af.json: database/vid1/annotations\[1\]: "
+                                              r"missing key \"segment\""):
+        FeatureSequenceDataset(gt, tmp_path / "f", prefix="v_", feat_stride=16, window_frames=16, fps=30)

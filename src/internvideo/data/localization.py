@@ -261,7 +261,12 @@ class FeatureSequenceDataset(torch.utils.data.Dataset):
             # is duration x fps / length and a feature's window is num_frames (window_frames) strides long.
             stride = video.duration * timing.fps / feats.shape[0]
             timing = FeatureTiming(stride, timing.window * stride, timing.fps)
-        known = [s for s in video.segments if s.label in self._index]
+        known: list[Segment] = []
+        for s in video.segments:
+            # ActionFormer's remove_duplicate_annotations (tol 1e-3 s): HACS lists some instances twice
+            if s.label in self._index and not any(k.label == s.label and abs(k.start - s.start) <= 1e-3
+                                                   and abs(k.end - s.end) <= 1e-3 for k in known):
+                known.append(s)
         segs = np.asarray([[s.start, s.end] for s in known], dtype=np.float32).reshape(-1, 2)
         segs = timing.to_grid(segs).astype(np.float32)
         labels = np.asarray([self._index[s.label] for s in known], dtype=np.int64)
