@@ -130,11 +130,13 @@ def test_caption_command_jsonl_and_missing_videos(data_world, captioner, tmp_pat
     lines = [json.loads(line) for line in out.splitlines()]
     assert [r["video"] for r in lines] == videos and all(isinstance(r["caption"], str) for r in lines)
     assert "nope.mp4: file not found" in err and "1 of 3 videos skipped" in err
-    args = _parse(caption_task.add_caption_arguments, [videos[0], "--model", str(directory), "--beam", "0"])
-    with pytest.raises(UsageError, match="--beam and --max-len must be at least 1"):
-        caption_task.caption_main(args)
-    assert cli.main(["caption", videos[0], "--model", str(directory), "--beam", "0"]) == 2
-    assert capsys.readouterr().err == "internvideo: error: --beam and --max-len must be at least 1\n"
+    with pytest.raises(SystemExit) as e:  # refused by the option's type (internvideo.argtypes), before any work
+        _parse(caption_task.add_caption_arguments, [videos[0], "--model", str(directory), "--beam", "0"])
+    assert e.value.code == 2 and "argument --beam: expected an integer >= 1, got '0'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["caption", videos[0], "--model", str(directory), "--beam", "0"])
+    assert e.value.code == 2 and capsys.readouterr().err == (
+        "internvideo: error: argument --beam: expected an integer >= 1, got '0' (see internvideo caption --help)\n")
 
 
 def test_eval_caption_command(data_world, captioner, tmp_path, capsys):

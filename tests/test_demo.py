@@ -14,7 +14,7 @@ import internvideo.cli as cli
 from internvideo.demo import PRESETS, run_demo
 from internvideo.demo.report import format_table
 
-STAGE_CURVES = ("mae", "contrastive", "classify", "fusion")
+STAGE_CURVES = ("mae", "contrastive", "classify", "fusion", "fusion_gated", "classify_mm")
 FAMILIES = {"Action recognition", "Zero-shot action recognition", "Video-text retrieval", "Zero-shot multiple choice"}
 
 
@@ -28,11 +28,12 @@ def check_outputs(out: Path, preset: str) -> dict:
     from internvideo.demo.pipeline import TASK_STAGES
 
     core = [r for r in rows if r["family"] in FAMILIES]  # task-family stages add their own rows
-    assert len(core) == 9 and {r["family"] for r in core} == FAMILIES
+    assert len(core) == 11 and {r["family"] for r in core} == FAMILIES
     for r in rows:
         assert 0.0 <= r["value"] <= 100.0 and 0.0 < r["chance"] < 100.0, r
     assert [s["stage"] for s in report["stages"]] == ["world", "mae", "contrastive", "classify", "classify_mae",
-                                                      "fusion", "late_fusion", "evaluate",
+                                                      "fusion", "fusion_gated", "late_fusion", "classify_mm",
+                                                      "evaluate",
                                                       *(n for n, _, _ in TASK_STAGES), "figures"]
     assert [c["claim"][:3] for c in report["claims"]] == ["(a)", "(b)", "(c)", "(d)"]
     assert all(s["seconds"] >= 0 and s["summary"] for s in report["stages"])
@@ -51,7 +52,7 @@ def test_demo_smoke_preset_runs_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     from internvideo.demo.pipeline import TASK_STAGES
 
-    n = 9 + len(TASK_STAGES)
+    n = 11 + len(TASK_STAGES)
     assert f"[{n}/{n}] figures" in printed and "Task family (paper)" in printed
     assert report["wall_seconds"] > 0
 

@@ -32,6 +32,7 @@ KINDS = {
     "VideoMAEDetector": CLASSIFIER | {Detector},
     "VideoMAEPretrain": {VideoModel, MaskedVideoModel},
     "InternVideoMM": {VideoModel, TokenEncoder, VideoLanguageModel, Captioner},
+    "InternVideoMMClassifier": CLASSIFIER,
     "ActionLocalizer": {Localizer},
     "CMAFusion": {VideoModel, FusionModel},
     "VideoQA": {VideoModel},

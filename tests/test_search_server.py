@@ -2,8 +2,11 @@
 served (path traversal, unknown ids, oversized queries, malformed parameters) getting a 4xx JSON error."""
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import shutil
 import urllib.error
 import urllib.request
 
@@ -30,7 +33,7 @@ def served(search_world, search_model, tmp_path_factory):
     build_index(internvideo.load_model(search_model), folder, out, model_source=search_model, window=1.0,
                 stride=0.5, precision="fp32", progress=False)
     searcher = Searcher(out)
-    client = TestClient(create_app(searcher))
+    client = TestClient(create_app(searcher), base_url="http://127.0.0.1:8000")
     yield client, searcher, folder, base
     client.close()
     searcher.close()
@@ -131,19 +134,238 @@ def test_traversal_and_listing_attempts_are_4xx_json(served, path):
     assert b"outside the indexed folder" not in r.content and b"SQLite" not in r.content
 
 
+@contextlib.contextmanager
+def _put_in_place(target, make):
+    """Move the indexed file aside (keeping its inode and mtime), let ``make(target)`` put something there, restore."""
+    aside = target.with_name(target.name + ".aside")
+    os.rename(target, aside)
+    try:
+        make(target)
+        yield
+    finally:
+        if target.is_dir() and not target.is_symlink():
+            target.rmdir()
+        elif os.path.lexists(target):
+            target.unlink()
+        os.rename(aside, target)
+
+
 def test_video_moved_out_of_the_folder_is_not_served(served):
     client, searcher, folder, base = served
     hit = searcher.search("a triangle", 1)[0]
-    target = folder / hit.video
-    keep = target.read_bytes()
-    try:
-        target.unlink()
-        os.symlink(base / "secret.txt", target)  # the indexed name now points outside the folder
+    with _put_in_place(folder / hit.video, lambda t: os.symlink(base / "secret.txt", t)):
         _json_error(client.get(f"/video/{hit.video_id}"), 404)
-    finally:
-        target.unlink()
-        target.write_bytes(keep)
     assert client.get(f"/video/{hit.video_id}").status_code == 200
+
+
+def _other_indexed(searcher, video):
+    return next(h.video for h in searcher.search("a circle", 20) if h.video != video)
+
+
+@pytest.mark.parametrize("swap", ["hardlink outside", "symlink inside", "hardlink inside", "copy", "directory"])
+def test_a_file_swapped_after_indexing_is_not_served(served, swap, caplog):
+    """Only the very file that was indexed (device, inode, size, mtime) is served; anything put in its place is
+    refused (409 when another file is there, 404 when no regular file is), with a log line."""
+    client, searcher, folder, base = served
+    hit = searcher.search("a triangle", 1)[0]
+    target = folder / hit.video
+    secret = base / "secret.txt"
+    other = folder / _other_indexed(searcher, hit.video)
+    (folder / "not_indexed.bin").write_bytes(b"never indexed")
+    make = {"hardlink outside": lambda t: os.link(secret, t),
+            "symlink inside": lambda t: os.symlink(folder / "not_indexed.bin", t),
+            "hardlink inside": lambda t: os.link(other, t),
+            "copy": lambda t: shutil.copy2(target.with_name(target.name + ".aside"), t),
+            "directory": lambda t: t.mkdir()}[swap]
+    with caplog.at_level(logging.WARNING, logger="internvideo.search"), _put_in_place(target, make):
+        for method in ("GET", "HEAD"):
+            r = client.request(method, f"/video/{hit.video_id}", headers={"Range": "bytes=0-3"})
+            assert r.status_code == (404 if swap == "directory" else 409), (swap, method, r.status_code)
+            assert b"outside the indexed folder" not in r.content and b"never indexed" not in r.content
+        _json_error(client.get(f"/video/{hit.video_id}"), r.status_code)
+    assert any("not serving" in m and hit.video in m for m in caplog.messages)
+    assert client.get(f"/video/{hit.video_id}").status_code == 200
+
+
+def test_a_touched_video_is_not_served_until_reindexed(served):
+    client, searcher, folder, _ = served
+    hit = searcher.search("a square", 1)[0]
+    target = folder / hit.video
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    try:
+        assert "index" in _json_error(client.get(f"/video/{hit.video_id}"), 409)
+    finally:
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert client.get(f"/video/{hit.video_id}").status_code == 200
+
+
+@pytest.mark.parametrize("swap", ["symlink", "hardlink"])
+def test_a_thumbnail_replaced_by_a_link_is_not_served(served, swap):
+    client, searcher, _, base = served
+    hit = searcher.search("a circle", 1)[0]
+    thumb = searcher.store.thumb_path(hit.id)
+    link = {"symlink": os.symlink, "hardlink": os.link}[swap]
+    with _put_in_place(thumb, lambda t: link(base / "secret.txt", t)):
+        _json_error(client.get(f"/thumb/{hit.id}"), 409)
+    assert client.get(f"/thumb/{hit.id}").status_code == 200
+
+
+def test_a_file_replaced_between_check_and_open_sends_nothing_of_it(served, tmp_path):
+    """The open file is checked again (fstat): a swap after the check sends not a byte of the new file."""
+    from internvideo.search.server import _verified_file_response
+
+    client, searcher, folder, base = served
+    hit = searcher.search("a circle", 1)[0]
+    path, st = searcher.video_file(hit.video_id)
+    secret = tmp_path / "swapped.mp4"
+    secret.write_bytes(b"the swapped-in file")
+    response = _verified_file_response()(secret, media_type="video/mp4", stat_result=st)
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    app = Starlette(routes=[Route("/f", lambda request: response)])
+    with TestClient(app, raise_server_exceptions=False) as c:
+        try:
+            r = c.get("/f")
+            body = r.content
+        except Exception:  # the transfer is aborted after the start line
+            body = b""
+    assert b"swapped-in" not in body
+
+
+@pytest.mark.parametrize("host", ["evil.example", "attacker.example:8000", "127.0.0.1.nip.io", "localhost.evil.com",
+                                  "127.0.0.2", "", "[::2]:8000"])
+def test_requests_for_another_host_name_are_refused(served, host):
+    """DNS rebinding: a page whose name resolves to 127.0.0.1 sends its own name as Host and gets 400."""
+    client, searcher, _, _ = served
+    hit = searcher.search("a circle", 1)[0]
+    for path in ("/", "/api/search?q=circle", f"/video/{hit.video_id}", f"/thumb/{hit.id}", "/static/search.js"):
+        r = client.get(path, headers={"Host": host})
+        assert "host" in _json_error(r, 400), path
+        assert b"results" not in r.content
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost", "LOCALHOST:1234", "localhost.", "[::1]:8000"])
+def test_loopback_names_are_served(served, host):
+    r = served[0].get("/api/search?q=circle", headers={"Host": host})
+    assert r.status_code == 200 and r.json()["results"]
+
+
+def test_allowed_host_adds_a_name(served):
+    from internvideo.search.server import allowed_hosts
+
+    _, searcher, _, _ = served
+    with TestClient(create_app(searcher, allowed_hosts("127.0.0.1", ["media.lan"])), base_url="http://media.lan") as c:
+        assert c.get("/api/search?q=circle").status_code == 200
+        _json_error(c.get("/api/search?q=circle", headers={"Host": "other.lan"}), 400)
+    hosts = allowed_hosts("192.168.1.5")
+    assert "192.168.1.5" in hosts and "localhost" in hosts
+    assert "0.0.0.0" not in allowed_hosts("0.0.0.0")  # a wildcard bind answers no name of its own
+
+
+@pytest.mark.parametrize("headers", [
+    {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"},
+    {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "video"},
+    {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors"},
+    {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"},  # navigating to the API is not a page visit
+    {"Origin": "http://evil.example"},
+    {"Origin": "null"},
+    {"Origin": "http://localhost.evil.example:8000"},
+])
+def test_cross_origin_reads_are_refused(served, headers):
+    client, searcher, _, _ = served
+    hit = searcher.search("a circle", 1)[0]
+    for path in ("/api/search?q=circle", f"/video/{hit.video_id}", f"/thumb/{hit.id}"):
+        r = client.get(path, headers=headers)
+        assert "cross-origin" in _json_error(r, 403), path
+        assert "access-control-allow-origin" not in r.headers
+
+
+def test_same_origin_reads_and_page_visits_are_served(served):
+    client = served[0]
+    r = client.get("/api/search?q=circle", headers={"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors",
+                                                    "Origin": "http://127.0.0.1:8000"})
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+    page = client.get("/", headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"})
+    assert page.status_code == 200  # following a link to the page is fine; its reads are then same-origin
+    # A preflight is never answered with CORS permission.
+    pre = client.options("/api/search", headers={"Origin": "http://evil.example",
+                                                  "Access-Control-Request-Method": "GET"})
+    assert pre.status_code == 403 and "access-control-allow-origin" not in pre.headers
+
+
+def test_head_works_wherever_get_does(served):
+    client, searcher, folder, _ = served
+    app = client.app.app
+    for route in app.routes:
+        if "GET" in getattr(route, "methods", ()):
+            assert "HEAD" in route.methods, route.path
+    hit = searcher.search("a circle", 1)[0]
+    size = (folder / hit.video).stat().st_size
+    for path in ("/", "/static/search.js", "/api/search?q=circle", f"/video/{hit.video_id}", f"/thumb/{hit.id}"):
+        get, head = client.get(path), client.head(path)
+        assert head.status_code == get.status_code == 200, path
+        assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"], path
+    assert client.head(f"/video/{hit.video_id}").headers["content-length"] == str(size)
+    ranged = client.head(f"/video/{hit.video_id}", headers={"Range": "bytes=0-9"})
+    assert ranged.status_code == 206 and ranged.headers["content-range"] == f"bytes 0-9/{size}"
+    missing = client.head("/video/999999")
+    assert missing.status_code == 404 and missing.content == b""
+
+
+@pytest.mark.parametrize("value", ["bytes=abc", "bytes=5-3", "items=0-5", "bytes=", "bytes=1-2,,", "bytes=--1",
+                                   "bytes=0-1,x", "bytes 0-10", "bytes=-", "bytes=1-2," + ",".join(["3-4"] * 40),
+                                   "bytes=\u00e9-1"])
+def test_malformed_range_headers_get_the_whole_file(served, value):
+    client, searcher, folder, _ = served
+    hit = searcher.search("a square", 1)[0]
+    data = (folder / hit.video).read_bytes()
+    r = client.get(f"/video/{hit.video_id}", headers={"Range": value.encode("utf-8")})
+    assert r.status_code == 200 and r.content == data, value
+
+
+@pytest.mark.parametrize("value", ["bytes=999999999-", "bytes=-0"])
+def test_unsatisfiable_ranges_are_416_json(served, value):
+    client, searcher, folder, _ = served
+    hit = searcher.search("a square", 1)[0]
+    size = (folder / hit.video).stat().st_size
+    r = client.get(f"/video/{hit.video_id}", headers={"Range": value})
+    _json_error(r, 416)
+    assert r.headers["content-range"] == f"bytes */{size}"
+
+
+def test_an_index_of_the_older_schema_is_upgraded_by_an_index_run(search_world, search_model, tmp_path):
+    """Version-1 indexes recorded no inode/device: serving refuses them with a hint; an index run adds the
+    columns without embedding anything again, and then the files are served."""
+    import sqlite3
+
+    from internvideo.search import SearchIndexError
+    from internvideo.search.store import DB_NAME
+
+    folder = video_folder(search_world, tmp_path / "videos", clips=2)
+    out = tmp_path / "idx"
+    model = internvideo.load_model(search_model)
+    build_index(model, folder, out, model_source=search_model, window=1.0, stride=0.5, precision="fp32",
+                progress=False)
+    db = sqlite3.connect(out / DB_NAME)  # make it look like version 1
+    db.execute("ALTER TABLE videos DROP COLUMN dev")
+    db.execute("ALTER TABLE videos DROP COLUMN ino")
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    db.commit()
+    db.close()
+    with pytest.raises(SearchIndexError, match="internvideo index"):
+        Searcher(out)
+    summary = build_index(model, folder, out, model_source=search_model, window=1.0, stride=0.5, precision="fp32",
+                          progress=False)
+    assert summary["indexed"] == 0 and summary["unchanged"] == summary["videos"] > 0
+    searcher = Searcher(out)
+    try:
+        hit = searcher.search("a circle", 1)[0]
+        with TestClient(create_app(searcher), base_url="http://localhost") as c:
+            assert c.get(f"/video/{hit.video_id}").content == (folder / hit.video).read_bytes()
+    finally:
+        searcher.close()
 
 
 def test_real_server_on_loopback(served):

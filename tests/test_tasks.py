@@ -163,7 +163,7 @@ def test_real_tiny_models_run_every_task(colours, tmp_path):
     assert evaluate_retrieval(mm, colours["captions"], dsl=True, **QUIET)["dsl"]["t2v"]["num_queries"] == 16
     assert evaluate_multiple_choice(mm, colours["mc"], **QUIET)["num_questions"] == 8
     # The fusion model takes VideoMAE clips; its features are the unified representation its head reads.
-    fusion = CMAFusion(FusionConfig(num_classes=4, width=32, num_layers=1, num_heads=4),
+    fusion = CMAFusion(FusionConfig(num_classes=4, width=32, num_layers=1, num_heads=4, cma="gated"),
                        internvideo.create_model("videomae_tiny", num_classes=0), mm)
     assert evaluate_recognition(fusion, colours["list"], **QUIET)["num_samples"] == 8
     summary = extract_features(fusion, colours["list"], tmp_path / "fused", **QUIET)

@@ -326,22 +326,39 @@ def test_keep_last_zero_keeps_all_and_the_final_checkpoint_is_never_pruned(small
     assert Path(summary["checkpoint"]).exists() and result.checkpoint.name == "step_0000003"
 
 
+_HOLD = """
+import sys, time
+from pathlib import Path
+from internvideo.train.setup import Dist, run_dir_lock
+with run_dir_lock(Path(sys.argv[1]), Dist()):
+    Path(sys.argv[2]).touch()
+    time.sleep(60)
+"""
+
+
 def test_a_second_run_on_a_locked_directory_is_refused(small_world, tmp_path):
+    import internvideo
     from internvideo.train.setup import RunDirLocked
 
     out = tmp_path / "run"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    ready = tmp_path / "ready"
+    env = {**os.environ, "PYTHONPATH": str(Path(internvideo.__file__).parents[1])}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out), str(ready)], env=env)
     try:
-        (out / "run.lock").write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename, "since": "now"}))
+        for _ in range(600):  # at most 60 s for the holder to start
+            if ready.exists() or holder.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert ready.exists()
         # Before: the second run resumed from the first one's checkpoints and both exited 0.
         with pytest.raises(RunDirLocked, match=f"in use by another run \\(pid {holder.pid} on host"):
             train(load_config(None, tiny_classify(small_world, out, "run.max_steps=1")))
         assert not (out / "checkpoints").exists()
     finally:
-        holder.kill()
+        holder.kill()  # SIGKILL: no clean-up; the lock file stays, and the kernel frees the lock
         holder.wait()
-    # The holder is gone: its lock is stale and taken over; the run releases its own lock at the end.
+    assert (out / "run.lock").exists()
     train(load_config(None, tiny_classify(small_world, out, "run.max_steps=1")))
     assert (out / "checkpoints/step_0000001").exists() and not (out / "run.lock").exists()
 

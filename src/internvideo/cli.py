@@ -8,6 +8,7 @@ import time
 
 import torch
 
+from . import argtypes
 from .errors import run_command
 
 
@@ -77,15 +78,36 @@ def _add_synth(sub) -> None:
                                    "QA and multiple choice, open-set lists, image-text pairs, long videos with "
                                    "ActivityNet-style segments and AVA-style boxes (see docs/data.md).")
     s.add_argument("out", help="output folder (created; files in it are overwritten)")
-    s.add_argument("--videos", type=int, default=600, help="action clips, balanced over the 10 classes")
-    s.add_argument("--seed", type=int, default=0, help="everything is a function of the seed")
-    s.add_argument("--size", type=int, default=64, help="frame side in pixels (even)")
-    s.add_argument("--frames", type=int, default=16, help="frames per clip")
-    s.add_argument("--fps", type=int, default=8, help="frame rate written into the files")
-    s.add_argument("--long", type=int, default=None, help="long videos for localization (default videos/10)")
-    s.add_argument("--ava", type=int, default=None, help="two-actor videos with boxes (default videos/10)")
-    s.add_argument("--images", type=int, default=None, help="image-text pairs (default videos/5)")
+    s.add_argument("--videos", type=argtypes.positive_int, default=600, help="action clips, balanced over the 10 classes")
+    s.add_argument("--seed", type=argtypes.nonnegative_int, default=0, help="everything is a function of the seed")
+    s.add_argument("--size", type=argtypes.positive_int, default=64, help="frame side in pixels (even)")
+    s.add_argument("--frames", type=argtypes.positive_int, default=16, help="frames per clip")
+    s.add_argument("--fps", type=argtypes.positive_int, default=8, help="frame rate written into the files")
+    s.add_argument("--long", type=argtypes.nonnegative_int, default=None, help="long videos for localization (default videos/10)")
+    s.add_argument("--ava", type=argtypes.nonnegative_int, default=None, help="two-actor videos with boxes (default videos/10)")
+    s.add_argument("--images", type=argtypes.nonnegative_int, default=None, help="image-text pairs (default videos/5)")
     s.set_defaults(func=cmd_synth)
+
+
+def cmd_synth_nav(args: argparse.Namespace) -> int:
+    from .data.vln_world import make_nav_world
+
+    print(make_nav_world(args.out, houses=args.houses, unseen=args.unseen, paths_per_house=args.paths,
+                         dim=args.dim, seed=args.seed))
+    return 0
+
+
+def _add_synth_nav(sub) -> None:
+    s = sub.add_parser("synth-nav", help="generate the synthetic navigation world (R2R files, graphs, view features)",
+                       description="Write houses as navigation graphs with landmark view features and templated "
+                                   "instructions, in the R2R file formats (see docs/vln.md).")
+    s.add_argument("out", help="output folder (created; files in it are overwritten)")
+    s.add_argument("--houses", type=argtypes.positive_int, default=8, help="houses (scans) in all")
+    s.add_argument("--unseen", type=argtypes.nonnegative_int, default=2, help="houses held out for R2R_val_unseen.json")
+    s.add_argument("--paths", type=argtypes.positive_int, default=40, help="paths per house, three instructions each")
+    s.add_argument("--dim", type=argtypes.positive_int, default=64, help="view feature width D")
+    s.add_argument("--seed", type=argtypes.nonnegative_int, default=0, help="everything is a function of the seed")
+    s.set_defaults(func=cmd_synth_nav)
 
 
 def _add_eval(sub) -> None:
@@ -119,6 +141,15 @@ def _add_extract(sub) -> None:
                        description=(extract.__doc__ or "").split("\n\n")[0])
     extract.add_arguments(x)
     x.set_defaults(func=extract.main)
+
+
+def _add_merge(sub) -> None:
+    from .tasks import merge
+
+    m = sub.add_parser("merge", help="merge a video-language model with CLIP as the official evaluations do",
+                       description=(merge.__doc__ or "").split("\n\n")[0])
+    merge.add_arguments(m)
+    m.set_defaults(func=merge.main)
 
 
 def _add_search(sub) -> None:
@@ -159,8 +190,8 @@ class _HelpFormatter(argparse.HelpFormatter):
         return text + " (default: %(default)s)"
 
 
-class _Parser(argparse.ArgumentParser):
-    """Every (sub-)command's parser uses :class:`_HelpFormatter`."""
+class _Parser(argtypes.OneLineParser):
+    """Every (sub-)command's parser uses :class:`_HelpFormatter`, and reports a bad argument in one line."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", _HelpFormatter)
@@ -180,8 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override config fields, e.g. --set optim.lr=1e-4 run.batch_size=8")
     t.set_defaults(func=cmd_train)
     _add_synth(sub)
+    _add_synth_nav(sub)
     _add_eval(sub)
     _add_extract(sub)
+    _add_merge(sub)
     _add_search(sub)
     _add_caption(sub)
     _add_demo(sub)

@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable
 
-__all__ = ["MissingFile", "UsageError", "UserError", "run_command", "user_error_line"]
+__all__ = ["MissingFile", "UsageError", "UserError", "printable", "run_command", "user_error_line"]
 
 
 class UserError(Exception):
@@ -38,15 +38,30 @@ class MissingFile(UserError, FileNotFoundError):
     """
 
 
+# Characters a terminal acts on rather than shows: C0/C1 controls (ESC starts colour and cursor sequences, CR
+# overwrites the line), line/paragraph separators and the bidirectional overrides that reorder what follows.
+_UNSAFE = {c for c in map(chr, range(0x20))} | {chr(0x7F)} | {chr(c) for c in range(0x80, 0xA0)} | set(
+    "\u2028\u2029\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: object) -> str:
+    """``str(text)`` with the characters a terminal would act on escaped (``\\x1b``, ``\\u202e``): a file
+    name can hold any of them, and printed raw it could recolour, overwrite or reorder the output."""
+    text = str(text)
+    if not any(c in _UNSAFE for c in text):
+        return text
+    return "".join(c.encode("unicode_escape").decode("ascii") if c in _UNSAFE else c for c in text)
+
+
 def user_error_line(e: BaseException) -> str | None:
     """The one line a user error prints as (without the ``prog: error:`` prefix); None for a bug."""
     if isinstance(e, OSError) and not isinstance(e, UserError):
         if e.filename is None or not e.strerror:
             return None  # an OSError that names no file is not something the user can act on
-        return f"{e.strerror}: {e.filename}"
+        return printable(f"{e.strerror}: {e.filename}")
     if not isinstance(e, UserError):
         return None
-    return " ".join(str(e).split()) or type(e).__name__
+    return printable(" ".join(str(e).split()) or type(e).__name__)  # a file name may hold control characters
 
 
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, *,

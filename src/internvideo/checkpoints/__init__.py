@@ -2,7 +2,7 @@
 
 * :mod:`.base`: our directory format (``config.json`` + ``model.safetensors``), raw weight readers,
   the :class:`Format` of a foreign layout, checked loading with a :class:`LoadReport`;
-* :mod:`.videomae`, :mod:`.clip`: one converter module per family of foreign layouts;
+* :mod:`.videomae`, :mod:`.clip`, :mod:`.uniformerv2`: one converter module per family of foreign layouts;
 * :mod:`.loading`: layout detection and the two entry points :func:`load_pretrained`, :func:`load_model`.
 """
 from __future__ import annotations

@@ -22,8 +22,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .. import fileio
+from ..fileio import atomic_path
 from ..errors import MissingFile, UserError
 from ..models import MODEL_CLASSES, NAMED_CONFIGS, apply_overrides
+from ..models.config_io import config_from_json
 from ..models.protocols import FusionModel
 
 log = logging.getLogger(__name__)
@@ -77,10 +80,9 @@ def save_model(model: nn.Module, directory: str | os.PathLike, state_dict: dict 
     meta = _describe(model)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in (state_dict or model.state_dict()).items()}
-    tmp = directory / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, directory / WEIGHTS_NAME)
-    (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    fileio.write_json(directory / CONFIG_NAME, meta)
     return directory
 
 
@@ -96,27 +98,45 @@ def _describe(model: nn.Module) -> dict:
 
 
 def _build(meta: dict, source: object, overrides: dict | None = None) -> nn.Module:
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{source}: expected a JSON object with 'class' and 'config', got {type(meta).__name__}")
     cls_name = meta.get("class")
     if cls_name not in MODEL_CLASSES:
         raise CheckpointError(f"{source}: unknown model class {cls_name!r}; known: {sorted(MODEL_CLASSES)}")
+    if "config" not in meta:
+        raise CheckpointError(f"{source}: no 'config' object (the {cls_name} fields)")
     cls = MODEL_CLASSES[cls_name]
-    cfg = apply_overrides(_config_from_dict(_config_class(cls), meta["config"], source), overrides or {})
-    children = {name: _build(sub, f"{source} [{name}]") for name, sub in meta.get("submodels", {}).items()}
+    cfg = apply_overrides(config_from_json(_config_class(cls), meta["config"], str(source), CheckpointError),
+                          overrides or {})
+    submodels = meta.get("submodels", {})
+    if not isinstance(submodels, dict):
+        raise CheckpointError(f"{source}: 'submodels' must be a JSON object")
+    children = {name: _build(sub, f"{source} [{name}]") for name, sub in submodels.items()}
     return cls(cfg, **children)
+
+
+def read_config_json(path: Path) -> dict:
+    """A checkpoint's ``config.json`` as a JSON object; every way it can be unreadable is an error naming it."""
+    try:
+        meta = json.loads(fileio.read_text(path))
+    except fileio.TextDecodeError as e:
+        raise CheckpointError(f"{e} (a binary file where {CONFIG_NAME} belongs?)") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e}); an interrupted save? Save the model again") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: expected a JSON object at the top level, got {type(meta).__name__}")
+    return meta
 
 
 def _is_ours(path: Path) -> bool:
     cfg = path / CONFIG_NAME
     if not (path.is_dir() and cfg.exists()):
         return False
-    try:
-        return json.loads(cfg.read_text()).get("format") == "internvideo"
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg}: not valid JSON ({e})") from None
+    return read_config_json(cfg).get("format") == "internvideo"
 
 
 def _build_ours(path: Path, overrides: dict) -> tuple[nn.Module, StateDict]:
-    meta = json.loads((path / CONFIG_NAME).read_text())
+    meta = read_config_json(path / CONFIG_NAME)
     return _build(meta, path / CONFIG_NAME, overrides), load_safetensors(path / WEIGHTS_NAME)
 
 
@@ -127,15 +147,6 @@ def _config_class(cls: type[nn.Module]) -> type:
         if model_cls is cls or issubclass(cls, model_cls) or issubclass(model_cls, cls):
             return type(cfg)
     raise CheckpointError(f"no config class registered for {cls.__name__}")
-
-
-def _config_from_dict(config_cls: type, data: dict, source: object):
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        log.warning("%s: ignoring unknown config fields %s", source, unknown)
-    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
-    return config_cls(**kwargs)
 
 
 # ----------------------------------------------------------------------------- reading raw files

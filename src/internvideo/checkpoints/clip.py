@@ -35,13 +35,14 @@ import os
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Callable
+from collections.abc import Collection
+from typing import Callable, Literal
 
 import torch
 
-from ..errors import MissingFile
+from ..errors import MissingFile, UsageError
 from ..models.video_clip import InternVideoMM, InternVideoMMConfig
-from .base import CheckpointError, Format, StateDict, is_torchscript, read_state_dict
+from .base import CheckpointError, Format, StateDict, is_torchscript, read_config_json, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,12 @@ def _to_ours(sd: StateDict, renamer: _Renamer) -> StateDict:
             value = value.unsqueeze(0)
         out[new] = value.contiguous()
     return out
+
+
+def rename_official(state_dict: StateDict) -> StateDict:
+    """Official InternVideo-MM names (without the ``clip.`` prefix) -> ours; the video tower's names are
+    UniFormerV2's under ``visual.`` (used by :mod:`.uniformerv2`). Keys without a rule keep their name."""
+    return _to_ours(state_dict, _OFFICIAL)
 
 
 def _count(sd: StateDict, pattern: str) -> int:
@@ -330,7 +337,7 @@ def is_hf_clip_dir(path: str | os.PathLike) -> bool:
     if not (path.is_dir() and cfg.exists()):
         return False
     try:
-        return json.loads(cfg.read_text()).get("model_type") == "clip"
+        return read_config_json(cfg).get("model_type") == "clip"
     except json.JSONDecodeError:
         return False
 
@@ -437,31 +444,93 @@ def convert_hf_clip(path: str | os.PathLike) -> tuple[InternVideoMMConfig, State
     path = Path(path)
     if not is_hf_clip_dir(path):
         raise CheckpointError(f"{path}: not an HF CLIPModel directory (config.json with model_type 'clip')")
-    meta = json.loads((path / "config.json").read_text())
+    meta = read_config_json(path / "config.json")
     return infer_hf_clip_config(meta), convert_hf_clip_state_dict(_read_hf_weights(path))
 
 
 # ----------------------------------------------------------------------------- weight averaging and loading
 
 
-def average_weights(sd_a: StateDict, sd_b: StateDict, alpha: float = 0.5) -> StateDict:
-    """``alpha * a + (1 - alpha) * b`` for every floating-point tensor present in both.
+def average_weights(sd_a: StateDict, sd_b: StateDict, alpha: float = 0.5,
+                    keys: Collection[str] | None = None) -> StateDict:
+    """``alpha * a + (1 - alpha) * b`` for every floating-point tensor present in both (or only for ``keys``).
 
     The result has ``sd_a``'s keys: keys only in ``a`` (e.g. InternVideo's video
-    modules when ``b`` is plain CLIP) are kept as they are, as in the official
-    zero-shot evaluation, which averages InternVideo-MM 0.5/0.5 with OpenAI CLIP.
-    Convert both to our layout first.
+    modules when ``b`` is plain CLIP) are kept as they are. Convert both to our
+    layout first. Shapes that differ are an error naming the first such key.
     """
     out: StateDict = {}
     for key, a in sd_a.items():
         b = sd_b.get(key)
-        if b is None or not a.is_floating_point():
+        if b is None or not a.is_floating_point() or (keys is not None and key not in keys):
             out[key] = a
             continue
         if a.shape != b.shape:
             raise CheckpointError(f"cannot average {key}: shapes {tuple(a.shape)} and {tuple(b.shape)} differ")
         out[key] = (alpha * a.float() + (1 - alpha) * b.float()).to(a.dtype)
     return out
+
+
+# The official CoTrain code (zero-shot recognition, multiple choice, QA) merges the parameters whose names contain
+# one of these (CoTrain/modules/clip_param_keys.py, matched by substring on the Lightning module's "clip." names):
+# OpenAI CLIP ViT-B's parameter list, 12 visual and 12 text blocks. With a deeper visual tower (ViT-L/14: 24 blocks)
+# blocks 12 and up match none of them and keep the InternVideo weights; CLIP_PARAM_KEYS reproduces that.
+_CLIP_PARAM_TOP = ("positional_embedding", "text_projection", "visual.class_embedding", "visual.positional_embedding",
+                   "visual.conv1.weight", "visual.ln_pre.weight", "visual.ln_pre.bias", "visual.ln_post.weight",
+                   "visual.ln_post.bias", "visual_ln_post.weight", "visual_ln_post.bias", "token_embedding.weight",
+                   "visual.proj", "visual_proj", "ln_final.weight", "ln_final.bias")
+CLIP_PARAM_KEYS: frozenset[str] = frozenset(
+    _CLIP_PARAM_TOP + tuple(f"{tower}transformer.resblocks.{i}.{name}" for tower in ("", "visual.")
+                            for i in range(12) for name, _ in _BLOCK))
+
+MergeRule = Literal["clip_param_keys", "shared_names"]
+#: Where each merge rule comes from in the official repository (InternVideo1/Downstream/...).
+MERGE_RULE_SOURCES = {
+    "clip_param_keys": "multi-modalities-downstream/CoTrain/modules/clip_module.py (clip_wiseft_coef) with "
+                       "clip_param_keys.py",
+    "shared_names": "Video-Text-Retrieval/modules/clip_evl/model.py (build_model, mergeclip/mergeweight)",
+}
+# The retrieval code renames InternVideo's visual.proj / visual.ln_post to visual_proj / visual_ln_post before it
+# merges, while OpenAI's CLIP keeps the dotted names, so these two never share a name there and are not merged.
+_RENAMED_BY_RETRIEVAL = ("visual.proj.weight", "visual.ln_post.weight", "visual.ln_post.bias")
+
+
+def clip_merge_keys(model_sd: StateDict, clip_sd: StateDict, rule: MergeRule = "clip_param_keys") -> list[str]:
+    """The keys (our names) of ``model_sd`` that the official code averages with CLIP, in ``model_sd``'s order.
+
+    ``clip_param_keys``: the official name of the key contains one of
+    :data:`CLIP_PARAM_KEYS` (CoTrain: zero-shot, multiple choice, QA).
+    ``shared_names``: every key CLIP has too, but the visual projection and
+    its LayerNorm (Video-Text-Retrieval). Both need the key in ``clip_sd``.
+    """
+    if rule not in MERGE_RULE_SOURCES:
+        raise UsageError(f"merge rule must be one of {sorted(MERGE_RULE_SOURCES)}, not {rule!r}")
+    keys = []
+    for key in model_sd:
+        if key not in clip_sd:
+            continue
+        if rule == "shared_names":
+            if key not in _RENAMED_BY_RETRIEVAL:
+                keys.append(key)
+            continue
+        name = _OFFICIAL.backward(key)
+        if name is not None and any(k in name for k in CLIP_PARAM_KEYS):
+            keys.append(key)
+    return keys
+
+
+def merge_with_clip(model_sd: StateDict, clip_sd: StateDict, coef: float = 0.5,
+                    rule: MergeRule = "clip_param_keys") -> tuple[StateDict, list[str]]:
+    """The official weight merge ("wise-ft"): ``coef * clip + (1 - coef) * model`` on :func:`clip_merge_keys`.
+
+    Both state dicts in our layout. Returns the merged state dict (``model_sd``'s
+    keys) and the merged keys. ``coef`` is CLIP's share (official
+    ``clip_wiseft_coef`` / ``--mergeweight``: 0.5; MSVD retrieval 0.25).
+    """
+    if not 0.0 <= coef <= 1.0:
+        raise UsageError(f"the merge coefficient is CLIP's share and must lie in [0, 1], not {coef}")
+    keys = clip_merge_keys(model_sd, clip_sd, rule)
+    return average_weights(model_sd, clip_sd, 1.0 - coef, keys=set(keys)), keys
 
 
 # ----------------------------------------------------------------------------- format registry entries
@@ -488,8 +557,9 @@ FORMATS = (
 )
 
 __all__ = [
-    "FORMATS", "average_weights", "convert_hf_clip", "convert_hf_clip_state_dict",
+    "CLIP_PARAM_KEYS", "FORMATS", "MERGE_RULE_SOURCES", "MergeRule", "average_weights", "clip_merge_keys",
+    "merge_with_clip", "convert_hf_clip", "convert_hf_clip_state_dict",
     "convert_official_internvideo_mm", "convert_openai_clip", "infer_hf_clip_config",
     "infer_official_internvideo_mm_config", "infer_openai_clip_config", "is_hf_clip_dir",
-    "is_official_internvideo_mm", "is_openai_clip", "read_openai_clip", "to_official_internvideo_mm",
+    "is_official_internvideo_mm", "is_openai_clip", "read_openai_clip", "rename_official", "to_official_internvideo_mm",
 ]

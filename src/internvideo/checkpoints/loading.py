@@ -6,7 +6,6 @@ modules, listed in :data:`FORMATS`.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -14,13 +13,13 @@ from torch import nn
 
 from ..errors import MissingFile
 from ..models import apply_overrides
-from . import clip, videomae
+from . import clip, uniformerv2, videomae
 from .base import (
     CONFIG_NAME, WEIGHTS_NAME, CheckpointError, Format, HeadPolicy, LoadReport, StateDict, UnsureArchitecture,
-    _build_ours, _is_ours, _read_dir_weights, load_safetensors, load_state_dict_checked, read_state_dict,
+    _build_ours, _is_ours, read_config_json, _read_dir_weights, load_safetensors, load_state_dict_checked, read_state_dict,
 )
 
-FORMATS: tuple[Format, ...] = videomae.FORMATS + clip.FORMATS
+FORMATS: tuple[Format, ...] = videomae.FORMATS + clip.FORMATS + uniformerv2.FORMATS
 
 
 def _detect(sd: StateDict, meta: dict | None, source: object) -> Format:
@@ -37,7 +36,7 @@ def _read_any(path: Path, allow_torchscript: bool = False) -> tuple[StateDict, d
         raise MissingFile(f"checkpoint not found: {path}")
     if path.is_dir():
         cfg = path / CONFIG_NAME
-        meta = json.loads(cfg.read_text()) if cfg.exists() else None
+        meta = read_config_json(cfg) if cfg.exists() else None
         return _read_dir_weights(path), meta
     if allow_torchscript:
         return clip.read_openai_clip(path, allow_torchscript=True), None

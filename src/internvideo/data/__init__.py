@@ -20,6 +20,7 @@ from .datasets import (
 )
 from .memory import DecodedVideos
 from .openset import DEAR_LISTS, openset_test_samples, read_dear_list
+from .retrieval_sets import read_activitynet_captions, read_didemo, read_lsmdc, read_msvd, read_vatex
 from .sampling import (
     DenseSampler, FpsSampler, Sampler, SegmentSampler, UniformSampler, dense_indices, fps_indices, segment_indices,
     uniform_indices,
@@ -40,6 +41,7 @@ __all__ = [
     "AnnotationError", "ClassificationSample", "VideoTextSample", "Segment", "LocalizationVideo", "AVABox", "QASample",
     "read_classification_list", "read_classes", "read_video_text", "write_video_text", "read_msrvtt",
     "read_activitynet", "read_ava_groundtruth", "read_qa",
+    "read_msvd", "read_lsmdc", "read_didemo", "read_activitynet_captions", "read_vatex",
     "View", "recipe_view", "VideoDataset", "DecodedVideos", "VideoClassificationDataset", "VideoTextDataset",
     "collate_videos", "SkipLog",
     "SkipSummary",

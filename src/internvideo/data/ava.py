@@ -41,7 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .datasets import AnnotationError, AVABox
+from ..fileio import atomic_path
+from .datasets import AnnotationError, AVABox, text_lines
 from .video import VideoError, probe, read_frames
 
 __all__ = [
@@ -73,11 +74,13 @@ class AVADetection:
 
 
 def _rows(path: PathLike) -> Iterable[tuple[int, list[str]]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        for number, row in enumerate(csv.reader(f), start=1):
-            if not row or all(not v.strip() for v in row):
-                continue
-            yield number, [v.strip() for v in row]
+    """Numbered CSV rows; a UTF-8 BOM is dropped (it used to spoil the first video id, dropping that row) and
+    bytes that are not UTF-8 are an error naming the file and line."""
+    for number, line in text_lines(path):
+        row = next(csv.reader([line]), [])
+        if not row or all(not v.strip() for v in row):
+            continue
+        yield number, [v.strip() for v in row]
 
 
 def _number(path: PathLike, line: int, field: str, text: str, kind: type = float) -> Any:
@@ -131,6 +134,11 @@ def read_ava_groundtruth(path: PathLike, num_classes: int | None = None) -> list
     return boxes
 
 
+def read_ava_keyframes(path: PathLike) -> set[Key]:
+    """Every keyframe a ground-truth CSV annotates, those without boxes (2-column rows) included."""
+    return {key_of(row[0], _number(path, line, "timestamp", row[1])) for line, row in _rows(path) if len(row) >= 2}
+
+
 def read_ava_results(path: PathLike) -> list[AVADetection]:
     """Result rows ``video_id, timestamp, x1, y1, x2, y2, action_id, score`` (no score column: 1.0)."""
     out = []
@@ -149,8 +157,7 @@ def read_ava_results(path: PathLike) -> list[AVADetection]:
 def write_ava_results(path: PathLike, detections: Iterable[AVADetection]) -> Path:
     """Write the AVA result CSV; timestamps of whole seconds are written as AVA does (``0902``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         for d in detections:
             ts = f"{int(d.timestamp):04d}" if float(d.timestamp).is_integer() else repr(float(d.timestamp))
@@ -160,7 +167,7 @@ def write_ava_results(path: PathLike, detections: Iterable[AVADetection]) -> Pat
 
 def read_label_map(path: PathLike) -> dict[int, str]:
     """``{id: name}`` in file order from a label map ``.pbtxt`` (``item { name: "..." id: N }``)."""
-    text = Path(path).read_text(encoding="utf-8")
+    text = "\n".join(line for _, line in text_lines(path))
     labels: dict[int, str] = {}
     items = list(re.finditer(r"item\s*\{(.*?)\}", text, flags=re.S))
     if not items:

@@ -39,9 +39,12 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import io
 import json
 import logging
+import math
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import fileio
+from ..fileio import atomic_path
 from ..errors import UsageError, UserError
 from ..recipe import InputRecipe
 from .memory import DecodedVideos
@@ -143,16 +148,18 @@ def _default_root(annotation: PathLike, root: PathLike | None) -> PathLike:
 
 def text_lines(path: PathLike) -> Iterator[tuple[int, str]]:
     """Numbered lines of a UTF-8 text file (a leading BOM dropped); bad bytes are an error naming the line."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if data.startswith(b"\xef\xbb\xbf"):  # editors on Windows write one; it would stick to the first path/name
-        data = data[3:]
-    for number, raw in enumerate(data.splitlines(), start=1):
-        try:
-            yield number, raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise AnnotationError(path, f"not valid UTF-8 (byte {e.start + 1} of the line: {raw[e.start:e.start + 1]!r}); "
-                                        "save the file as UTF-8", number) from None
+    lines = re.split(r"\r\n|\r|\n", read_text(path))  # not str.splitlines: U+2028 and kin may sit in a caption
+    if lines and lines[-1] == "":
+        lines.pop()
+    yield from enumerate(lines, start=1)
+
+
+def read_text(path: PathLike) -> str:
+    """:func:`internvideo.fileio.read_text` whose decoding error is an :class:`AnnotationError` (file:line)."""
+    try:
+        return fileio.read_text(path)
+    except fileio.TextDecodeError as e:
+        raise AnnotationError(path, e.problem, e.line) from None
 
 
 def _lines(path: PathLike) -> Iterator[tuple[int, str]]:
@@ -243,7 +250,7 @@ def read_video_text(path: PathLike, root: PathLike | None = None) -> list[VideoT
 
 def write_video_text(samples: Iterable[VideoTextSample], path: PathLike, root: PathLike | None = None) -> None:
     """Write samples as video-text JSON lines (paths made relative to ``root`` when given)."""
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for s in samples:
             video = os.path.relpath(s.video, root) if root is not None else s.video
             caption: str | list[str] = s.captions[0] if len(s.captions) == 1 else list(s.captions)
@@ -263,7 +270,7 @@ def read_msrvtt(path: PathLike, video_dir: PathLike, split: str | None = None,
     path = os.fspath(path)
     if path.endswith(".csv"):
         samples = []
-        with open(path, encoding="utf-8", newline="") as f:
+        with io.StringIO(read_text(path), newline="") as f:
             reader = csv.DictReader(f)
             missing = {"video_id", "sentence"} - set(reader.fieldnames or [])
             if missing:
@@ -274,7 +281,7 @@ def read_msrvtt(path: PathLike, video_dir: PathLike, split: str | None = None,
                     raise AnnotationError(path, "empty video_id or sentence", number)
                 samples.append(VideoTextSample(os.path.join(os.fspath(video_dir), vid + extension), (sentence,)))
         return samples
-    data = _load_json(path)
+    data = load_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("sentences"), list):
         raise AnnotationError(path, 'expected an object with a "sentences" list (MSRVTT_data.json)')
     wanted: set[str] | None = None
@@ -301,25 +308,43 @@ def _natural_key(name: str) -> tuple[str, int]:
     return stem, int(digits) if digits else -1
 
 
-def _load_json(path: PathLike) -> Any:
+def load_json(path: PathLike) -> Any:
+    """A JSON annotation or result file: UTF-8 (a leading BOM dropped); bad bytes, bad JSON and a key repeated
+    in one object (a JSON reader would silently keep the last) are errors naming the file, line or key."""
+    text = read_text(path)
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise AnnotationError(path, f"key {key!r} appears twice in one object (the first would be silently "
+                                            "discarded); merge its entries", field=key)
+            out[key] = value
+        return out
+
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as e:
         raise AnnotationError(path, f"not valid JSON ({e.msg} at column {e.colno})", e.lineno) from e
 
 
-def json_number(value: Any, path: PathLike, field: str) -> float:
+
+def json_number(value: Any, path: PathLike, field: str, *, finite: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise AnnotationError(path, f"must be a number, got {value!r}", field=field)
+    if finite and not math.isfinite(value):
+        raise AnnotationError(path, f"must be a finite number, got {value!r}", field=field)
     return float(value)
 
 
-def read_segment(segment: Any, path: PathLike, field: str) -> tuple[float, float]:
-    """An ActivityNet ``[start, end]`` in seconds, checked (the error names the file and the JSON field)."""
+def read_segment(segment: Any, path: PathLike, field: str, *, ground_truth: bool = False) -> tuple[float, float]:
+    """An ActivityNet ``[start, end]`` in seconds, checked (the error names the file and the JSON field).
+
+    A ground-truth segment must be finite: a NaN one can never be matched and
+    would silently lower the recall of its class."""
     if not isinstance(segment, list) or len(segment) != 2:
         raise AnnotationError(path, f"segment must be [start, end], got {segment!r}", field=field)
-    start, end = (json_number(x, path, field) for x in segment)
+    start, end = (json_number(x, path, field, finite=ground_truth) for x in segment)
     if start > end:
         raise AnnotationError(path, f"segment [{start}, {end}] must satisfy start <= end", field=field)
     return start, end
@@ -335,7 +360,7 @@ def read_activitynet(path: PathLike, clip: bool = True) -> dict[str, Localizatio
     those left empty are dropped; without it (for scoring, as the official
     evaluation does) boundaries are kept as written. ``start > end`` is an error.
     """
-    data = _load_json(path)
+    data = load_json(path)
     if not isinstance(data, dict) or "database" not in data:
         raise AnnotationError(path, 'missing key "database": expected a top-level object with a "database" object '
                                     '(ActivityNet format)')
@@ -350,7 +375,7 @@ def read_activitynet(path: PathLike, clip: bool = True) -> dict[str, Localizatio
             raise AnnotationError(path, "must be an object", field=where)
         if "duration" not in entry:
             raise AnnotationError(path, 'missing key "duration"', field=where)
-        duration = json_number(entry["duration"], path, f"{where}/duration")
+        duration = json_number(entry["duration"], path, f"{where}/duration", finite=True)
         subset = entry.get("subset", "")
         fps = entry.get("fps")
         fps = None if fps is None else json_number(fps, path, f"{where}/fps")
@@ -365,10 +390,13 @@ def read_activitynet(path: PathLike, clip: bool = True) -> dict[str, Localizatio
             for key in ("segment", "label"):
                 if key not in ann:
                     raise AnnotationError(path, f'missing key "{key}"', field=field)
-            start, end = read_segment(ann["segment"], path, f"{field}/segment")
+            start, end = read_segment(ann["segment"], path, f"{field}/segment", ground_truth=True)
             label = ann["label"]
             if not isinstance(label, str) or not label:
                 raise AnnotationError(path, f"label must be a non-empty string, got {label!r}", field=f"{field}/label")
+            if not clip and end <= 0:  # scoring: predictions lie inside the video; this one could never be matched
+                raise AnnotationError(path, f"segment [{start}, {end}] lies before the video starts (negative time)",
+                                      field=f"{field}/segment")
             if clip and (start < 0 or end > duration):
                 start, end = min(max(start, 0.0), duration), min(max(end, 0.0), duration)
                 clipped += 1
@@ -444,7 +472,7 @@ def read_qa(path: PathLike, root: PathLike | None = None, video_template: str | 
 
 
 def _read_qa_list(path: PathLike, root: PathLike, template: str) -> list[QASample]:
-    data = _load_json(path)
+    data = load_json(path)
     if not isinstance(data, list):
         raise AnnotationError(path, 'expected a JSON list of {"video_id", "question", "answer"} (MSRVTT-QA/MSVD-QA)')
     samples = []
@@ -465,7 +493,7 @@ def _read_qa_list(path: PathLike, root: PathLike, template: str) -> list[QASampl
 
 
 def _read_frameqa(path: PathLike, root: PathLike, template: str) -> list[QASample]:
-    with open(path, encoding="utf-8", newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         reader = csv.DictReader(f, delimiter="\t")
         missing = {"gif_name", "question", "answer"} - set(reader.fieldnames or [])
         if missing:

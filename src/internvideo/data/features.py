@@ -35,7 +35,7 @@ class FeatureCache(torch.utils.data.Dataset):
             for batch in tqdm(loader, desc="feature cache", unit="batch", disable=not progress):
                 feats = features(batch)
                 for j in range(len(batch["label"])):
-                    item = {k: v[j].contiguous() for k, v in feats.items()}
+                    item = {k: v[j].clone() for k, v in feats.items()}  # own storage: features may alias
                     item["label"] = batch["label"][j]
                     tmp = files[todo[done]].with_suffix(".tmp")
                     save_file(item, str(tmp))

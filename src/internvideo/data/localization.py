@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from ..errors import MissingFile, UsageError
-from .datasets import AnnotationError, LocalizationVideo, Segment, read_activitynet
+from ..fileio import write_json
+from .datasets import AnnotationError, LocalizationVideo, Segment, load_json, read_activitynet, text_lines
 from .video import PathLike
 
 log = logging.getLogger("internvideo.data")
@@ -92,7 +93,7 @@ def _read_index(folder: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]
     records: dict[str, dict[str, Any]] = {}
     index = folder / "index.jsonl"
     if index.exists():
-        for n, line in enumerate(index.read_text(encoding="utf-8").splitlines(), start=1):
+        for n, line in text_lines(index):
             if not line.strip():
                 continue
             try:
@@ -105,7 +106,7 @@ def _read_index(folder: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]
     settings = {}
     cfg = folder / "extract_config.json"
     if cfg.exists():
-        settings = json.loads(cfg.read_text(encoding="utf-8"))
+        settings = load_json(cfg)
     return records, settings
 
 
@@ -309,7 +310,7 @@ def read_thumos14(annotation_dirs: Mapping[str, PathLike], durations: Mapping[st
             label = f.stem.rsplit("_", 1)[0]
             if label == "Ambiguous" and not include_ambiguous:
                 continue
-            for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), start=1):
+            for n, line in text_lines(f):
                 parts = line.split()
                 if not parts:
                     continue
@@ -349,7 +350,4 @@ def write_activitynet(videos: Mapping[str, LocalizationVideo], path: PathLike, v
         if v.fps is not None:
             entry["fps"] = v.fps
         database[vid] = entry
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"version": version, "database": database}, indent=1) + "\n", encoding="utf-8")
-    return path
+    return write_json(path, {"version": version, "database": database}, indent=1)

@@ -39,7 +39,7 @@ def demo_stage(ctx: DemoContext) -> list[dict[str, Any]]:
         f"data.train={folder / 'activitynet.json'}", f"localize.features={feats}", "data.num_workers=0",
         "localize.val_subset=none",  # no evaluation inside the loop: the stage scores the final model once below
         f"localize.tiou={list(THUMOS_TIOUS)}", "optim.lr=2e-3", "optim.scale_lr=false", "optim.clip_grad=1.0",
-        "optim.warmup_steps=20", f"run.batch_size={max(1, min(8, num_train))}", "run.epochs=1000", f"run.max_steps={STEPS.get(ctx.preset, 200)}",
+        f"optim.warmup_steps={20 if STEPS.get(ctx.preset, 200) > 20 else STEPS[ctx.preset] // 5}", f"run.batch_size={max(1, min(8, num_train))}", "run.epochs=1000", f"run.max_steps={STEPS.get(ctx.preset, 200)}",
         f"run.out_dir={ctx.work / 'run'}", f"run.progress={str(ctx.progress).lower()}", f"run.seed={ctx.seed}",
         "run.eval_every=100000", "run.save_every=100000", "run.resume=false"])
     threads = torch.get_num_threads()

@@ -16,10 +16,12 @@ Everything the paper does, at toy scale and from scratch (no downloaded weights)
    default, from the masked autoencoder with ``--mae-init`` (the paper's
    post-pretraining; slower to learn at this scale, see ``docs/demo.md``). The
    multimodal model has no classification head in this code base, so its
-   recognition number is a linear probe of its frozen video embedding.
-5. **cross-model attention**: both backbones frozen, new gated cross-attention
-   layers fuse them and a classifier reads the fused features (objective
-   ``fusion``).
+   recognition numbers are a linear probe of its frozen video embedding and the
+   encoder fine-tuned with its own head (UniFormerV2's, ``internvideo_mm_tiny_cls``).
+5. **cross-model attention**: both backbones frozen; the paper's CMA (masked-
+   encoder tokens query the multimodal encoder's intermediate tokens, then the
+   multimodal class token reads the result) and our gated design, each with a
+   classifier on top (objective ``fusion``).
 6. **benchmark** on the test split: action recognition (masked, multimodal,
    fused), zero-shot recognition from the class names, video-text retrieval
    in both directions, zero-shot multiple choice.
@@ -68,10 +70,12 @@ from ..train.config import DataSection, FusionSection, ModelSection, OptimSectio
 from . import ava as ava_demo
 from . import localization, open_language
 from . import search as search_demo
+from . import vln as vln_demo
 from .context import DemoContext
 from .figures import reconstruction_figure, retrieval_figure
 from .reconstruction import reconstruction_errors
 from .report import aggregate_seeds, claims, duration, format_table, results_markdown, seeds_markdown, table_rows
+from .. import argtypes
 
 __all__ = ["Preset", "PRESETS", "run_demo", "run_seeds", "add_arguments", "main"]
 
@@ -89,6 +93,7 @@ class Preset:
     contrastive_steps: int
     classify_steps: int
     fusion_steps: int
+    mm_classify_steps: int  # fine-tuning the multimodal encoder with its own head (the supervised branch)
     batch_size: int = 16
     contrastive_batch_size: int = 32  # more same-looking clips per batch: the contrast has to use motion
     eval_every: int | None = None  # validation every so many steps (None: EVAL_POINTS times per stage)
@@ -96,10 +101,11 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "default": Preset("default", num_videos=2000, mae_steps=400, contrastive_steps=1200, classify_steps=1500,
-                      fusion_steps=400),
+                      fusion_steps=400, mm_classify_steps=300),
     "quick": Preset("quick", num_videos=300, mae_steps=50, contrastive_steps=150, classify_steps=150,
-                    fusion_steps=50),
+                    fusion_steps=50, mm_classify_steps=50),
     "smoke": Preset("smoke", num_videos=40, mae_steps=4, contrastive_steps=4, classify_steps=4, fusion_steps=4,
+                    mm_classify_steps=4,
                     batch_size=4, contrastive_batch_size=4),
 }
 
@@ -122,8 +128,10 @@ VIDEOMAE = {"num_frames": NUM_FRAMES, "frame_interval": FRAME_INTERVAL, "img_siz
 MM_FRAMES = 4
 MULTIMODAL = {"num_frames": MM_FRAMES, "sampling": "segment", "img_size": IMG_SIZE}
 
-#: Cross-model attention sized for the tiny backbones (128- and 64-wide tokens).
-FUSION = {"width": 128, "num_heads": 4, "num_layers": 2}
+#: Cross-model attention sized for the tiny backbones (128- and 64-wide tokens): the paper's design with two CMA
+#: modules (one intermediate, then the multimodal class token), and the gated design with two fusion layers.
+FUSION = {"width": 128, "num_heads": 4, "num_layers": 2, "cma": "paper"}
+FUSION_GATED = {**FUSION, "cma": "gated"}
 
 #: Task families beyond the core: (stage name, title, function). Each function takes a :class:`DemoContext`
 #: and returns table rows ``{"family", "model", "metric", "short", "value", "chance"}`` (percent; "chance" is
@@ -133,6 +141,7 @@ TASK_STAGES: tuple[tuple[str, str, Callable[[DemoContext], list[dict[str, Any]]]
     ("open_language", "open-set recognition, open-ended QA, captioning", open_language.demo_stage),
     ("ava", "spatiotemporal action localization (AVA protocol)", ava_demo.demo_stage),
     ("search", "text-to-video search index over the test clips", search_demo.demo_stage),
+    ("vln", "vision-language navigation (R2R protocol) in the synthetic houses", vln_demo.demo_stage),
 )
 
 #: Zero-shot prompts for the world's class names ("moving left", ...).
@@ -162,6 +171,8 @@ def _config(stage_dir: Path, world: Path, preset: Preset, seed: int, progress: b
     optim = {"scale_lr": False, "warmup_steps": 30, "min_lr": 1e-5, "weight_decay": 0.05, "betas": (0.9, 0.999),
              **(optim or {})}
     run = run or {}
+    if run.get("max_steps") and optim["warmup_steps"] >= run["max_steps"]:  # the smoke preset: a few steps only
+        optim["warmup_steps"] = run["max_steps"] // 5
     # Five or more validation points per stage, so that every training curve is a curve.
     eval_every = preset.eval_every or max(1, int(run.get("max_steps") or 1) // EVAL_POINTS)
     run = {"out_dir": str(stage_dir), "epochs": 10_000, "batch_size": preset.batch_size, "seed": seed,
@@ -365,17 +376,31 @@ def _fusion(r: _Demo, name: str, overrides: dict[str, Any]) -> str:
                      overrides=overrides),
         {"train": "train.txt", "val": "val.txt", "classes": "classes.txt"}, {"lr": 1e-3},
         {"max_steps": r.p.fusion_steps},
-        # built by the first fusion run (its folder is wiped when it starts: the cache is not keyed by backbone)
-        fusion=FusionSection(feature_cache=str(r.runs / "fusion" / "feature_cache")))
+        # one folder; each run reads the subfolder keyed by its backbones and layers (late fusion and the gated CMA
+        # share one; the paper's CMA, which also stores intermediate layers, has its own)
+        fusion=FusionSection(feature_cache=str(r.runs / "feature_cache")))
 
 
 def _fusion_stage(r: _Demo) -> str:
     return _fusion(r, "fusion", FUSION)
 
 
+def _fusion_gated_stage(r: _Demo) -> str:
+    return _fusion(r, "fusion_gated", FUSION_GATED)
+
+
 def _late_fusion_stage(r: _Demo) -> str:
     """Claim (c)'s reference: the two frozen streams' pooled features side by side, one classifier (same cache)."""
     return _fusion(r, "late_fusion", {**FUSION, "num_layers": 0})
+
+
+def _classify_mm_stage(r: _Demo) -> str:
+    """The supervised branch: the multimodal video encoder fine-tuned with its own head (UniFormerV2's)."""
+    return r.train(
+        "classify_mm", "classify",
+        ModelSection("internvideo_mm_tiny_cls", pretrained=str(r.checkpoint("contrastive")), overrides=MULTIMODAL),
+        {"train": "train.txt", "val": "val.txt", "classes": "classes.txt"}, {"lr": 1e-3},
+        {"max_steps": r.p.mm_classify_steps})
 
 
 def _evaluate_stage(r: _Demo) -> str:
@@ -388,7 +413,10 @@ def _evaluate_stage(r: _Demo) -> str:
     results["recognition_videomae_compare"] = evaluate_recognition(load_model(r.checkpoint(r.compare)), test, **opts)
     results["recognition_videomae_compare"]["init"] = r.names["compare_init"]
     results["recognition_multimodal"] = linear_probe(multimodal, world / "train.txt", test, **opts)
+    results["recognition_multimodal_finetuned"] = evaluate_recognition(load_model(r.checkpoint("classify_mm")), test,
+                                                                       **opts)
     results["recognition_fused"] = _evaluate_fused(r.trained["fusion"], test, videomae, opts)
+    results["recognition_fused_gated"] = _evaluate_fused(r.trained["fusion_gated"], test, videomae, opts)
     results["recognition_late_fusion"] = _evaluate_fused(r.trained["late_fusion"], test, videomae, opts)
     results["reconstruction"] = reconstruction_errors(load_model(r.checkpoint("mae")), test, seed=r.seed)
     results["zeroshot"] = evaluate_zeroshot(multimodal, test, classes, TEMPLATES, **opts)
@@ -422,8 +450,10 @@ STAGES: tuple[tuple[str, str, Callable[[_Demo], str]], ...] = (
     ("contrastive", "video-language contrastive pretraining (multimodal)", _contrastive_stage),
     ("classify", "supervised training of the masked video encoder ({init})", _classify_stage),
     ("{compare}", "supervised training of the masked video encoder ({compare_init})", _compare_stage),
-    ("fusion", "cross-model attention over both frozen backbones", _fusion_stage),
+    ("fusion", "cross-model attention as in the paper over both frozen backbones", _fusion_stage),
+    ("fusion_gated", "gated cross-model attention (ours) over both frozen backbones", _fusion_gated_stage),
     ("late_fusion", "late fusion of both frozen backbones (concatenated features)", _late_fusion_stage),
+    ("classify_mm", "supervised fine-tuning of the multimodal video encoder (its own head)", _classify_mm_stage),
     ("evaluate", "benchmark on the test split", _evaluate_stage),
     *((name, title, functools.partial(_task_stage, name, fn)) for name, title, fn in TASK_STAGES),
     ("figures", "figures", _figures_stage),
@@ -468,13 +498,6 @@ def _evaluate_fused(result, test: Path, videomae, opts: dict[str, Any]) -> dict[
 # ----------------------------------------------------------------------------- CLI
 
 
-def _at_least_one(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``internvideo demo``."""
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
@@ -482,8 +505,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("--quick", action="store_true", help="a few minutes, smaller world and fewer steps "
                                                             "(numbers not meaningful; the slow test)")
     size.add_argument("--smoke", action="store_true", help="under a minute: the pipeline only (what the default tests run)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the world and of every training run")
-    parser.add_argument("--seeds", type=_at_least_one, default=1,
+    parser.add_argument("--seed", type=argtypes.nonnegative_int, default=0, help="seed of the world and of every training run")
+    parser.add_argument("--seeds", type=argtypes.positive_int, default=1,
                         help="run the demo for this many seeds (--seed, --seed + 1, ...) into OUT/seed_<s>/ and "
                              "report every number's mean and spread in OUT/summary.md")
     parser.add_argument("--mae-init", action="store_true",

@@ -26,6 +26,7 @@ from ..data import VideoDataset, read_classes, read_classification_list
 from ..errors import MissingFile, run_command
 from ..tasks import common
 from ..tasks.openset import UNKNOWN, evaluate_openset_features
+from .. import argtypes
 from ..train.heads import fit_openset_head
 
 
@@ -89,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m internvideo.experiments.openset_pairs", description=__doc__)
     parser.add_argument("demo_out", type=Path, help="a finished demo's output folder")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=argtypes.nonnegative_int, default=0)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of user errors too")
     return run_command(_run, parser.parse_args(argv))
 

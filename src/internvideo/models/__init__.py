@@ -11,7 +11,7 @@ import dataclasses
 
 from torch import nn
 
-from . import fusion, localization, qa, roi_head, video_clip, videomae
+from . import fusion, localization, qa, roi_head, video_clip, videomae, vln
 from .layers import count_parameters
 from .protocols import Captioner, Detector, FusionModel, Localizer, MaskedVideoModel, TokenEncoder, VideoClassifier, \
     VideoLanguageModel, VideoModel
@@ -20,7 +20,7 @@ NAMED_CONFIGS: dict[str, tuple[type[nn.Module], object]] = {**videomae.NAMED_CON
                                                              **roi_head.NAMED_CONFIGS, **localization.NAMED_CONFIGS}
 MODEL_CLASSES: dict[str, type[nn.Module]] = {**videomae.MODEL_CLASSES, **video_clip.MODEL_CLASSES,
                                               **fusion.MODEL_CLASSES, **localization.MODEL_CLASSES,
-                                              **qa.MODEL_CLASSES, **roi_head.MODEL_CLASSES}
+                                              **qa.MODEL_CLASSES, **roi_head.MODEL_CLASSES, **vln.MODEL_CLASSES}
 
 
 def list_models() -> list[str]:

@@ -13,7 +13,23 @@ scores the answer vocabulary (``config.answers``).
 The video encoder attends within each frame only, so the video tokens say
 *where* things are in a frame but not *when*; a learnable per-frame time
 embedding is added before the cross-attention so that questions about motion
-("which way does the square move?") can be answered.
+("which way does the square move?") can be answered. This is ``head="cross"``,
+our design, trained on a frozen backbone.
+
+``head="vtc_cap"`` is the official head (``clip_qa_type=vtc_cap``:
+OpenGVLab/InternVideo InternVideo1/Downstream/multi-modalities-downstream/
+CoTrain/modules/clip_module.py builds it, objectives.compute_openend_vqa runs
+it): the caption decoder reads the question (text-encoder tokens) against the
+video, its state at the question's end token is concatenated with the video
+feature and the question's end-token feature, both before the projections
+(the official code sets ``visual_proj`` and ``text_projection`` to None), and
+an MLP (dropout, Linear(hs, 2hs), LayerNorm, GELU, dropout, Linear(2hs,
+answers)) with ``hs = vision_width + 2 * text_width`` scores the answers. The
+official recipe fine-tunes everything, the MLP at 10x the lr
+(``configs/qa/msrvtt_qa.yaml``). It needs a backbone with a caption decoder.
+Ours is the official head over our caption decoder, which is not the official
+decoder's architecture (see :mod:`.caption`), and takes the decoder's
+normalised final states where the official takes them before its predictor.
 """
 from __future__ import annotations
 
@@ -21,12 +37,14 @@ import collections
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
 
-from .layers import CrossBlock, init_weights
+from ..errors import UsageError
 from ..recipe import InputRecipe
+from .layers import CrossBlock, init_weights
 from .video_clip import InternVideoMM, InternVideoMMConfig
 
 
@@ -40,8 +58,13 @@ class VideoQAConfig:
     max_frames: int = 64
     dropout: float = 0.1
     backbone: InternVideoMMConfig = field(default_factory=InternVideoMMConfig)
+    # "cross": our cross-attention head (fields above); "vtc_cap": the official head (module docstring)
+    head: Literal["cross", "vtc_cap"] = "cross"
+    cls_dropout: float = 0.5  # vtc_cap: the official clip_cls_dropout
 
     def __post_init__(self) -> None:
+        if self.head not in ("cross", "vtc_cap"):
+            raise ValueError(f"QA head must be 'cross' or 'vtc_cap', not {self.head!r}")
         if isinstance(self.backbone, dict):  # read back from a checkpoint's config.json
             self.backbone = InternVideoMMConfig(**self.backbone)
         self.answers = tuple(self.answers)
@@ -87,6 +110,27 @@ class VideoQAHead(nn.Module):
         return self.classifier(pooled)
 
 
+class VtcCapHead(nn.Module):
+    """The official ``vqa_classifier`` MLP over ``[decoder end-token state, video feature, question feature]``."""
+
+    def __init__(self, config: VideoQAConfig, text_width: int, vision_width: int):
+        super().__init__()
+        if not config.answers:
+            raise ValueError("a QA head needs an answer vocabulary (config.answers)")
+        self.config = config
+        hs = vision_width + 2 * text_width
+        self.mlp = nn.Sequential(nn.Dropout(config.cls_dropout), nn.Linear(hs, hs * 2), nn.LayerNorm(hs * 2),
+                                 nn.GELU(), nn.Dropout(config.cls_dropout), nn.Linear(hs * 2, len(config.answers)))
+        # objectives.init_weights: Linear N(0, 0.02) with zero bias, LayerNorm 1 / 0
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp(features)
+
+
 def question_padding(ids: torch.Tensor) -> torch.Tensor:
     """True after each question's end token (the largest id), CLIP's zero padding."""
     end = ids.argmax(dim=-1, keepdim=True)
@@ -111,7 +155,17 @@ class VideoQA(nn.Module):
         self.backbone = backbone if backbone is not None else InternVideoMM(config.backbone)
         self.config = config
         bc = self.backbone.config
-        self.head = VideoQAHead(config, bc.text_width, bc.vision_width, bc.norm_eps)
+        if config.head == "vtc_cap":
+            if self.backbone.caption is None:
+                raise UsageError("the vtc_cap QA head reads the caption decoder: the backbone has none "
+                                 "(caption_layers=0); use a backbone trained with captioning, or head='cross'")
+            self.head: nn.Module = VtcCapHead(config, bc.text_width, bc.vision_width)
+            # The official code deletes the two projections and the decoder's predictor: unused here, so frozen.
+            for module in (self.backbone.visual.proj, self.backbone.text.proj, self.backbone.caption.head):
+                module.requires_grad_(False)
+            self.backbone.logit_scale.requires_grad_(False)
+        else:
+            self.head = VideoQAHead(config, bc.text_width, bc.vision_width, bc.norm_eps)
 
     @property
     def answers(self) -> tuple[str, ...]:
@@ -121,16 +175,38 @@ class VideoQA(nn.Module):
         """The backbone's clips."""
         return self.backbone.input_recipe()
 
-    def encode(self, video: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(question tokens, padding, video tokens)`` from the backbone."""
-        return (self.backbone.text.forward_tokens(ids), question_padding(ids),
-                self.backbone.visual.forward_features(video).tokens)
+    def encode(self, video: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(question tokens, padding, video tokens)`` from the backbone, plus, for ``vtc_cap``, the video
+        feature before the projection ``(B, vision_width)``."""
+        feats = self.backbone.visual.forward_features(video)
+        out = (self.backbone.text.forward_tokens(ids), question_padding(ids), feats.tokens)
+        if self.config.head == "vtc_cap":
+            out += (self.backbone.visual.pool(feats, project=False),)
+        return out
 
-    def forward_head(self, question: torch.Tensor, padding: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
-        return self.head(question, padding, video)
+    def forward_head(self, question: torch.Tensor, padding: torch.Tensor, video: torch.Tensor,
+                     video_feature: torch.Tensor | None = None) -> torch.Tensor:
+        if self.config.head == "cross":
+            return self.head(question, padding, video)
+        if video_feature is None:
+            raise ValueError("the vtc_cap head needs the video feature (the fourth output of encode)")
+        return self.head(self.vtc_cap_features(question, padding, video, video_feature))
+
+    def vtc_cap_features(self, question: torch.Tensor, padding: torch.Tensor, video: torch.Tensor,
+                         video_feature: torch.Tensor) -> torch.Tensor:
+        """``[decoder state at the end token, video feature, question end-token feature]`` ``(B, hs)``."""
+        caption = self.backbone.caption
+        rows = torch.arange(question.shape[0], device=question.device)
+        end = (~padding).sum(dim=1) - 1
+        # The decoder is causal: its state at the end token is the same with or without the positions after it.
+        states = caption.features(question, caption.pool_video(video.flatten(1, 2)))
+        return torch.cat([states[rows, end], video_feature, question[rows, end]], dim=-1)
 
     def forward(self, video: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         return self.forward_head(*self.encode(video, ids))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.backbone.set_grad_checkpointing(enable)
 
 
 
@@ -152,5 +228,5 @@ def answer_vocabulary(answers: Sequence[str], top_k: int = 1500) -> tuple[str, .
 
 MODEL_CLASSES: dict[str, type[nn.Module]] = {"VideoQA": VideoQA}
 
-__all__ = ["MODEL_CLASSES", "VideoQA", "VideoQAConfig", "VideoQAHead", "answer_vocabulary", "normalize_answer",
-           "question_padding"]
+__all__ = ["MODEL_CLASSES", "VideoQA", "VideoQAConfig", "VideoQAHead", "VtcCapHead", "answer_vocabulary",
+           "normalize_answer", "question_padding"]

@@ -28,6 +28,7 @@ converts OpenAI, HF transformers and official InternVideo-MM layouts.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -171,10 +172,15 @@ class VideoFeatures:
 
     tokens: torch.Tensor
     query: torch.Tensor | None
+    # ``return_layers=`` of :meth:`VideoEncoder.forward_features`: block index -> that block's output tokens
+    # ``(B, T, 1 + h*w, D)``, taken from the same forward pass (no second pass for intermediate tokens).
+    layers: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
 
 
 class VideoEncoder(nn.Module):
-    def __init__(self, config: InternVideoMMConfig):
+    """The video tower. ``projection=False`` leaves out ``ln_post`` and ``proj`` (a classifier has its own head)."""
+
+    def __init__(self, config: InternVideoMMConfig, projection: bool = True):
         super().__init__()
         c = self.config = config
         width = c.vision_width
@@ -211,14 +217,18 @@ class VideoEncoder(nn.Module):
             self.balance = nn.Parameter(torch.zeros(width))
         else:
             self.video_query = self.dpe = self.dec = self.balance = None
-        self.ln_post = nn.LayerNorm(width, eps=c.norm_eps)
-        self.proj = nn.Linear(width, c.embed_dim, bias=False)
+        if projection:
+            self.ln_post = nn.LayerNorm(width, eps=c.norm_eps)
+            self.proj = nn.Linear(width, c.embed_dim, bias=False)
+        else:
+            self.ln_post = self.proj = None
         self.grad_checkpointing = False
         self._init_weights()
 
     def _init_weights(self) -> None:
         init_clip_blocks(self.blocks, self.config.vision_width)
-        nn.init.normal_(self.proj.weight, std=self.config.vision_width ** -0.5)
+        if self.proj is not None:
+            nn.init.normal_(self.proj.weight, std=self.config.vision_width ** -0.5)
         if self.dec is not None:
             for conv in self.dpe:
                 nn.init.zeros_(conv.bias)
@@ -259,10 +269,10 @@ class VideoEncoder(nn.Module):
             x = self._apply_local(self.lmhra2[key], blk.drop_path, x, grid)
         return blk.mlp_residual(x)
 
-    def _global(self, j: int, x: torch.Tensor, query: torch.Tensor, grid: tuple[int, int, int, int]) -> torch.Tensor:
-        b, t, h, w = grid
-        d = x.shape[-1]
-        tokens = x.reshape(b, t, 1 + h * w, d)
+    def _global(self, j: int, tokens: torch.Tensor, query: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        # tokens: (B, T, 1+h*w, D), one layer's output
+        b, t, _, d = tokens.shape
+        h, w = hw
         patches = tokens[:, :, 1:]
         pos = self.dpe[j](patches.permute(0, 3, 1, 2).reshape(b, d, t, h, w))
         patches = patches + pos.flatten(3).permute(0, 2, 3, 1)
@@ -272,10 +282,25 @@ class VideoEncoder(nn.Module):
 
     # ------------------------------------------------------------------ public
 
-    def forward_features(self, video: torch.Tensor) -> VideoFeatures:
-        """Video ``(B, C, T, H, W)`` (or images ``(B, C, H, W)``) -> :class:`VideoFeatures`."""
+    @property
+    def global_layers(self) -> tuple[int, ...]:
+        """The blocks whose outputs the global blocks read (UniFormerV2's ``return_list``)."""
+        return tuple(range(self.first_global, self.config.vision_layers)) if self.dec is not None else ()
+
+    def forward_features(self, video: torch.Tensor, return_layers: Sequence[int] = ()) -> VideoFeatures:
+        """Video ``(B, C, T, H, W)`` (or images ``(B, C, H, W)``) -> :class:`VideoFeatures`.
+
+        ``return_layers``: block indices (0-based, negative counts from the end)
+        whose output tokens are also returned, in ``VideoFeatures.layers``.
+        """
         if video.ndim == 4:
             video = video.unsqueeze(2)
+        n = self.config.vision_layers
+        wanted = set()
+        for i in return_layers:
+            if not -n <= int(i) < n:
+                raise ValueError(f"return_layers: {i} is out of range for {n} vision layers")
+            wanted.add(int(i) % n)
         t, h, w = self.patch_embed.grid(video.shape)
         b = video.shape[0]
         grid = (b, t, h, w)
@@ -285,7 +310,8 @@ class VideoEncoder(nn.Module):
         cls = self.class_embedding.to(x.dtype).expand(b * t, 1, d)
         x = torch.cat([cls, x], dim=1) + self._pos_embed(h, w).to(x.dtype)
         x = self.ln_pre(x)
-        query = None if self.video_query is None else self.video_query.to(x.dtype).expand(b, 1, d)
+        global_inputs = []
+        layers: dict[int, torch.Tensor] = {}
         for i in range(len(self.blocks)):
             if self.grad_checkpointing and torch.is_grad_enabled():
                 # The recomputation also updates the local modules' BatchNorm running statistics a second time
@@ -293,19 +319,54 @@ class VideoEncoder(nn.Module):
                 x = checkpoint(self._layer, i, x, grid, use_reentrant=False)
             else:
                 x = self._layer(i, x, grid)
-            if query is not None and i >= self.first_global:
-                query = self._global(i - self.first_global, x, query, grid)
-        tokens = x.reshape(b, t, 1 + h * w, d)
-        return VideoFeatures(tokens=tokens, query=None if query is None else query[:, 0])
+            if self.dec is not None and i >= self.first_global:
+                global_inputs.append(x.reshape(b, t, 1 + h * w, d))
+            if i in wanted:
+                layers[i] = x.reshape(b, t, 1 + h * w, d)
+        query = self.run_global(global_inputs, (h, w)) if self.dec is not None else None
+        return VideoFeatures(tokens=x.reshape(b, t, 1 + h * w, d), query=query, layers=layers)
 
-    def pool(self, feats: VideoFeatures) -> torch.Tensor:
-        """Projected video embedding ``(B, embed_dim)`` from :meth:`forward_features`' output."""
-        frame_cls = feats.tokens[:, :, 0]
-        if feats.query is None:
-            return self.proj(self.ln_post(frame_cls)).mean(dim=1)
+    def run_global(self, layer_tokens: Sequence[torch.Tensor], hw: tuple[int, int],
+                   query: torch.Tensor | None = None) -> torch.Tensor:
+        """The global blocks on the outputs of :attr:`global_layers` (each ``(B, T, 1+h*w, D)``) -> query ``(B, D)``.
+
+        Separate from the backbone so that a model whose backbone is frozen can
+        still train the video query (``query``, default :attr:`video_query`)
+        from stored layer outputs.
+        """
+        if self.dec is None:
+            raise RuntimeError("this video encoder has no global blocks (num_global_layers=0)")
+        if len(layer_tokens) != len(self.dec):
+            raise ValueError(f"run_global needs the outputs of {len(self.dec)} layers, got {len(layer_tokens)}")
+        b, _, _, d = layer_tokens[0].shape
+        q = (self.video_query if query is None else query).to(layer_tokens[0].dtype).expand(b, 1, d)
+        for j, tokens in enumerate(layer_tokens):
+            q = self._global(j, tokens, q, hw)
+        return q[:, 0]
+
+    def video_token(self, feats: VideoFeatures) -> torch.Tensor:
+        """The video's class token ``(B, D)`` before ``ln_post``: the global query mixed with the frame-mean CLS
+        through the learnable ``balance`` (UniFormerV2), or the frame-mean CLS without global blocks."""
+        return self.mix(feats.query, feats.tokens[:, :, 0].mean(dim=1))
+
+    def mix(self, query: torch.Tensor | None, frame_cls: torch.Tensor) -> torch.Tensor:
+        """``(1 - sigmoid(balance)) * query + sigmoid(balance) * frame_cls`` (``frame_cls``: the frame-mean CLS)."""
+        if query is None:
+            return frame_cls
         weight = torch.sigmoid(self.balance).to(frame_cls.dtype)
-        mixed = (1 - weight) * feats.query + weight * frame_cls.mean(dim=1)
-        return self.proj(self.ln_post(mixed))
+        return (1 - weight) * query + weight * frame_cls
+
+    def pool(self, feats: VideoFeatures, project: bool = True) -> torch.Tensor:
+        """Projected video embedding ``(B, embed_dim)`` from :meth:`forward_features`' output.
+
+        ``project=False``: the feature before the projection ``(B, vision_width)``.
+        """
+        if project and self.proj is None:
+            raise RuntimeError("this video encoder has no projection (a classifier's tower)")
+        proj = self.proj if project else nn.Identity()
+        if feats.query is None:
+            return proj(self.ln_post(feats.tokens[:, :, 0])).mean(dim=1)
+        return proj(self.ln_post(self.video_token(feats)))
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.pool(self.forward_features(video))
@@ -366,6 +427,14 @@ class InternVideoMM(nn.Module):
         feats = self.visual.forward_features(video)
         emb = self.visual.pool(feats)
         return (emb, feats.tokens.flatten(1, 2)) if return_tokens else emb
+
+    def embed_video_features(self, feats: VideoFeatures) -> torch.Tensor:
+        """The video feature from :meth:`VideoEncoder.forward_features`' output (here: the projected embedding)."""
+        return self.visual.pool(feats)
+
+    @property
+    def video_feature_dim(self) -> int:
+        return self.config.embed_dim
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C, H, W)`` as 1-frame videos."""
@@ -515,24 +584,128 @@ class _CaptionStepper:
             cache.reorder(index)
 
 
+@dataclass
+class InternVideoMMClassifierConfig(InternVideoMMConfig):
+    """The video tower's fields (those of :class:`InternVideoMMConfig`; the text fields are unused) plus a head."""
+
+    num_classes: int = 400
+    head_dropout: float = 0.5  # UniFormerV2's CLS_DROPOUT in every released recipe
+    class_names: tuple[str, ...] | None = None  # head row i's class (saved with the checkpoint)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.class_names is not None:
+            self.class_names = tuple(self.class_names)
+
+
+class InternVideoMMClassifier(nn.Module):
+    """The multimodal video encoder as a classifier: InternVideo's supervised branch (UniFormerV2 K710/K400).
+
+    The video tower of :class:`InternVideoMM` (no text tower, no ``ln_post``/``proj``); the head is
+    UniFormerV2's ``transformer.proj``: the global blocks' video token (the query mixed with the frame-mean
+    CLS, :meth:`VideoEncoder.video_token`) -> LayerNorm -> dropout (0.5) -> linear.
+
+    * ``forward_features(video)`` -> tokens ``(B, 1 + T * (1 + h*w), D)``: the video token first, then every
+      frame's last-layer tokens (CLS, patches), so the classifier protocol of the other models holds.
+    * ``forward_head(tokens, pre_logits=False)`` reads token 0: normalised, then dropout + linear.
+
+    Weights of a contrastive :class:`InternVideoMM` (ours or official) start it: ``create_model(
+    "internvideo_mm_l14_cls", pretrained=...)`` fills ``visual.*``; the head is new.
+    """
+
+    NEW_PARAMETER_PREFIXES = InternVideoMM.NEW_PARAMETER_PREFIXES + ("fc_norm.", "head.")
+
+    def __init__(self, config: InternVideoMMClassifierConfig):
+        super().__init__()
+        c = self.config = config
+        self.visual = VideoEncoder(c, projection=False)
+        self.fc_norm = nn.LayerNorm(c.vision_width, eps=c.norm_eps)
+        self.head_drop = nn.Dropout(c.head_dropout)
+        self.head = nn.Linear(c.vision_width, c.num_classes) if c.num_classes else nn.Identity()
+        if isinstance(self.head, nn.Linear):
+            init_weights(self.head)
+
+    def input_recipe(self) -> InputRecipe:
+        return recipe_of(self.config)
+
+    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
+        feats = self.visual.forward_features(video)
+        return torch.cat([self.visual.video_token(feats).unsqueeze(1), feats.tokens.flatten(1, 2)], dim=1)
+
+    def embed_video_features(self, feats: VideoFeatures) -> torch.Tensor:
+        """The video feature from :meth:`VideoEncoder.forward_features`' output (here: the head's pre-logits)."""
+        return self.fc_norm(self.visual.video_token(feats))
+
+    @property
+    def video_feature_dim(self) -> int:
+        return self.config.vision_width
+
+    def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.fc_norm(tokens[:, 0])
+        return x if pre_logits else self.head(self.head_drop(x))
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(video))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.visual.grad_checkpointing = enable
+
+    def no_weight_decay(self) -> set[str]:
+        names = {"visual.class_embedding", "visual.pos_embed"}
+        params = dict(self.named_parameters())
+        return names | {n for n in ("visual.video_query", "visual.balance") if n in params}
+
+    def resize_pos_embed(self, key: str, value: torch.Tensor) -> torch.Tensor:
+        if key != "visual.pos_embed":
+            raise ValueError(f"no rule to resize {key} of shape {tuple(value.shape)}")
+        n = value.shape[-2] - 1
+        side = math.isqrt(n)
+        if side * side != n:
+            raise ValueError(f"{key}: {n} patch positions do not form a square grid")
+        g = self.config.grid_size
+        return interpolate_pos_embed(value.reshape(1, n + 1, -1), (1, side, side), (1, g, g), 1)
+
+
+InternVideoMMClassifier.config_class = InternVideoMMClassifierConfig
+
+
+_L14 = dict(img_size=224, patch_size=14, num_frames=8, vision_width=1024, vision_layers=24, vision_heads=16,
+            num_global_layers=4)
+_B16 = dict(img_size=224, patch_size=16, num_frames=8, vision_width=768, vision_layers=12, vision_heads=12,
+            num_global_layers=4)
+_TINY = dict(img_size=32, patch_size=8, num_frames=4, vision_width=64, vision_layers=4, vision_heads=4,
+             num_global_layers=2)
+
 NAMED_CONFIGS: dict[str, tuple[type[nn.Module], InternVideoMMConfig]] = {
     # Small enough for unit tests and the synthetic demo; uses CLIP's real vocabulary so the tokenizer fits.
     "internvideo_mm_tiny": (InternVideoMM, InternVideoMMConfig(
-        img_size=32, patch_size=8, num_frames=4, vision_width=64, vision_layers=4, vision_heads=4,
-        num_global_layers=2, embed_dim=32, text_width=64, text_layers=2, text_heads=4,
-        caption_layers=2, caption_queries=8)),
-    # ViT-B/16 CLIP with global blocks on layers 8-11 (official B/16 return_list).
+        **_TINY, embed_dim=32, text_width=64, text_layers=2, text_heads=4, caption_layers=2, caption_queries=8)),
+    # ViT-B/16 CLIP with global blocks on layers 8-11 (official B/16 return_list), UniFormerV2's "only global".
     "internvideo_mm_b16": (InternVideoMM, InternVideoMMConfig(
-        img_size=224, patch_size=16, num_frames=8, vision_width=768, vision_layers=12, vision_heads=12,
-        num_global_layers=4, embed_dim=512, text_width=512, text_layers=12, text_heads=8,
+        **_B16, use_local=False, embed_dim=512, text_width=512, text_layers=12, text_heads=8,
         caption_layers=4, caption_queries=256)),
-    # The paper's model: ViT-L/14 CLIP, global blocks on layers 20-23, 1024 -> 768 projection.
+    # The released InternVideo-MM-L-14: ViT-L/14 CLIP, global blocks on layers 20-23, 1024 -> 768 projection, and
+    # no local MHRA (UniFormerV2's "only global" variant, NO_LMHRA: True in its K710 L/14 recipe).
     "internvideo_mm_l14": (InternVideoMM, InternVideoMMConfig(
-        img_size=224, patch_size=14, num_frames=8, vision_width=1024, vision_layers=24, vision_heads=16,
-        num_global_layers=4, embed_dim=768, text_width=768, text_layers=12, text_heads=12,
+        **_L14, use_local=False, embed_dim=768, text_width=768, text_layers=12, text_heads=12,
         caption_layers=4, caption_queries=256)),
+    # The paper's text ("UniFormerV2 ... along with extra local spatiotemporal modeling modules"): local MHRA in
+    # every block (UniFormerV2's double L_MHRA, reduction 1.5), zero-initialised so CLIP weights start it exactly.
+    "internvideo_mm_l14_lmhra": (InternVideoMM, InternVideoMMConfig(
+        **_L14, use_local=True, embed_dim=768, text_width=768, text_layers=12, text_heads=12,
+        caption_layers=4, caption_queries=256)),
+    # Classifiers (the supervised branch; UniFormerV2 exp/k710/k710_{l14,b16}_f8x224/config.yaml: 710 classes,
+    # 8 frames x 224, NO_LMHRA, TEMPORAL_DOWNSAMPLE False, CLS_DROPOUT 0.5).
+    "internvideo_mm_tiny_cls": (InternVideoMMClassifier, InternVideoMMClassifierConfig(
+        **_TINY, num_classes=10, embed_dim=32, text_width=64, text_layers=2, text_heads=4)),
+    "internvideo_mm_b16_cls": (InternVideoMMClassifier, InternVideoMMClassifierConfig(
+        **_B16, use_local=False, num_classes=710, embed_dim=512)),
+    "internvideo_mm_l14_cls": (InternVideoMMClassifier, InternVideoMMClassifierConfig(
+        **_L14, use_local=False, num_classes=710, embed_dim=768, text_width=768, text_heads=12)),
 }
-MODEL_CLASSES: dict[str, type[nn.Module]] = {"InternVideoMM": InternVideoMM}
+MODEL_CLASSES: dict[str, type[nn.Module]] = {"InternVideoMM": InternVideoMM,
+                                              "InternVideoMMClassifier": InternVideoMMClassifier}
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "InternVideoMM", "InternVideoMMConfig", "LocalTemporalMHRA", "MODEL_CLASSES",
+__all__ = ["CLIP_MEAN", "CLIP_STD", "InternVideoMM", "InternVideoMMClassifier", "InternVideoMMClassifierConfig",
+           "InternVideoMMConfig", "LocalTemporalMHRA", "MODEL_CLASSES",
            "NAMED_CONFIGS", "VideoEncoder", "VideoFeatures"]

@@ -9,6 +9,7 @@ load as they are (see :mod:`internvideo.checkpoints.videomae`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -225,6 +226,24 @@ class VideoMAEEncoder(nn.Module):
         x = self.pos_drop(x)
         x = run_blocks(self.blocks, x, self.grad_checkpointing)
         return self.norm(x)
+
+    def forward_intermediates(self, video: torch.Tensor, layers: Sequence[int]
+                              ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """:meth:`forward_features` (all tokens) and, from the same pass, the output tokens ``(B, N, D)`` of the
+        blocks in ``layers`` (0-based; negative counts from the end), before any final norm."""
+        n = len(self.blocks)
+        wanted = set()
+        for i in layers:
+            if not -n <= int(i) < n:
+                raise ValueError(f"layers: {i} is out of range for {n} blocks")
+            wanted.add(int(i) % n)
+        x = self.pos_drop(self.embed_tokens(video))
+        out: dict[int, torch.Tensor] = {}
+        for i, blk in enumerate(self.blocks):
+            x = run_blocks([blk], x, self.grad_checkpointing)
+            if i in wanted:
+                out[i] = x
+        return self.norm(x), out
 
     def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.head is None:

@@ -38,8 +38,10 @@ from ..models.hardware import resolve_precision
 from ..recipe import InputRecipe
 from ..tasks import common
 from ..tasks.extract import VIDEO_EXTENSIONS, identity_collate, clip_batches, window_starts
+from ..fileio import atomic_path, disk_full_guard, printable
 from . import vectors
 from .store import DB_NAME, THUMBS, VECTORS_META, VECTORS_NAME, SearchIndexError, Store, model_fingerprint
+from .. import argtypes
 
 log = logging.getLogger("internvideo.search")
 
@@ -76,6 +78,8 @@ class FileEntry:
     rel: str  # relative to the folder, '/'-separated: the key stored in the index
     size: int
     mtime_ns: int
+    dev: int = 0  # which file: the server serves a video only while these still match
+    ino: int = 0
 
 
 def find_videos(folder: str | os.PathLike, extensions: Sequence[str] = tuple(sorted(VIDEO_EXTENSIONS)),
@@ -100,10 +104,11 @@ def find_videos(folder: str | os.PathLike, extensions: Sequence[str] = tuple(sor
                 continue
             real = p.resolve()
             if not real.is_relative_to(root) or not real.is_file():
-                log.warning("skipping %s: it points outside %s", p, root)
+                log.warning("skipping %s: it points outside %s", printable(p), root)
                 continue
             st = real.stat()
-            found.append(FileEntry(str(p), p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
+            found.append(FileEntry(str(p), p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns, st.st_dev,
+                                   st.st_ino))
     return sorted(found, key=lambda e: e.rel)
 
 
@@ -168,9 +173,8 @@ def _save_thumb(path: Path, frame: np.ndarray) -> None:
 
     image = Image.fromarray(frame)
     image.thumbnail((THUMB_MAX_SIDE, THUMB_MAX_SIDE))
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="JPEG", quality=85)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="JPEG", quality=85)
 
 
 # ----------------------------------------------------------------------------- model identity
@@ -289,7 +293,9 @@ def build_index(model: nn.Module, folder: str | os.PathLike, out: str | os.PathL
             store.set("model", current)
             store.set("settings", settings)
             store.set("root", str(root))
-            return _update(store, model, root, out_dir, spec, current, extensions=extensions, window=window,
+            # SQLite says "database or disk is full"; FAISS and PIL their own way: one error naming the index.
+            with disk_full_guard(out_dir):
+                return _update(store, model, root, out_dir, spec, current, extensions=extensions, window=window,
                            stride=stride, kind=kind, target_recall=target_recall, batch_size=batch_size,
                            num_workers=num_workers, device=device, precision=precision, progress=progress)
         finally:
@@ -308,8 +314,15 @@ def _update(store: Store, model: nn.Module, root: Path, out_dir: Path, spec: Inp
     on_disk = {f.rel for f in files}
     gone = sorted(set(known) - on_disk)
     store.remove_videos(gone)
-    todo = [i for i, f in enumerate(files)
-            if f.rel not in known or (known[f.rel].size, known[f.rel].mtime_ns) != (f.size, f.mtime_ns)]
+    todo = []
+    for i, f in enumerate(files):
+        row = known.get(f.rel)
+        if row is None or (row.size, row.mtime_ns) != (f.size, f.mtime_ns):
+            todo.append(i)
+        elif row.ino is None:  # a row of an upgraded version-1 index: record which file it was built from
+            store.set_identity(f.rel, f.dev, f.ino)
+        elif (row.dev, row.ino) != (f.dev, f.ino):  # another file put in its place, same size and mtime
+            todo.append(i)
     (out_dir / THUMBS).mkdir(exist_ok=True)
     _sweep_thumbs(store)
 
@@ -326,6 +339,11 @@ def _update(store: Store, model: nn.Module, root: Path, out_dir: Path, spec: Inp
         nonlocal new_windows
         f = files[job]
         emb = np.concatenate(embedded.pop(job))
+        bad = int((~np.isfinite(emb).all(axis=1)).sum())
+        if bad:  # as extract does: a video whose model outputs are not finite is a failure, never good rows
+            skip(_Piece(job, error=f"{f.path}: the model gave non-finite embeddings for {bad} of {len(emb)} "
+                                   "windows"))
+            return
         spans = [s for p in pieces for s in p.spans]
         thumbs = [t for p in pieces for t in p.thumbs]
         if store.get("dim") is None:
@@ -336,7 +354,8 @@ def _update(store: Store, model: nn.Module, root: Path, out_dir: Path, spec: Inp
         for wid, frame in zip(ids, thumbs):
             _save_thumb(store.thumb_path(wid), frame)
         got = store.replace_video(f.rel, f.size, f.mtime_ns, current["fingerprint"], windows=spans, embeddings=emb,
-                                  duration=pieces[0].info.get("duration"), fps=pieces[0].info.get("fps"))
+                                  duration=pieces[0].info.get("duration"), fps=pieces[0].info.get("fps"),
+                                  dev=f.dev, ino=f.ino)
         assert got == ids, "window ids changed under a running index (is another process writing?)"
         new_windows += len(spans)
         bar.update()
@@ -363,8 +382,9 @@ def _update(store: Store, model: nn.Module, root: Path, out_dir: Path, spec: Inp
     def skip(piece: _Piece) -> None:
         nonlocal failed_now
         f = files[piece.job]
-        log.warning("skipping %s", piece.error)
-        store.replace_video(f.rel, f.size, f.mtime_ns, current["fingerprint"], error=piece.error)
+        log.warning("skipping %s", printable(piece.error))
+        store.replace_video(f.rel, f.size, f.mtime_ns, current["fingerprint"], error=piece.error, dev=f.dev,
+                            ino=f.ino)
         failed_now += 1
         bar.update()
 
@@ -382,7 +402,7 @@ def _update(store: Store, model: nn.Module, root: Path, out_dir: Path, spec: Inp
     store.set("kind", kind)
     failures = [{"video": p, "error": e} for p, e in store.failures()]
     return {"task": "index", "folder": str(root), "index": str(out_dir), "model": current, "videos": len(files),
-            "indexed": len(todo) - failed_now, "unchanged": len(files) - len(todo), "removed": len(gone),
+            "indexed": len(todo) - failed_now, "failed_now": failed_now, "unchanged": len(files) - len(todo), "removed": len(gone),
             "failed": failures, "windows": store.count_windows(), "new_windows": new_windows,
             "seconds": round(time.perf_counter() - t0, 3),
             "windows_per_s": round(new_windows / index_seconds, 2) if new_windows else None,
@@ -393,7 +413,7 @@ def results_table(summary: dict[str, Any]) -> str:
     vec = summary["vectors"]
     rows = [("videos in folder", summary["videos"]), ("indexed now", summary["indexed"]),
             ("unchanged (skipped)", summary["unchanged"]), ("removed (deleted files)", summary["removed"]),
-            ("unreadable (skipped)", len(summary["failed"])), ("windows in index", summary["windows"]),
+            ("failed (unreadable or non-finite; skipped)", len(summary["failed"])), ("windows in index", summary["windows"]),
             ("windows/s (this run)", summary["windows_per_s"] if summary["windows_per_s"] is not None else "-"),
             ("vector index", vec["kind"])]
     if "recall_at_10" in vec:
@@ -409,17 +429,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", help="folder of videos (searched recursively; hidden folders skipped)")
     parser.add_argument("--model", required=True, help="multimodal model checkpoint directory/file")
     parser.add_argument("--out", default=None, help=f"index folder (default: FOLDER/{DEFAULT_INDEX_DIR})")
-    parser.add_argument("--window", type=float, default=4.0, help="window length in seconds")
-    parser.add_argument("--stride", type=float, default=2.0, help="seconds between window starts")
+    parser.add_argument("--window", type=argtypes.positive_float, default=4.0, help="window length in seconds")
+    parser.add_argument("--stride", type=argtypes.positive_float, default=2.0, help="seconds between window starts")
     parser.add_argument("--extensions", default=",".join(sorted(VIDEO_EXTENSIONS)),
                         help="comma-separated file extensions to index")
     parser.add_argument("--index", dest="kind", choices=list(vectors.KINDS), default="flat",
                         help="vector index: flat (exact), flat16 (exhaustive, float16 storage), ivf or hnsw "
                              "(approximate, tuned to --target-recall)")
-    parser.add_argument("--target-recall", type=float, default=95.0, help="recall@10 (%%) approximate indexes "
+    parser.add_argument("--target-recall", type=argtypes.percent, default=95.0, help="recall@10 (%%) approximate indexes "
                                                                           "are tuned to")
-    parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
-    parser.add_argument("--num-workers", type=int, default=0, help="decoding worker processes")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=16, help="windows per forward pass")
+    parser.add_argument("--num-workers", type=argtypes.nonnegative_int, default=0, help="decoding worker processes")
     parser.add_argument("--device", default=None)
     common.add_precision_argument(parser)
     parser.add_argument("--overwrite", action="store_true", help="rebuild the index from scratch")
@@ -438,10 +458,14 @@ def main(args: argparse.Namespace) -> int:
                           overwrite=args.overwrite, progress=args.progress)
     if args.json:
         print(json.dumps(summary, indent=2))
-        return 0
-    print(results_table(summary))
-    for failure in summary["failed"]:
-        print(f"  unreadable: {failure['error']}")
-    print(f"search it: internvideo search {summary['index']} \"your query\"   or   "
-          f"internvideo serve {summary['index']}")
+    else:
+        print(results_table(summary))
+        for failure in summary["failed"]:
+            print(f"  failed: {printable(failure['error'])}")
+    if summary["failed_now"] and not summary["indexed"]:
+        raise SearchIndexError(f"all {summary['failed_now']} videos to index failed (the first: "
+                               f"{summary['failed'][0]['error']})")
+    if not args.json:
+        print(f"search it: internvideo search {summary['index']} \"your query\"   or   "
+              f"internvideo serve {summary['index']}")
     return 0

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import os
+import stat
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,10 +29,13 @@ from torch import nn
 
 from ..errors import UsageError
 from ..tasks import common
+from ..tasks.metrics import check_finite
 from ..tasks.zeroshot import read_templates, zeroshot_classifier
 from . import vectors
 from .index import check_model, model_record
 from .store import VECTORS_META, VECTORS_NAME, SearchIndexError, Store
+from .. import argtypes
+from ..fileio import printable
 
 log = logging.getLogger("internvideo.search")
 
@@ -40,7 +44,15 @@ SEARCH_TEMPLATES: tuple[str, ...] = ("{}", "a video of {}.", "a clip of {}.", "a
 MAX_QUERY_CHARS = 500
 MAX_K = 100
 
-__all__ = ["SEARCH_TEMPLATES", "Hit", "Searcher", "add_arguments", "main"]
+__all__ = ["SEARCH_TEMPLATES", "Hit", "Searcher", "NotServed", "add_arguments", "main"]
+
+
+class NotServed(Exception):
+    """A file the server must not send: ``status`` 404 (unknown, gone, outside the folder) or 409 (changed)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +128,8 @@ class Searcher:
         emb = zeroshot_classifier(self.model, list(queries), self.templates, device=self.device,
                                   precision=self.precision, progress=False, trim_padding=True)
         vec = torch.nn.functional.normalize(emb.mean(dim=0), dim=-1).numpy().astype(np.float32)
+        # NaN scores would rank nothing and "no results" would look like an honest answer.
+        check_finite(vec[None], "query embeddings")
         self._cache[key] = vec
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -145,23 +159,49 @@ class Searcher:
             hits.append(Hit(len(hits) + 1, row.id, row.video_id, row.video, round(row.start, 3), round(row.end, 3), float(score)))
         return hits
 
-    def video_file(self, video_id: int) -> Path | None:
-        """An indexed video's file, if it is still inside the indexed folder; else None."""
-        with self._lock:
-            rel = self.store.video_path(int(video_id))
-        if rel is None:
-            return None
-        root = self.root.resolve()
-        path = (root / rel).resolve()
-        if not path.is_relative_to(root) or not path.is_file():
-            return None
-        return path
+    def video_file(self, video_id: int) -> tuple[Path, os.stat_result]:
+        """An indexed video's file and its status, if it is still the very file that was indexed.
 
-    def thumb_file(self, window_id: int) -> Path | None:
+        It must resolve inside the indexed folder (a symbolic link may not
+        lead out of it), be a regular file, and have the device, inode, size
+        and modification time recorded when it was indexed: a file swapped in
+        later (a hard link to another file, a symlink to a file that was never
+        indexed, a copy) is refused. Raises :class:`NotServed`; the caller logs it.
+        """
+        with self._lock:
+            row = self.store.video_record(int(video_id))
+        if row is None:
+            raise NotServed(404, f"no indexed video {video_id}")
+        root = self.root.resolve()
+        path = (root / row.path).resolve()
+        if not path.is_relative_to(root):
+            raise NotServed(404, f"{row.path} now points outside the indexed folder {root}")
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise NotServed(404, f"{row.path} is no longer there") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise NotServed(404, f"{row.path} is no longer a regular file")
+        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != (row.dev, row.ino, row.size, row.mtime_ns):
+            raise NotServed(409, f"{row.path} is not the file that was indexed (another file, or changed since); "
+                                 "run 'internvideo index' again")
+        return path, st
+
+    def thumb_file(self, window_id: int) -> tuple[Path, os.stat_result]:
+        """A window's thumbnail, if it is a regular file of the index (not a link to anything else)."""
         with self._lock:
             known = self.store.has_window(int(window_id))
+        if not known:
+            raise NotServed(404, f"no thumbnail for window {window_id}")
         path = self.store.thumb_path(int(window_id))
-        return path if known and path.is_file() else None
+        try:
+            st = os.lstat(path)
+        except OSError:
+            raise NotServed(404, f"no thumbnail for window {window_id}") from None
+        # The indexer writes each thumbnail as a new file (temp + rename): a symlink or a second name is not its own.
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise NotServed(409, f"{path} is not a thumbnail this index wrote")
+        return path, st
 
     def close(self) -> None:
         self.store.close()
@@ -170,9 +210,10 @@ class Searcher:
 def format_hits(hits: Sequence[Hit]) -> str:
     if not hits:
         return "no results"
-    width = max(len(h.video) for h in hits)
+    names = [printable(h.video) for h in hits]  # file names may hold terminal control characters
+    width = max(len(n) for n in names)
     lines = [f"{'rank':>4}  {'score':>6}  {'video':<{width}}  window (s)"]
-    lines += [f"{h.rank:>4}  {h.score:6.3f}  {h.video:<{width}}  {h.start:.2f}-{h.end:.2f}" for h in hits]
+    lines += [f"{h.rank:>4}  {h.score:6.3f}  {n:<{width}}  {h.start:.2f}-{h.end:.2f}" for h, n in zip(hits, names)]
     return "\n".join(lines)
 
 
@@ -183,7 +224,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``internvideo search``."""
     parser.add_argument("index_dir", help="an index folder written by 'internvideo index'")
     parser.add_argument("query", nargs="+", help="what to find; several phrasings of one query are averaged")
-    parser.add_argument("-k", type=int, default=10, help=f"results to show (1-{MAX_K})")
+    parser.add_argument("-k", type=argtypes.number(int, low=1, high=MAX_K), default=10, help=f"results to show (1-{MAX_K})")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--model", default=None, help="model to embed the query with (default: the index's; "
                                                       "another model is refused)")

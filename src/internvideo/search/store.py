@@ -39,7 +39,10 @@ DB_NAME = "index.db"
 VECTORS_NAME = "vectors.faiss"
 VECTORS_META = "vectors.json"
 THUMBS = "thumbs"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 recorded size and mtime but not which file (device, inode) was indexed; 'internvideo index' adds the
+# two columns in place (no re-embedding), a reader asks for that run.
+_MIGRATE_1_TO_2 = ("ALTER TABLE videos ADD COLUMN dev INTEGER", "ALTER TABLE videos ADD COLUMN ino INTEGER")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,6 +51,8 @@ CREATE TABLE IF NOT EXISTS videos (
     path TEXT NOT NULL UNIQUE,          -- relative to the indexed folder, '/'-separated
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
+    dev INTEGER,                        -- st_dev and st_ino of the file indexed: the server serves only that file
+    ino INTEGER,
     status TEXT NOT NULL CHECK (status IN ('ok', 'error')),
     error TEXT,
     duration REAL,
@@ -92,6 +97,8 @@ class VideoRow:
     mtime_ns: int
     status: str
     error: str | None
+    dev: int | None = None
+    ino: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,11 +129,21 @@ class Store:
         self.db.execute("PRAGMA foreign_keys = ON")
         if create:
             self.db.execute("PRAGMA journal_mode = WAL")
+            fresh = self.get("schema") is None
+            if self.get("schema") == 1:
+                with self.transaction() as tx:
+                    for statement in _MIGRATE_1_TO_2:
+                        tx.execute(statement)
+                    tx.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (json.dumps(SCHEMA_VERSION),))
             self.db.executescript(_SCHEMA)
-            if self.get("schema") is None:
+            if fresh:
                 self.set("schema", SCHEMA_VERSION)
                 self.set("generation", 0)
         schema = self.get("schema")
+        if schema == 1:
+            raise SearchIndexError(f"{db}: an index of an older version, which does not record which file was "
+                                   "indexed; run 'internvideo index FOLDER --out INDEX_DIR' once to upgrade it "
+                                   "(nothing is embedded again)")
         if schema != SCHEMA_VERSION:
             raise SearchIndexError(f"{db}: index schema {schema!r}, this version reads {SCHEMA_VERSION}; rebuild it "
                                    "with 'internvideo index ... --overwrite'")
@@ -159,13 +176,16 @@ class Store:
             self.db.execute("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'generation'")
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            # SQLite rolls back by itself after some errors (a full disk among them); a second ROLLBACK would then
+            # fail with "no transaction is active" and hide the real error.
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
 
     # -------------------------------------------------------------------- videos and windows
 
     def videos(self) -> dict[str, VideoRow]:
-        rows = self.db.execute("SELECT id, path, size, mtime_ns, status, error FROM videos").fetchall()
+        rows = self.db.execute("SELECT id, path, size, mtime_ns, status, error, dev, ino FROM videos").fetchall()
         return {r[1]: VideoRow(*r) for r in rows}
 
     def window_ids_of(self, video_ids: Sequence[int]) -> list[int]:
@@ -177,15 +197,18 @@ class Store:
 
     def replace_video(self, path: str, size: int, mtime_ns: int, model_id: str, *, windows: Sequence[tuple[float, float]]
                       = (), embeddings: np.ndarray | None = None, error: str | None = None, duration: float | None
-                      = None, fps: float | None = None) -> list[int]:
+                      = None, fps: float | None = None, dev: int | None = None, ino: int | None = None) -> list[int]:
         """Write one video's rows (replacing any earlier ones) atomically; returns the new window ids in order."""
         if error is None and (embeddings is None or len(embeddings) != len(windows) or not len(windows)):
             raise ValueError(f"{path}: need one embedding per window")
+        if error is None and not np.isfinite(embeddings).all():
+            raise ValueError(f"{path}: non-finite embeddings are never stored")
         with self.transaction() as db:
             db.execute("DELETE FROM videos WHERE path = ?", (path,))
-            cur = db.execute("INSERT INTO videos (path, size, mtime_ns, status, error, duration, fps, model_id) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                             (path, size, mtime_ns, "error" if error else "ok", error, duration, fps, model_id))
+            cur = db.execute("INSERT INTO videos (path, size, mtime_ns, dev, ino, status, error, duration, fps, "
+                             "model_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (path, size, mtime_ns, dev, ino, "error" if error else "ok", error, duration, fps,
+                              model_id))
             video_id = cur.lastrowid
             ids = []
             if error is None:
@@ -233,10 +256,15 @@ class Store:
     def has_window(self, window_id: int) -> bool:
         return self.db.execute("SELECT 1 FROM windows WHERE id = ?", (int(window_id),)).fetchone() is not None
 
-    def video_path(self, video_id: int) -> str | None:
-        """Relative path of an indexed (readable) video; None for an unknown id."""
-        row = self.db.execute("SELECT path FROM videos WHERE id = ? AND status = 'ok'", (int(video_id),)).fetchone()
-        return None if row is None else row[0]
+    def set_identity(self, path: str, dev: int, ino: int) -> None:
+        """Record which file (device, inode) a row of an upgraded version-1 index was built from."""
+        self.db.execute("UPDATE videos SET dev = ?, ino = ? WHERE path = ?", (dev, ino, path))
+
+    def video_record(self, video_id: int) -> VideoRow | None:
+        """An indexed (readable) video's row; None for an unknown id."""
+        row = self.db.execute("SELECT id, path, size, mtime_ns, status, error, dev, ino FROM videos "
+                              "WHERE id = ? AND status = 'ok'", (int(video_id),)).fetchone()
+        return None if row is None else VideoRow(*row)
 
     def failures(self) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self.db.execute("SELECT path, error FROM videos WHERE status = 'error' "

@@ -31,6 +31,8 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
+from .. import fileio
+from ..fileio import atomic_path
 from ..errors import UsageError
 
 log = logging.getLogger("internvideo.search")
@@ -148,13 +150,9 @@ def tune(vi: VectorIndex, x: np.ndarray, ids: np.ndarray, *, target_recall: floa
 def save(vi: VectorIndex, index_dir: str | os.PathLike, generation: int, vectors_name: str, meta_name: str) -> None:
     """Write the FAISS file and its JSON beside it, each through a temporary file and a rename."""
     d = Path(index_dir)
-    tmp = d / (vectors_name + ".tmp")
-    faiss.write_index(vi.index, str(tmp))
-    os.replace(tmp, d / vectors_name)
-    meta = {"kind": vi.kind, "generation": generation, "ntotal": vi.ntotal, **vi.params}
-    tmp_meta = d / (meta_name + ".tmp")
-    tmp_meta.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp_meta, d / meta_name)
+    with atomic_path(d / vectors_name) as tmp:
+        faiss.write_index(vi.index, str(tmp))
+    fileio.write_json(d / meta_name, {"kind": vi.kind, "generation": generation, "ntotal": vi.ntotal, **vi.params})
 
 
 def load(index_dir: str | os.PathLike, vectors_name: str, meta_name: str) -> tuple[VectorIndex, int] | None:

@@ -15,14 +15,15 @@ in :mod:`internvideo.experiments`. :data:`EVAL_COMMANDS` lists the
 """
 from __future__ import annotations
 
-from . import ava, caption, extract, localization, metrics, multiple_choice, openset, qa, recognition, retrieval, \
-    zeroshot
+from . import ava, caption, ensemble, extract, localization, merge, metrics, multiple_choice, openset, qa, \
+    recognition, retrieval, vln, zeroshot
 from .common import clip_embedding, dataset_features, write_json
 from .extract import extract_features
 from .multiple_choice import evaluate_multiple_choice
 from .recognition import evaluate_recognition, linear_probe
 from .retrieval import evaluate_retrieval, retrieval_embeddings
-from .zeroshot import DEFAULT_TEMPLATES, evaluate_zeroshot, zeroshot_classifier
+from .merge import merge_models
+from .zeroshot import ACTIONCLIP_TEMPLATES, DEFAULT_TEMPLATES, evaluate_zeroshot, zeroshot_classifier
 
 #: ``internvideo eval NAME``: (help, add_arguments, main) for each task.
 EVAL_COMMANDS = {
@@ -43,12 +44,17 @@ EVAL_COMMANDS = {
     "caption": ("caption generation scored with BLEU-4 and CIDEr-D", caption.add_arguments, caption.main),
     "ava": ("score AVA detections: frame-mAP@0.5 as the official evaluation (no model)", ava.add_arguments,
             ava.main),
+    "ensemble": ("average per-video scores of several models (--save-scores files): top-1/top-5 of each and of "
+                 "the ensemble", ensemble.add_arguments, ensemble.main),
+    "vln": ("vision-language navigation: R2R metrics (NE, SR, OSR, SPL, nDTW, SDTW) of trajectories, a trained "
+            "agent or a baseline", vln.add_arguments, vln.main),
 }
 
 __all__ = [
-    "EVAL_COMMANDS", "DEFAULT_TEMPLATES", "ava", "caption", "openset", "qa", "clip_embedding", "dataset_features",
-    "evaluate_multiple_choice",
+    "EVAL_COMMANDS", "ACTIONCLIP_TEMPLATES", "DEFAULT_TEMPLATES", "ava", "caption", "ensemble", "openset", "qa",
+    "clip_embedding", "dataset_features", "evaluate_multiple_choice",
     "evaluate_recognition", "evaluate_retrieval", "evaluate_zeroshot", "extract", "extract_features", "linear_probe",
-    "localization", "metrics", "multiple_choice", "recognition", "retrieval", "retrieval_embeddings", "write_json", "zeroshot",
+    "localization", "merge", "merge_models", "metrics", "multiple_choice", "recognition", "retrieval",
+    "retrieval_embeddings", "vln", "write_json", "zeroshot",
     "zeroshot_classifier",
 ]

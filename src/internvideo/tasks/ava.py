@@ -41,9 +41,14 @@ import torch
 from torch import nn
 
 from ..data.ava import (
-    AVABox, AVADataset, AVADetection, Key, collate_ava, key_of, read_ava_groundtruth, read_ava_results,
+    AVABox, AVADataset, AVADetection, Key, collate_ava, key_of, read_ava_groundtruth, read_ava_keyframes,
+    read_ava_results,
     read_excluded_timestamps, read_label_map,
 )
+from .. import fileio
+from ..data.datasets import AnnotationError
+from .metrics import check_finite
+from .. import argtypes
 from ..errors import MissingFile, UsageError
 
 __all__ = ["box_iou", "voc_average_precision", "frame_map", "evaluate_files", "detect",
@@ -103,7 +108,8 @@ def _top_detections(dets: list[AVADetection], capacity: int) -> list[AVADetectio
 
 def frame_map(groundtruth: Iterable[AVABox], detections: Iterable[AVADetection],
               label_map: Mapping[int, str] | None = None, excluded: Iterable[Key] = (), *,
-              iou_threshold: float = 0.5, capacity: int = 50, ties: Ties = "pessimistic") -> dict[str, Any]:
+              iou_threshold: float = 0.5, capacity: int = 50, ties: Ties = "pessimistic",
+              keyframes: Iterable[Key] | None = None) -> dict[str, Any]:
     """Frame-mAP of AVA detections (see the module docstring), in percent.
 
     Args:
@@ -112,9 +118,14 @@ def frame_map(groundtruth: Iterable[AVABox], detections: Iterable[AVADetection],
         label_map: ``{action_id: name}`` of the evaluated classes; ``None``: every id in the ground truth.
         excluded: keyframe keys (:func:`~internvideo.data.ava.key_of`) to drop.
         capacity: detections kept per keyframe (official: 50); ``0`` keeps all.
+        keyframes: every annotated keyframe (:func:`~internvideo.data.ava.read_ava_keyframes`, those without
+            boxes included); default: the keyframes with ground-truth boxes.
 
     Returns ``{"mAP", "per_class": {name: AP or None (no ground truth)}, "num_classes"
-    (evaluated), "num_gt", "num_detections", "ignored": {...}}``.
+    (evaluated), "num_gt", "num_detections", "ignored": {reason: count}, "false_positives_off_ground_truth":
+    {reason: count}}``: detections of videos the ground truth does not have, or at timestamps that are not
+    annotated keyframes, are scored as false positives, as the official evaluation does, and counted.
+    Ground truth with no box of an evaluated class is an error (its mAP would be NaN).
     """
     if ties not in ("pessimistic", "optimistic"):
         raise UsageError(f"ties must be 'pessimistic' or 'optimistic', got {ties!r}")
@@ -134,9 +145,17 @@ def frame_map(groundtruth: Iterable[AVABox], detections: Iterable[AVADetection],
             ignored["gt rows at excluded timestamps"] += 1
         else:
             gt[key][r.action_id].append(r.box)
+    known_keys = {key_of(r.video_id, r.timestamp) for r in gt_rows} if keyframes is None else \
+        {key_of(*k) for k in keyframes}
+    known_videos = {k[0] for k in known_keys}
+    off_gt = collections.Counter()
     per_key: dict[Key, list[AVADetection]] = collections.defaultdict(list)
     for d in det_rows:
         key = key_of(d.video_id, d.timestamp)
+        if d.video_id not in known_videos:
+            off_gt["detections of videos not in the ground truth"] += 1
+        elif key not in known_keys:
+            off_gt["detections at timestamps that are not annotated keyframes"] += 1
         if d.action_id not in classes:
             ignored["detections of classes not in the label map"] += 1
         elif key in excluded:
@@ -186,9 +205,13 @@ def frame_map(groundtruth: Iterable[AVABox], detections: Iterable[AVADetection],
         ap = voc_average_precision(tp / np.maximum(tp + fp, 1), tp / num_gt[c]) * 100.0
         per_class[name] = ap
         aps.append(ap)
+    if not aps:
+        detail = "; ".join(f"{v} {k}" for k, v in ignored.items() if v)
+        raise ValueError(f"no ground-truth box of an evaluated class ({len(gt_rows)} rows read"
+                         f"{', ignored: ' + detail if detail else ''}): there is nothing to score")
     return {
         "task": "ava",
-        "mAP": float(np.mean(aps)) if aps else float("nan"),
+        "mAP": float(np.mean(aps)),
         "iou_threshold": iou_threshold,
         "per_class": per_class,
         "num_classes": len(aps),
@@ -196,6 +219,7 @@ def frame_map(groundtruth: Iterable[AVABox], detections: Iterable[AVADetection],
         "num_detections": num_kept,
         "ties": ties,
         "ignored": {k: v for k, v in ignored.items() if v},
+        "false_positives_off_ground_truth": {k: v for k, v in off_gt.items() if v},
     }
 
 
@@ -204,7 +228,13 @@ def evaluate_files(gt: str | os.PathLike, pred: str | os.PathLike, labels: str |
     """:func:`frame_map` of an AVA ground-truth CSV and result CSV (label map ``.pbtxt``, excluded timestamps)."""
     label_map = read_label_map(labels) if labels is not None else None
     excluded = read_excluded_timestamps(exclude) if exclude is not None else set()
-    results = frame_map(read_ava_groundtruth(gt), read_ava_results(pred), label_map, excluded, **kwargs)
+    try:
+        results = frame_map(read_ava_groundtruth(gt), read_ava_results(pred), label_map, excluded,
+                            keyframes=read_ava_keyframes(gt), **kwargs)
+    except AnnotationError:
+        raise
+    except ValueError as e:  # nothing to score: say which file
+        raise AnnotationError(gt, str(e)) from None
     results.update(gt=str(gt), pred=str(pred), labels=None if labels is None else str(labels),
                    exclude=None if exclude is None else str(exclude))
     return results
@@ -236,6 +266,7 @@ def detect(model: nn.Module, dataset: AVADataset, *, batch_size: int = 8, num_wo
             probs = model(video).float().softmax(-1).cpu()[clip]
         else:
             probs = torch.sigmoid(model(video, rois).float()).cpu()
+        check_finite(probs, "person boxes")  # 'p >= min_score' would drop a NaN silently
         ids = list(range(1, probs.shape[1] + 1)) if action_ids is None else list(action_ids)
         for k, row in enumerate(probs.tolist()):
             video_id, timestamp = batch["video_id"][clip[k]], batch["timestamp"][clip[k]]
@@ -258,6 +289,8 @@ def results_table(results: Mapping[str, Any], max_classes: int | None = None) ->
         lines.append(f"  {name:<{width}}  {'   -  ' if ap is None else f'{ap:6.2f}'}")
     for reason, count in results.get("ignored", {}).items():
         lines.append(f"  ignored: {count} {reason}")
+    for reason, count in results.get("false_positives_off_ground_truth", {}).items():
+        lines.append(f"  scored as false positives: {count} {reason}")
     return "\n".join(lines)
 
 
@@ -273,8 +306,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", default=None, help="label map .pbtxt of the evaluated classes "
                                                        "(default: every action id in the ground truth)")
     parser.add_argument("--exclude", default=None, help="excluded timestamps CSV: video_id, timestamp")
-    parser.add_argument("--iou", type=float, default=0.5, help="IoU threshold of a hit (official: 0.5)")
-    parser.add_argument("--capacity", type=int, default=50, help="detections kept per keyframe (official: 50; 0 = all)")
+    parser.add_argument("--iou", type=argtypes.fraction, default=0.5, help="IoU threshold of a hit (official: 0.5)")
+    parser.add_argument("--capacity", type=argtypes.nonnegative_int, default=50, help="detections kept per keyframe (official: 50; 0 = all)")
     parser.add_argument("--ties", choices=["pessimistic", "optimistic"], default="pessimistic",
                         help="order of detections with equal scores")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -291,6 +324,6 @@ def main(args: argparse.Namespace) -> int:
     results = evaluate_files(args.gt, args.pred, args.labels, args.exclude, iou_threshold=args.iou,
                              capacity=args.capacity, ties=args.ties)
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    print(json.dumps(results, indent=1) if args.json else results_table(results))
+        fileio.write_json(args.out, results, indent=1)
+    print(fileio.json_text(results, indent=1) if args.json else results_table(results))
     return 0

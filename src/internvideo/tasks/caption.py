@@ -39,6 +39,8 @@ from . import common
 from .common import Precision
 from .inputs import readable_videos
 from .metrics import caption_metrics
+from .. import argtypes
+from ..fileio import printable
 
 __all__ = ["generate_captions", "evaluate_caption", "nearest_caption_baseline", "nearest_captions", "caption_samples",
            "require_decoder", "results_table", "add_arguments", "main", "add_caption_arguments", "caption_main"]
@@ -151,10 +153,10 @@ def results_table(results: dict[str, Any]) -> str:
 
 
 def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-len", type=int, default=30, help="most tokens to generate per caption")
-    parser.add_argument("--beam", type=int, default=1, metavar="WIDTH",
+    parser.add_argument("--max-len", type=argtypes.positive_int, default=30, help="most tokens to generate per caption")
+    parser.add_argument("--beam", type=argtypes.positive_int, default=1, metavar="WIDTH",
                         help="beam search with this many beams (1 = greedy decoding)")
-    parser.add_argument("--length-penalty", type=float, default=1.0,
+    parser.add_argument("--length-penalty", type=argtypes.nonnegative_float, default=1.0,
                         help="beam scores are divided by length ** this (>0 favours longer captions)")
 
 
@@ -180,7 +182,7 @@ def main(args: argparse.Namespace) -> int:
                                num_workers=args.num_workers, device=args.device, precision=args.precision,
                                progress=args.progress, **decoding)
     for video, reason in results["skipped"][:10]:
-        print(f"skipped {video}: {reason}", file=sys.stderr)
+        print(printable(f"skipped {video}: {reason}"), file=sys.stderr)
     results.update(model=str(args.model), data=str(args.data))
     return common.finish(results, results_table(results), args.out)
 
@@ -190,7 +192,7 @@ def add_caption_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("videos", nargs="+", help="video files to caption")
     parser.add_argument("--model", required=True, help="multimodal checkpoint with a caption decoder")
     parser.add_argument("--jsonl", action="store_true", help='print {"video", "caption"} JSON lines')
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=8)
     parser.add_argument("--device", default=None)
     common.add_precision_argument(parser)
     _add_decoding_arguments(parser)
@@ -208,7 +210,7 @@ def caption_main(args: argparse.Namespace) -> int:
             print(json.dumps({"video": video, "caption": captions[video]}) if args.jsonl
                   else f"{video}\t{captions[video]}")
     for video, reason in skipped:
-        print(f"internvideo: skipped {video}: {reason}", file=sys.stderr)
+        print(printable(f"internvideo: skipped {video}: {reason}"), file=sys.stderr)
     if skipped:
         print(f"internvideo: {len(skipped)} of {len(args.videos)} videos skipped", file=sys.stderr)
     return 1 if skipped else 0

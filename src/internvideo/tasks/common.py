@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -28,14 +27,18 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data import View, collate_videos, recipe_view
+from .. import fileio
 from ..errors import MissingFile, UsageError, UserError
 from ..factory import create_model, list_models, load_model
 from ..data.sampling import TestLayout
+from ..errors import UserError
 from ..models.hardware import resolve_precision
 from ..models.protocols import FusionModel, MaskedVideoModel, TokenEncoder, VideoClassifier, VideoLanguageModel, \
     VideoModel
 from ..recipe import SAMPLINGS, InputRecipe, Sampling
 from ..tokenizer import get_tokenizer
+from .metrics import NonFiniteError
+from .. import argtypes
 
 log = logging.getLogger("internvideo.tasks")
 
@@ -45,6 +48,10 @@ PRECISION_HELP = ("bf16: autocast, 1.5-4x faster on CPUs with native bf16 (AVX-5
 #: a task's sampling option: one of the recipe's samplings, or "auto" = the model's own
 SamplingOverride = Sampling | Literal["auto"]
 Pool = Literal["auto", "pre_logits", "mean", "embed"]
+#: Evaluation protocols of the video-language tasks: ``internvideo`` reproduces the official code's arithmetic and
+#: settings; ``ours`` is this project's choice, documented per task (docs/evaluation.md, "Protocols").
+EvalProtocol = Literal["ours", "internvideo"]
+PROTOCOLS: tuple[str, ...] = ("ours", "internvideo")
 
 
 # ----------------------------------------------------------------------------- models
@@ -76,8 +83,14 @@ def require_classifier(model: nn.Module, task: str) -> None:
 def logit_scale(model: VideoLanguageModel) -> float:
     """The model's similarity scale ``exp(logit_scale)``, clamped at 100 as CLIP and InternVideo do."""
     raw = model.logit_scale
-    value = raw.detach().float().exp().item() if isinstance(raw, torch.Tensor) else math.exp(float(raw))
-    return min(value, 100.0)
+    value = float(raw.detach().float().item() if isinstance(raw, torch.Tensor) else raw)  # the raw log-scale
+    # min() would pass a NaN through (every comparison with it is false) and every score would be NaN; an
+    # infinite one would be clamped to a plausible 100. Either way the model is broken, whatever the metric.
+    if not math.isfinite(value):
+        raise NonFiniteError(f"the model's logit_scale is {value} (non-finite): every score would be "
+                             "meaningless; the model is probably broken (diverged training, corrupt weights)")
+    scale = raw.detach().float().exp().item() if isinstance(raw, torch.Tensor) else math.exp(min(value, 10.0))
+    return min(scale, 100.0)
 
 
 def load_model_arg(spec: str | os.PathLike | nn.Module) -> nn.Module:
@@ -294,11 +307,8 @@ def encode_texts(model: nn.Module, texts: Sequence[str], *, batch_size: int = 25
 
 
 def write_json(results: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write a results dict as indented JSON (parent folders created); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-    return path
+    """Write a results dict as indented JSON (parent folders created, atomically, NaN as null); returns the path."""
+    return fileio.write_json(path, results, default=str)
 
 
 def format_table(title: str, rows: Sequence[tuple[str, Any]]) -> str:
@@ -309,6 +319,97 @@ def format_table(title: str, rows: Sequence[tuple[str, Any]]) -> str:
     lines = [title, "-" * width]
     lines += [f"{n:<{key_w}}   {v:>{width - key_w - 3}}" for n, v in cells]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- per-video scores (--save-scores)
+
+#: The ``format`` entry of a scores file (``internvideo eval ... --save-scores FILE.npz``).
+SCORES_FORMAT = "internvideo-scores-1"
+
+
+class ScoresError(UserError, ValueError):
+    """A scores file that cannot be read, or scores files that do not describe the same videos and classes."""
+
+
+@dataclasses.dataclass
+class VideoScores:
+    """Per-video class scores of one evaluation, as ``--save-scores`` writes them.
+
+    ``scores`` ``(N, C)`` float32: what the evaluation ranked (recognition and
+    zero-shot: the softmax probabilities averaged over the views); ``labels``
+    ``(N,)`` int64 (-1: unknown); ``videos``: the N video paths as the list
+    resolved them, in evaluation order; ``class_names``: the C classes of the
+    score columns; ``model``: the model's id (its path); ``task``: which evaluation.
+    """
+
+    scores: np.ndarray
+    labels: np.ndarray
+    videos: list[str]
+    class_names: list[str]
+    model: str
+    task: str
+
+
+def save_scores(path: str | os.PathLike, scores: VideoScores) -> Path:
+    """Write ``scores`` as a NumPy ``.npz`` (arrays ``format``, ``scores``, ``labels``, ``videos``,
+    ``class_names``, ``model``, ``task``; strings as unicode arrays, so ``np.load`` needs no pickle)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ScoresError(f"--save-scores {path}: the file name must end in .npz")
+    n, c = scores.scores.shape
+    if len(scores.videos) != n or scores.labels.shape != (n,) or len(scores.class_names) != c:
+        raise ValueError(f"scores {scores.scores.shape} do not fit {len(scores.videos)} videos, labels "
+                         f"{scores.labels.shape} and {len(scores.class_names)} classes")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, format=np.array(SCORES_FORMAT), scores=np.asarray(scores.scores, dtype=np.float32),
+             labels=np.asarray(scores.labels, dtype=np.int64), videos=np.array(scores.videos, dtype=str),
+             class_names=np.array(scores.class_names, dtype=str), model=np.array(scores.model),
+             task=np.array(scores.task))
+    os.replace(tmp, path)
+    return path
+
+
+def load_scores(path: str | os.PathLike) -> VideoScores:
+    """Read a file written by :func:`save_scores`; anything else is a :class:`ScoresError` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"scores file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise ScoresError(f"{path}: not a scores file written by --save-scores ({e})") from None
+    missing = [k for k in ("format", "scores", "labels", "videos", "class_names", "model", "task") if k not in data]
+    if missing:
+        raise ScoresError(f"{path}: not a scores file written by --save-scores (no {', '.join(missing)})")
+    if str(data["format"]) != SCORES_FORMAT:
+        raise ScoresError(f"{path}: scores format {str(data['format'])!r}, expected {SCORES_FORMAT!r}")
+    out = VideoScores(data["scores"].astype(np.float32), data["labels"].astype(np.int64),
+                      [str(v) for v in data["videos"]], [str(c) for c in data["class_names"]], str(data["model"]),
+                      str(data["task"]))
+    n = len(out.videos)
+    if out.scores.shape != (n, len(out.class_names)) or out.labels.shape != (n,):
+        raise ScoresError(f"{path}: scores {out.scores.shape} do not fit {n} videos and {len(out.class_names)} classes")
+    return out
+
+
+def dataset_scores(dataset: Any, scores: np.ndarray, labels: np.ndarray, model: Any, task: str,
+                   class_names: Sequence[str] | None = None) -> VideoScores:
+    """:class:`VideoScores` of an evaluation over ``dataset`` (a classification dataset, in its order)."""
+    names = list(class_names or getattr(dataset, "classes", None) or
+                 getattr(getattr(model, "config", None), "class_names", None) or [])
+    if len(names) != scores.shape[1]:
+        names = [str(i) for i in range(scores.shape[1])]  # no names known: the score columns are class indices
+    videos = [str(s.path) for s in dataset.samples]
+    return VideoScores(np.asarray(scores, dtype=np.float32), np.asarray(labels, dtype=np.int64), videos, names,
+                       model if isinstance(model, str) else type(model).__name__, task)
+
+
+def add_save_scores_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--save-scores", default=None, metavar="FILE.npz",
+                        help="write per-video class scores, labels, video paths, class names and the model id "
+                             "(combine several with `internvideo eval ensemble`; format: docs/evaluation.md)")
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -324,8 +425,19 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampling", choices=["auto", *SAMPLINGS], default="auto",
                         help="auto: the model's own recipe (dense clips for VideoMAE, TSN segments for multimodal "
                              "models)")
-    parser.add_argument("--frame-interval", type=int, default=None,
+    parser.add_argument("--frame-interval", type=argtypes.positive_int, default=None,
                         help="frame step inside a dense clip (default: the model's recipe)")
+
+
+def check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise UsageError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
+
+
+def add_protocol_argument(parser: argparse.ArgumentParser, *, ours: str, internvideo: str) -> None:
+    """``--protocol ours|internvideo``, with what each does for this task."""
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="ours",
+                        help=f"ours: {ours}; internvideo: {internvideo}. Pass --clip for the official weight merge")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, data_help: str) -> None:
@@ -336,8 +448,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, data_help: str) -> 
     parser.add_argument("--root", default=None, help="folder the video paths are relative to (default: the "
                                                      "annotation file's folder)")
     parser.add_argument("--out", default=None, help="write the results JSON here")
-    parser.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for decoding")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=8, help="clips per forward pass")
+    parser.add_argument("--num-workers", type=argtypes.nonnegative_int, default=0, help="DataLoader worker processes for decoding")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     add_precision_argument(parser)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")

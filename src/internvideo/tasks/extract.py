@@ -47,9 +47,12 @@ from tqdm import tqdm
 from ..data import Sampler, VideoError, probe, read_frames, segment_indices
 from ..data.datasets import text_lines
 from ..data.transforms import Compose
+from .. import fileio
+from ..fileio import printable
 from ..errors import UsageError
 from . import common
 from .common import Pool, Precision, SamplingOverride
+from .. import argtypes
 
 log = logging.getLogger("internvideo.extract")
 
@@ -230,7 +233,8 @@ def _existing_shape(path: Path) -> list[int] | None:
     try:
         return list(np.load(path, mmap_mode="r").shape)
     except (EOFError, ValueError, OSError) as e:
-        log.warning("%s is unreadable (%s: %s); extracting it again", path, type(e).__name__, e)
+        log.warning("%s is unreadable (%s: %s); extracting it again", printable(path), type(e).__name__,
+                    printable(e))
         return None
 
 
@@ -274,24 +278,39 @@ def clip_batches(pieces: Iterable[Any], batch_size: int, on_error: Callable[[Any
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
+    with fileio.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+
+def _read_settings(cfg: Path) -> dict[str, Any] | None:
+    """The settings an earlier run recorded. A file a crash left empty or torn (older versions wrote it in place)
+    is written again when no features are there yet; beside features it is an error, since nothing then says
+    which settings made them."""
+    try:
+        before = json.loads(cfg.read_bytes().decode("utf-8"))
+        problem = None if isinstance(before, dict) else "holds no settings object"
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        before, problem = None, f"is damaged ({e})"
+    if problem is None:
+        return before
+    if any(cfg.parent.rglob("*.npy")):
+        raise UsageError(f"{cfg} {problem}, so the features beside it cannot be checked against this run's "
+                         "settings; pass --overwrite to extract everything again")
+    log.warning("%s %s, as an interrupted run may leave it; it is written again", cfg, problem)
+    return None
 
 
 def _check_config(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
     cfg = out / CONFIG_NAME
-    if cfg.exists() and not overwrite:
-        before = json.loads(cfg.read_text(encoding="utf-8"))
+    before = _read_settings(cfg) if cfg.exists() and not overwrite else None
+    if before is not None:
         changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
         if changed:
             detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
             raise UsageError(f"{out} holds features extracted with other settings ({detail}); use another --out "
                              "folder, or --overwrite to re-extract everything")
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    fileio.write_json(cfg, settings)
 
 
 class _Writer:
@@ -321,7 +340,7 @@ class _Writer:
         self.failed.add(job)
         self.records[job] = {"video": self.entries[job].path, "features": None, "shape": None, "status": "error",
                              "error": error}
-        log.warning("skipping %s: %s", self.entries[job].path, error)
+        log.warning("skipping %s: %s", printable(self.entries[job].path), printable(error))
         self.bar.update()
 
     def run(self, pieces: list[_Piece]) -> None:
@@ -405,12 +424,8 @@ def extract_features(model: nn.Module, videos: str | os.PathLike | Sequence[str]
     bar.close()
     failed = writer.failed
 
-    index = out / INDEX_NAME
-    tmp = index.with_name(INDEX_NAME + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for i in range(len(entries)):
-            f.write(json.dumps(records[i]) + "\n")
-    os.replace(tmp, index)
+    index = fileio.write_text(out / INDEX_NAME, "".join(fileio.json_text(records[i], indent=None) + "\n"
+                                                        for i in range(len(entries))))
     errors = [{"video": records[i]["video"], "error": records[i]["error"]} for i in sorted(failed)]
     return {"task": "extract", "videos": len(entries),
             "extracted": sum(r["status"] == "ok" for r in records.values()),
@@ -436,15 +451,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder: one .npy per video + index.jsonl")
     parser.add_argument("--root", default=None, help="folder relative paths in the list start from "
                                                      "(default: the list file's folder)")
-    parser.add_argument("--window", type=float, default=None,
+    parser.add_argument("--window", type=argtypes.positive_float, default=None,
                         help="window length for a sequence of features per video (default: one clip-level feature)")
-    parser.add_argument("--stride", type=float, default=None, help="window step (default: the window length)")
+    parser.add_argument("--stride", type=argtypes.positive_float, default=None, help="window step (default: the window length)")
     parser.add_argument("--unit", choices=["frames", "seconds"], default="frames", help="unit of --window/--stride")
     common.add_sampling_arguments(parser)
     parser.add_argument("--pool", choices=["auto", "pre_logits", "mean", "embed"], default="auto",
                         help="auto: encode_video for multimodal models, pre-logits for classifiers, else token mean")
-    parser.add_argument("--batch-size", type=int, default=16, help="clips per forward pass")
-    parser.add_argument("--num-workers", type=int, default=0, help="decoding worker processes")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=16, help="clips per forward pass")
+    parser.add_argument("--num-workers", type=argtypes.nonnegative_int, default=0, help="decoding worker processes")
     parser.add_argument("--device", default=None)
     common.add_precision_argument(parser)
     parser.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored feature dtype")
@@ -462,5 +477,5 @@ def main(args: argparse.Namespace) -> int:
         if os.path.exists(args.model) else args.model)
     print(results_table(summary))
     for failure in summary["failed"]:
-        print(f"  unreadable: {failure['video']}: {failure['error']}")
+        print(f"  unreadable: {printable(failure['video'])}: {printable(failure['error'])}")
     return 0

@@ -45,7 +45,9 @@ from typing import Any
 
 import numpy as np
 
-from ..data.datasets import AnnotationError, LocalizationVideo, json_number, read_activitynet, read_segment
+from .. import fileio
+from ..data.datasets import AnnotationError, LocalizationVideo, json_number, load_json, read_activitynet, read_segment
+from .. import argtypes
 from ..errors import UsageError, run_command
 from ..models.protocols import Localizer, saved_class_names
 
@@ -177,7 +179,8 @@ def detection_map(ground_truth: Mapping[str, LocalizationVideo], detections: Ite
     Returns ``mAP`` (tIoU key -> percent), ``average_mAP``, ``per_class`` (label
     -> AP per threshold, percent) and counts: ``num_videos``, ``num_classes``,
     ``num_ground_truth``, ``num_duplicates_removed``, ``num_predictions``,
-    ``num_ignored_predictions`` (labels without ground truth), ``num_nonfinite``.
+    ``num_ignored_predictions`` (labels without ground truth), ``num_nonfinite`` (never hits),
+    ``num_predictions_unknown_videos`` (videos not in the ground truth or subset: false positives).
     """
     thresholds = [float(t) for t in tiou_thresholds]
     if not thresholds:
@@ -201,11 +204,15 @@ def detection_map(ground_truth: Mapping[str, LocalizationVideo], detections: Ite
         where = f" in subset {subset!r}" if subset is not None else ""
         raise UsageError(f"no ground-truth segments{where}: nothing to evaluate")
     preds: dict[str, tuple[list[str], list[tuple[float, float]], list[float]]] = {c: ([], [], []) for c in gt}
-    num_pred = ignored = nonfinite = 0
+    num_pred = ignored = nonfinite = unknown_video = 0
+    gt_videos = {vid for per_video in gt.values() for vid in per_video} | {
+        vid for vid, video in ground_truth.items() if want is None or video.subset.lower() == want}
     for d in detections:
         num_pred += 1
         if not (np.isfinite(d.score) and np.isfinite(d.start) and np.isfinite(d.end)):
             nonfinite += 1
+        if d.video_id not in gt_videos:
+            unknown_video += 1  # scored as a false positive, as the official evaluation does
         bucket = preds.get(d.label)
         if bucket is None:
             ignored += 1
@@ -236,6 +243,7 @@ def detection_map(ground_truth: Mapping[str, LocalizationVideo], detections: Ite
         "num_predictions": num_pred,
         "num_ignored_predictions": ignored,
         "num_nonfinite": nonfinite,
+        "num_predictions_unknown_videos": unknown_video,
     }
 
 
@@ -246,14 +254,12 @@ def read_detections(path: str | os.PathLike) -> list[Detection]:
     """An ActivityNet detection result file: ``{"results": {video_id: [{"label", "score", "segment"}]}}``.
 
     Errors name the offending field (``results/v_1[3]/segment``). ``NaN``
-    scores are accepted (they never count as hits).
+    scores are accepted (they never count as hits, and are counted). A video
+    key given twice is an error: a JSON reader would silently keep only the
+    last list.
     """
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise AnnotationError(path, f"not valid JSON ({e.msg} at column {e.colno})", e.lineno) from e
+    data = load_json(path)
     results = data.get("results") if isinstance(data, dict) else None
     if not isinstance(results, dict):
         raise AnnotationError(path, 'expected a top-level object with a "results" object (ActivityNet result format)')
@@ -285,12 +291,7 @@ def write_detections(detections: Iterable[Detection], path: str | os.PathLike, *
     payload = {"version": "VERSION 1.3", "results": results,
                "external_data": dict(external_data or {"used": False, "details": ""})}
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f)
-        f.write("\n")
-    os.replace(tmp, path)
+    fileio.write_json(path, payload, indent=None)
     return path
 
 
@@ -317,6 +318,12 @@ def results_table(results: Mapping[str, Any]) -> str:
              ("predictions", results["num_predictions"])]
     if results.get("num_ignored_predictions"):
         rows.append(("ignored (label without GT)", results["num_ignored_predictions"]))
+    if results.get("num_nonfinite"):
+        rows.append(("non-finite (never hits)", results["num_nonfinite"]))
+    if results.get("num_predictions_unknown_videos"):
+        rows.append(("of videos without GT (false positives)", results["num_predictions_unknown_videos"]))
+    if results.get("num_duplicates_removed"):
+        rows.append(("duplicate GT segments (counted once)", results["num_duplicates_removed"]))
     if "chance_average_mAP" in results:
         rows.append(("random segments: average mAP (%)", f"{results['chance_average_mAP']:.2f}"))
     width = max(len(n) for n, _ in rows)
@@ -343,6 +350,8 @@ def localize(model: Any, dataset: Any, *, class_scores: Mapping[str, Sequence[fl
     names = list(score_classes) if class_scores is not None else list(dataset.classes)
     import torch
 
+    from .metrics import check_finite
+
     was_training = model.training
     dev = torch.device(device) if device else next(model.parameters()).device
     model.eval()
@@ -359,6 +368,8 @@ def localize(model: Any, dataset: Any, *, class_scores: Mapping[str, Sequence[fl
                     ext = torch.as_tensor(class_scores[item["video_id"]], dtype=torch.float32)
                 segs, scores, labels = model.predict(model(feats, mask), 0, class_scores=ext,
                                                      top_k_classes=top_k_classes)
+                check_finite(torch.cat([segs.reshape(len(segs), -1).float(), scores.reshape(-1, 1).float()], 1),
+                             f"detections of video {item['video_id']}")
                 sec = item["timing"].to_seconds(segs.double().cpu()).clamp(0.0, item["duration"])
                 out += [Detection(item["video_id"], names[int(c)], float(sc), float(a), float(b))
                         for (a, b), sc, c in zip(sec.tolist(), scores.tolist(), labels.tolist())]
@@ -460,15 +471,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="a trained localizer checkpoint directory: run it on --features")
     parser.add_argument("--features", default=None, help="folder of per-video .npy features (internvideo extract "
                                                          "--window output, or your own with --feat-stride ...)")
-    parser.add_argument("--feat-stride", type=float, default=None, help="frames between feature windows")
-    parser.add_argument("--window-frames", type=float, default=None, help="frames per feature window")
-    parser.add_argument("--fps", type=float, default=None, help="frame rate of the videos")
+    parser.add_argument("--feat-stride", type=argtypes.positive_float, default=None, help="frames between feature windows")
+    parser.add_argument("--window-frames", type=argtypes.positive_float, default=None, help="frames per feature window")
+    parser.add_argument("--fps", type=argtypes.positive_float, default=None, help="frame rate of the videos")
     parser.add_argument("--class-scores", default=None, help="JSON {\"class\": [names], \"results\": {video_id: "
                                                              "[score per class]}} of an external video classifier to "
                                                              "fuse with class-agnostic proposals (ActivityNet protocol)")
     parser.add_argument("--subset", default=None, help="only videos of this subset give ground truth "
                                                        "(e.g. validation, test); default: all")
-    parser.add_argument("--tiou", type=float, nargs="+", default=None, metavar="T",
+    parser.add_argument("--tiou", type=argtypes.unit_interval, nargs="+", default=None, metavar="T",
                         help="tIoU thresholds (default ActivityNet 0.5:0.95:0.05; THUMOS14: 0.3 0.4 0.5 0.6 0.7)")
     parser.add_argument("--protocol", choices=["activitynet", "thumos"], default="activitynet",
                         help="default thresholds when --tiou is not given")
@@ -502,11 +513,7 @@ def _run_model(args: argparse.Namespace, thresholds: Sequence[float]) -> dict[st
                                      window_frames=args.window_frames, fps=args.fps)
     scores = names = None
     if args.class_scores:
-        try:
-            with open(args.class_scores, encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise AnnotationError(args.class_scores, f"not valid JSON ({e.msg} at column {e.colno})", e.lineno) from e
+        data = load_json(args.class_scores)
         if not isinstance(data, dict) or "class" not in data or "results" not in data:
             raise UsageError(f'{args.class_scores}: expected {{"class": [names], "results": {{video_id: [scores]}}}}')
         scores, names = data["results"], data["class"]
@@ -532,12 +539,9 @@ def main(args: argparse.Namespace) -> int:
                                                 args.subset is None or gt[v].subset.lower() == args.subset.lower())
                                             ][:4])
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
+        fileio.write_json(args.out, results)
     if args.json:
-        print(json.dumps(results))
+        print(fileio.json_text(results, indent=None))
     else:
         print(results_table(results))
         if args.model:

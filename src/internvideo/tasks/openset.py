@@ -49,6 +49,7 @@ from ..models.openset import SCORES, EvidenceFn, unknown_scores
 from ..models.protocols import VideoClassifier, saved_class_names
 from . import common
 from .common import Precision, SamplingOverride
+from .. import argtypes
 from .metrics import NonFiniteError
 
 __all__ = ["HeadFitter", "resolve_unknown", "openset_metrics", "evaluate_openset_features", "evaluate_openset",
@@ -363,12 +364,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--known", nargs="*", default=None, metavar="NAME",
                         help="class names declared known (checked against --unknown)")
     parser.add_argument("--evidence", choices=["exp", "relu", "softplus"], default="exp")
-    parser.add_argument("--reject-rate", type=float, default=0.05,
+    parser.add_argument("--reject-rate", type=argtypes.number(float, low=0, high=1, low_open=True, high_open=True), default=0.05,
                         help="share of known validation videos rejected by the threshold (no unknowns in val)")
     parser.add_argument("--head", choices=["auto", "model", "fit"], default="auto",
                         help="score the model's own classifier head (model), heads fitted on its frozen features "
                              "(fit), or the model's head when it has one row per known class (auto)")
-    parser.add_argument("--steps", type=int, default=300,
+    parser.add_argument("--steps", type=argtypes.positive_int, default=300,
                         help="full-batch optimiser steps for each fitted head (a model's own head is scored as trained)")
     parser.add_argument("--pool", choices=["auto", "pre_logits", "mean", "embed"], default="auto")
     parser.add_argument("--crops", type=int, choices=[1, 3], default=1,

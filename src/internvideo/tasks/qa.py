@@ -39,9 +39,11 @@ from ..data import QASample, VideoDataset, read_qa
 from ..errors import UsageError
 from ..models.qa import VideoQA, answer_vocabulary, normalize_answer, question_padding
 from ..tokenizer import get_tokenizer
+from ..fileio import printable
 from . import common
 from .common import Precision
 from .inputs import readable_videos
+from .metrics import check_finite
 
 __all__ = ["normalize_answer", "answer_vocabulary", "qa_accuracy", "most_frequent_answer", "QAFeatures",
            "qa_samples", "qa_features", "predict_answers", "evaluate_qa", "results_table", "add_arguments",
@@ -87,14 +89,18 @@ class QAFeatures:
     """Cached backbone outputs of a QA set: per-video tokens and per-question text tokens."""
 
     def __init__(self, video_tokens: torch.Tensor, video_index: torch.Tensor, question_tokens: torch.Tensor,
-                 padding: torch.Tensor):
+                 padding: torch.Tensor, video_features: torch.Tensor | None = None):
         self.video_tokens = video_tokens  # (V, T, N, D) of each distinct readable video
         self.video_index = video_index  # (Q,) question -> row of video_tokens
         self.question_tokens = question_tokens  # (Q, L, text_width)
         self.padding = padding  # (Q, L) True = padding
+        self.video_features = video_features  # (V, vision_width) before the projection: the vtc_cap head's
 
-    def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.question_tokens[rows], self.padding[rows], self.video_tokens[self.video_index[rows]]
+    def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The inputs of ``VideoQA.forward_head`` for questions ``rows``."""
+        videos = self.video_index[rows]
+        out = (self.question_tokens[rows], self.padding[rows], self.video_tokens[videos])
+        return out if self.video_features is None else out + (self.video_features[videos],)
 
 
 def qa_features(model: VideoQA, samples: Sequence[QASample], *, batch_size: int = 8, num_workers: int = 0,
@@ -111,9 +117,21 @@ def qa_features(model: VideoQA, samples: Sequence[QASample], *, batch_size: int 
     dev = common.resolve_device(device)
     backbone = model.backbone
     dataset = VideoDataset(videos, common.eval_view(backbone), training=False, strict=True)
-    tokens, _ = common.map_views(model, lambda clip: backbone.visual.forward_features(clip).tokens, dataset,
-                                 batch_size=batch_size, num_workers=num_workers, device=dev, precision=precision,
-                                 progress=progress, desc="video tokens")
+    vtc_cap = model.config.head == "vtc_cap"
+
+    def video_outputs(clip: torch.Tensor) -> torch.Tensor:
+        # One tensor per clip for map_views: the tokens, flattened, then (vtc_cap) the pooled feature.
+        feats = backbone.visual.forward_features(clip)
+        parts = [feats.tokens.flatten(1)] + ([backbone.visual.pool(feats, project=False)] if vtc_cap else [])
+        return torch.cat(parts, dim=1)
+
+    c = backbone.config
+    flat, _ = common.map_views(model, video_outputs, dataset, batch_size=batch_size, num_workers=num_workers,
+                               device=dev, precision=precision, progress=progress, desc="video tokens")
+    flat = flat[:, 0]
+    num_token_values = flat.shape[1] - (c.vision_width if vtc_cap else 0)
+    tokens = flat[:, :num_token_values].reshape(len(videos), -1, 1 + c.grid_size ** 2, c.vision_width)
+    video_features = flat[:, num_token_values:] if vtc_cap else None
     tokenizer = get_tokenizer("clip", context_length=backbone.config.context_length)
     ids = tokenizer([s.question for s in kept])
     ids = ids[:, : int((ids != 0).sum(dim=1).max())]  # up to the longest question: the rest is padding
@@ -121,8 +139,8 @@ def qa_features(model: VideoQA, samples: Sequence[QASample], *, batch_size: int 
     with common.inference(model, dev, precision):
         for i in tqdm(range(0, len(ids), 256), desc="questions", disable=not progress, unit="batch"):
             chunks.append(backbone.text.forward_tokens(ids[i:i + 256].to(dev)).float().cpu())
-    features = QAFeatures(tokens[:, 0], torch.tensor([row[s.video] for s in kept]), torch.cat(chunks),
-                          question_padding(ids))
+    features = QAFeatures(tokens, torch.tensor([row[s.video] for s in kept]), torch.cat(chunks),
+                          question_padding(ids), video_features)
     return features, keep, skipped
 
 
@@ -138,8 +156,10 @@ def predict_answers(model: VideoQA, samples: Sequence[QASample], *, batch_size: 
     picks = []
     with common.inference(model, dev, precision):
         for i in range(0, len(keep), 256):
-            q, pad, v = (t.to(dev) for t in features.batch(torch.arange(i, min(i + 256, len(keep)))))
-            picks.append(model.forward_head(q, pad, v).float().argmax(dim=-1).cpu())
+            inputs = (t.to(dev) for t in features.batch(torch.arange(i, min(i + 256, len(keep)))))
+            logits = model.forward_head(*inputs).float()
+            check_finite(logits, "questions")  # argmax would pick a NaN answer as if it were the best
+            picks.append(logits.argmax(dim=-1).cpu())
     return [model.answers[int(j)] for j in torch.cat(picks)], keep, skipped
 
 
@@ -201,6 +221,6 @@ def main(args: argparse.Namespace) -> int:
     results = evaluate_qa(model, data, train=train, batch_size=args.batch_size, num_workers=args.num_workers,
                           device=args.device, precision=args.precision, progress=args.progress)
     for entry in results["skipped"][:10]:
-        print(f"skipped {entry['video']}: {entry['reason']}", file=sys.stderr)
+        print(printable(f"skipped {entry['video']}: {entry['reason']}"), file=sys.stderr)
     results.update(model=str(args.model), data=str(args.data))
     return common.finish(results, results_table(results), args.out)

@@ -31,6 +31,7 @@ from ..models.protocols import saved_class_names
 from . import common
 from .common import Precision, SamplingOverride
 from .metrics import average_views, check_finite, classification_metrics
+from .. import argtypes
 
 ClassificationData = str | os.PathLike | Sequence[ClassificationSample] | VideoClassificationDataset
 
@@ -127,19 +128,25 @@ def recognition_scores(model: nn.Module, data: ClassificationData, *, root: str 
 
 
 def evaluate_recognition(model: nn.Module, data: ClassificationData, *, num_clips: int = 1, num_crops: int = 1,
-                         allow_nonfinite: bool = False, **kwargs: Any) -> dict[str, Any]:
+                         allow_nonfinite: bool = False, save_scores: str | os.PathLike | None = None,
+                         model_id: str | None = None, **kwargs: Any) -> dict[str, Any]:
     """Multi-view recognition accuracy: ``{"top1", "top5", "mean_class_acc", "chance", ...}`` in percent.
 
     Keyword arguments are those of :func:`recognition_scores`. Videos with a
     NaN/inf logit fail the evaluation (:class:`~.metrics.NonFiniteError`)
     unless ``allow_nonfinite``; then they count as wrong (``num_nonfinite``).
+    ``save_scores``: write the per-video probabilities (:func:`~.common.save_scores`, ``model_id`` naming the model).
     """
     dataset = classification_dataset(model, data, num_clips=num_clips, num_crops=num_crops, **_view_options(kwargs))
     view_logits, labels = recognition_scores(model, dataset, num_clips=num_clips, num_crops=num_crops, **kwargs)
     nonfinite = check_finite(view_logits, "test videos", allow=allow_nonfinite)
     probs = average_views(view_logits)
     num_classes = probs.shape[1]
-    return {
+    extra = {}
+    if save_scores is not None:
+        scores = common.dataset_scores(dataset, probs, labels, model_id or model, "recognition")
+        extra["scores_file"] = str(common.save_scores(save_scores, scores))
+    return {**extra,
         "task": "recognition",
         "views": f"{num_clips}x{num_crops}",
         "num_views": int(view_logits.shape[1]),  # per video, as the data delivered them
@@ -232,13 +239,14 @@ def results_table(results: dict[str, Any]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``internvideo eval recognition``."""
     common.add_common_arguments(parser, data_help="classification list: '<video path> <label>' per line")
-    parser.add_argument("--num-clips", type=int, default=1, help="temporal views per video (Kinetics: 5)")
+    parser.add_argument("--num-clips", type=argtypes.positive_int, default=1, help="temporal views per video (Kinetics: 5)")
     parser.add_argument("--num-crops", type=int, choices=[1, 3], default=1, help="spatial views (1 centre, 3 crops)")
     common.add_sampling_arguments(parser)
-    parser.add_argument("--short-side", type=int, default=None, help="resize before cropping (default: img_size)")
+    parser.add_argument("--short-side", type=argtypes.positive_int, default=None, help="resize before cropping (default: img_size)")
     parser.add_argument("--clip-layout", choices=["videomae", "mmaction", "centred"], default="videomae",
                         help="where several test clips start: the official VideoMAE test loader (default), "
                              "mmaction2's SampleFrames, or each clip centred in its share of the video")
+    common.add_save_scores_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -248,7 +256,7 @@ def main(args: argparse.Namespace) -> int:
         frame_interval=args.frame_interval, short_side=args.short_side, layout=args.clip_layout,
         batch_size=args.batch_size,
         num_workers=args.num_workers, device=args.device, precision=args.precision, progress=args.progress,
-        allow_nonfinite=args.allow_nonfinite)
+        allow_nonfinite=args.allow_nonfinite, save_scores=args.save_scores, model_id=str(args.model))
     results.update(model=str(args.model), data=str(args.data))
     return common.finish(results, results_table(results), args.out)
 
@@ -257,8 +265,8 @@ def add_linear_probe_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``internvideo eval linear-probe`` (``--data`` is the test list)."""
     common.add_common_arguments(parser, data_help="test classification list")
     parser.add_argument("--train", required=True, help="training classification list")
-    parser.add_argument("--C", type=float, default=1.0, help="inverse L2 regularisation of the logistic regression")
-    parser.add_argument("--max-iter", type=int, default=1000)
+    parser.add_argument("--C", type=argtypes.positive_float, default=1.0, help="inverse L2 regularisation of the logistic regression")
+    parser.add_argument("--max-iter", type=argtypes.positive_int, default=1000)
     parser.add_argument("--pool", choices=["auto", "pre_logits", "mean"], default="auto",
                         help="VideoMAE features: fc_norm'd mean (pre_logits) or plain token mean")
     common.add_sampling_arguments(parser)

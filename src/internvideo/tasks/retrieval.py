@@ -19,6 +19,13 @@ videos ranked, DSL from the text-to-video matrix; the default ``"captions"``
 ranks every caption and mirrors the DSL (see
 :func:`~internvideo.tasks.metrics.retrieval_ranks`).
 
+``protocol="internvideo"`` is the official evaluation (the CLIP4Clip fork in
+``InternVideo1/Downstream/Video-Text-Retrieval``, ``main_task_retrieval.py`` +
+``metrics.py``): DSL reported beside the plain numbers and ``multi_caption=
+"official"``; its scripts merge the weights with CLIP first (``--mergeclip
+--mergeweight 0.5``, MSVD 0.25; ``--clip`` here, rule ``shared_names``).
+``"ours"`` keeps the options as given.
+
 Several records naming the same video file (e.g. one line per caption) are
 merged into one video with all their captions.
 """
@@ -37,8 +44,10 @@ from torch import nn
 from ..data import VideoTextDataset, VideoTextSample, read_video_text
 from ..errors import UsageError
 from . import common
-from .common import Precision, SamplingOverride
+from . import merge
+from .common import EvalProtocol, Precision, SamplingOverride
 from .metrics import MultiCaption, check_finite, retrieval_metrics, retrieval_ranks
+from .. import argtypes
 
 VideoTextData = str | os.PathLike | Sequence[VideoTextSample] | VideoTextDataset
 
@@ -112,14 +121,19 @@ def retrieval_embeddings(model: nn.Module, data: VideoTextData, *, root: str | o
 
 def evaluate_retrieval(model: nn.Module, data: VideoTextData, *, dsl: bool = False, chunk_size: int = 1024,
                        multi_caption: MultiCaption = "captions", allow_nonfinite: bool = False,
-                       **kwargs: Any) -> dict[str, Any]:
+                       protocol: EvalProtocol = "ours", **kwargs: Any) -> dict[str, Any]:
     """R@1/5/10, MdR, MnR for ``t2v`` and ``v2t`` (and their DSL versions under ``"dsl"``).
 
+    ``protocol="internvideo"`` sets ``dsl=True`` and ``multi_caption="official"``.
     Keyword arguments are those of :func:`retrieval_embeddings`.
     """
+    common.check_protocol(protocol)
+    if protocol == "internvideo":
+        dsl, multi_caption = True, "official"
     emb = retrieval_embeddings(model, data, **kwargs)
-    return metrics_from_embeddings(emb, dsl=dsl, chunk_size=chunk_size, multi_caption=multi_caption,
-                                   allow_nonfinite=allow_nonfinite)
+    results = metrics_from_embeddings(emb, dsl=dsl, chunk_size=chunk_size, multi_caption=multi_caption,
+                                      allow_nonfinite=allow_nonfinite)
+    return {"protocol": protocol, **results}
 
 
 def metrics_from_embeddings(emb: RetrievalEmbeddings, *, dsl: bool = False, chunk_size: int = 1024,
@@ -160,26 +174,33 @@ def results_table(results: dict[str, Any]) -> str:
              ("videos / captions", f"{results['num_videos']} / {results['num_captions']}")]
     if results.get("num_duplicates"):
         rows.append(("duplicate pairs dropped", results["num_duplicates"]))
-    return common.format_table("Video-text retrieval", rows)
+    if results.get("merge"):
+        rows.append(("merged with CLIP (tensors)", results["merge"]["num_merged"]))
+    return common.format_table(f"Video-text retrieval, protocol {results.get('protocol', 'ours')}", rows)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``internvideo eval retrieval``."""
     common.add_common_arguments(parser, data_help='video-text JSON lines: {"video": path, "caption": text or [texts]}')
     parser.add_argument("--dsl", action="store_true", help="also report dual-softmax re-ranked results (official)")
-    parser.add_argument("--chunk-size", type=int, default=1024, help="captions per similarity block")
+    parser.add_argument("--chunk-size", type=argtypes.positive_int, default=1024, help="captions per similarity block")
     parser.add_argument("--multi-caption", choices=["captions", "official"], default="captions",
                         help="v2t with several captions per video: rank every caption (default) or, as the official "
                              "InternVideo code, max-pool each video's captions and take v2t DSL from the t2v matrix")
+    common.add_protocol_argument(parser, ours="the --dsl and --multi-caption options as given",
+                                 internvideo="DSL reported too and --multi-caption official (official "
+                                             "Video-Text-Retrieval main_task_retrieval.py)")
+    merge.add_merge_arguments(parser)
     common.add_sampling_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     model = common.load_model_arg(args.model)
+    merged = merge.merge_from_args(model, args, "shared_names")
     results = evaluate_retrieval(
-        model, args.data, dsl=args.dsl, chunk_size=args.chunk_size, multi_caption=args.multi_caption, root=args.root,
+        model, args.data, protocol=args.protocol, dsl=args.dsl, chunk_size=args.chunk_size, multi_caption=args.multi_caption, root=args.root,
         sampling=args.sampling,
         frame_interval=args.frame_interval, batch_size=args.batch_size, num_workers=args.num_workers,
         device=args.device, precision=args.precision, progress=args.progress, allow_nonfinite=args.allow_nonfinite)
-    results.update(model=str(args.model), data=str(args.data))
+    results.update(model=str(args.model), data=str(args.data), merge=merged)
     return common.finish(results, results_table(results), args.out)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from .. import fileio
 from ..errors import MissingFile, UserError
 
 
@@ -96,6 +97,8 @@ class QASection:
     """Objective ``qa`` only."""
 
     answers: int = 1500  # answer vocabulary = this many most frequent training answers
+    # the answer head: "cross" (ours, models/qa.py) or "vtc_cap" (the official head over the caption decoder)
+    head: Literal["cross", "vtc_cap"] = "cross"
 
 
 @dataclass
@@ -151,6 +154,18 @@ class AVASection:
 
 
 @dataclass
+class VLNSection:
+    """Objective ``vln`` only (``data.train`` / ``data.val`` are R2R JSON files; see ``train/objectives/vln.py``)."""
+
+    connectivity: str = ""  # folder of {scan}_connectivity.json, relative to data.root
+    features: str = ""  # view features {scan}_{viewpoint} -> (36, D): a folder of .npy, an .npz or an HDF5 file
+    max_steps: int = 15  # decisions per episode (HAMT: 15)
+    teacher_weight: float = 1.0  # imitation: teacher forcing along the shortest path to the goal
+    sample_weight: float = 1.0  # student forcing: sampled actions, each step supervised by the shortest-path teacher
+    val_episodes: int | None = None  # validate on the first N instructions of data.val (None: all)
+
+
+@dataclass
 class OptimSection:
     lr: float = 1.5e-4  # base learning rate for a global batch of 256 (scaled linearly)
     min_lr: float = 1e-6
@@ -166,6 +181,9 @@ class OptimSection:
     warmup_steps: int = 0
     warmup_epochs: float = 0.0
     layer_decay: float | None = None  # layer-wise lr decay (fine-tuning), e.g. 0.75
+    # lr multiplier per parameter-name prefix, longest prefix wins, e.g. {"visual.": 0.004, "qa.": 10}
+    # (the official recipes' coef_lr / lr_mult); the others keep the base lr
+    lr_groups: dict[str, float] = field(default_factory=dict)
     clip_grad: float | None = None
     accum_steps: int = 1
     ema: float | None = None  # e.g. 0.9999
@@ -205,6 +223,7 @@ class TrainConfig:
     fusion: FusionSection = field(default_factory=FusionSection)
     contrastive: ContrastiveSection = field(default_factory=ContrastiveSection)
     openset: OpenSetSection = field(default_factory=OpenSetSection)
+    vln: VLNSection = field(default_factory=VLNSection)
 
 
 class ConfigError(UserError):
@@ -245,7 +264,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+        inner = args[1] if len(args) == 2 else Any
+        return {k: _coerce(v, inner, f"{where}[{k!r}]") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
@@ -299,7 +319,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not path.exists():
             raise MissingFile(f"config not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(fileio.read_text(path)) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: invalid YAML ({e})") from None
         if not isinstance(data, dict):
@@ -348,9 +368,14 @@ def validate(cfg: TrainConfig) -> None:
     for i, b in enumerate(o.betas):
         _range(f"optim.betas[{i}]", b, 0, 1, hi_open=True)
     _range("optim.layer_decay", o.layer_decay, 0, 1, lo_open=True, optional=True)
+    for prefix, mult in o.lr_groups.items():
+        if not isinstance(prefix, str):
+            raise ConfigError(f"optim.lr_groups: keys are parameter-name prefixes (strings), got {prefix!r}")
+        _range(f"optim.lr_groups[{prefix!r}]", mult, 0)
     _range("optim.clip_grad", o.clip_grad, 0, lo_open=True, optional=True)
     _range("optim.accum_steps", o.accum_steps, 1)
     _range("optim.ema", o.ema, 0, 1, lo_open=True, hi_open=True, optional=True)
+    _check_schedule(cfg)
     _range("data.short_side", d.short_side, 1)
     _range("data.scale[0]", d.scale[0], 0, 1, lo_open=True)
     _range("data.scale[1]", d.scale[1], d.scale[0], 1)
@@ -359,6 +384,10 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("mixup", "cutmix"):
         _range(f"data.{key}", getattr(d, key), 0)
     _range("data.num_workers", d.num_workers, 0)
+    _range("vln.max_steps", cfg.vln.max_steps, 1)
+    for key in ("teacher_weight", "sample_weight"):
+        _range(f"vln.{key}", getattr(cfg.vln, key), 0)
+    _range("vln.val_episodes", cfg.vln.val_episodes, 1, optional=True)
     m = cfg.model.overrides
     if "mask_ratio" in m:
         _range("model.overrides.mask_ratio", m["mask_ratio"], 0, 1, lo_open=True, hi_open=True)
@@ -369,6 +398,32 @@ def validate(cfg: TrainConfig) -> None:
         std = m["std"]
         if not isinstance(std, (list, tuple)) or not all(isinstance(x, (int, float)) and x > 0 for x in std):
             raise ConfigError(f"model.overrides.std: must be a list of positive numbers (per-channel std), got {std!r}")
+
+
+def _check_schedule(cfg: TrainConfig) -> None:
+    """Cross-field checks of the learning-rate schedule (each field alone is in range; together they must make a
+    schedule that warms up, then decays from lr down to min_lr). The step count is checked again, once the data
+    size fixes it, by :func:`check_warmup`."""
+    o, r = cfg.optim, cfg.run
+    if o.min_lr > o.lr:  # the cosine would climb from lr to min_lr
+        raise ConfigError(f"optim.min_lr ({o.min_lr:g}) is above optim.lr ({o.lr:g}): the schedule decays from lr to "
+                          "min_lr, so min_lr must be <= lr")
+    if o.warmup_steps and o.warmup_epochs:
+        raise ConfigError(f"optim.warmup_steps ({o.warmup_steps}) and optim.warmup_epochs ({o.warmup_epochs:g}) are "
+                          "both set; set one of them (the other to 0)")
+    if o.warmup_epochs and o.warmup_epochs >= r.epochs:
+        raise ConfigError(f"optim.warmup_epochs ({o.warmup_epochs:g}) must be less than run.epochs ({r.epochs}): the "
+                          "run would end before warmup does")
+    if o.warmup_steps and r.max_steps is not None and o.warmup_steps >= r.max_steps:
+        raise ConfigError(f"optim.warmup_steps ({o.warmup_steps}) must be less than run.max_steps ({r.max_steps}): "
+                          "the run would end before warmup does")
+
+
+def check_warmup(warmup: int, total: int) -> None:
+    """Warmup must end before the run does (``total`` optimiser steps, known once the data size is)."""
+    if total > 1 and warmup >= total:
+        raise ConfigError(f"the warmup ({warmup} steps, from optim.warmup_steps / optim.warmup_epochs) is not shorter "
+                          f"than the run ({total} steps, from run.epochs / run.max_steps and the data size)")
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:
@@ -385,4 +440,4 @@ def config_to_dict(cfg: TrainConfig) -> dict:
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    fileio.write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -124,6 +124,10 @@ def train_qa_head(model: VideoQA, train: QAData, *, root: str | os.PathLike | No
     seeded with ``seed``; the learning rate follows a one-cycle schedule.
     Returns ``{"losses": [mean loss per epoch], "num_trained", "num_out_of_vocabulary", "skipped"}``.
     """
+    if model.config.head != "cross":
+        raise common.WrongModelError(
+            f"the {model.config.head} QA head is trained end to end with its backbone, as the official recipe: "
+            "`internvideo train` with objective qa and qa.head=vtc_cap (configs/qa/msrvtt_qa.yaml)")
     samples = qa_samples(train, root)
     skipped: list[tuple[str, str]] = []
     keep = list(range(len(samples)))

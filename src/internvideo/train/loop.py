@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import time
 from contextlib import nullcontext
@@ -32,9 +31,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .. import fileio
 from ..errors import UserError
 from ..models.hardware import resolve_precision
-from .config import TrainConfig, validate
+from .config import TrainConfig, check_warmup, validate
 from .objectives import Objective, check_objective, make_objective
 from .optim import EMA, adamw, lr_at, sgd
 from .setup import (
@@ -151,10 +151,11 @@ class Schedule:
             total = min(total, cfg.run.max_steps)
         scale = global_batch / 256 if cfg.optim.scale_lr else 1.0
         o = cfg.optim
+        warmup = o.warmup_steps or int(o.warmup_epochs * steps_per_epoch)
+        check_warmup(warmup, total)
         milestones = (tuple(int(round(m * steps_per_epoch)) for m in o.milestones) if o.schedule == "step"
                       else None)
-        return cls(steps_per_epoch, total, o.warmup_steps or int(o.warmup_epochs * steps_per_epoch),
-                   o.lr * scale, o.min_lr * scale, milestones, o.gamma)
+        return cls(steps_per_epoch, total, warmup, o.lr * scale, o.min_lr * scale, milestones, o.gamma)
 
     def lr(self, step: int) -> float:
         return lr_at(step, self.total_steps, self.warmup, self.peak_lr, self.min_lr, self.milestones, self.gamma)
@@ -407,7 +408,7 @@ class _Run:
                        "best": progress.best, "metric": metric_name, "best_step": best_step,
                        "best_checkpoint": str(best_dir) if best_dir else None,
                        "checkpoint": str(self.last_good) if self.last_good else None}
-            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            fileio.write_json(run_dir / "summary.json", summary)
             log.info("done: %s", result.describe())
         return result
 
@@ -470,9 +471,7 @@ def _drop_replayed_rows(path: Path, step: int) -> None:
     if len(kept) != len(lines):
         log.info("%s: dropped %d row(s) after step %d (logged before the interruption; they are re-run)",
                  path, len(lines) - len(kept), step)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        fileio.write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _plot(history: list[dict], path: Path, metric: str | None) -> None:

@@ -1,17 +1,31 @@
-"""Optimiser, schedule and EMA: AdamW with weight-decay exclusions and layer-wise lr decay, warmup + cosine."""
+"""Optimiser, schedule and EMA: AdamW with weight-decay exclusions, layer-wise lr decay and per-group lr
+multipliers, warmup + cosine."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from .config import ConfigError
 
-def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None) -> list[dict]:
-    """AdamW groups: no decay on norms, biases, position tables and tokens; optional layer-wise lr decay."""
+
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None,
+                 lr_groups: Mapping[str, float] | None = None) -> list[dict]:
+    """AdamW groups: no decay on norms, biases, position tables and tokens; optional layer-wise lr decay.
+
+    ``lr_groups`` (config ``optim.lr_groups``) multiplies the lr of the
+    parameters whose name starts with a prefix, e.g. ``{"visual.": 0.004}``; the
+    longest matching prefix wins, other parameters keep the base lr. A prefix
+    that matches no trainable parameter is an error (a typo would otherwise
+    train everything at the base lr).
+    """
+    lr_groups = dict(lr_groups or {})
     no_decay_names = set(model.no_weight_decay()) if callable(getattr(model, "no_weight_decay", None)) else set()
     num_layers = _num_layers(model) if layer_decay else 0
-    groups: dict[tuple[bool, int], dict] = {}
+    groups: dict[tuple[bool, int, float], dict] = {}
+    used: set[str] = set()
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -19,11 +33,20 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | Non
         no_decay = p.ndim <= 1 or name.endswith(".bias") or name in no_decay_names or leaf in no_decay_names \
             or "token" in leaf or "pos_embed" in name
         layer = _layer_id(name, num_layers) if layer_decay else 0
-        key = (no_decay, layer)
+        prefix = max((k for k in lr_groups if name.startswith(k)), key=len, default=None)
+        mult = 1.0 if prefix is None else float(lr_groups[prefix])
+        if prefix is not None:
+            used.add(prefix)
+        key = (no_decay, layer, mult)
         if key not in groups:
             scale = layer_decay ** (num_layers + 1 - layer) if layer_decay else 1.0
-            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale}
+            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale * mult}
         groups[key]["params"].append(p)
+    unused = [k for k in lr_groups if k not in used]
+    if unused:
+        tops = sorted({n.split(".")[0] + "." for n, p in model.named_parameters() if p.requires_grad})
+        raise ConfigError(f"optim.lr_groups: prefix {unused[0]!r} matches no trainable parameter of "
+                          f"{type(model).__name__} (its parameter names start with {', '.join(tops)})")
     return list(groups.values())
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -73,54 +74,67 @@ class RunDirLocked(UserError):
 LOCK_NAME = "run.lock"
 
 
-def _alive(pid: int) -> bool:
+def _holder(fd: int) -> dict:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+        text = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+        holder = json.loads(text or "{}")
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _acquire(lock: Path, run_dir: Path) -> int:
+    """An open descriptor of ``lock`` holding an exclusive ``flock``; RunDirLocked if another process holds it."""
+    for _ in range(100):
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise RunDirLocked(f"{run_dir} is in use by another run (pid {holder.get('pid')} on host "
+                               f"{holder.get('host')}, since {holder.get('since')}); wait for it to finish, or use "
+                               "another run.out_dir") from None
+        # The holder may have released and removed the file between our open and our lock: then we hold a lock
+        # on a file nobody else will ever see, and must lock the file that is there now.
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    raise RunDirLocked(f"{run_dir}: could not lock {lock} (it keeps being replaced by other runs)")
 
 
 @contextlib.contextmanager
 def run_dir_lock(run_dir: Path, d: Dist) -> Iterator[None]:
-    """An exclusive lock on ``run_dir`` (rank 0): ``run.lock`` holds the owner's pid and host.
+    """An exclusive lock on ``run_dir`` (rank 0) for the run's life: an OS file lock (``flock``) on ``run.lock``.
 
     Two runs on one directory would resume from each other's checkpoints and
-    interleave their logs. A lock whose process is gone (same host) is stale
-    and taken over with a warning; one from another host is refused, naming
-    it, since its process cannot be checked from here.
+    interleave their logs. The kernel releases the lock when its process ends,
+    however it ends, so a lock left by a killed run is free at once, and of
+    several runs that find it so, exactly one gets it (there is no "check
+    then take over" step to race through). The file also holds the owner's
+    pid and host, to name it when a second run is refused.
     """
     if not d.main:
         yield
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / LOCK_NAME
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = json.loads(lock.read_text() or "{}")
-            except (OSError, json.JSONDecodeError):
-                holder = {}
-            pid, host = holder.get("pid"), holder.get("host")
-            if host == me["host"] and isinstance(pid, int) and not _alive(pid):
-                log.warning("%s: taking over a stale lock of pid %d (no longer running)", run_dir, pid)
-                lock.unlink(missing_ok=True)
-                continue
-            raise RunDirLocked(f"{run_dir} is in use by another run (pid {pid} on host {host}, since "
-                               f"{holder.get('since')}); wait for it to finish, use another run.out_dir, or delete "
-                               f"{lock} if that run is gone") from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        break
+    fd = _acquire(lock, run_dir)
     try:
+        before = _holder(fd)
+        if before.get("pid") is not None:
+            log.warning("%s: taking over the lock of pid %s on %s, which ended without releasing it", run_dir,
+                        before.get("pid"), before.get("host"))
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)  # while still holding it: see _acquire
+        os.close(fd)
 
 
 def prepare_run_dir(cfg: TrainConfig, d: Dist) -> Path:

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..checkpoints import CheckpointError, save_model
 from ..checkpoints.base import load_safetensors
+from ..fileio import atomic_path
 from ..errors import UserError
 from .optim import EMA
 from .setup import Dist, unwrap_model
@@ -88,15 +89,11 @@ class Checkpointer:
 
     def write(self, step: int, model: nn.Module, state: dict, ema: dict | None, weights: dict) -> Path:
         final = self.dir / f"step_{step:07d}"
-        tmp = self.dir / f"step_{step:07d}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_model(model, tmp, state_dict=weights)
-        if ema is not None:
-            save_file({k: v.contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
-        torch.save(state, tmp / "train_state.pt")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        with atomic_path(final, directory=True) as tmp:  # step_N.tmp until complete; removed on failure
+            save_model(model, tmp, state_dict=weights)
+            if ema is not None:
+                save_file({k: v.contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
+            torch.save(state, tmp / "train_state.pt")
         if self.keep_last > 0:  # 0 keeps every checkpoint
             old = [p for p in self._complete() if p != final]
             # The one just written is never pruned: a run always ends with its final checkpoint on disk.
@@ -115,13 +112,10 @@ class Checkpointer:
         weights = get_model_state_dict(model, options=_state_options())
         final = self.dir / "best"
         if d.main:
-            tmp = self.dir / "best.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            save_model(unwrap_model(model), tmp, state_dict=weights)
-            (tmp / "best.json").write_text(json.dumps({"step": progress.step, "metric": metric,
-                                                       "value": progress.best}) + "\n")
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
+            with atomic_path(final, directory=True) as tmp:
+                save_model(unwrap_model(model), tmp, state_dict=weights)
+                (tmp / "best.json").write_text(json.dumps({"step": progress.step, "metric": metric,
+                                                           "value": progress.best}) + "\n")
         if d.world > 1:
             dist.barrier()
         return final

@@ -15,6 +15,7 @@ from .contrastive import ContrastiveObjective
 from .language import OpenSetObjective, QAObjective
 from .localization import LocalizeObjective
 from .video import ClassifyObjective, FusionObjective, LinearProbeObjective, MaskedVideoObjective
+from .vln import VLNObjective
 
 OBJECTIVES: dict[str, type] = {
     "mae": MaskedVideoObjective,
@@ -26,6 +27,7 @@ OBJECTIVES: dict[str, type] = {
     "openset": OpenSetObjective,
     "qa": QAObjective,
     "ava": AVAObjective,
+    "vln": VLNObjective,
 }
 
 
@@ -41,4 +43,4 @@ def make_objective(cfg: TrainConfig) -> Objective:
 
 __all__ = ["OBJECTIVES", "AVAObjective", "ClassifyObjective", "ContrastiveObjective", "FusionObjective",
            "LinearProbeObjective", "LocalizeObjective", "MaskedVideoObjective", "Objective", "OpenSetObjective",
-           "QAObjective", "VideoObjective", "check_objective", "make_objective"]
+           "QAObjective", "VLNObjective", "VideoObjective", "check_objective", "make_objective"]

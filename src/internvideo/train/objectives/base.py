@@ -104,7 +104,7 @@ class VideoObjective:
         return model.input_recipe()
 
     def param_groups(self, model: nn.Module) -> list[dict]:
-        return param_groups(model, self.cfg.optim.weight_decay, self.cfg.optim.layer_decay)
+        return param_groups(model, self.cfg.optim.weight_decay, self.cfg.optim.layer_decay, self.cfg.optim.lr_groups)
 
     def on_train_mode(self, model: nn.Module) -> None:
         pass

@@ -118,7 +118,7 @@ class QAObjective(VideoObjective):
     def build_model(self) -> nn.Module:
         m = self.cfg.model
         backbone = create_model(m.name, pretrained=m.pretrained, **self.model_overrides())
-        self.model = VideoQA(VideoQAConfig(answers=self.answers), backbone=backbone)
+        self.model = VideoQA(VideoQAConfig(answers=self.answers, head=self.cfg.qa.head), backbone=backbone)
         return self.model
 
     def datasets(self):

@@ -7,6 +7,10 @@
 """
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -156,13 +160,15 @@ def _head_module(model: nn.Module) -> nn.Module:
 
 
 class FusionObjective(ClassifyObjective):
-    """CMA over two frozen backbones; only the fusion layers and head train.
+    """CMA over two frozen backbones; the fusion layers and head train (with ``cma="paper"`` also the
+    multimodal encoder's video query, as the paper says).
 
     The dataset gives both views of each clip, each by its backbone's input
     recipe: ``video`` (VideoMAE: dense frames, ImageNet statistics) and
     ``mm_video`` (the multimodal encoder: its frames and CLIP statistics). With
     ``fusion.feature_cache`` set, the backbones run once over the training set
-    (evaluation views, no augmentation) and training reads the cached features.
+    (evaluation views, no augmentation) and training reads the cached features,
+    stored under :meth:`feature_cache_dir` (keyed by backbones, layers and samples).
     """
 
     def build_model(self) -> nn.Module:
@@ -186,8 +192,17 @@ class FusionObjective(ClassifyObjective):
                                                   training=False, strict=self.cfg.data.strict, decoded=self.decoded)
             model = self.model
             train = FeatureCache.build(lambda b: model.backbone_features(b["video"], b["mm_video"], all_streams=True),
-                                       eval_set, self.cfg.fusion.feature_cache, self.cfg.run.batch_size)
+                                       eval_set, self.feature_cache_dir(), self.cfg.run.batch_size)
         return train, val
+
+    def feature_cache_dir(self) -> Path:
+        """``fusion.feature_cache/<key>``: the key covers both backbones (weights, configs), the stored layers, the
+        training samples and the evaluation view, so changing any of them computes new features instead of
+        reusing stale ones."""
+        h = hashlib.sha256(self.model.feature_key().encode())
+        h.update(json.dumps([(s.path, s.label) for s in self.train_samples]).encode())
+        h.update(f"short_side={self.cfg.data.short_side}".encode())
+        return Path(self.cfg.fusion.feature_cache) / h.hexdigest()[:16]
 
     def batch_size(self, batch) -> int:
         return int(batch["label"].shape[0])
