@@ -57,7 +57,7 @@ def stand_in(cfg, root: Path, widths: list[int], num_videos: int = 6, length: in
 def test_internvideo_localization_recipe_trains(tmp_path, name, widths):
     torch.set_num_threads(1)
     small = ["model.overrides.embed_dim=16", "model.overrides.head_dim=16", "model.overrides.num_heads=2",
-             "data.num_workers=0", "run.max_steps=2", "run.batch_size=2", "run.progress=false", "run.log_every=1",
+             "data.num_workers=0", "run.max_steps=2", "run.batch_size=2", "run.progress=false", "run.log_every=1", "optim.warmup_epochs=0",
              f"run.out_dir={tmp_path / 'run'}", f"data.root={tmp_path / 'data'}"]
     cfg = load_config(CONFIGS / f"{name}.yaml", small)
     if name == "internvideo_hacs":  # two feature sets concatenated per time step, 2048 + 512 = the recipe's 2560
