@@ -151,7 +151,30 @@ def bench_nms(n: int, repeats: int, device: str = "cpu") -> dict:
     t_h, t_h_ref = _median_time(hard, repeats), _median_time(lambda: python_nms(segs.tolist(), scores.tolist(), 0.5),
                                                             1, warmup=0)
     out["nms"] = {"ours_ms": 1e3 * t_h, "python_loop_ms": 1e3 * t_h_ref, "speedup": t_h_ref / t_h}
+    # The all-parallel alternative: the greedy result as the fixed point of "kept = not suppressed by an earlier
+    # kept one" over the full N x N overlap matrix (exact; iterations = the longest suppression chain).
+    fixed = lambda: fixed_point_nms(segs, scores, 0.5)  # noqa: E731
+    assert fixed()[0].tolist() == hard().tolist(), "fixed-point NMS differs from the greedy one"
+    out["nms_fixed_point"] = {"ms": 1e3 * _median_time(fixed, repeats), "iterations": fixed()[1],
+                              "kept": len(hard())}
     return out
+
+
+def fixed_point_nms(segments: torch.Tensor, scores: torch.Tensor, thr: float) -> tuple[torch.Tensor, int]:
+    """Greedy 1-D NMS without a per-kept loop: N^2 overlaps once, then whole-vector sweeps until nothing changes."""
+    order = torch.sort(scores, descending=True, stable=True).indices
+    s = segments[order]
+    x1, x2 = s[:, 0], s[:, 1]
+    area = x2 - x1 + 1e-6
+    inter = (torch.minimum(x2[:, None], x2[None]) - torch.maximum(x1[:, None], x1[None])).clamp_(min=0)
+    suppresses = (inter / (area[:, None] + area[None] - inter) >= thr).tril_(-1)  # [i, j]: earlier j overlaps i
+    keep = torch.ones(len(s), dtype=torch.bool, device=s.device)
+    for sweep in range(1, len(s) + 1):
+        new = ~(suppresses & keep[None]).any(1)
+        if torch.equal(new, keep):
+            return order[keep], sweep
+        keep = new
+    return order[keep], len(s)
 
 
 def bench_training(name: str, width: int, length: int, batch: int, repeats: int, device: str = "cpu",
@@ -214,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{n['soft_nms_uncapped_one_class']['python_loop_ms']:.0f} ms "
           f"({n['soft_nms_uncapped_one_class']['speedup']:.0f}x)")
     print(f"NMS: {n['nms']['ours_ms']:.1f} ms vs {n['nms']['python_loop_ms']:.0f} ms ({n['nms']['speedup']:.0f}x)")
+    f = n["nms_fixed_point"]
+    print(f"NMS as a fixed point over the N x N overlaps: {f['ms']:.1f} ms ({f['iterations']} sweeps)")
     for r in results["training"]:
         print(f"training {r['model']} ({r['params_M']:.1f}M params), batch {r['batch']} x {r['length']} x "
               f"{r['feature_width']}: {r['steps_per_s']:.2f} steps/s ({r['step_ms']:.0f} ms/step)")

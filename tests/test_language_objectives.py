@@ -1,6 +1,8 @@
 """The ``openset`` and ``qa`` objectives in the one training loop, on the tiny synthetic world."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from internvideo.factory import load_model
@@ -84,3 +86,69 @@ def test_language_objectives_honour_decode_once(data_world, tmp_path, objective,
     train_set, val_set = obj.datasets()
     assert train_set.decoded is not None and val_set.decoded is train_set.decoded
     assert all(v in train_set.decoded for v in train_set.videos[:3])  # decoded up front, before any loader worker forks
+
+
+def _dear_layout(world, out):
+    """The synthetic world's open-set split in DEAR's layout: ucf101/ (known), hmdb51/ (unknown), each with videos/."""
+    rows = {name: [line.split() for line in (world / f"openset_{name}.txt").read_text().splitlines()]
+            for name in ("train", "test")}
+    for dataset in ("ucf101", "hmdb51"):
+        (out / dataset / "videos").mkdir(parents=True)
+        for video in (world / "videos").iterdir():
+            (out / dataset / "videos" / video.name).symlink_to(video)
+
+    def write(path, items):
+        path.write_text("".join(f"{p.removeprefix('videos/')} {label}\n" for p, label in items))
+        return path
+
+    return (write(out / "ucf101" / "ucf101_train_split_1_videos.txt", rows["train"]),
+            write(out / "ucf101" / "ucf101_val_split_1_videos.txt", [r for r in rows["test"] if r[1] != "-1"]),
+            write(out / "hmdb51" / "hmdb51_val_split_1_videos.txt", [(p, "7") for p, lb in rows["test"] if lb == "-1"]))
+
+
+def test_internvideo_openset_recipe_trains_and_scores_as_dear(data_world, tmp_path):
+    """configs/openset/internvideo_ucf101.yaml on a tiny stand-in: log EDL loss, no KL, SGD with step decay; then
+    DEAR's evaluation: threshold from the training list, 3 crops, HMDB-style unknown list."""
+    from internvideo.data import openset_test_samples
+
+    train_list, known_test, ood = _dear_layout(data_world.root, tmp_path / "data")
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "openset" / "internvideo_ucf101.yaml"
+    cfg = load_config(recipe, ["model.name=videomae_tiny", "model.pretrained=null", "model.overrides.num_frames=4",
+                               "model.overrides.img_size=32", "model.overrides.drop_path_rate=0.0",
+                               f"data.root={tmp_path / 'data' / 'ucf101' / 'videos'}", "data.num_workers=0",
+                               "run.batch_size=4", "run.max_steps=3", "run.precision=fp32", "run.progress=false",
+                               "run.log_every=1", "run.grad_checkpointing=false", "optim.milestones=[0.5]",
+                               f"run.out_dir={tmp_path / 'run'}"])
+    assert (cfg.openset.loss, cfg.openset.kl, cfg.optim.optimizer, cfg.optim.nesterov) == ("log", False, "sgd", True)
+    assert cfg.model.overrides["num_frames"] == 4 and cfg.data.multi_scales == (1.0, 0.8)
+    result = train(cfg)
+    rows = [r for r in result.history if r["kind"] == "train"]
+    assert len(rows) == 3 and all(r["kl_weight"] == 0.0 for r in rows)
+    # 8 videos / batch 4 = 2 steps per epoch: milestone 0.5 epoch = step 1, so lr 1e-3 then 1e-4
+    assert [r["lr"] for r in rows] == pytest.approx([1e-3, 1e-4, 1e-4])
+    model = load_model(result.checkpoint)
+    scored = evaluate_openset(model, train_list, None, openset_test_samples(known_test, [ood]), head="model",
+                              root=train_list.parent / "videos", threshold_from="train", num_crops=3,
+                              progress=False)
+    assert scored["threshold_from"] == "train" and scored["num_test_unknown"] == 2
+    assert 0.0 <= scored["scores"]["uncertainty"]["auroc"] <= 100.0
+
+
+def test_eval_openset_cli_runs_dears_protocol(data_world, tmp_path):
+    """`internvideo eval openset --ood LIST --threshold-from train --crops 3` on DEAR's layout (no --val)."""
+    import json
+
+    from internvideo import create_model, save_model
+    from internvideo.cli import main
+
+    train_list, known_test, ood = _dear_layout(data_world.root, tmp_path / "data")
+    save_model(create_model("videomae_tiny", num_classes=8, num_frames=4, frame_interval=2, img_size=32),
+               tmp_path / "model")
+    out = tmp_path / "metrics.json"
+    assert main(["eval", "openset", "--model", str(tmp_path / "model"), "--train", str(train_list),
+                 "--root", str(train_list.parent / "videos"), "--data", str(known_test), "--ood", str(ood),
+                 "--threshold-from", "train", "--crops", "3", "--head", "model", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["threshold_from"] == "train" and result["head"] == "model"
+    known = len(known_test.read_text().splitlines())
+    assert (result["num_test_known"], result["num_test_unknown"]) == (known, 2)

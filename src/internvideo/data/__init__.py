@@ -19,6 +19,7 @@ from .datasets import (
     recipe_view, write_video_text,
 )
 from .memory import DecodedVideos
+from .openset import DEAR_LISTS, openset_test_samples, read_dear_list
 from .retrieval_sets import read_activitynet_captions, read_didemo, read_lsmdc, read_msvd, read_vatex
 from .sampling import (
     DenseSampler, FpsSampler, Sampler, SegmentSampler, UniformSampler, dense_indices, fps_indices, segment_indices,
@@ -44,5 +45,6 @@ __all__ = [
     "View", "recipe_view", "VideoDataset", "DecodedVideos", "VideoClassificationDataset", "VideoTextDataset",
     "collate_videos", "SkipLog",
     "SkipSummary",
+    "DEAR_LISTS", "read_dear_list", "openset_test_samples",
     "make_world", "World", "ACTIONS", "HELD_OUT_CLASSES",
 ]

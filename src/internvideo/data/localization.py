@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import MissingFile
+from ..errors import MissingFile, UsageError
 from ..fileio import write_json
 from .datasets import AnnotationError, LocalizationVideo, Segment, load_json, read_activitynet, text_lines
 from .video import PathLike
@@ -39,8 +39,37 @@ from .video import PathLike
 log = logging.getLogger("internvideo.data")
 
 AGNOSTIC = "action"
+FEATURE_EXTS = (".npy", ".pkl", ".csv")
+FIXED_LENGTH = -1.0  # FeatureTiming.stride of features that span the whole video (resolved per item)
 
-__all__ = ["FeatureTiming", "FeatureSequenceDataset", "collate_sequences", "crop_sequence", "read_thumos14",
+
+def _numeric_row(row: str) -> bool:
+    try:
+        [float(v) for v in row.split(",")]
+    except ValueError:
+        return False
+    return True
+
+
+def read_feature_file(path: Path) -> np.ndarray:
+    """One video's ``(T, D)`` float32 features from ``.npy``, ``.pkl`` (a pickled array, read without running
+    code) or ``.csv`` (comma-separated, one row per time step, a header row allowed: FineAction's files)."""
+    if path.suffix == ".pkl":
+        from .ava import safe_unpickle
+
+        feats = np.asarray(safe_unpickle(path.read_bytes(), str(path)))
+    elif path.suffix == ".csv":
+        rows = path.read_text(encoding="utf-8").splitlines()
+        header = bool(rows) and not _numeric_row(rows[0])
+        feats = np.loadtxt(rows[header:], delimiter=",", dtype=np.float32, ndmin=2)
+    else:
+        feats = np.load(path, mmap_mode="r")
+    if feats.ndim != 2:
+        raise ValueError(f"{path}: expected features of shape (T, D), got {feats.shape}")
+    return np.array(feats, dtype=np.float32)  # a copy: a memory map stays read-only
+
+__all__ = ["FEATURE_EXTS", "FeatureTiming", "FeatureSequenceDataset", "read_feature_file", "collate_sequences",
+           "crop_sequence", "read_thumos14",
            "write_activitynet"]
 
 
@@ -119,16 +148,23 @@ class FeatureSequenceDataset(torch.utils.data.Dataset):
     ActivityNet setting), adjusting the stride to match.
     """
 
-    def __init__(self, annotations: PathLike | Mapping[str, LocalizationVideo], features: PathLike, *,
+    def __init__(self, annotations: PathLike | Mapping[str, LocalizationVideo],
+                 features: PathLike | Sequence[PathLike], *,
                  subset: str | Sequence[str] | None = None, classes: Sequence[str] | None = None,
                  input_dim: int | None = None, feat_stride: float | None = None, window_frames: float | None = None,
                  fps: float | None = None, prefix: str = "", training: bool = False, max_seq_len: int = 2304,
                  trunc_thresh: float = 0.5, crop_ratio: tuple[float, float] | None = None,
-                 resize_to: int | None = None, class_agnostic: bool = False) -> None:
+                 resize_to: int | None = None, class_agnostic: bool = False, file_ext: str = ".npy") -> None:
         database = read_activitynet(annotations) if isinstance(annotations, (str, os.PathLike)) else annotations
-        self.folder = Path(features)
-        if not self.folder.is_dir():
-            raise MissingFile(f"feature folder {self.folder} does not exist")
+        self.folders = [Path(f) for f in ([features] if isinstance(features, (str, os.PathLike)) else features)]
+        if not self.folders:
+            raise UsageError("no feature folder given")
+        for folder in self.folders:
+            if not folder.is_dir():
+                raise MissingFile(f"feature folder {folder} does not exist")
+        self.folder = self.folders[0]
+        if file_ext not in FEATURE_EXTS:
+            raise UsageError(f"feature files must be one of {', '.join(FEATURE_EXTS)}, not {file_ext!r}")
         wanted = None if subset is None else {s.lower() for s in ([subset] if isinstance(subset, str) else subset)}
         if class_agnostic:
             # One "action" class: the model proposes segments, an external video classifier names them.
@@ -138,12 +174,12 @@ class FeatureSequenceDataset(torch.utils.data.Dataset):
         self.classes = list(classes) if classes is not None else sorted(
             {s.label for v in database.values() for s in v.segments})
         index = {c: i for i, c in enumerate(self.classes)}
-        records, settings = _read_index(self.folder)
+        indexes = [_read_index(folder) for folder in self.folders]
         self.training, self.max_seq_len, self.trunc_thresh, self.crop_ratio = training, max_seq_len, trunc_thresh, \
             crop_ratio
         self.resize_to = resize_to
         self.videos: list[LocalizationVideo] = []
-        self.files: list[Path] = []
+        self.files: list[list[Path]] = []  # per video, one file per feature folder (concatenated per time step)
         self.timing: list[FeatureTiming] = []
         self.missing: list[str] = []
         self.unknown_labels: set[str] = set()
@@ -151,18 +187,29 @@ class FeatureSequenceDataset(torch.utils.data.Dataset):
         for vid, video in database.items():
             if wanted is not None and video.subset.lower() not in wanted:
                 continue
-            record = records.get(prefix + vid, {})
-            file = self.folder / (record["features"] if record.get("features") else f"{prefix}{vid}.npy")
-            if record.get("status") == "error" or not file.exists():
+            files, timings = [], []
+            for folder, (records, settings) in zip(self.folders, indexes):
+                record = records.get(prefix + vid, {})
+                file = folder / (record["features"] if record.get("features") else f"{prefix}{vid}{file_ext}")
+                if record.get("status") == "error" or not file.exists():
+                    break
+                files.append(file)
+                timings.append(self._timing(vid, video, record, settings, feat_stride, window_frames, fps))
+            if len(files) < len(self.folders):
                 self.missing.append(vid)
                 continue
+            if len(set(timings)) > 1:
+                raise UsageError(f"video {vid}: the feature folders disagree on stride/window/fps (frames): "
+                                 + "; ".join(f"{f.parent}: stride {t.stride:g}, window {t.window:g}, fps {t.fps:g}"
+                                             for f, t in zip(files, timings)))
             self.unknown_labels |= {s.label for s in video.segments if s.label not in index}
             self.videos.append(video)
-            self.files.append(file)
-            self.timing.append(self._timing(vid, video, record, settings, feat_stride, window_frames, fps))
+            self.files.append(files)
+            self.timing.append(timings[0])
         if self.missing:
             shown = ", ".join(self.missing[:5]) + (" ..." if len(self.missing) > 5 else "")
-            log.warning("%d video(s) without features in %s skipped: %s", len(self.missing), self.folder, shown)
+            log.warning("%d video(s) without features in %s skipped: %s", len(self.missing),
+                        ", ".join(map(str, self.folders)), shown)
         if self.unknown_labels:
             log.warning("labels not in the class list are ignored: %s", sorted(self.unknown_labels))
         self._index = index
@@ -171,9 +218,12 @@ class FeatureSequenceDataset(torch.utils.data.Dataset):
                 feat_stride: float | None, window_frames: float | None, fps: float | None) -> FeatureTiming:
         frames_unit = settings.get("unit", "frames") == "frames"
         stride = record.get("stride_frames") or feat_stride or (settings.get("stride") if frames_unit else None)
+        if stride is not None and stride < 0:
+            stride = FIXED_LENGTH  # ActionFormer's feat_stride -1: the features span the whole video
         window = record.get("window_frames") or window_frames or (settings.get("window") if frames_unit else None)
         rate = record.get("fps") or fps or video.fps
-        absent = [n for n, v in (("feat_stride", stride), ("window_frames", window), ("fps", rate)) if not v]
+        absent = [n for n, v in (("feat_stride", stride), ("window_frames", window), ("fps", rate))
+                  if v is None or v == 0]
         if absent:
             raise ValueError(f"video {vid}: no {', '.join(absent)} for its features (no index.jsonl record, "
                              "argument or per-video \"fps\" in the annotations gives it)")
@@ -183,26 +233,41 @@ class FeatureSequenceDataset(torch.utils.data.Dataset):
         return len(self.videos)
 
     def load(self, i: int) -> np.ndarray:
-        feats = np.load(self.files[i], mmap_mode="r")
-        if feats.ndim != 2:
-            raise ValueError(f"{self.files[i]}: expected features of shape (T, D), got {feats.shape}")
+        """The video's ``(T, D)`` features; several folders are concatenated per time step (widths add up)."""
+        parts = [read_feature_file(f) for f in self.files[i]]
+        lengths = {len(p) for p in parts}
+        if len(lengths) > 1:
+            raise UsageError(f"video {self.videos[i].video_id}: the feature folders disagree on its length: "
+                             + ", ".join(f"{f} has {len(p)} steps" for f, p in zip(self.files[i], parts)))
+        feats = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         if self.input_dim is None:
             self.input_dim = int(feats.shape[1])
         elif feats.shape[1] != self.input_dim:
-            raise ValueError(f"{self.files[i]}: features are {feats.shape[1]} wide, expected {self.input_dim} "
-                             "(all videos must come from one extractor)")
-        return np.array(feats, dtype=np.float32)  # a copy: the memory map stays read-only
+            raise ValueError(f"{', '.join(map(str, self.files[i]))}: features are {feats.shape[1]} wide, expected "
+                             f"{self.input_dim} (all videos must come from one extractor)")
+        return feats
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         video, timing = self.videos[i], self.timing[i]
         feats = self.load(i)
+        fixed = timing.stride == FIXED_LENGTH
         if self.resize_to is not None and feats.shape[0] != self.resize_to:
             span = feats.shape[0] * timing.stride  # frames the sequence covers
             x = torch.from_numpy(feats).T[None]
             feats = torch.nn.functional.interpolate(x, size=self.resize_to, mode="linear",
                                                     align_corners=False)[0].T.numpy()
             timing = FeatureTiming(span / self.resize_to, timing.window, timing.fps)
-        known = [s for s in video.segments if s.label in self._index]
+        if fixed:
+            # ActionFormer's feat_stride -1 (libs/datasets/anet.py): the sequence spans the video, so the stride
+            # is duration x fps / length and a feature's window is num_frames (window_frames) strides long.
+            stride = video.duration * timing.fps / feats.shape[0]
+            timing = FeatureTiming(stride, timing.window * stride, timing.fps)
+        known: list[Segment] = []
+        for s in video.segments:
+            # ActionFormer's remove_duplicate_annotations (tol 1e-3 s): HACS lists some instances twice
+            if s.label in self._index and not any(k.label == s.label and abs(k.start - s.start) <= 1e-3
+                                                   and abs(k.end - s.end) <= 1e-3 for k in known):
+                known.append(s)
         segs = np.asarray([[s.start, s.end] for s in known], dtype=np.float32).reshape(-1, 2)
         segs = timing.to_grid(segs).astype(np.float32)
         labels = np.asarray([self._index[s.label] for s in known], dtype=np.int64)

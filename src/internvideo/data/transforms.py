@@ -582,6 +582,7 @@ class TrainTransformConfig:
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     multi_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
+    max_distort: int = 1  # multi_scale: scale steps between crop width and height (mmaction max_wh_scale_gap)
     hflip: bool = True
     randaugment: str | None = "rand-m7-n4-mstd0.5-inc1"
     random_erasing: float = 0.25
@@ -618,7 +619,7 @@ def build_train_transform(cfg: TrainTransformConfig | None = None) -> Compose:
     if cfg.crop == "random_resized":
         steps.append(RandomResizedCrop(cfg.img_size, cfg.scale, cfg.ratio))
     elif cfg.crop == "multi_scale":
-        steps.append(MultiScaleCrop(cfg.img_size, cfg.multi_scales))
+        steps.append(MultiScaleCrop(cfg.img_size, cfg.multi_scales, cfg.max_distort))
     else:
         raise ValueError(f"crop must be 'random_resized' or 'multi_scale', not {cfg.crop!r}")
     if cfg.hflip:

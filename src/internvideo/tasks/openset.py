@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import ClassificationSample, read_classes, read_classification_list
+from ..data import ClassificationSample, openset_test_samples, read_classes, read_classification_list
 from ..errors import UsageError
 from ..models.openset import SCORES, EvidenceFn, unknown_scores
 from ..models.protocols import VideoClassifier, saved_class_names
@@ -53,10 +53,11 @@ from .. import argtypes
 from .metrics import NonFiniteError
 
 __all__ = ["HeadFitter", "resolve_unknown", "openset_metrics", "evaluate_openset_features", "evaluate_openset",
-           "score_logits", "model_head_rows",
+           "score_logits", "model_head_rows", "dear_threshold",
            "results_table", "add_arguments", "main"]
 
 UNKNOWN = -1
+ThresholdFrom = Literal["val", "train"]
 #: Trains one head on frozen features, ``fit(x, y, num_classes, *, loss="edl" | "ce", kind, steps,
 #: annealing_steps, lr, hidden, seed) -> module``: :func:`internvideo.train.heads.fit_openset_head`.
 HeadFitter = Callable[..., nn.Module]
@@ -73,9 +74,26 @@ def resolve_unknown(classes: Sequence[str], unknown: Sequence[str], known: Seque
     return {classes.index(name) for name in unknown}
 
 
+def dear_threshold(train_scores: np.ndarray, keep: float = 0.95) -> float:
+    """DEAR's rejection threshold from the known-class **training** videos' scores.
+
+    Official Open-Set-Action-Recognition ``experiments/get_threshold.py``: sort descending,
+    ``topK = N - int(N * 0.95)``, threshold = the ``topK``-th largest score, so about 95 % of the training
+    videos score at or below it. (InternVideo's ``get_threshold_dist.py``, which its MAE script calls, sorts
+    ascending instead and so picks the 5th percentile; we follow DEAR, see docs/recipes.md.)
+    """
+    scores = np.sort(np.asarray(train_scores, dtype=np.float64).ravel())[::-1]
+    if scores.size == 0:
+        raise UsageError("no training scores to derive the threshold from")
+    top_k = scores.size - int(scores.size * keep)
+    return float(scores[max(top_k, 1) - 1])
+
+
 def _threshold(scores: np.ndarray, predictions: np.ndarray, labels: np.ndarray, num_classes: int,
-               reject_rate: float) -> float:
-    """The rejection threshold from validation (see the module docstring)."""
+               reject_rate: float, source: str = "val") -> float:
+    """The rejection threshold from validation (see the module docstring), or DEAR's from training scores."""
+    if source == "train":
+        return dear_threshold(scores, 1.0 - reject_rate)
     if (labels == UNKNOWN).any() and (labels != UNKNOWN).any():
         candidates = np.unique(scores)
         f1s = [_macro_f1(scores, predictions, labels, num_classes, t) for t in candidates]
@@ -136,9 +154,11 @@ def _remap(labels: np.ndarray, index: dict[int, int], split: str) -> np.ndarray:
 def evaluate_openset_features(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
                               test: tuple[np.ndarray, np.ndarray], *, fit: HeadFitter, kind: EvidenceFn = "exp",
                               reject_rate: float = 0.05, steps: int = 300, annealing_steps: int = 100,
-                              lr: float = 1e-2, hidden: int = 0, seed: int = 0) -> dict[str, Any]:
+                              lr: float = 1e-2, hidden: int = 0, seed: int = 0,
+                              threshold_from: ThresholdFrom = "val") -> dict[str, Any]:
     """The protocol on cached ``(features, labels)`` splits; known labels may be any subset of integers.
 
+    ``threshold_from="train"``: DEAR's threshold from the training features' scores (``val`` is then unused).
     ``fit`` trains the two heads (:func:`internvideo.train.heads.fit_openset_head`;
     tasks never train). Returns ``{"scores": {score: metrics}, "num_known_classes", "num_train", "num_test_known",
     "num_test_unknown", ...}``; ``uncertainty`` comes from the evidential head, the others from the
@@ -153,23 +173,26 @@ def evaluate_openset_features(train: tuple[np.ndarray, np.ndarray], val: tuple[n
     opts = dict(steps=steps, annealing_steps=annealing_steps, lr=lr, hidden=hidden, seed=seed)
     heads = {"edl": fit(x_train, y_train, k, loss="edl", kind=kind, **opts),
              "ce": fit(x_train, y_train, k, loss="ce", **opts)}
-    splits = {"val": (val[0], _remap(val[1], index, "val")), "test": (test[0], _remap(test[1], index, "test"))}
+    thr = (train[0], y_train.numpy()) if threshold_from == "train" else (val[0], _remap(val[1], index, "val"))
+    splits = {"val": thr, "test": (test[0], _remap(test[1], index, "test"))}
     with torch.no_grad():
         logits = {(h, s): heads[h](torch.as_tensor(x, dtype=torch.float32)) for h in heads for s, (x, _) in
                   splits.items()}
     out = score_logits({score: tuple(logits[("edl" if score == "uncertainty" else "ce", s)] for s in splits)
                         for score in SCORES}, splits["val"][1], splits["test"][1], k, kind=kind,
-                       reject_rate=reject_rate)
+                       reject_rate=reject_rate, threshold_from=threshold_from)
     out.update(num_train=int(len(y_train)), head="fit")
     return out
 
 
 def score_logits(logits: dict[str, tuple[torch.Tensor, torch.Tensor]], val_labels: np.ndarray,
                  test_labels: np.ndarray, num_classes: int, *, kind: EvidenceFn = "exp",
-                 reject_rate: float = 0.05) -> dict[str, Any]:
+                 reject_rate: float = 0.05, threshold_from: ThresholdFrom = "val") -> dict[str, Any]:
     """The protocol's metrics from head outputs: ``{score: (val logits, test logits)}`` over the K known classes.
 
-    Labels are head rows ``0..K-1`` or ``-1`` (unknown); each score's threshold comes from the validation split.
+    Labels are head rows ``0..K-1`` or ``-1`` (unknown); each score's threshold comes from the validation split,
+    or with ``threshold_from="train"`` the first logits are the training videos' and the threshold is
+    :func:`dear_threshold` of their scores (keeping ``1 - reject_rate``).
     """
     out: dict[str, Any] = {"scores": {}}
     for score, (val_logits, test_logits) in logits.items():
@@ -178,10 +201,11 @@ def score_logits(logits: dict[str, tuple[torch.Tensor, torch.Tensor]], val_label
             _check_finite(f"{split} logits", lg)
             per[split] = (unknown_scores(lg, score, kind).numpy(), lg.argmax(dim=-1).numpy())
             _check_finite(f"{split} {score}", per[split][0])
-        threshold = _threshold(*per["val"], val_labels, num_classes, reject_rate)
+        threshold = _threshold(*per["val"], val_labels, num_classes, reject_rate, threshold_from)
         out["scores"][score] = openset_metrics(*per["test"], test_labels, threshold, num_classes)
     out.update(task="openset", num_known_classes=num_classes, num_test_known=int((test_labels != UNKNOWN).sum()),
-               num_test_unknown=int((test_labels == UNKNOWN).sum()), reject_rate=reject_rate, evidence=kind)
+               num_test_unknown=int((test_labels == UNKNOWN).sum()), reject_rate=reject_rate, evidence=kind,
+               threshold_from=threshold_from)
     return out
 
 
@@ -220,14 +244,19 @@ def model_head_rows(model: nn.Module, known: Sequence[int], names: Sequence[str]
     return [list(names).index(n) for n in saved]
 
 
-def evaluate_openset(model: nn.Module, train: ListData, val: ListData, test: ListData, *,
+def evaluate_openset(model: nn.Module, train: ListData, val: ListData | None, test: ListData, *,
                      root: str | os.PathLike | None = None, classes: str | os.PathLike | Sequence[str] | None = None,
                      unknown: Sequence[str] = (), known: Sequence[str] | None = None, head: Head = "auto",
                      pool: str = "auto", sampling: SamplingOverride = "auto", frame_interval: int | None = None,
-                     batch_size: int = 8, num_workers: int = 0, device: str | torch.device | None = None,
-                     precision: Precision = "fp32", progress: bool = True, fit: HeadFitter | None = None,
+                     num_crops: int = 1, batch_size: int = 8, num_workers: int = 0,
+                     device: str | torch.device | None = None, precision: Precision = "fp32", progress: bool = True,
+                     fit: HeadFitter | None = None, threshold_from: ThresholdFrom = "val",
                      **protocol: Any) -> dict[str, Any]:
     """The protocol on a model: its own classifier head, or heads fitted on its frozen features.
+
+    ``num_crops=3``: DEAR's ThreeCrop test, the crops' logits (or features) averaged (``average_clips='score'``).
+    ``threshold_from="train"`` derives the rejection threshold from the training list as DEAR does
+    (:func:`dear_threshold`); ``val`` may then be None.
 
     ``head="model"`` scores the model's own outputs (a classifier trained on
     the known classes, e.g. by the ``openset`` objective): all four scores
@@ -248,8 +277,15 @@ def evaluate_openset(model: nn.Module, train: ListData, val: ListData, test: Lis
         if names is None:
             raise UsageError("naming known/unknown classes needs the class list (classes.txt)")
         unknown_ids = resolve_unknown(names, unknown, known)
+    if threshold_from not in ("val", "train"):
+        raise UsageError(f"threshold_from must be 'val' or 'train', not {threshold_from!r}")
+    if val is None and threshold_from == "val":
+        raise UsageError("the validation list is needed for its threshold (or derive it from the training list)")
     lists = {}
+    thr_split = "train" if threshold_from == "train" else "val"
     for name, data in (("train", train), ("val", val), ("test", test)):
+        if data is None:
+            continue
         samples = read_classification_list(data, root) if isinstance(data, (str, os.PathLike)) else list(data)
         if not samples:
             raise UsageError(f"the open-set {name} list is empty")
@@ -271,12 +307,13 @@ def evaluate_openset(model: nn.Module, train: ListData, val: ListData, test: Lis
 
     def outputs(name: str, fn: Any) -> np.ndarray:
         samples = lists[name][0]
-        dataset = classification_dataset(model, samples, root=root, sampling=sampling, frame_interval=frame_interval)
+        dataset = classification_dataset(model, samples, root=root, sampling=sampling, frame_interval=frame_interval,
+                                         num_crops=num_crops)
         if fn is None:
             return common.dataset_features(model, dataset, pool=pool, batch_size=batch_size, num_workers=num_workers,
                                            device=device, precision=precision, progress=progress,
                                            desc=f"features ({name})")
-        out, _ = common.map_views(model, fn, dataset, batch_size=batch_size, num_workers=num_workers,
+        out, _ = common.map_views(model, fn, dataset, views=num_crops, batch_size=batch_size, num_workers=num_workers,
                                   device=common.resolve_device(device), precision=precision, progress=progress,
                                   desc=f"logits ({name})")
         return out.float().mean(dim=1).numpy()
@@ -284,15 +321,17 @@ def evaluate_openset(model: nn.Module, train: ListData, val: ListData, test: Lis
     if rows is None:
         if fit is None:
             raise TypeError("heads fitted on frozen features need fit= (internvideo.train.heads.fit_openset_head)")
-        splits = {name: (outputs(name, None), lists[name][1]) for name in lists}
-        return evaluate_openset_features(splits["train"], splits["val"], splits["test"], fit=fit, **protocol)
+        splits = {name: (outputs(name, None), lists[name][1]) for name in ("train", thr_split, "test")}
+        return evaluate_openset_features(splits["train"], splits[thr_split], splits["test"], fit=fit,
+                                         threshold_from=threshold_from, **protocol)
     # Head rows reordered to the known labels' increasing order, the row order the metrics use.
     order = [rows.index(label) for label in sorted(index)]
-    logits = {name: torch.as_tensor(outputs(name, lambda x: model(x).float()))[:, order] for name in ("val", "test")}
-    y = {name: _remap(lists[name][1], index, name) for name in ("val", "test")}
+    logits = {name: torch.as_tensor(outputs(name, lambda x: model(x).float()))[:, order]
+              for name in (thr_split, "test")}
+    y = {name: _remap(lists[name][1], index, name) for name in (thr_split, "test")}
     opts = {k: protocol[k] for k in ("kind", "reject_rate") if k in protocol}
-    out = score_logits({score: (logits["val"], logits["test"]) for score in SCORES}, y["val"], y["test"],
-                       len(index), **opts)
+    out = score_logits({score: (logits[thr_split], logits["test"]) for score in SCORES}, y[thr_split], y["test"],
+                       len(index), threshold_from=threshold_from, **opts)
     out.update(num_train=len(lists["train"][0]), head="model")
     return out
 
@@ -311,7 +350,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``internvideo eval openset``."""
     common.add_common_arguments(parser, data_help="test list 'path label' with known and unknown (-1) videos")
     parser.add_argument("--train", required=True, help="training list of known classes only")
-    parser.add_argument("--val", required=True, help="validation list (threshold selection)")
+    parser.add_argument("--val", default=None, help="validation list (threshold selection; not needed with "
+                                                     "--threshold-from train)")
+    parser.add_argument("--threshold-from", choices=["val", "train"], default="val",
+                        help="derive the rejection threshold from the validation list, or from the training list "
+                             "as DEAR does (95 %% of training videos kept, --reject-rate 0.05)")
+    parser.add_argument("--ood", nargs="+", default=None, metavar="LIST",
+                        help="unknown sets in DEAR's format (e.g. hmdb51_val_split_1_videos.txt, "
+                             "mit_val_list_videos.txt): every video is unknown, paths relative to <list folder>/videos;"
+                             " --data is then the known test list (e.g. ucf101_val_split_1_videos.txt)")
     parser.add_argument("--classes", default=None, help="classes.txt, needed with --unknown/--known")
     parser.add_argument("--unknown", nargs="*", default=[], metavar="NAME", help="class names treated as unknown")
     parser.add_argument("--known", nargs="*", default=None, metavar="NAME",
@@ -325,6 +372,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=argtypes.positive_int, default=300,
                         help="full-batch optimiser steps for each fitted head (a model's own head is scored as trained)")
     parser.add_argument("--pool", choices=["auto", "pre_logits", "mean", "embed"], default="auto")
+    parser.add_argument("--crops", type=int, choices=[1, 3], default=1,
+                        help="spatial crops per video, averaged (3: DEAR's / InternVideo's ThreeCrop test)")
 
 
 def main(args: argparse.Namespace, fit: HeadFitter | None = None) -> int:
@@ -332,10 +381,12 @@ def main(args: argparse.Namespace, fit: HeadFitter | None = None) -> int:
     if not 0.0 <= args.reject_rate < 1.0:
         raise UsageError(f"--reject-rate must be in [0, 1), got {args.reject_rate}")
     model = common.load_model_arg(args.model)
-    results = evaluate_openset(model, args.train, args.val, args.data, root=args.root, classes=args.classes,
+    test = args.data if not args.ood else openset_test_samples(args.data, args.ood, known_root=args.root)
+    results = evaluate_openset(model, args.train, args.val, test, root=args.root, classes=args.classes,
                                unknown=args.unknown, known=args.known, head=args.head, pool=args.pool,
                                batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
                                precision=args.precision, progress=args.progress, kind=args.evidence,
-                               reject_rate=args.reject_rate, steps=args.steps, fit=fit)
+                               reject_rate=args.reject_rate, steps=args.steps, fit=fit,
+                               threshold_from=args.threshold_from, num_crops=args.crops)
     results.update(model=str(args.model), train=str(args.train), val=str(args.val), data=str(args.data))
     return common.finish(results, results_table(results), args.out)

@@ -55,6 +55,8 @@ class DataSection:
     hflip: bool = True  # off for direction-sensitive data (Something-Something, the synthetic world)
     scale: tuple[float, float] = (0.08, 1.0)  # random resized crop scale (classification)
     crop: Literal["random_resized", "multi_scale"] = "random_resized"  # multi_scale: VideoMAE pretraining crop
+    multi_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)  # multi_scale: crop sides, fractions of the short side
+    max_distort: int = 1  # multi_scale: scale steps between crop width and height (0: square crops)
     randaugment: str | None = None  # e.g. "rand-m7-n4-mstd0.5-inc1" (VideoMAE fine-tuning)
     random_erasing: float = 0.0
     mixup: float = 0.0
@@ -85,11 +87,17 @@ class LocalizeSection:
     ActivityNet-style JSON; features are one .npy per video in ``features`` (``internvideo extract --window``
     output, or your own with the timing given below)."""
 
-    features: str | None = None  # folder of per-video .npy features, relative to data.root
+    # folder of per-video features, relative to data.root; a list: several folders concatenated per time step
+    # (lengths and timing must agree)
+    features: str | list[str] | None = None
+    prefix: str = ""  # feature file = <prefix><video id><file_ext> (ActionFormer's file_prefix, e.g. "v_")
+    file_ext: Literal[".npy", ".pkl", ".csv"] = ".npy"
     train_subset: str = "training"
     val_subset: str = "validation"
-    feat_stride: float | None = None  # frames between feature windows (read from extract's index when present)
-    window_frames: float | None = None  # frames per feature window
+    # frames between feature windows (read from extract's index when present); -1: fixed-length features spanning
+    # the video (ActionFormer's feat_stride -1: stride = duration x fps / length)
+    feat_stride: float | None = None
+    window_frames: float | None = None  # frames per feature window (with feat_stride -1: in strides)
     fps: float | None = None  # frame rate (else the index's, or the JSON's per-video "fps")
     crop_ratio: tuple[float, float] | None = None  # ActionFormer's random crop fraction, e.g. [0.9, 1.0]
     resize_to: int | None = None  # resample every sequence to this many features (ActionFormer's ActivityNet)
@@ -123,7 +131,10 @@ class ContrastiveSection:
 class OpenSetSection:
     """Objective ``openset`` only."""
 
-    edl_annealing_epochs: float = 10.0  # the EDL loss's KL weight grows to 1 over these epochs (DEAR)
+    # the EDL loss (models.openset.edl_loss): DEAR's loss_type; InternVideo's run uses "log"
+    loss: Literal["digamma", "log", "mse"] = "digamma"
+    kl: bool = True  # the KL term; false = DEAR's with_kldiv=False (InternVideo's run)
+    edl_annealing_epochs: float = 10.0  # the KL weight grows to 1 over these epochs (DEAR); <= 0: 1 from the start
 
 
 #: Keys that moved (to the model's input recipe, or to their objective's section): an old recipe using one gets an
@@ -172,6 +183,13 @@ class OptimSection:
     min_lr: float = 1e-6
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    # cosine: warmup then cosine to min_lr; step: warmup then lr x gamma at each epoch in milestones (mmcv's step)
+    schedule: Literal["cosine", "step"] = "cosine"
+    milestones: tuple[float, ...] = ()
+    gamma: float = 0.1
     warmup_steps: int = 0
     warmup_epochs: float = 0.0
     layer_decay: float | None = None  # layer-wise lr decay (fine-tuning), e.g. 0.75

@@ -40,7 +40,7 @@ from ..errors import UserError
 from ..models.hardware import resolve_precision
 from .config import ConfigError, DataSection, TrainConfig, check_warmup, validate
 from .objectives import Objective, check_objective, make_objective
-from .optim import EMA, adamw, lr_at
+from .optim import EMA, adamw, lr_at, sgd
 from .setup import (
     Dist, all_reduce_mean, prepare_run_dir, run_dir_lock, seed_everything, setup_distributed, wrap_model,
 )
@@ -192,6 +192,8 @@ class Schedule:
     warmup: int
     peak_lr: float
     min_lr: float
+    milestones: tuple[int, ...] | None = None  # step schedule: the steps where the lr drops by gamma
+    gamma: float = 0.1
 
     @classmethod
     def of(cls, cfg: TrainConfig, num_samples: int, d: Dist) -> Schedule:
@@ -205,12 +207,15 @@ class Schedule:
         if cfg.run.max_steps is not None:
             total = min(total, cfg.run.max_steps)
         scale = global_batch / 256 if cfg.optim.scale_lr else 1.0
-        warmup = cfg.optim.warmup_steps or int(cfg.optim.warmup_epochs * steps_per_epoch)
+        o = cfg.optim
+        warmup = o.warmup_steps or int(o.warmup_epochs * steps_per_epoch)
         check_warmup(warmup, total)
-        return cls(steps_per_epoch, total, warmup, cfg.optim.lr * scale, cfg.optim.min_lr * scale)
+        milestones = (tuple(int(round(m * steps_per_epoch)) for m in o.milestones) if o.schedule == "step"
+                      else None)
+        return cls(steps_per_epoch, total, warmup, o.lr * scale, o.min_lr * scale, milestones, o.gamma)
 
     def lr(self, step: int) -> float:
-        return lr_at(step, self.total_steps, self.warmup, self.peak_lr, self.min_lr)
+        return lr_at(step, self.total_steps, self.warmup, self.peak_lr, self.min_lr, self.milestones, self.gamma)
 
 
 class RunLog:
@@ -327,7 +332,10 @@ class _Run:
 
         # Wrap first: FSDP replaces the parameters with sharded ones, which the optimiser and EMA must hold.
         self.wrapped = wrap_model(model, cfg, d)
-        self.optimizer = adamw(objective.param_groups(model), lr=sched.peak_lr, betas=cfg.optim.betas)
+        o = cfg.optim
+        self.optimizer = (sgd(objective.param_groups(model), o.momentum, o.nesterov, lr=sched.peak_lr)
+                          if o.optimizer == "sgd" else adamw(objective.param_groups(model), lr=sched.peak_lr,
+                                                             betas=o.betas))
         self.ema = EMA(model, cfg.optim.ema) if cfg.optim.ema else None
         self.forward_model = torch.compile(self.wrapped) if cfg.run.compile else self.wrapped
 

@@ -64,9 +64,13 @@ def _layer_id(name: str, num_layers: int) -> int:
     return num_layers + 1
 
 
-def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
+def lr_at(step: int, total: int, warmup: int, peak: float, floor: float,
+          milestones: tuple[int, ...] | None = None, gamma: float = 0.1) -> float:
+    """Linear warmup, then cosine to ``floor``, or with ``milestones`` (steps) a step decay ``peak x gamma^k``."""
     if step < warmup:
         return peak * (step + 1) / warmup
+    if milestones is not None:
+        return peak * gamma ** sum(step >= m for m in milestones)
     progress = (step - warmup) / max(1, total - warmup)
     return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
 
@@ -97,6 +101,12 @@ def adamw(groups: list[dict], **kw) -> torch.optim.AdamW:
     params = [p for g in groups for p in g["params"]]
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     return torch.optim.AdamW(groups, fused=fused, **kw)
+
+
+def sgd(groups: list[dict], momentum: float, nesterov: bool, **kw) -> torch.optim.SGD:
+    """SGD with momentum (DEAR / mmaction recognition recipes) over the same parameter groups as AdamW."""
+    groups = [{**g, "params": list(g["params"])} for g in groups]
+    return torch.optim.SGD(groups, momentum=momentum, nesterov=nesterov, **kw)
 
 
 class EMA:

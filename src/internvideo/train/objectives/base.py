@@ -147,7 +147,7 @@ class VideoObjective:
         """Training augmentation from ``cfg.data`` (size and normalisation come from the recipe)."""
         d = self.cfg.data
         if pretrain or d.crop == "multi_scale":
-            return TrainTransformConfig.pretrain(hflip=d.hflip)
+            return TrainTransformConfig.pretrain(hflip=d.hflip, multi_scales=d.multi_scales, max_distort=d.max_distort)
         return TrainTransformConfig(scale=d.scale, hflip=d.hflip, randaugment=d.randaugment,
                                     random_erasing=d.random_erasing)
 

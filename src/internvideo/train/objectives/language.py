@@ -1,8 +1,9 @@
 """``openset`` (evidential classification of the known classes) and ``qa`` (open-ended video QA).
 
 * ``openset``: a classifier trained on the known classes only, its logits read
-  as Dirichlet evidence and trained with the EDL loss (DEAR), the KL term
-  annealed over ``openset.edl_annealing_epochs``. The label indices of the
+  as Dirichlet evidence and trained with the EDL loss (DEAR; ``openset.loss``
+  picks digamma/log/mse), the KL term annealed over
+  ``openset.edl_annealing_epochs`` or left out (``openset.kl: false``). The label indices of the
   training list are mapped onto ``0..K-1`` in increasing order (the synthetic
   world's known classes are 0-7); a list holding ``-1`` (unknown) is refused.
   Validation (known classes): top-1 and the mean uncertainty ``u = K / S``.
@@ -73,8 +74,9 @@ class OpenSetObjective(ClassifyObjective):
     def loss(self, model, batch):
         self.skips.update(batch)
         logits = self.logits(model, batch).float()
-        weight = annealing(self.epoch, self.cfg.openset.edl_annealing_epochs)
-        loss = edl_loss(evidence(logits), batch["label"], weight)
+        o = self.cfg.openset
+        weight = annealing(self.epoch, o.edl_annealing_epochs, o.kl)
+        loss = edl_loss(evidence(logits), batch["label"], weight, o.loss)
         acc = (logits.argmax(-1) == batch["label"]).float().mean().item()
         return loss, {"train_top1": 100.0 * acc, "kl_weight": weight}
 

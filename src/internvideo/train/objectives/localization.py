@@ -55,7 +55,8 @@ class LocalizeObjective:
         max_len = self.model.config.max_seq_len if self.model is not None else 2304
         # num_classes: 1 asks for class-agnostic proposals (ActionFormer's ActivityNet recipe).
         agnostic = self.cfg.model.overrides.get("num_classes") == 1
-        return FeatureSequenceDataset(ann, self._path(loc.features),
+        folders = [self._path(f) for f in ([loc.features] if isinstance(loc.features, str) else loc.features)]
+        return FeatureSequenceDataset(ann, folders, prefix=loc.prefix, file_ext=loc.file_ext,
                                       subset=loc.train_subset if training else loc.val_subset,
                                       classes=None if agnostic else classes, input_dim=input_dim,
                                       feat_stride=loc.feat_stride, window_frames=loc.window_frames, fps=loc.fps,
