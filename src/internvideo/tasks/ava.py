@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence

@@ -31,7 +31,6 @@ from .. import fileio
 from ..errors import MissingFile, UsageError, UserError
 from ..factory import create_model, list_models, load_model
 from ..data.sampling import TestLayout
-from ..errors import UserError
 from ..models.hardware import resolve_precision
 from ..models.protocols import FusionModel, MaskedVideoModel, TokenEncoder, VideoClassifier, VideoLanguageModel, \
     VideoModel

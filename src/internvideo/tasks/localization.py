@@ -35,7 +35,6 @@ Results are percentages. ``{"mAP": {"0.5": ..., ...}, "average_mAP": ...}``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
