@@ -13,6 +13,7 @@ import ctypes
 import os
 import multiprocessing
 import re
+import signal
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -69,18 +70,30 @@ class WorkerWatch:
                 batch = next(it)
             except StopIteration:
                 return
-            except RuntimeError as e:
+            except (RuntimeError, ConnectionError, EOFError) as e:
+                # torch reports a dead worker as a RuntimeError, unless the worker died mid-message: then the
+                # queue it was writing to breaks first (ConnectionResetError / EOFError).
                 text = str(e)
-                if "DataLoader worker" not in text or not re.search(r"exited unexpectedly|killed by signal", text):
+                dead = [w.pid for w in getattr(it, "_workers", ()) if not w.is_alive()]
+                if isinstance(e, RuntimeError):
+                    if "DataLoader worker" not in text or not re.search(r"exited unexpectedly|killed by signal", text):
+                        raise
+                elif not dead:
                     raise
+                else:
+                    text = f"DataLoader worker (pid {', '.join(map(str, dead))}) exited unexpectedly"
+                # Until the dead worker is unregistered, torch's SIGCHLD handler re-raises its death wherever the
+                # main thread happens to be (inside this handler too): hold SIGCHLD back until it is.
+                held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+                try:
+                    shutdown = getattr(it, "_shutdown_workers", None)
+                    if callable(shutdown):
+                        shutdown()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
                 pids = [int(p) for p in re.findall(r"\d+", (re.search(r"pid\(?s?\)?\s*([\d, ]+)", text) or
                                                             re.search(r"()", text)).group(1))]
                 videos = [v for p in pids for v in self.decoding(p)] or self.decoding()
-                # Unregister the dead worker now: until then every SIGCHLD of the process re-raises its death
-                # wherever the main thread happens to be.
-                shutdown = getattr(it, "_shutdown_workers", None)
-                if callable(shutdown):
-                    shutdown()
                 reason = text.split(". ", 1)[0]
                 raise WorkerDied(f"{reason} while decoding {' or '.join(videos) if videos else 'an unknown video'}; "
                                  "if a video crashes the decoder, check it with `ffprobe` and leave it out") from e

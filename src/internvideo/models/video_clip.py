@@ -45,6 +45,14 @@ from ..constants import CLIP_MEAN, CLIP_STD
 from ..recipe import InputRecipe, Sampling, recipe_of
 
 
+def _resize_frame_pos_embed(key: str, value: torch.Tensor, grid_size: int) -> torch.Tensor:
+    """A per-frame position table (CLS + a square grid) interpolated to ``grid_size`` x ``grid_size``."""
+    n = value.shape[-2] - 1
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"{key}: {n} patch positions do not form a square grid")
+    return interpolate_pos_embed(value.reshape(1, n + 1, -1), (1, side, side), (1, grid_size, grid_size), 1)
+
 
 @dataclass
 class InternVideoMMConfig:
@@ -532,12 +540,7 @@ class InternVideoMM(nn.Module):
     def resize_pos_embed(self, key: str, value: torch.Tensor) -> torch.Tensor:
         """Fit a checkpoint's position table to this model (called by the checkpoint loader)."""
         if key == "visual.pos_embed":
-            n = value.shape[-2] - 1
-            side = math.isqrt(n)
-            if side * side != n:
-                raise ValueError(f"{key}: {n} patch positions do not form a square grid")
-            g = self.config.grid_size
-            return interpolate_pos_embed(value.reshape(1, n + 1, -1), (1, side, side), (1, g, g), 1)
+            return _resize_frame_pos_embed(key, value, self.config.grid_size)
         if key == "text.pos_embed":
             # Positions are absolute and causal: a longer table's prefix is exactly the shorter one.
             if value.shape[0] >= self.config.context_length:
@@ -657,12 +660,7 @@ class InternVideoMMClassifier(nn.Module):
     def resize_pos_embed(self, key: str, value: torch.Tensor) -> torch.Tensor:
         if key != "visual.pos_embed":
             raise ValueError(f"no rule to resize {key} of shape {tuple(value.shape)}")
-        n = value.shape[-2] - 1
-        side = math.isqrt(n)
-        if side * side != n:
-            raise ValueError(f"{key}: {n} patch positions do not form a square grid")
-        g = self.config.grid_size
-        return interpolate_pos_embed(value.reshape(1, n + 1, -1), (1, side, side), (1, g, g), 1)
+        return _resize_frame_pos_embed(key, value, self.config.grid_size)
 
 
 InternVideoMMClassifier.config_class = InternVideoMMClassifierConfig

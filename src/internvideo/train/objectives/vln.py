@@ -171,7 +171,7 @@ class VLNObjective:
         return int(batch["index"].numel())
 
     def param_groups(self, model: nn.Module) -> list[dict]:
-        return param_groups(model, self.cfg.optim.weight_decay, None)
+        return param_groups(model, self.cfg.optim.weight_decay, None, self.cfg.optim.lr_groups)
 
     def on_train_mode(self, model: nn.Module) -> None:
         pass
