@@ -1,13 +1,10 @@
-"""Demo rows for open understanding and language: open-set recognition, open-ended QA, captioning.
+"""Demo rows for open understanding and language: open-ended QA, captioning.
 
-All three read the demo's contrastively trained multimodal model, frozen, and
-train only small new parts on top of it, from clips decoded once:
+Both read the demo's contrastively trained multimodal model, frozen, and
+train only small new parts on top of it, from clips decoded once (open-set
+recognition, which fine-tunes a backbone as the paper does, is the pipeline's
+``openset`` stage):
 
-* **open-set**: the evidential head and the softmax head on the video
-  embeddings of the known-class clips (``openset_train.txt``); AUROC of each
-  unknown-score on ``openset_test.txt``, whose two held-out actions are the
-  unknowns (chance 50). Caveat: the contrastive stage saw captions of every
-  action, held-out ones included, as a pretrained backbone would have.
 * **QA**: a :class:`~internvideo.models.qa.VideoQA` head on the frozen video
   and question tokens (:func:`~internvideo.train.heads.fit_qa_model`); accuracy on ``qa_test.jsonl`` overall and on the
   motion questions, beside always answering the most frequent training answer
@@ -30,35 +27,33 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import VideoDataset, read_classification_list, read_qa, read_video_text
+from ..data import VideoDataset, read_qa, read_video_text
 from ..factory import load_model, save_model
 from ..models.qa import answer_vocabulary, question_padding
 from ..tasks import common
 from ..tasks.caption import nearest_captions
 from ..tasks.metrics import caption_metrics
-from ..tasks.openset import evaluate_openset_features
 from ..tasks.qa import QAFeatures, evaluate_qa
 from ..tokenizer import get_tokenizer
-from ..train.heads import fine_tune_decoder, fit_openset_head, fit_qa_model
+from ..train.heads import fine_tune_decoder, fit_qa_model
 from .context import DemoContext
 
-#: (QA head epochs, open-set head steps, caption decoder fine-tuning steps) per preset.
-BUDGET = {"smoke": (1, 20, 10), "quick": (4, 200, 300), "default": (6, 300, 1000)}
+#: (QA head epochs, caption decoder fine-tuning steps) per preset.
+BUDGET = {"smoke": (1, 10), "quick": (4, 300), "default": (6, 1000)}
 #: beam widths tried on the validation captions (1 = greedy)
 CAPTION_BEAMS = (1, 3, 5)
 
 
 def demo_stage(ctx: DemoContext) -> list[dict[str, Any]]:
-    qa_epochs, openset_steps, caption_steps = BUDGET.get(ctx.preset, BUDGET["default"])
+    qa_epochs, caption_steps = BUDGET.get(ctx.preset, BUDGET["default"])
     torch.manual_seed(ctx.seed)
     model = load_model(ctx.mm_checkpoint).eval()
     if model.caption is None:
         raise RuntimeError(f"{ctx.mm_checkpoint}: the demo's multimodal model has no caption decoder")
     w = ctx.world
-    lists = {s: read_classification_list(w / f"openset_{s}.txt") for s in ("train", "val", "test")}
     captions = {s: read_video_text(w / f"captions_{s}.jsonl") for s in ("train", "val", "test")}
     qa = {s: read_qa(w / f"qa_{s}.jsonl") for s in ("train", "test")}
-    videos = sorted({s.path for v in lists.values() for s in v} | {s.video for v in captions.values() for s in v})
+    videos = sorted({s.video for v in captions.values() for s in v})
     row = {v: i for i, v in enumerate(videos)}
 
     t0 = time.perf_counter()
@@ -79,16 +74,6 @@ def demo_stage(ctx: DemoContext) -> list[dict[str, Any]]:
     t = model.config.num_frames
     tokens = out[:, 1:].reshape(len(videos), t, -1, out.shape[-1])
     rows: list[dict[str, Any]] = []
-
-    # --- open-set recognition
-    splits = {s: (emb[[row[x.path] for x in v]].numpy(), np.asarray([x.label for x in v])) for s, v in lists.items()}
-    result = evaluate_openset_features(splits["train"], splits["val"], splits["test"], fit=fit_openset_head,
-                                       hidden=128, steps=openset_steps, seed=ctx.seed)
-    names = {"uncertainty": "EDL uncertainty", "msp": "max softmax prob.", "energy": "energy", "max_logit": "max logit"}
-    for score, m in result["scores"].items():
-        rows.append({"family": "open-set recognition", "model": f"frozen MM embedding, {names[score]}",
-                     "metric": "AUROC known vs held-out actions (%)", "short": f"openset {score} AUROC",
-                     "value": m["auroc"], "chance": 50.0})
 
     # --- open-ended QA
     tok = get_tokenizer("clip", context_length=model.config.context_length)
