@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from .layers import interpolate_pos_embed
 from .videomae import VideoMAEConfig, VideoMAEEncoder
 
 __all__ = ["roi_align", "RoIHeadConfig", "RoIActionHead", "VideoMAEDetector", "VideoMAEDetectorConfig",
@@ -153,12 +154,16 @@ class RoIActionHead(nn.Module):
         nn.init.zeros_(self.fc.bias)
         self.fc.weight.data.mul_(config.init_scale)
 
-    def pooled(self, tokens: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        """Per-box features ``(K, D)`` from tokens ``(B, T'H'W', D)`` and normalised ``rois (K, 5)``."""
-        t, h, w = self.grid
+    def pooled(self, tokens: torch.Tensor, rois: torch.Tensor, grid: tuple[int, int, int] | None = None
+               ) -> torch.Tensor:
+        """Per-box features ``(K, D)`` from tokens ``(B, T'H'W', D)`` and normalised ``rois (K, 5)``.
+
+        ``grid``: the tokens' ``(T', H', W')`` when the clip is not the configured size (aspect-keeping frames).
+        """
+        t, h, w = grid or self.grid
         b, n, d = tokens.shape
         if n != t * h * w:
-            raise ValueError(f"expected {t * h * w} tokens (grid {self.grid}), got {n}")
+            raise ValueError(f"expected {t * h * w} tokens (grid {(t, h, w)}), got {n}")
         grid = tokens.reshape(b, t, h, w, d)
         grid = grid.mean(1) if self.config.temporal_pool == "mean" else grid.amax(1)
         grid = grid.permute(0, 3, 1, 2)  # (B, D, H', W')
@@ -169,8 +174,9 @@ class RoIActionHead(nn.Module):
                             sampling_ratio=self.config.sampling_ratio, aligned=self.config.aligned)
         return regions.amax(dim=(2, 3))
 
-    def forward(self, tokens: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(self.norm(self.pooled(tokens, rois))))
+    def forward(self, tokens: torch.Tensor, rois: torch.Tensor, grid: tuple[int, int, int] | None = None
+                ) -> torch.Tensor:
+        return self.fc(self.drop(self.norm(self.pooled(tokens, rois, grid))))
 
 
 @dataclass
@@ -215,16 +221,29 @@ class VideoMAEDetector(VideoMAEEncoder):
         self.head_drop = None
         self.head = RoIActionHead(config.embed_dim, config.grid, config.head())
 
-    def forward_head(self, tokens: torch.Tensor, rois: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        """Logits per box; without ``rois`` one box per clip covering the whole frame (clip-level scores)."""
+    def forward_head(self, tokens: torch.Tensor, rois: torch.Tensor | None = None,  # type: ignore[override]
+                     grid: tuple[int, int, int] | None = None) -> torch.Tensor:
+        """Logits per box; without ``rois`` one box per clip covering the whole frame (clip-level scores).
+        ``grid``: the tokens' ``(T', H', W')`` for clips of another size than the configured one."""
         if rois is None:
             b = tokens.shape[0]
             rois = torch.cat([torch.arange(b, dtype=tokens.dtype, device=tokens.device)[:, None],
                               tokens.new_tensor([0.0, 0.0, 1.0, 1.0]).expand(b, 4)], dim=1)
-        return self.head(tokens, rois)
+        return self.head(tokens, rois, grid)
+
+    def embed_tokens(self, video: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Frames of any size that tiles into patches (aspect-keeping AVA test clips: e.g. 256 x 464): the
+        position table is resized to the clip's grid on the fly, bicubically per time slice, as the official
+        AVA model does in every forward (``interpolate_pos_embed_online`` in InternVideo's
+        ``Spatial-Temporal-Action-Localization/modeling_finetune.py``). The frame count must match."""
+        grid = self.patch_embed.grid(video.shape)
+        if keep is not None or grid == self.config.grid or grid[0] != self.config.grid[0]:
+            return super().embed_tokens(video, keep)  # the configured size, or an error naming the shapes
+        x = self.patch_embed(video)
+        return x + interpolate_pos_embed(self.pos_embed, self.config.grid, grid).to(x.dtype)
 
     def forward(self, video: torch.Tensor, rois: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        return self.forward_head(self.forward_features(video), rois)
+        return self.forward_head(self.forward_features(video), rois, self.patch_embed.grid(video.shape))
 
     def freeze_backbone(self) -> None:
         """Train the head only (the frozen-backbone option)."""
