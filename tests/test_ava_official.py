@@ -332,3 +332,69 @@ def test_kinetics_recipe_without_clip_folder_is_a_config_error(ak_root, tmp_path
         "ava.kinetics_videos=null"])
     with pytest.raises(UserError, match="ava.kinetics_videos"):
         train(cfg)
+
+
+# ----------------------------------------------------------------------------- ACAR head
+
+
+def official_acar(head, roi_feats, roi_ids, img_features):
+    """ACARHead.forward / HR2O_NL.forward of modeling_finetune.py, restated in their broadcast form."""
+    def hr2o(m, x):
+        query = m.conv_q(x).unsqueeze(1)
+        key = m.conv_k(x).unsqueeze(0)
+        att = ((query * key).sum(2) / (x.shape[1] ** 0.5)).softmax(dim=1)
+        virt = (att.unsqueeze(2) * m.conv_v(x).unsqueeze(0)).sum(1)
+        return x + m.dp(m.conv(F.relu(m.norm(virt))))
+
+    feats, cur = [], 0
+    for idx in range(img_features.shape[0]):
+        n = roi_ids[idx]
+        if n == 0:
+            continue
+        bg = img_features[idx].unsqueeze(0).repeat((n, 1, 1, 1))
+        actor = roi_feats[cur:cur + n].unsqueeze(2).unsqueeze(2).expand_as(bg)
+        cur += n
+        x = F.relu(head.conv2(F.relu(head.conv1(torch.cat([bg, actor], dim=1)))))
+        x = head.downsample(x)
+        for m in head.hr2o:
+            x = hr2o(m, x)
+        feats.append(F.adaptive_avg_pool2d(x, 1))
+    high = torch.cat(feats, dim=0).view(sum(roi_ids), -1)
+    return head.fc2(torch.cat([F.relu(head.fc1(roi_feats)), high], dim=1))
+
+
+def test_acar_head_is_the_official_computation_and_trains():
+    torch.manual_seed(0)
+    model = create_model("videomae_tiny_ava", num_frames=4, frame_interval=2, head_dropout=0.0, head_type="acar",
+                         acar_hidden=16, init_scale=1.0).eval()
+    video = torch.randn(3, 3, 4, 32, 40)
+    rois = torch.tensor([[0, 0.1, 0.1, 0.5, 0.9], [0, 0.5, 0.2, 1.0, 1.0], [2, 0.0, 0.0, 0.3, 0.3],
+                         [2, 0.2, 0.3, 0.9, 0.8], [2, 0.6, 0.1, 0.9, 0.5]])  # clip 1 has no box
+    tokens = model.forward_features(video)
+    grid = model.patch_embed.grid(video.shape)
+    context = model.head.context(tokens, grid)
+    actors = model.head.pooled(tokens, rois, context=context)
+    want = official_acar(model.head.acar, actors, [2, 0, 3], context)
+    got = model(video, rois)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # each actor's scores depend on the other actors of its clip (the relation), not on other clips
+    moved = rois.clone()
+    moved[1, 1:] = torch.tensor([0.0, 0.0, 0.4, 0.4])
+    again = model(video, moved)
+    assert not torch.allclose(again[0], got[0]) and torch.allclose(again[2:], got[2:], atol=1e-6)
+    model.train()
+    loss = F.binary_cross_entropy_with_logits(model(video, rois), torch.ones(5, 10))
+    loss.backward()
+    for name in ("head.acar.conv1.weight", "head.acar.hr2o.1.conv_q.weight", "head.acar.fc2.weight",
+                 "blocks.0.attn.qkv.weight"):
+        g = dict(model.named_parameters())[name].grad
+        assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0, name
+    with pytest.raises(ValueError, match="head_type"):
+        create_model("videomae_tiny_ava", head_type="nonlocal")
+
+
+def test_internvideo_recipe_trains_with_the_acar_head(ak_root, tmp_path):
+    cfg = _recipe("internvideo_ava22_vit_h.yaml", ak_root, tmp_path, ["model.overrides.head_type=acar",
+                                                                      "model.overrides.acar_hidden=16"])
+    result = train(cfg)
+    assert result.steps == 2 and math.isfinite([h for h in result.history if h["kind"] == "eval"][-1]["mAP"])
