@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from internvideo import create_model
 from internvideo.data import make_world
 from internvideo.data.ava import (
-    AVADataset, AVADetection, AVAKeyframe, BoxTransform, KineticsClip, collate_ava, extend_boxes, group_keyframes,
+    AVADataset, AVADetection, BoxTransform, KineticsClip, collate_ava, extend_boxes, group_keyframes,
     index_kinetics_clips, random_aug_boxes, read_ava_kinetics, short_side_size,
 )
 from internvideo.data.datasets import AnnotationError
