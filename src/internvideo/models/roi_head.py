@@ -30,8 +30,8 @@ from torch import nn
 from .layers import interpolate_pos_embed
 from .videomae import VideoMAEConfig, VideoMAEEncoder
 
-__all__ = ["roi_align", "RoIHeadConfig", "RoIActionHead", "ACARHead", "HR2O", "VideoMAEDetector", "VideoMAEDetectorConfig",
-           "normalized_to_grid", "NAMED_CONFIGS", "MODEL_CLASSES"]
+__all__ = ["roi_align", "RoIHeadConfig", "RoIActionHead", "ACARHead", "HR2O", "VideoMAEDetector",
+           "VideoMAEDetectorConfig", "normalized_to_grid", "NAMED_CONFIGS", "MODEL_CLASSES"]
 
 
 def _axis_weights(start: torch.Tensor, length: torch.Tensor, bins: int, grid: torch.Tensor,
@@ -200,7 +200,7 @@ class ACARHead(nn.Module):
         self.fc2.weight.data.mul_(init_scale)
 
     def forward(self, actors: torch.Tensor, clip_index: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """``actors (K, D)`` pooled box features, ``clip_index (K,)``, ``context (B, D, H', W')`` → ``(K, classes)``."""
+        """``actors (K, D)`` pooled box features, ``clip_index (K,)``, ``context (B, D, H', W')`` → logits."""
         h, w = context.shape[-2:]
         if h < 3 or w < 3:
             raise ValueError(f"the ACAR head needs a token grid of at least 3 x 3, got {h} x {w}")
