@@ -390,3 +390,21 @@ def test_localization_benchmark_quick(tmp_path):
     r = json.loads((tmp_path / "loc.json").read_text())
     assert {"soft_nms", "soft_nms_multiclass", "soft_nms_uncapped_one_class", "nms"} <= set(r["nms"])
     assert r["training"][0]["steps_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_pyramid_downsampling_benchmark_quick(tmp_path):
+    """The comparison script end to end on a tiny world (world, random-weight VideoMAE features, both modes)."""
+    import json
+
+    from benchmarks.pyramid_downsampling import main
+
+    threads = torch.get_num_threads()
+    try:
+        assert main(["--quick", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "p.json")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    r = json.loads((tmp_path / "p.json").read_text())
+    assert {run["mode"] for run in r["runs"]} == {"attention", "maxpool"}
+    assert all(0 <= run["average_mAP"] <= 100 for run in r["runs"])
+    assert r["fixed_batch_step"]["attention_ms"] > 0 and r["machine"]["cpu_capability"]
