@@ -627,7 +627,7 @@ NAMED_CONFIGS: dict[str, tuple[type[nn.Module], LocalizerConfig]] = {
         pre_nms_topk=2000)),
     # A small model for the synthetic world and tests: 4 levels over sequences of tens of features. Its pyramid
     # max-pools (ours): on the demo's long videos ActionFormer's conv attention scored the same average mAP
-    # within noise (+0.7 +- 1.5 over 10 seeds) at ~25 % more time per step (docs/localization.md).
+    # within noise (+0.7 +- 1.5 over 10 seeds) at 17-30 % more time per step (docs/localization.md).
     "actionformer_small": (ActionLocalizer, LocalizerConfig(
         input_dim=64, num_classes=10, embed_dim=64, head_dim=64, num_heads=4, arch=(2, 1, 3), window=9,
         downsample="maxpool",
