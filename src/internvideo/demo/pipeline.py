@@ -25,6 +25,10 @@ Everything the paper does, at toy scale and from scratch (no downloaded weights)
 6. **benchmark** on the test split: action recognition (masked, multimodal,
    fused), zero-shot recognition from the class names, video-text retrieval
    in both directions, zero-shot multiple choice.
+7. **open-set recognition** as the paper runs it (DEAR's protocol): the
+   supervised recipe of step 4 on the known classes only, with the evidential
+   head and InternVideo's loss (objective ``openset``, log loss, no KL term),
+   scored from its own head on the test split with the held-out actions.
 
 Every training stage runs the one training loop (:func:`internvideo.train.train`)
 on a :class:`~internvideo.train.TrainConfig` built here, which the demo also
