@@ -7,11 +7,12 @@ objective: teacher forcing plus sampled actions), once with its history
 encoder and once without (the ablation). Both are scored on the unseen houses
 with the R2R metrics (greedy roll-outs); the chance row is a random walk of
 five moves scored the same way. The two agents train at once, each in its own
-process on one core (a tiny model stepping through graphs gains little from
-a second thread; two processes halve the stage's wall time on two cores).
-The view features are the world's own
-stand-ins for an image encoder's, not the demo's video encoders: this stage
-shows the navigation machinery, not InternVideo's features.
+process on one thread (a tiny model stepping through graphs gains little from
+a second thread; two processes use both cores of a 2-core machine, and give
+the same numbers as training one after the other). The view features are
+the world's own stand-ins for an image encoder's, not the demo's video
+encoders: this stage shows the navigation machinery, not InternVideo's
+features.
 """
 from __future__ import annotations
 
