@@ -124,10 +124,12 @@ def test_internvideo_ava_recipe_trains(ava_root, tmp_path):
         "model.name=videomae_tiny_ava", "model.pretrained=null", "model.overrides.num_frames=4",
         "model.overrides.frame_interval=2", "model.overrides.img_size=32", f"data.root={ava_root}",
         "data.train=ava_train.csv", "data.val=ava_val.csv", "data.num_workers=0", "ava.labels=label_map.pbtxt",
-        "ava.exclude=null", "ava.proposals=null", "ava.time_offset=0", "run.max_steps=2", "run.batch_size=4",
-        "run.precision=fp32", "run.distributed=ddp", "run.grad_checkpointing=false", "run.progress=false",
-        f"run.out_dir={tmp_path / 'run'}"])
+        "ava.exclude=null", "ava.proposals=null", "ava.time_offset=0", "ava.short_side=40", "run.max_steps=2",
+        "run.batch_size=4", "run.precision=fp32", "run.distributed=ddp", "run.grad_checkpointing=false",
+        "run.progress=false", f"run.out_dir={tmp_path / 'run'}"])
     assert (cfg.optim.lr, cfg.optim.layer_decay, cfg.optim.warmup_epochs, cfg.run.epochs) == (2.5e-4, 0.75, 2, 30)
+    assert (cfg.ava.keep_aspect, cfg.ava.box_score, tuple(cfg.ava.box_extend)) == (True, True, (0.1, 0.05))
+    assert cfg.model.overrides["mean"] == [0.4814576, 0.4546922, 0.4038435]  # official PIXEL_MEAN / 255
     cfg.optim.warmup_epochs = 0.0  # two warmup epochs would outlast the two steps (refused by the loop)
     result = train(cfg)
     assert result.steps == 2 and result.metric_name == "mAP"

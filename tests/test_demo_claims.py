@@ -12,7 +12,8 @@ from internvideo.factory import create_model
 from mm_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 
-def _results(mae_init=40.0, scratch=35.0, fused=60.0, late=58.0, mm=50.0, zeroshot=25.0, t2v=20.0, v2t=5.0):
+def _results(mae_init=40.0, scratch=35.0, fused=60.0, late=58.0, mm=50.0, zeroshot=25.0, t2v=20.0, v2t=5.0,
+             uncertainty=65.0, msp=70.0):
     top1 = lambda v, **kw: {"top1": v, "chance": 10.0, **kw}  # noqa: E731
     return {"recognition_videomae": top1(scratch, init="from scratch"),
             "recognition_videomae_compare": top1(mae_init, init="from the MAE weights"),
@@ -20,24 +21,31 @@ def _results(mae_init=40.0, scratch=35.0, fused=60.0, late=58.0, mm=50.0, zerosh
             "recognition_late_fusion": top1(late), "zeroshot": top1(zeroshot),
             "retrieval": {"t2v": {"R@1": t2v}, "v2t": {"R@1": v2t}, "chance_R@1": 0.33},
             "reconstruction": {"mse_hidden": 0.01, "baseline_mse_hidden": 0.02, "mse_content": 0.03,
-                               "baseline_mse_content": 0.04}}
+                               "baseline_mse_content": 0.04},
+            "openset": {"num_known_classes": 8, "scores": {
+                "uncertainty": {"auroc": uncertainty, "closed_set_accuracy": 90.0},
+                "msp": {"auroc": msp, "closed_set_accuracy": 90.0}}}}
 
 
 def test_verdicts_follow_the_numbers():
     shown = {c["claim"][:3]: c["shown"] for c in claims(_results())}
-    assert shown == {"(a)": True, "(b)": True, "(c)": True, "(d)": True}  # 0.03 / 0.04 = 75 % is the bound
-    failing = _results(mae_init=30.0, late=61.0, zeroshot=19.9, v2t=3.2)
+    # the bounds: 0.03 / 0.04 = 75 % for (b), AUROC 65 % for (e)
+    assert shown == {"(a)": True, "(b)": True, "(c)": True, "(d)": True, "(e)": True}
+    failing = _results(mae_init=30.0, late=61.0, zeroshot=19.9, v2t=3.2, msp=64.9)
     failing["reconstruction"]["mse_content"] = 0.0301
     assert not any(c["shown"] for c in claims(failing))
     # (c) also fails when a single stream is as good as the fusion.
     assert not claims(_results(mm=60.0))[2]["shown"]
     text = "\n".join(claims_markdown(claims(failing)))
-    assert text.count("**not shown**") == 4 and "from the MAE 30.0 %, from scratch 35.0 %" in text
+    assert text.count("**not shown**") == 5 and "from the MAE 30.0 %, from scratch 35.0 %" in text
+    # (e) needs both scores: a good MSP does not make up for a chance-level EDL uncertainty.
+    assert not claims(_results(uncertainty=50.0, msp=90.0))[4]["shown"]
+    assert "EDL uncertainty 50.0 %, max softmax 90.0 %" in claims(_results(uncertainty=50.0, msp=90.0))[4]["evidence"]
 
 
 def test_claims_without_their_numbers_are_left_out():
     results = _results()
-    del results["recognition_videomae_compare"], results["reconstruction"]
+    del results["recognition_videomae_compare"], results["reconstruction"], results["openset"]
     assert [c["claim"][:3] for c in claims(results)] == ["(c)", "(d)"]
 
 

@@ -69,6 +69,111 @@ def test_attention_window_and_key_mask_options():
     assert torch.isfinite(xg.grad).all()
 
 
+# ----------------------------------------------------------------------------- ActionFormer's conv attention
+
+
+def _layer_norm(x, norm):
+    mu = x.mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(((x - mu) ** 2).mean(-1, keepdim=True) + norm.eps) * norm.weight + norm.bias
+
+
+def hand_conv_attention(blk, x, mask):
+    """ActionFormer's TransformerBlock (MaskedMHCA / LocalMaskedMHCA, eval) written out position by position."""
+    b_, t_, dim = x.shape
+    s, kernel = blk.stride, blk.query_conv.kernel_size[0]
+    heads, hd = blk.attn.num_heads, dim // blk.attn.num_heads
+    radius = blk.attn.window // 2 if blk.attn.window else t_
+    w, bias = blk.attn.qkv.weight, blk.attn.qkv.bias
+    out = torch.zeros(b_, t_ // s, dim, dtype=x.dtype)
+    for b in range(b_):
+        h = _layer_norm(x[b], blk.norm1)  # padded positions too: the reference convolves them
+        n_out = t_ // s
+        keep = [bool(mask[b, i * s]) for i in range(n_out)]  # nearest-neighbour downsampling of the mask
+        qkv = []
+        for j, (conv, norm) in enumerate([(blk.query_conv, blk.query_norm), (blk.key_conv, blk.key_norm),
+                                          (blk.value_conv, blk.value_norm)]):
+            rows = []
+            for i in range(n_out):  # depthwise conv, stride s, padding kernel // 2 with zeros
+                acc = torch.zeros(dim, dtype=x.dtype)
+                for tap in range(kernel):
+                    src = i * s - kernel // 2 + tap
+                    if 0 <= src < t_:
+                        acc = acc + conv.weight[:, 0, tap] * h[src]
+                rows.append(acc * keep[i])
+            qkv.append(_layer_norm(torch.stack(rows), norm) @ w[j * dim:(j + 1) * dim].T + bias[j * dim:(j + 1) * dim])
+        q, k, v = qkv
+        att = torch.zeros(n_out, dim, dtype=x.dtype)
+        for i in [i for i in range(n_out) if keep[i]]:  # padded queries' outputs are zeroed below
+            keys = [j for j in range(n_out) if keep[j] and abs(i - j) <= radius]
+            for head in range(heads):
+                c = slice(head * hd, (head + 1) * hd)
+                p = torch.softmax(torch.stack([q[i, c] @ k[j, c] for j in keys]) / hd ** 0.5, 0)
+                att[i, c] = sum(pj * v[j, c] for pj, j in zip(p, keys))
+        m = torch.tensor(keep, dtype=x.dtype)[:, None]
+        y = (att @ blk.attn.proj.weight.T + blk.attn.proj.bias) * m
+        if s > 1:  # max-pool, kernel s + 1, stride s, padding (s + 1) // 2 (padding never wins a max)
+            lo = [i * s - (s + 1) // 2 for i in range(n_out)]
+            skip = torch.stack([torch.stack([x[b, src] for src in range(lo[i], lo[i] + s + 1) if 0 <= src < t_]).amax(0)
+                                for i in range(n_out)])
+        else:
+            skip = x[b]
+        z = skip * m + blk.gamma_1 * y
+        hidden = F.gelu(_layer_norm(z, blk.norm2) @ blk.mlp.fc1.weight.T + blk.mlp.fc1.bias)
+        out[b] = z + blk.gamma_2 * (hidden @ blk.mlp.fc2.weight.T + blk.mlp.fc2.bias) * m
+    return out
+
+
+@pytest.mark.parametrize("stride,window", [(2, 3), (2, -1), (1, 5)])
+def test_conv_attention_block_matches_hand_computation(stride, window):
+    from internvideo.models.localization import ConvAttentionBlock
+
+    torch.manual_seed(stride * 10 + window)
+    blk = ConvAttentionBlock(8, 2, stride=stride, window=window, init_values=1e-4).double().eval()
+    with torch.no_grad():  # every parameter away from its init, LayerNorm biases and layer scales included
+        for p in blk.parameters():
+            p.copy_(torch.randn_like(p) * 0.5 + (1.0 if p.ndim == 1 and p.numel() == 8 else 0.0))
+    lengths = torch.tensor([12, 7])  # 7: odd, so a strided window reaches past the end
+    mask = torch.arange(12)[None] < lengths[:, None]
+    x = torch.randn(2, 12, 8, dtype=torch.float64) * mask[..., None]
+    got, got_mask = blk(x, mask)
+    assert got.shape == (2, 12 // stride, 8) and torch.equal(got_mask, mask[:, ::stride])
+    torch.testing.assert_close(got, hand_conv_attention(blk, x, mask), atol=1e-10, rtol=1e-10)
+    assert (got[~got_mask] == 0).all()
+    with pytest.raises(ValueError, match="stride"):
+        ConvAttentionBlock(8, 2, stride=3)
+
+
+@pytest.mark.parametrize("downsample", ["attention", "maxpool"])
+def test_pyramid_levels_masks_and_gradients(downsample):
+    torch.manual_seed(0)
+    model = ActionLocalizer(LocalizerConfig(**TINY, downsample=downsample))
+    feats, mask = model.pad([torch.randn(37, 12), torch.randn(21, 12), torch.randn(64, 12)])
+    out = model(feats, mask)
+    ref = mask[:, None].float()
+    for level, (logits, offsets, m) in enumerate(zip(out["cls_logits"], out["offsets"], out["masks"])):
+        n = 64 >> level
+        assert logits.shape == (3, n, 3) and offsets.shape == (3, n, 2) and m.shape == (3, n)
+        # ActionFormer downsamples the mask by nearest-neighbour interpolation
+        assert torch.equal(m, F.interpolate(ref, size=n, mode="nearest")[:, 0].bool())
+        ref = m[:, None].float()
+        assert m.sum(1).tolist() == [-(-length // 2 ** level) for length in (37, 21, 64)]
+        assert (logits[~m] == 0).all() and (offsets[~m] == 0).all()
+    names = {name for name, _ in model.named_parameters()}
+    assert any("query_conv" in name for name in names) == (downsample == "attention")
+    loss = model.loss(out, [torch.tensor([[3.0, 9.0], [20.0, 34.0]]), torch.tensor([[0.0, 20.0]]),
+                            torch.tensor([[40.0, 63.0]])], [torch.tensor([0, 1]), torch.tensor([2]), torch.tensor([1])])
+    loss["loss"].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        if name.startswith(("stem", "branch")) and "norm" not in name:
+            assert p.grad.abs().sum() > 0, name  # every block's weights (convs included) get a signal
+
+
+def test_downsample_is_validated():
+    with pytest.raises(ValueError, match="downsample must be 'attention'"):
+        LocalizerConfig(**TINY, downsample="conv")
+
+
 # ----------------------------------------------------------------------------- NMS against naive loops
 
 
@@ -181,9 +286,10 @@ def test_targets_center_sampling_and_ranges():
 # ----------------------------------------------------------------------------- model
 
 
-def test_forward_shapes_padding_invariance_and_loss():
+@pytest.mark.parametrize("downsample", ["attention", "maxpool"])
+def test_forward_shapes_padding_invariance_and_loss(downsample):
     torch.manual_seed(0)
-    model = ActionLocalizer(LocalizerConfig(**TINY)).eval()
+    model = ActionLocalizer(LocalizerConfig(**TINY, downsample=downsample)).eval()
     a, b = torch.randn(37, 12), torch.randn(64, 12)
     feats, mask = model.pad([a, b])
     assert feats.shape == (2, 64, 12) and mask.sum(1).tolist() == [37, 64]
@@ -284,3 +390,21 @@ def test_localization_benchmark_quick(tmp_path):
     r = json.loads((tmp_path / "loc.json").read_text())
     assert {"soft_nms", "soft_nms_multiclass", "soft_nms_uncapped_one_class", "nms"} <= set(r["nms"])
     assert r["training"][0]["steps_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_pyramid_downsampling_benchmark_quick(tmp_path):
+    """The comparison script end to end on a tiny world (world, random-weight VideoMAE features, both modes)."""
+    import json
+
+    from benchmarks.pyramid_downsampling import main
+
+    threads = torch.get_num_threads()
+    try:
+        assert main(["--quick", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "p.json")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    r = json.loads((tmp_path / "p.json").read_text())
+    assert {run["mode"] for run in r["runs"]} == {"attention", "maxpool"}
+    assert all(0 <= run["average_mAP"] <= 100 for run in r["runs"])
+    assert r["fixed_batch_step"]["attention_ms"] > 0 and r["machine"]["cpu_capability"]

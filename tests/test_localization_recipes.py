@@ -65,6 +65,9 @@ def test_internvideo_localization_recipe_trains(tmp_path, name, widths):
     stand_in(cfg, tmp_path / "data", widths)
     result = train(cfg)
     assert result.model.config.input_dim == sum(widths) == cfg.model.overrides["input_dim"]
+    # ActionFormer's pyramid: every block's attention has its depthwise q/k/v convolutions, strided in the levels
+    assert result.model.config.downsample == "attention"
+    assert [blk.stride for blk in result.model.branch] == [2] * 5 and all(blk.stride == 1 for blk in result.model.stem)
     assert len([r for r in result.history if r["kind"] == "train"]) == 2
     assert [r for r in result.history if r["kind"] == "eval"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -257,6 +258,54 @@ def test_view_features_from_npy_folder_and_npz(tmp_path):
         ViewFeatures(tmp_path / "feats.npz")("scan1", "vp2")
     with pytest.raises(NavigationDataError, match="view features not found"):
         ViewFeatures(tmp_path / "none.npz")
+
+
+def test_view_features_extracted_from_rendered_view_images(tmp_path, capsys):
+    from internvideo import create_model
+    from internvideo.data import VideoDataset
+    from internvideo.tasks.common import dataset_features, eval_view
+    from internvideo.tasks.vln import evaluate_agent
+
+    kw = dict(houses=2, unseen=1, rows=2, cols=2, paths_per_house=3, seed=0)
+    world = make_nav_world(tmp_path / "w", view_images=32, **kw)
+    make_nav_world(tmp_path / "plain", **kw)  # the images take their own random stream
+    for name in ("R2R_train.json", "R2R_val_unseen.json"):
+        assert (tmp_path / "w" / name).read_text() == (tmp_path / "plain" / name).read_text()
+    torch.manual_seed(0)
+    model = create_model("videomae_tiny")
+    save_model(model, tmp_path / "mae")
+    argv = ["extract", "--model", str(tmp_path / "mae"), "--vln-views", str(tmp_path / "w" / "views"), "--out",
+            str(tmp_path / "store"), "--no-progress"]
+    assert cli_main(argv) == 0
+    assert "viewpoints" in capsys.readouterr().out
+    store, graphs = ViewFeatures(tmp_path / "store"), NavGraphs(tmp_path / "w" / "connectivity")
+    assert store.dim == 64
+    for scan in world.train_scans + world.unseen_scans:
+        for vp in graphs[scan].ids:
+            f = store(scan, vp)
+            assert f.shape == (36, 64)
+            np.testing.assert_array_equal(f[25:], np.broadcast_to(f[24], (11, 64)))  # the ceiling: one picture
+            assert not np.allclose(f[0], f[24])  # looking down: the viewpoint's own landmark
+    # row k is the model's embedding of image k
+    image = tmp_path / "w" / "views" / "house01" / "house01_vp02" / "13.jpg"
+    direct = dataset_features(model, VideoDataset([str(image)], eval_view(model)), progress=False)
+    np.testing.assert_allclose(store("house01", "house01_vp02")[13], direct[0], rtol=1e-5, atol=1e-5)
+    # the agent reads the store
+    agent = _agent(feature_dim=64).eval()
+    metrics, preds = evaluate_agent(agent, read_episodes(tmp_path / "w" / "R2R_val_unseen.json"), graphs, store, 3)
+    assert len(preds) == 9 and 0 <= metrics["SR"] <= 100
+    # a rerun resumes; a missing or an extra view is one line naming scan, viewpoint and view
+    assert cli_main(argv) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"extracted\s+0\n", out) and re.search(r"already done \(skipped\)\s+8\n", out)
+    vp_dir = tmp_path / "w" / "views" / "house00" / "house00_vp01"
+    (vp_dir / "36.jpg").write_bytes(b"")
+    assert cli_main(argv) == 2
+    assert "scan 'house00', viewpoint 'house00_vp01': unexpected file '36.jpg'" in capsys.readouterr().err
+    (vp_dir / "36.jpg").unlink()
+    (vp_dir / "7.jpg").unlink()
+    assert cli_main(argv) == 2
+    assert "viewpoint 'house00_vp01': view k=7 (7.jpg) is missing" in capsys.readouterr().err
 
 
 def test_long_instructions_are_truncated_with_a_count():

@@ -121,7 +121,7 @@ def cmd_synth_nav(args: argparse.Namespace) -> int:
     from .data.vln_world import make_nav_world
 
     print(make_nav_world(args.out, houses=args.houses, unseen=args.unseen, paths_per_house=args.paths,
-                         dim=args.dim, seed=args.seed))
+                         dim=args.dim, seed=args.seed, view_images=args.view_images))
     return 0
 
 
@@ -135,6 +135,9 @@ def _add_synth_nav(sub) -> None:
     s.add_argument("--paths", type=argtypes.positive_int, default=40, help="paths per house, three instructions each")
     s.add_argument("--dim", type=argtypes.positive_int, default=64, help="view feature width D")
     s.add_argument("--seed", type=argtypes.nonnegative_int, default=0, help="everything is a function of the seed")
+    s.add_argument("--view-images", type=argtypes.nonnegative_int, default=0, metavar="SIZE",
+                   help="also render views/{scan}/{viewpoint}/{k}.jpg, SIZE pixels square (for internvideo extract "
+                        "--vln-views; default 0: none)")
     s.set_defaults(func=cmd_synth_nav)
 
 

@@ -49,7 +49,8 @@ __all__ = [
     "AVABox", "AVADetection", "Key", "key_of", "read_ava_groundtruth", "read_ava_results", "write_ava_results",
     "read_label_map", "read_excluded_timestamps", "read_proposals", "check_proposals_cover", "safe_unpickle",
     "BoxTransform", "AVADataset", "AVAKeyframe", "collate_ava", "jitter_boxes", "extend_boxes", "group_keyframes",
-    "keyframes_from_proposals", "at_keyframes",
+    "keyframes_from_proposals", "at_keyframes", "random_aug_boxes", "short_side_size", "KineticsClip",
+    "index_kinetics_clips", "read_ava_kinetics",
 ]
 
 PathLike = str | os.PathLike
@@ -118,10 +119,15 @@ def read_ava_groundtruth(path: PathLike, num_classes: int | None = None) -> list
     ``num_classes``: action ids above it are an error (training); leave it
     ``None`` for evaluation, where the label map decides which ids count.
     """
-    boxes = []
+    return [box for _, box in _groundtruth_rows(path, num_classes) if box is not None]
+
+
+def _groundtruth_rows(path: PathLike, num_classes: int | None) -> Iterable[tuple[int, AVABox | None]]:
+    """``(line, row)`` per ground-truth row; ``None`` for a keyframe without boxes (2 columns)."""
     for line, row in _rows(path):
         if len(row) == 2:
             _number(path, line, "timestamp", row[1])
+            yield line, None
             continue
         if len(row) not in (7, 8):
             raise AnnotationError(path, f"expected 8 columns (video_id, timestamp, x1, y1, x2, y2, action_id, "
@@ -130,8 +136,81 @@ def read_ava_groundtruth(path: PathLike, num_classes: int | None = None) -> list
         box = _box(path, line, row[2:6])
         action = _action(path, line, row[6], num_classes)
         person = _number(path, line, "person_id", row[7], int) if len(row) == 8 else -1
-        boxes.append(AVABox(row[0], timestamp, box, action, person))
-    return boxes
+        yield line, AVABox(row[0], timestamp, box, action, person)
+
+
+# ----------------------------------------------------------------------------- AVA-Kinetics
+
+
+@dataclasses.dataclass(frozen=True)
+class KineticsClip:
+    """A Kinetics clip file ``<youtube_id>_<start>_<end>.<ext>``: seconds ``start`` to ``end`` of the YouTube video."""
+
+    path: Path
+    start: int
+    end: int
+
+    def holds(self, timestamp: float) -> bool:
+        return self.start < timestamp < self.end  # strict, as the official del_invalid_id
+
+    def frame(self, timestamp: float, num_frames: int) -> int:
+        """The keyframe's index: its relative position in the clip times the frame count, truncated (the
+        official ``KineticsDataset._decode_video_data``, ``Spatial-Temporal-Action-Localization/data/ava.py``)."""
+        return min(int((timestamp - self.start) / (self.end - self.start) * num_frames), num_frames - 1)
+
+
+_KINETICS_NAME = re.compile(r"^(?P<id>.+)_(?P<start>\d+)_(?P<end>\d+)$")
+
+
+def index_kinetics_clips(root: PathLike) -> dict[str, list[KineticsClip]]:
+    """Kinetics clips under ``root`` (class sub-folders included) by YouTube id, named as Kinetics-700
+    distributes them and mmaction2's ``cut_kinetics.py`` writes them: ``<youtube_id>_<start:06d>_<end:06d>.<ext>``
+    (YouTube ids may hold ``_``). Files named otherwise are not clips and are left alone."""
+    root = Path(root)
+    if not root.is_dir():
+        raise AnnotationError(root, "the Kinetics clip folder does not exist")
+    out: dict[str, list[KineticsClip]] = collections.defaultdict(list)
+    for p in sorted(root.rglob("*")):
+        m = _KINETICS_NAME.match(p.stem) if p.is_file() else None
+        if m and int(m["end"]) > int(m["start"]):
+            out[m["id"]].append(KineticsClip(p, int(m["start"]), int(m["end"])))
+    return dict(out)
+
+
+def read_ava_kinetics(path: PathLike, clips: Mapping[str, Sequence[KineticsClip]], num_classes: int | None = None,
+                      missing: str = "error") -> tuple[list[AVABox], dict[Key, KineticsClip], int]:
+    """The Kinetics part of AVA-Kinetics: ``kinetics_{train,val}_v1.0.csv`` and the clips holding its keyframes.
+
+    Rows as AVA's (``youtube_id, middle_frame_timestamp, x1, y1, x2, y2, action_id[, person_id]``: the v1.0
+    release has no person id column, as mmaction2's ``tools/data/ava_kinetics/prepare_annotation.py`` reads it;
+    ``youtube_id, timestamp`` rows are keyframes without actions), timestamps in seconds of the YouTube video,
+    one annotated keyframe per clip. ``clips``: :func:`index_kinetics_clips`.
+
+    A keyframe no clip holds (``start < timestamp < end``) is an error naming the line (``missing="error"``)
+    or is dropped and counted (``"skip"``: what the official ``KineticsDataset.del_invalid_id`` does, since
+    YouTube loses videos). Returns ``(rows, {keyframe key: clip}, number of rows skipped)``.
+    """
+    if missing not in ("error", "skip"):
+        raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
+    rows: list[AVABox] = []
+    where: dict[Key, KineticsClip] = {}
+    skipped = 0
+    for line, box in _groundtruth_rows(path, num_classes):
+        if box is None:
+            continue
+        key = key_of(box.video_id, box.timestamp)
+        if key not in where:
+            clip = next((c for c in clips.get(box.video_id, ()) if c.holds(box.timestamp)), None)
+            if clip is None:
+                if missing == "skip":
+                    skipped += 1
+                    continue
+                have = ", ".join(f"{c.start}-{c.end}" for c in clips.get(box.video_id, ())) or "none"
+                raise AnnotationError(path, f"no Kinetics clip of {box.video_id} holds second {box.timestamp:g} "
+                                            f"(clips {box.video_id}_<start>_<end>.* found: {have})", line)
+            where[key] = clip
+        rows.append(box)
+    return rows, where, skipped
 
 
 def read_ava_keyframes(path: PathLike) -> set[Key]:
@@ -335,17 +414,75 @@ def extend_boxes(boxes: np.ndarray, extend: tuple[float, float] = (0.1, 0.05)) -
     return np.clip(out, 0, 1)
 
 
+def random_aug_boxes(boxes: np.ndarray, width: int, height: int, rng: np.random.Generator,
+                     extent: tuple[float, float, float, float] = (0.2, 0.1, 0.1, 0.05)) -> np.ndarray:
+    """The official train-time box jitter (AlphAction ``BoxList.random_aug``, called by InternVideo's
+    ``modeling_finetune.py`` ``sample_box`` as ``random_aug(0.2, 0.1, 0.1, 0.05)`` on the cropped, flipped frame).
+
+    ``extent = (x_out, x_in, y_out, y_in)``: the left side moves by the box width times U(-x_out, x_in), the right
+    side by U(-x_in, x_out) (so a box grows by up to ``x_out`` and shrinks by up to ``x_in`` on each side), top and
+    bottom likewise with the height. Boxes are fractions of a ``width x height`` pixel frame; the official code's
+    inclusive pixel boxes (``x2 + 1`` = our ``x2``) are clamped as there: left/top to ``[0, side - 2]`` px,
+    right/bottom to at most the frame and at least 2 px past the left/top.
+    """
+    x_out, x_in, y_out, y_in = extent
+    size = np.array([width, height, width, height], dtype=np.float64)
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * size
+    n = len(b)
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    x1 = b[:, 0] + w * rng.uniform(-x_out, x_in, n)
+    y1 = b[:, 1] + h * rng.uniform(-y_out, y_in, n)
+    x2 = b[:, 2] + w * rng.uniform(-x_in, x_out, n)
+    y2 = b[:, 3] + h * rng.uniform(-y_in, y_out, n)
+    x1, y1 = np.clip(x1, 0, width - 2), np.clip(y1, 0, height - 2)
+    x2 = np.maximum(np.minimum(x2, width), x1 + 2)
+    y2 = np.maximum(np.minimum(y2, height), y1 + 2)
+    return (np.stack([x1, y1, x2, y2], axis=1) / size).astype(np.float32)
+
+
+def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """``(height, width)`` with the short side ``short_side`` and the long side ``int(short_side * long / short)``
+    (truncated), as AlphAction's ``video_transforms.Resize.get_size`` (InternVideo
+    ``Spatial-Temporal-Action-Localization/alphaction/dataset/transforms/video_transforms.py``).
+
+    A frame whose short side already has that size is kept as it is (the official code means to, but returns
+    its ``(h, w)`` where ``(w, h)`` is expected, transposing such frames: not reproduced).
+    """
+    if min(height, width) == short_side:
+        return height, width
+    if width < height:
+        return int(short_side * height / width), short_side
+    return short_side, int(short_side * width / height)
+
+
 @dataclasses.dataclass
 class BoxTransform:
-    """Resize a clip to ``size x size`` and carry its boxes (fractions of the frame) along.
+    """Resize a clip and carry its boxes (fractions of the frame) along.
 
-    Training: the frame is scaled to a random side in ``size * scale`` and a
-    random ``size x size`` window is cut out (boxes are shifted and clipped to
-    it; boxes left with no area are dropped), then the clip and its boxes are
-    mirrored with probability ``flip``. Test: the whole frame is resized to
-    ``size x size``. The frame is resized without keeping its aspect ratio
-    (our ViT takes square inputs), which a fraction-of-frame box survives
-    unchanged. Returns ``(video float (C, T, size, size) normalised, boxes (K, 4), kept (K,) bool)``.
+    Square mode (``keep_aspect=False``, ours): training scales the frame to a
+    random ``side x side`` in ``size * scale`` and cuts a random
+    ``size x size`` window; test resizes the whole frame to ``size x size``.
+    The aspect ratio is not kept, which a fraction-of-frame box survives
+    unchanged; every clip is ``size x size``.
+
+    Aspect mode (``keep_aspect=True``, the official InternVideo / AlphAction
+    pipeline: ``data/transforms.py`` ``build_transforms`` of InternVideo's
+    ``Spatial-Temporal-Action-Localization``): the short side goes to
+    ``short_side`` (official 256; default ``size``) and the long side keeps the
+    ratio (:func:`short_side_size`); training cuts a random ``size x size``
+    window (``RandomClip``: left ``int(u * (W - size))``, top likewise; ``scale``
+    draws a random short side in ``short_side * scale``, official ``(1, 1)``);
+    test keeps the whole frame and pads it right and bottom with zeros (after
+    normalisation) to a multiple of ``pad_to`` (the official ``BatchCollator(size_divisible=16)``),
+    so clips differ in size; :func:`collate_ava` pads a batch to its largest.
+
+    Either way boxes are shifted and clipped to the window (boxes left with no
+    area are dropped; the official crop keeps them, as 1-pixel boxes, with their
+    labels) and come back as fractions of the returned frame, padding included,
+    which is what the RoI head reads. Then the clip and its boxes are mirrored
+    with probability ``flip``. ``antialias``: the resize low-pass filters when
+    it shrinks (ours); the official ``cv2.resize`` (bilinear) does not.
+    Returns ``(video float (C, T, H, W) normalised, boxes (K, 4), kept (K,) bool)``.
 
     ``flip`` defaults to 0: mirroring swaps left/right actions (the synthetic world's
     "moving left"); real AVA recipes use 0.5.
@@ -357,38 +494,71 @@ class BoxTransform:
     flip: float = 0.0
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    keep_aspect: bool = False
+    short_side: int | None = None
+    pad_to: int = 1
+    antialias: bool = True
 
-    def params(self, rng: np.random.Generator) -> tuple[int, int, int, bool]:
-        """(scaled side, top, left, flipped) for one clip."""
+    def __post_init__(self) -> None:
+        if self.keep_aspect and self.short_side is not None and self.short_side < self.size:
+            raise ValueError(f"short_side {self.short_side} is smaller than the crop size {self.size}")
+
+    def geometry(self, height: int, width: int, rng: np.random.Generator
+                 ) -> tuple[tuple[int, int], tuple[int, int, int, int], bool]:
+        """``((resized h, w), (top, left, window h, w), flipped)`` for one clip of ``height x width`` frames."""
+        if not self.keep_aspect:
+            if not self.training:
+                return (self.size, self.size), (0, 0, self.size, self.size), False
+            side = max(self.size, int(round(self.size * rng.uniform(*self.scale))))
+            top = int(rng.integers(0, side - self.size + 1))
+            left = int(rng.integers(0, side - self.size + 1))
+            return (side, side), (top, left, self.size, self.size), bool(rng.random() < self.flip)
+        short = self.short_side or self.size
         if not self.training:
-            return self.size, 0, 0, False
-        side = max(self.size, int(round(self.size * rng.uniform(*self.scale))))
-        top = int(rng.integers(0, side - self.size + 1))
-        left = int(rng.integers(0, side - self.size + 1))
-        return side, top, left, bool(rng.random() < self.flip)
+            rh, rw = short_side_size(height, width, short)
+            return (rh, rw), (0, 0, rh, rw), False
+        short = max(self.size, int(round(short * rng.uniform(*self.scale))))
+        rh, rw = short_side_size(height, width, short)
+        left = int(rng.random() * (rw - self.size))
+        top = int(rng.random() * (rh - self.size))
+        return (rh, rw), (top, left, self.size, self.size), bool(rng.random() < self.flip)
 
-    def boxes(self, boxes: np.ndarray, side: int, top: int, left: int, flipped: bool) -> tuple[np.ndarray, np.ndarray]:
-        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * side
+    def padded(self, h: int, w: int) -> tuple[int, int]:
+        if not self.keep_aspect or self.training:
+            return h, w
+        m = max(self.pad_to, 1)
+        return -(-h // m) * m, -(-w // m) * m
+
+    def boxes(self, boxes: np.ndarray, resized: tuple[int, int], window: tuple[int, int, int, int],
+              flipped: bool) -> tuple[np.ndarray, np.ndarray]:
+        (rh, rw), (top, left, wh, ww) = resized, window
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * np.array([rw, rh, rw, rh], dtype=np.float64)
         b = b - np.array([left, top, left, top], dtype=np.float64)
-        b = np.clip(b, 0, self.size) / self.size
+        b = np.clip(b, 0, np.array([ww, wh, ww, wh], dtype=np.float64))
         kept = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
         if flipped:
-            b = np.stack([1 - b[:, 2], b[:, 1], 1 - b[:, 0], b[:, 3]], axis=1)
-        return b.astype(np.float32), kept
+            b = np.stack([ww - b[:, 2], b[:, 1], ww - b[:, 0], b[:, 3]], axis=1)
+        ph, pw = self.padded(wh, ww)
+        return (b / np.array([pw, ph, pw, ph], dtype=np.float64)).astype(np.float32), kept
 
     def __call__(self, frames: np.ndarray, boxes: np.ndarray, rng: np.random.Generator | None = None):
         rng = rng if rng is not None else np.random.default_rng()
-        side, top, left, flipped = self.params(rng)
+        resized, window, flipped = self.geometry(frames.shape[1], frames.shape[2], rng)
+        top, left, wh, ww = window
         video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255)  # C T H W
-        video = F.interpolate(video.permute(1, 0, 2, 3), size=(side, side), mode="bilinear", align_corners=False,
-                              antialias=True).permute(1, 0, 2, 3)
-        video = video[..., top:top + self.size, left:left + self.size]
+        video = F.interpolate(video.permute(1, 0, 2, 3), size=resized, mode="bilinear", align_corners=False,
+                              antialias=self.antialias).permute(1, 0, 2, 3)
+        video = video[..., top:top + wh, left:left + ww]
         if flipped:
             video = video.flip(-1)
         mean = torch.tensor(self.mean).view(-1, 1, 1, 1)
         std = torch.tensor(self.std).view(-1, 1, 1, 1)
-        out_boxes, kept = self.boxes(boxes, side, top, left, flipped)
-        return ((video - mean) / std).contiguous(), out_boxes, kept
+        video = (video - mean) / std
+        ph, pw = self.padded(wh, ww)
+        if (ph, pw) != (wh, ww):
+            video = F.pad(video, (0, pw - ww, 0, ph - wh))
+        out_boxes, kept = self.boxes(boxes, resized, window, flipped)
+        return video.contiguous(), out_boxes, kept
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -463,8 +633,17 @@ class AVADataset(torch.utils.data.Dataset):
         time_offset: seconds subtracted from timestamps before finding the frame
             (900 for AVA's movies cut at 15:00; 0 for whole files).
         transform: a :class:`BoxTransform`.
-        jitter: train-time box jitter (fraction of the box side), 0 = off.
-        extend: test-time box growth ``(w, h)`` fractions, or None.
+        jitter: train-time box jitter (fraction of the box side) before the transform, 0 = off (ours).
+        extend: test-time box growth ``(w, h)`` fractions, or None (official ``(0.1, 0.05)``:
+            ``modeling_finetune.py`` ``test_ext`` with AlphAction's ``BoxList.extend``, :func:`extend_boxes`).
+        box_aug: the official train-time jitter ``(x_out, x_in, y_out, y_in)`` after crop and flip
+            (:func:`random_aug_boxes`, official ``(0.2, 0.1, 0.1, 0.05)``), or None.
+        frame_shift: frames added to every sampled index. The official pipeline decodes 64 frames with the
+            keyframe at index 32 and takes ``TemporalCrop`` indices ``1, 5, ..., 61`` (16 x 4), i.e. the
+            keyframe's neighbours ``-31 .. +29``: shift 1 (``alphaction/dataset/transforms/video_transforms.py``).
+        clips: keyframes found in Kinetics clips (AVA-Kinetics, :func:`read_ava_kinetics`): their frame is the
+            keyframe's relative position in the clip, as the official ``KineticsDataset``; other keyframes are
+            looked up as ``<video_id>.*`` in ``video_root``.
 
     Keyframes whose frame lies beyond the end of the video, or in a missing
     video, are dropped when the dataset is built and counted in
@@ -475,11 +654,14 @@ class AVADataset(torch.utils.data.Dataset):
 
     def __init__(self, keyframes: Sequence[AVAKeyframe], video_root: PathLike, num_classes: int,
                  transform: BoxTransform, *, clip_len: int = 16, frame_interval: int = 4, time_offset: float = 0.0,
-                 jitter: float = 0.0, extend: tuple[float, float] | None = None, seed: int = 0) -> None:
+                 jitter: float = 0.0, extend: tuple[float, float] | None = None, seed: int = 0,
+                 box_aug: tuple[float, float, float, float] | None = None, frame_shift: int = 0,
+                 clips: Mapping[Key, "KineticsClip"] | None = None) -> None:
         self.root = Path(video_root)
         self.num_classes, self.transform = num_classes, transform
         self.clip_len, self.frame_interval, self.time_offset = clip_len, frame_interval, time_offset
         self.jitter, self.extend, self.seed, self.epoch = jitter, extend, seed, 0
+        self.box_aug, self.frame_shift, self.clips = box_aug, frame_shift, clips or {}
         self.skipped: collections.Counter[str] = collections.Counter()
         files = {p.stem: p for p in sorted(self.root.iterdir()) if p.is_file()} if self.root.is_dir() else {}
         info: dict[str, tuple[int, float] | None] = {}
@@ -490,21 +672,24 @@ class AVADataset(torch.utils.data.Dataset):
                     if not 1 <= a <= num_classes:
                         raise ValueError(f"{kf.video_id} @ {kf.timestamp}: unknown action id {a} "
                                          f"(expected 1..{num_classes})")
-            path = files.get(kf.video_id)
+            clip = self.clips.get(key_of(kf.video_id, kf.timestamp))
+            path = clip.path if clip is not None else files.get(kf.video_id)
             if path is None:
                 self.skipped["video not found"] += 1
                 continue
-            if kf.video_id not in info:
+            name = str(path)
+            if name not in info:
                 try:
                     meta = probe(path)
-                    info[kf.video_id] = (meta.num_frames, meta.fps)
+                    info[name] = (meta.num_frames, meta.fps)
                 except (VideoError, OSError):
-                    info[kf.video_id] = None
-            if info[kf.video_id] is None:
+                    info[name] = None
+            if info[name] is None:
                 self.skipped["unreadable video"] += 1
                 continue
-            num_frames, fps = info[kf.video_id]
-            frame = int(round((kf.timestamp - time_offset) * fps))
+            num_frames, fps = info[name]
+            frame = clip.frame(kf.timestamp, num_frames) if clip is not None else \
+                int(round((kf.timestamp - time_offset) * fps))
             if not 0 <= frame < num_frames:
                 self.skipped["no frame at the timestamp"] += 1
                 continue
@@ -517,7 +702,7 @@ class AVADataset(torch.utils.data.Dataset):
         self.epoch = epoch
 
     def frame_indices(self, frame: int, num_frames: int) -> np.ndarray:
-        offsets = (np.arange(self.clip_len) - self.clip_len // 2) * self.frame_interval
+        offsets = (np.arange(self.clip_len) - self.clip_len // 2) * self.frame_interval + self.frame_shift
         return np.clip(frame + offsets, 0, num_frames - 1)
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
@@ -533,6 +718,8 @@ class AVADataset(torch.utils.data.Dataset):
         if self.extend is not None:
             boxes = extend_boxes(boxes, self.extend)
         video, boxes, kept = self.transform(frames, boxes, rng)
+        if self.box_aug is not None and self.transform.training:
+            boxes = random_aug_boxes(boxes, video.shape[-1], video.shape[-2], rng, self.box_aug)
         labels = np.zeros((len(kf.boxes), self.num_classes), dtype=np.float32)
         for i, actions in enumerate(kf.actions):
             for a in actions:
@@ -545,14 +732,29 @@ class AVADataset(torch.utils.data.Dataset):
 
 
 def collate_ava(items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
-    """Stack clips; concatenate boxes into ``rois (K, 5)`` = (clip index in the batch, x1, y1, x2, y2)."""
+    """Stack clips; concatenate boxes into ``rois (K, 5)`` = (clip index in the batch, x1, y1, x2, y2).
+
+    Clips of different sizes (aspect-keeping test frames) are padded right and bottom with zeros to the
+    largest, as AlphAction's ``batch_different_videos`` (``alphaction/dataset/collate_batch.py``); their boxes,
+    fractions of their own frame, are rescaled to the padded one.
+    """
     skipped = [it["skipped"] for it in items if it is not None and "skipped" in it]
     good = [it for it in items if it is not None and "skipped" not in it]
     if not good:
         return {"video": None, "rois": torch.zeros(0, 5), "labels": torch.zeros(0, 0), "skipped": skipped}
-    rois = [torch.cat([torch.full((len(it["boxes"]), 1), float(i)), it["boxes"]], dim=1) for i, it in enumerate(good)]
+    height = max(int(it["video"].shape[-2]) for it in good)
+    width = max(int(it["video"].shape[-1]) for it in good)
+    videos, rois = [], []
+    for i, it in enumerate(good):
+        v, boxes = it["video"], it["boxes"]
+        h, w = int(v.shape[-2]), int(v.shape[-1])
+        if (h, w) != (height, width):
+            v = F.pad(v, (0, width - w, 0, height - h))
+            boxes = boxes * boxes.new_tensor([w / width, h / height, w / width, h / height])
+        videos.append(v)
+        rois.append(torch.cat([torch.full((len(boxes), 1), float(i)), boxes], dim=1))
     return {
-        "video": torch.stack([it["video"] for it in good]),
+        "video": torch.stack(videos),
         "rois": torch.cat(rois),
         "labels": torch.cat([it["labels"] for it in good]),
         "source_boxes": torch.cat([it["source_boxes"] for it in good]),

@@ -35,7 +35,9 @@ precomputed features of the 36 discretised views of its panorama.
   ``setDiscretizedViewingAngles(True)``.
 * **View features**: ``{scan}_{viewpoint}`` -> ``(36, D)`` (HAMT's released
   features have this layout) in a folder of ``.npy`` files, one ``.npz``, or
-  an HDF5 file (when ``h5py`` is installed).
+  an HDF5 file (when ``h5py`` is installed). ``internvideo extract
+  --vln-views`` computes the folder from view images
+  ``views/{scan}/{viewpoint}/{k}.jpg`` (:func:`view_images` lists them).
 
 Every bad input raises :class:`NavigationDataError` naming the file and the
 scan, viewpoint, key or field.
@@ -63,7 +65,8 @@ COS_HALF_HFOV = math.cos(math.radians(60.0) * 640 / 480 / 2.0)
 ERROR_MARGIN = 3.0
 
 __all__ = ["Candidate", "Episode", "NUM_VIEWS", "NavGraph", "NavGraphs", "NavigationDataError", "ViewFeatures",
-           "direction_features", "read_episodes", "read_r2r", "snap_heading", "view_angles", "ERROR_MARGIN"]
+           "direction_features", "read_episodes", "read_r2r", "snap_heading", "view_angles", "view_images",
+           "ERROR_MARGIN"]
 
 
 class NavigationDataError(UserError):
@@ -402,3 +405,42 @@ class ViewFeatures:
         if not keys:
             raise NavigationDataError(f"{self.path}: the feature store is empty")
         return int(self._file[keys[0]].shape[-1])
+
+
+def _subfolders(path: Path) -> list[Path]:
+    out = []
+    for p in sorted(path.iterdir()):
+        if p.name.startswith("."):
+            continue  # .DS_Store and the like
+        if not p.is_dir():
+            raise NavigationDataError(f"{p}: expected only folders here (views/{{scan}}/{{viewpoint}}/{{k}}.jpg)")
+        out.append(p)
+    return out
+
+
+def view_images(root: str | os.PathLike) -> dict[tuple[str, str], list[Path]]:
+    """``(scan, viewpoint)`` -> the 36 images ``root/{scan}/{viewpoint}/{k}.jpg`` in view order ``k = 0..35``.
+
+    A missing view, or any other file in a viewpoint's folder, is an error naming the scan, viewpoint and view.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise NavigationDataError(f"view image folder not found: {root}")
+    expected = {f"{k}.jpg": k for k in range(NUM_VIEWS)}
+    out: dict[tuple[str, str], list[Path]] = {}
+    for scan_dir in _subfolders(root):
+        for vp_dir in _subfolders(scan_dir):
+            where = f"{vp_dir}: scan {scan_dir.name!r}, viewpoint {vp_dir.name!r}"
+            names = {p.name for p in vp_dir.iterdir() if not p.name.startswith(".")}
+            extra = sorted(names - expected.keys())
+            if extra:
+                raise NavigationDataError(f"{where}: unexpected file {extra[0]!r} (views are 0.jpg .. "
+                                          f"{NUM_VIEWS - 1}.jpg)")
+            missing = [k for name, k in expected.items() if name not in names]
+            if missing:
+                raise NavigationDataError(f"{where}: view k={missing[0]} ({missing[0]}.jpg) is missing"
+                                          + (f", and {len(missing) - 1} more" if len(missing) > 1 else ""))
+            out[scan_dir.name, vp_dir.name] = [vp_dir / f"{k}.jpg" for k in range(NUM_VIEWS)]
+    if not out:
+        raise NavigationDataError(f"{root}: no view images (expected {{scan}}/{{viewpoint}}/{{k}}.jpg, k = 0..35)")
+    return out

@@ -18,6 +18,15 @@ door"), three per path. Written: ``R2R_train.json`` and ``R2R_val_seen.json`` (t
 houses), ``R2R_val_unseen.json`` (held-out houses),
 ``connectivity/{scan}_connectivity.json`` with ``scans.txt``, and
 ``view_features.npz`` keyed ``{scan}_{viewpoint}`` -> ``(36, dim)``.
+
+With ``view_images=SIZE`` it also renders the same scene as pictures,
+``views/{scan}/{viewpoint}/{k}.jpg`` (SIZE x SIZE), for ``internvideo extract
+--vln-views``: the house's wall colour (darker looking down, lighter looking
+up), in a horizon view the landmarks lying in that direction as rectangles of
+their colour, shaped by their object (a door tall and narrow, a sofa wide and
+low) and smaller with distance, and in the downward views the viewpoint's own
+landmark, large. The images take their own random stream, so the rest of the
+world is the same with or without them.
 """
 from __future__ import annotations
 
@@ -38,6 +47,11 @@ TEMPLATES = (
     "head past the {via}. stop when you reach the {goal}.",
 )
 SPACING = 3.5
+RGB = {"red": (200, 30, 30), "green": (30, 160, 50), "blue": (30, 60, 200), "yellow": (230, 210, 40),
+       "white": (245, 245, 245), "black": (15, 15, 15), "orange": (240, 130, 20), "purple": (130, 40, 160)}
+#: (width, height) of each object as a fraction of the image, at the grid spacing
+SHAPES = {"box": (0.4, 0.4), "door": (0.25, 0.7), "lamp": (0.1, 0.6), "chair": (0.3, 0.45), "plant": (0.2, 0.5),
+          "table": (0.6, 0.3), "sofa": (0.7, 0.35), "picture": (0.45, 0.25)}
 
 __all__ = ["NavWorld", "make_nav_world"]
 
@@ -115,6 +129,36 @@ def _view_features(graph: NavGraph, landmark_vec: np.ndarray, tint: np.ndarray, 
     return feats
 
 
+def _render_views(graph: NavGraph, names: list[str], wall: np.ndarray, size: int, out: Path) -> None:
+    from PIL import Image
+
+    def draw(img: np.ndarray, name: str, scale: float, x: float) -> None:
+        colour, obj = name.split(" ")
+        w, h = (max(1, round(f * scale * size)) for f in SHAPES[obj])
+        left, top = round(x * size - w / 2), round(0.65 * size - h / 2)
+        img[max(top, 0):max(top + h, 0), max(left, 0):max(left + w, 0)] = RGB[colour]
+
+    for i, vp in enumerate(graph.ids):
+        views = [np.empty((size, size, 3), np.uint8) for _ in range(NUM_VIEWS)]
+        for k, img in enumerate(views):
+            img[:] = np.clip(wall * (1.0 + 0.4 * view_angles(k)[1] / math.radians(30)), 0, 255)
+            if view_angles(k)[1] < 0:
+                draw(img, names[i], 1.5, 0.5)  # the thing at your feet
+        others = sorted((float(np.linalg.norm(graph.positions[j] - graph.positions[i])), j)
+                        for j in range(len(graph.ids)) if j != i)
+        for dist, j in reversed(others):  # far ones first: near ones cover them
+            d = graph.positions[j] - graph.positions[i]
+            heading = math.atan2(d[0], d[1])
+            k = int(round(heading / math.radians(30))) % 12
+            rel = math.remainder(heading - view_angles(k)[0], 2 * math.pi)
+            # the camera's 80° horizontal field of view spans the image
+            draw(views[12 + k], names[j], math.exp(-(dist - SPACING) / SPACING), 0.5 + rel / math.radians(80))
+        folder = out / graph.scan / vp
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, img in enumerate(views):
+            Image.fromarray(img).save(folder / f"{k}.jpg", quality=90)
+
+
 def _instruction(names: list[str], template: str, rng: np.random.Generator) -> str:
     via, goal = names[1:-1], names[-1]
     if not via:
@@ -123,7 +167,8 @@ def _instruction(names: list[str], template: str, rng: np.random.Generator) -> s
 
 
 def make_nav_world(out: str | Path, houses: int = 8, unseen: int = 2, rows: int = 4, cols: int = 4,
-                   paths_per_house: int = 40, dim: int = 64, noise: float = 0.1, seed: int = 0) -> NavWorld:
+                   paths_per_house: int = 40, dim: int = 64, noise: float = 0.1, seed: int = 0,
+                   view_images: int = 0) -> NavWorld:
     """Write the world (see the module doc); everything is a function of ``seed``."""
     if not 0 < unseen < houses:
         raise ValueError(f"unseen houses must be between 1 and houses - 1, got {unseen} of {houses}")
@@ -148,6 +193,9 @@ def make_nav_world(out: str | Path, houses: int = 8, unseen: int = 2, rows: int 
         tint = rng.standard_normal(dim) * 0.3 / math.sqrt(dim)
         for vp, f in _view_features(graph, vecs, tint, rng, noise).items():
             features[f"{scan}_{vp}"] = f
+        if view_images:
+            wall = np.random.default_rng([seed, h]).uniform(70, 180, size=3)
+            _render_views(graph, names, wall, view_images, root / "views")
         held_out = h >= houses - unseen
         for k in range(paths_per_house):
             while True:

@@ -1,21 +1,19 @@
-"""Demo rows for open understanding and language: open-set recognition, open-ended QA, captioning.
+"""Demo rows for open understanding and language: open-ended QA, captioning.
 
-All three read the demo's contrastively trained multimodal model, frozen, and
-train only small new parts on top of it, from clips decoded once:
+Both read the demo's contrastively trained multimodal model, frozen, and
+train only small new parts on top of it, from clips decoded once (open-set
+recognition, which fine-tunes a backbone as the paper does, is the pipeline's
+``openset`` stage); the exception is the official QA head, which fine-tunes
+the whole model as the official recipe does:
 
-* **open-set**: the evidential head and the softmax head on the video
-  embeddings of the known-class clips (``openset_train.txt``); AUROC of each
-  unknown-score on ``openset_test.txt``, whose two held-out actions are the
-  unknowns (chance 50). Caveat: the contrastive stage saw captions of every
-  action, held-out ones included, as a pretrained backbone would have.
 * **QA**, two heads: ours, a :class:`~internvideo.models.qa.VideoQA` head on the frozen video
   and question tokens (:func:`~internvideo.train.heads.fit_qa_model`), and the official ``vtc_cap``
   head trained as the official recipe does, end to end with the whole multimodal model and the head at
   10x the lr (``optim.lr_groups``), through the one training loop (objective ``qa``), scaled down to
-  the demo (:data:`VTC_CAP_STEPS`, :func:`vtc_cap_config`; this is the one exception to "frozen"
-  above); accuracy on ``qa_test.jsonl`` overall and on the motion questions (``qa_val.jsonl``'s in
-  each row's ``val``), beside always answering the most frequent training answer (overall, and for
-  the motion questions). The fine-tuned model is saved in ``runs/open_language/qa_vtc_cap``.
+  the demo (:data:`VTC_CAP_STEPS`, :func:`vtc_cap_config`); accuracy on ``qa_test.jsonl`` overall and
+  on the motion questions (``qa_val.jsonl``'s in each row's ``val``), beside always answering the most
+  frequent training answer (overall, and for the motion questions). The fine-tuned model is saved in
+  ``runs/open_language/qa_vtc_cap``.
 * **captioning**: the multimodal model's own caption decoder, pretrained with
   the contrastive stage (caption loss beside InfoNCE, over a closed vocabulary:
   the tokens of the training captions, a few hundred of CLIP's 49k), then
@@ -35,22 +33,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import VideoDataset, read_classification_list, read_qa, read_video_text
+from ..data import VideoDataset, read_qa, read_video_text
 from ..factory import load_model, save_model
 from ..models.qa import VideoQA, answer_vocabulary, question_padding
 from ..tasks import common
 from ..tasks.caption import nearest_captions
 from ..tasks.metrics import caption_metrics
-from ..tasks.openset import evaluate_openset_features
 from ..tasks.qa import QAFeatures, evaluate_qa
 from ..tokenizer import get_tokenizer
 from ..train import TrainConfig, train
 from ..train.config import DataSection, ModelSection, OptimSection, QASection, RunSection
-from ..train.heads import fine_tune_decoder, fit_openset_head, fit_qa_model, seeded
+from ..train.heads import fine_tune_decoder, fit_qa_model, seeded
 from .context import DemoContext
 
-#: (QA head epochs, open-set head steps, caption decoder fine-tuning steps) per preset.
-BUDGET = {"smoke": (1, 20, 10), "quick": (4, 200, 300), "default": (6, 300, 1000)}
+#: (QA head epochs, caption decoder fine-tuning steps) per preset.
+BUDGET = {"smoke": (1, 10), "quick": (4, 300), "default": (6, 1000)}
 #: beam widths tried on the validation captions (1 = greedy)
 CAPTION_BEAMS = (1, 3, 5)
 #: Optimiser steps of the end-to-end ``vtc_cap`` fine-tuning per preset (official: 20 epochs; the default's 200
@@ -91,16 +88,15 @@ def fit_vtc_cap(ctx: DemoContext, backbone: torch.nn.Module, steps: int) -> Vide
 
 
 def demo_stage(ctx: DemoContext) -> list[dict[str, Any]]:
-    qa_epochs, openset_steps, caption_steps = BUDGET.get(ctx.preset, BUDGET["default"])
+    qa_epochs, caption_steps = BUDGET.get(ctx.preset, BUDGET["default"])
     torch.manual_seed(ctx.seed)
     model = load_model(ctx.mm_checkpoint).eval()
     if model.caption is None:
         raise RuntimeError(f"{ctx.mm_checkpoint}: the demo's multimodal model has no caption decoder")
     w = ctx.world
-    lists = {s: read_classification_list(w / f"openset_{s}.txt") for s in ("train", "val", "test")}
     captions = {s: read_video_text(w / f"captions_{s}.jsonl") for s in ("train", "val", "test")}
     qa = {s: read_qa(w / f"qa_{s}.jsonl") for s in ("train", "val", "test")}
-    videos = sorted({s.path for v in lists.values() for s in v} | {s.video for v in captions.values() for s in v})
+    videos = sorted({s.video for v in captions.values() for s in v})
     row = {v: i for i, v in enumerate(videos)}
 
     t0 = time.perf_counter()
@@ -121,16 +117,6 @@ def demo_stage(ctx: DemoContext) -> list[dict[str, Any]]:
     t = model.config.num_frames
     tokens = out[:, 1:].reshape(len(videos), t, -1, out.shape[-1])
     rows: list[dict[str, Any]] = []
-
-    # --- open-set recognition
-    splits = {s: (emb[[row[x.path] for x in v]].numpy(), np.asarray([x.label for x in v])) for s, v in lists.items()}
-    result = evaluate_openset_features(splits["train"], splits["val"], splits["test"], fit=fit_openset_head,
-                                       hidden=128, steps=openset_steps, seed=ctx.seed)
-    names = {"uncertainty": "EDL uncertainty", "msp": "max softmax prob.", "energy": "energy", "max_logit": "max logit"}
-    for score, m in result["scores"].items():
-        rows.append({"family": "open-set recognition", "model": f"frozen MM embedding, {names[score]}",
-                     "metric": "AUROC known vs held-out actions (%)", "short": f"openset {score} AUROC",
-                     "value": m["auroc"], "chance": 50.0})
 
     # --- open-ended QA: our head on frozen features, then the official vtc_cap head fine-tuned end to end
     tok = get_tokenizer("clip", context_length=model.config.context_length)

@@ -6,12 +6,20 @@ held out) trains the HAMT-style agent through the one training loop (``vln``
 objective: teacher forcing plus sampled actions), once with its history
 encoder and once without (the ablation). Both are scored on the unseen houses
 with the R2R metrics (greedy roll-outs); the chance row is a random walk of
-five moves scored the same way. The view features are the world's own
-stand-ins for an image encoder's, not the demo's video encoders: this stage
-shows the navigation machinery, not InternVideo's features.
+five moves scored the same way. The two agents train at once, each in its own
+process on one thread (a tiny model stepping through graphs gains little from
+a second thread; two processes use both cores of a 2-core machine, and give
+the same numbers as training one after the other). The view features are
+the world's own stand-ins for an image encoder's, not the demo's video
+encoders: this stage shows the navigation machinery, not InternVideo's
+features.
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,22 +49,25 @@ def _train_agent(ctx: DemoContext, world, name: str, use_history: bool):
     return train(cfg).model
 
 
+def _train_and_score(ctx: DemoContext, world: Path, name: str, use_history: bool) -> dict[str, float]:
+    """In a worker process: train one agent on one thread, then its R2R metrics on the unseen houses."""
+    torch.set_num_threads(1)  # a tiny model stepping through graphs: more threads only contend
+    agent = _train_agent(ctx, world, name, use_history)
+    graphs, feats = NavGraphs(world / "connectivity"), ViewFeatures(world / "view_features.npz")
+    return evaluate_agent(agent, read_episodes(world / "R2R_val_unseen.json"), graphs, feats, MAX_STEPS)[0]
+
+
 def demo_stage(ctx: DemoContext) -> list[dict[str, Any]]:
     world = ctx.work / "navworld"
     small = ctx.preset == "smoke"
     make_nav_world(world, houses=4 if small else 8, unseen=1 if small else 2, rows=3 if small else 4,
                    cols=3 if small else 4, paths_per_house=6 if small else 40, seed=ctx.seed)
-    graphs, feats = NavGraphs(world / "connectivity"), ViewFeatures(world / "view_features.npz")
-    unseen = read_episodes(world / "R2R_val_unseen.json")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model stepping through graphs: more threads only contend
-    try:
-        scores = {}
-        for name, history in (("history", True), ("no_history", False)):
-            agent = _train_agent(ctx, world, name, history)
-            scores[name], _ = evaluate_agent(agent, unseen, graphs, feats, MAX_STEPS)
-    finally:
-        torch.set_num_threads(threads)
+    # spawn, not fork: the parent's compute threads must not be inherited mid-flight
+    with ProcessPoolExecutor(min(2, os.cpu_count() or 1), mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = {name: pool.submit(_train_and_score, ctx, world, name, history)
+                for name, history in (("history", True), ("no_history", False))}
+        scores = {name: job.result() for name, job in jobs.items()}
+    graphs, unseen = NavGraphs(world / "connectivity"), read_episodes(world / "R2R_val_unseen.json")
     chance = evaluate_trajectories(unseen, random_walk(unseen, graphs, seed=ctx.seed), graphs)["metrics"]
     rows = []
     for key, model in (("history", "HAMT-style agent with history"), ("no_history", "same agent without history")):

@@ -426,8 +426,28 @@ class Attention(nn.Module):
             b_q, b_kv = (None, None) if bias is None else (bias[:inner], bias[inner:])
             q = self._heads(F.linear(x, w_q, b_q), 1)[0]
             k, v = self._heads(F.linear(context, w_kv, b_kv), 2)
+        return self._attend(q, k, v, attn_mask, is_causal, key_mask, local=context is None)
+
+    def forward_qkv(self, xq: torch.Tensor, xk: torch.Tensor, xv: torch.Tensor,
+                    key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Self-attention whose queries, keys and values are projected from three inputs ``(B, N, dim)``.
+
+        Each input goes through its third of the ``qkv`` projection; ``window`` and
+        ``key_mask`` act as in :meth:`forward`. ActionFormer's convolutional
+        attention gives each of q / k / v its own depthwise convolution first.
+        """
+        inner = self.inner_dim
+        bias = self.qkv_bias()
+        q, k, v = (self._heads(F.linear(x, self.qkv.weight[i * inner:(i + 1) * inner],
+                                        None if bias is None else bias[i * inner:(i + 1) * inner]), 1)[0]
+                   for i, x in enumerate((xq, xk, xv)))
+        return self._attend(q, k, v, key_mask=key_mask)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                is_causal: bool = False, key_mask: torch.Tensor | None = None, local: bool = True) -> torch.Tensor:
+        """Heads ``(B, H, N, d)`` -> the projected output ``(B, N, dim)``."""
         dropout_p = self.attn_drop if self.training else 0.0
-        if self.window is not None and context is None and attn_mask is None and not is_causal:
+        if self.window is not None and local and attn_mask is None and not is_causal:
             out = local_attention(q, k, v, self.window, key_mask, dropout_p).transpose(1, 2).flatten(2)
             return self.proj_drop(self.proj(out))
         if key_mask is not None:

@@ -4,7 +4,10 @@ The InternVideo AVA model is the VideoMAE ViT with an RoI head (the official
 code plugs VideoMAE into AlphAction's pipeline): tokens ``(B, T'H'W', D)`` →
 final LayerNorm → grid ``(B, D, T', H', W')`` → mean over time → RoIAlign
 (7 x 7 bins per person box) → max over the bins → dropout → linear; one
-sigmoid per action (multi-label, BCE).
+sigmoid per action (multi-label, BCE). ``head_type="acar"`` replaces the
+linear layer by the official code's other option, the actor-context-actor
+relation head (:class:`ACARHead`). Clips of another size than the configured
+one (aspect-keeping test frames) get the position table resized to their grid.
 
 :func:`roi_align` is written in torch, vectorised over boxes. It computes
 exactly what torchvision / detectron2 ``ROIAlign`` computes (bilinear
@@ -24,10 +27,11 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from .layers import interpolate_pos_embed
 from .videomae import VideoMAEConfig, VideoMAEEncoder
 
-__all__ = ["roi_align", "RoIHeadConfig", "RoIActionHead", "VideoMAEDetector", "VideoMAEDetectorConfig",
-           "normalized_to_grid", "NAMED_CONFIGS", "MODEL_CLASSES"]
+__all__ = ["roi_align", "RoIHeadConfig", "RoIActionHead", "ACARHead", "HR2O", "VideoMAEDetector",
+           "VideoMAEDetectorConfig", "normalized_to_grid", "NAMED_CONFIGS", "MODEL_CLASSES"]
 
 
 def _axis_weights(start: torch.Tensor, length: torch.Tensor, bins: int, grid: torch.Tensor,
@@ -134,10 +138,83 @@ class RoIHeadConfig:
     init_scale: float = 0.001  # head weights scaled at init, as the VideoMAE fine-tuning heads
     box_agnostic: bool = False  # pool the whole frame for every box: the baseline that ignores where a person is
     pre_norm: bool = False  # LayerNorm on the pooled box feature (a classifier's fc_norm can initialise it)
+    head_type: str = "linear"  # "linear" or "acar" (actor-context-actor relations, :class:`ACARHead`)
+    acar_hidden: int | None = None  # ACAR width (official: the embedding width)
+    acar_depth: int = 2  # HR2O layers
 
     def __post_init__(self) -> None:
         if self.temporal_pool not in ("mean", "max"):
             raise ValueError(f"temporal_pool must be 'mean' or 'max', got {self.temporal_pool!r}")
+        if self.head_type not in ("linear", "acar"):
+            raise ValueError(f"head_type must be 'linear' or 'acar', got {self.head_type!r}")
+
+
+class HR2O(nn.Module):
+    """ACAR's high-order relation operator (``HR2O_NL``): at every position of the actor-context maps, each actor
+    attends to all actors of its clip; the result goes through GroupNorm, ReLU, a conv and dropout 0.2 and is
+    added back (InternVideo ``Spatial-Temporal-Action-Localization/modeling_finetune.py``, after ACAR-Net)."""
+
+    def __init__(self, dim: int, kernel_size: int = 3, mlp_1x1: bool = False, dropout: float = 0.2):
+        super().__init__()
+        pad = kernel_size // 2
+        self.conv_q = nn.Conv2d(dim, dim, kernel_size, padding=pad, bias=False)
+        self.conv_k = nn.Conv2d(dim, dim, kernel_size, padding=pad, bias=False)
+        self.conv_v = nn.Conv2d(dim, dim, kernel_size, padding=pad, bias=False)
+        self.conv = nn.Conv2d(dim, dim, 1 if mlp_1x1 else kernel_size, padding=0 if mlp_1x1 else pad, bias=False)
+        self.norm = nn.GroupNorm(1, dim)
+        self.dp = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (n, C, h, w)``: the ``n`` actors of one clip."""
+        q, k, v = self.conv_q(x), self.conv_k(x), self.conv_v(x)
+        att = torch.einsum("ichw,jchw->ijhw", q, k).div(x.shape[1] ** 0.5).softmax(dim=1)  # over the other actors
+        virtual = torch.einsum("ijhw,jchw->ichw", att, v)
+        return x + self.dp(self.conv(torch.relu(self.norm(virtual))))
+
+
+class ACARHead(nn.Module):
+    """The ACAR head the official AVA code offers (``--head_type acar``; ``ACARHead`` in InternVideo's
+    ``Spatial-Temporal-Action-Localization/modeling_finetune.py``, after ACAR-Net, Pan et al. 2021).
+
+    Per clip, every actor's pooled feature is tiled over the context map (the time-averaged token grid) and
+    concatenated with it: 1 x 1 conv, ReLU, 3 x 3 conv (no padding), ReLU, 3 x 3 max-pool stride 2, ``depth``
+    :class:`HR2O` layers relating the actors of the clip, global average pool. The class scores read that and
+    the actor's own feature (linear, ReLU) side by side. Parameter names are the official ones.
+    """
+
+    def __init__(self, dim: int, num_classes: int, hidden: int, depth: int = 2, dropout: float = 0.0,
+                 init_scale: float = 1.0):
+        super().__init__()
+        self.hidden = hidden
+        self.conv1 = nn.Conv2d(dim * 2, hidden, 1, bias=False)
+        self.conv2 = nn.Conv2d(hidden, hidden, 3, bias=False)
+        self.downsample = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.hr2o = nn.Sequential(*[HR2O(hidden) for _ in range(depth)])
+        self.fc1 = nn.Linear(dim, hidden, bias=False)
+        self.fc2 = nn.Linear(hidden * 2, num_classes, bias=False)
+        self.dp = nn.Dropout(dropout)
+        # The official model re-initialises every Linear (trunc normal, std 0.02) after building the head,
+        # which undoes its init_scale; init_scale 1 reproduces that.
+        nn.init.trunc_normal_(self.fc1.weight, std=0.02)
+        nn.init.trunc_normal_(self.fc2.weight, std=0.02)
+        self.fc2.weight.data.mul_(init_scale)
+
+    def forward(self, actors: torch.Tensor, clip_index: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """``actors (K, D)`` pooled box features, ``clip_index (K,)``, ``context (B, D, H', W')`` → logits."""
+        h, w = context.shape[-2:]
+        if h < 3 or w < 3:
+            raise ValueError(f"the ACAR head needs a token grid of at least 3 x 3, got {h} x {w}")
+        high = actors.new_zeros(len(actors), self.hidden)
+        for clip in torch.unique(clip_index).tolist():
+            idx = torch.nonzero(clip_index == clip).flatten()
+            n = len(idx)
+            x = torch.cat([context[clip].expand(n, -1, -1, -1), actors[idx, :, None, None].expand(-1, -1, h, w)],
+                          dim=1)
+            x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+            x = self.hr2o(self.downsample(x))
+            high = high.index_copy(0, idx, x.mean(dim=(2, 3)).to(high.dtype))
+        out = torch.cat([torch.relu(self.fc1(actors)), high], dim=1)
+        return self.fc2(self.dp(out))
 
 
 class RoIActionHead(nn.Module):
@@ -148,20 +225,32 @@ class RoIActionHead(nn.Module):
         self.config, self.grid = config, tuple(grid)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6) if config.pre_norm else nn.Identity()
         self.drop = nn.Dropout(config.dropout)
+        if config.head_type == "acar":
+            self.fc = None
+            self.acar = ACARHead(embed_dim, config.num_classes, config.acar_hidden or embed_dim,
+                                 config.acar_depth, config.dropout, config.init_scale)
+            return
         self.fc = nn.Linear(embed_dim, config.num_classes)
         nn.init.trunc_normal_(self.fc.weight, std=0.02)
         nn.init.zeros_(self.fc.bias)
         self.fc.weight.data.mul_(config.init_scale)
 
-    def pooled(self, tokens: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        """Per-box features ``(K, D)`` from tokens ``(B, T'H'W', D)`` and normalised ``rois (K, 5)``."""
-        t, h, w = self.grid
+    def context(self, tokens: torch.Tensor, grid: tuple[int, int, int] | None = None) -> torch.Tensor:
+        """The token grid pooled over time, ``(B, D, H', W')``; ``grid``: the tokens' ``(T', H', W')`` when the
+        clip is not the configured size (aspect-keeping frames)."""
+        t, h, w = grid or self.grid
         b, n, d = tokens.shape
         if n != t * h * w:
-            raise ValueError(f"expected {t * h * w} tokens (grid {self.grid}), got {n}")
+            raise ValueError(f"expected {t * h * w} tokens (grid {(t, h, w)}), got {n}")
         grid = tokens.reshape(b, t, h, w, d)
         grid = grid.mean(1) if self.config.temporal_pool == "mean" else grid.amax(1)
-        grid = grid.permute(0, 3, 1, 2)  # (B, D, H', W')
+        return grid.permute(0, 3, 1, 2)
+
+    def pooled(self, tokens: torch.Tensor, rois: torch.Tensor, grid: tuple[int, int, int] | None = None,
+               context: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-box features ``(K, D)`` from tokens ``(B, T'H'W', D)`` and normalised ``rois (K, 5)``."""
+        grid = self.context(tokens, grid) if context is None else context
+        h, w = grid.shape[-2:]
         rois = rois.to(grid.dtype)
         if self.config.box_agnostic:
             rois = torch.cat([rois[:, :1], rois.new_tensor([0.0, 0.0, 1.0, 1.0]).expand(len(rois), 4)], dim=1)
@@ -169,8 +258,13 @@ class RoIActionHead(nn.Module):
                             sampling_ratio=self.config.sampling_ratio, aligned=self.config.aligned)
         return regions.amax(dim=(2, 3))
 
-    def forward(self, tokens: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(self.norm(self.pooled(tokens, rois))))
+    def forward(self, tokens: torch.Tensor, rois: torch.Tensor, grid: tuple[int, int, int] | None = None
+                ) -> torch.Tensor:
+        context = self.context(tokens, grid)
+        actors = self.norm(self.pooled(tokens, rois, context=context))
+        if self.fc is None:
+            return self.acar(actors, rois[:, 0].round().long(), context)
+        return self.fc(self.drop(actors))
 
 
 @dataclass
@@ -188,11 +282,15 @@ class VideoMAEDetectorConfig(VideoMAEConfig):
     # LayerNorm on the pooled box feature; with use_mean_pooling=True (no token norm) the trunk and this norm
     # have the layout of a VideoMAE classifier's (fc_norm), which then initialises the whole head (from_classifier)
     head_norm: bool = False
+    head_type: str = "linear"  # "acar": the official code's actor-context-actor relation head (ACARHead)
+    acar_hidden: int | None = None
+    acar_depth: int = 2
 
     def head(self) -> RoIHeadConfig:
         return RoIHeadConfig(num_classes=self.num_classes, roi_size=self.roi_size, sampling_ratio=self.sampling_ratio,
                              aligned=self.aligned, temporal_pool=self.temporal_pool, dropout=self.head_dropout,
-                             init_scale=self.init_scale, box_agnostic=self.box_agnostic, pre_norm=self.head_norm)
+                             init_scale=self.init_scale, box_agnostic=self.box_agnostic, pre_norm=self.head_norm,
+                             head_type=self.head_type, acar_hidden=self.acar_hidden, acar_depth=self.acar_depth)
 
 
 class VideoMAEDetector(VideoMAEEncoder):
@@ -215,16 +313,29 @@ class VideoMAEDetector(VideoMAEEncoder):
         self.head_drop = None
         self.head = RoIActionHead(config.embed_dim, config.grid, config.head())
 
-    def forward_head(self, tokens: torch.Tensor, rois: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        """Logits per box; without ``rois`` one box per clip covering the whole frame (clip-level scores)."""
+    def forward_head(self, tokens: torch.Tensor, rois: torch.Tensor | None = None,  # type: ignore[override]
+                     grid: tuple[int, int, int] | None = None) -> torch.Tensor:
+        """Logits per box; without ``rois`` one box per clip covering the whole frame (clip-level scores).
+        ``grid``: the tokens' ``(T', H', W')`` for clips of another size than the configured one."""
         if rois is None:
             b = tokens.shape[0]
             rois = torch.cat([torch.arange(b, dtype=tokens.dtype, device=tokens.device)[:, None],
                               tokens.new_tensor([0.0, 0.0, 1.0, 1.0]).expand(b, 4)], dim=1)
-        return self.head(tokens, rois)
+        return self.head(tokens, rois, grid)
+
+    def embed_tokens(self, video: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Frames of any size that tiles into patches (aspect-keeping AVA test clips: e.g. 256 x 464): the
+        position table is resized to the clip's grid on the fly, bicubically per time slice, as the official
+        AVA model does in every forward (``interpolate_pos_embed_online`` in InternVideo's
+        ``Spatial-Temporal-Action-Localization/modeling_finetune.py``). The frame count must match."""
+        grid = self.patch_embed.grid(video.shape)
+        if keep is not None or grid == self.config.grid or grid[0] != self.config.grid[0]:
+            return super().embed_tokens(video, keep)  # the configured size, or an error naming the shapes
+        x = self.patch_embed(video)
+        return x + interpolate_pos_embed(self.pos_embed, self.config.grid, grid).to(x.dtype)
 
     def forward(self, video: torch.Tensor, rois: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        return self.forward_head(self.forward_features(video), rois)
+        return self.forward_head(self.forward_features(video), rois, self.patch_embed.grid(video.shape))
 
     def freeze_backbone(self) -> None:
         """Train the head only (the frozen-backbone option)."""

@@ -242,12 +242,16 @@ def evaluate_files(gt: str | os.PathLike, pred: str | os.PathLike, labels: str |
 @torch.no_grad()
 def detect(model: nn.Module, dataset: AVADataset, *, batch_size: int = 8, num_workers: int = 0,
            device: str | torch.device = "cpu", action_ids: Sequence[int] | None = None,
-           min_score: float = 0.0, clip_level: bool = False) -> list[AVADetection]:
+           min_score: float = 0.0, clip_level: bool = False, box_score: bool = False) -> list[AVADetection]:
     """Run ``model(video, rois) -> logits`` over the dataset's keyframes; one detection per (box, action).
 
     Scores are sigmoids (multi-label). Boxes are written as the dataset got
     them (before any test-time extension). ``action_ids``: the classes to
     report (default every output column ``j`` as id ``j + 1``).
+
+    ``box_score=True`` multiplies each action score by the person box's detector score (1 for ground-truth
+    boxes), as the official evaluation does (``PostProcessor`` in InternVideo's
+    ``Spatial-Temporal-Action-Localization/engine_for_finetuning.py``, after AlphAction).
 
     ``clip_level=True`` is the box-agnostic baseline: ``model(video) -> logits``
     is a clip classifier, and every person of a clip gets its softmax scores.
@@ -265,6 +269,8 @@ def detect(model: nn.Module, dataset: AVADataset, *, batch_size: int = 8, num_wo
             probs = model(video).float().softmax(-1).cpu()[clip]
         else:
             probs = torch.sigmoid(model(video, rois).float()).cpu()
+        if box_score:
+            probs = probs * batch["scores"].float()[:, None]
         check_finite(probs, "person boxes")  # 'p >= min_score' would drop a NaN silently
         ids = list(range(1, probs.shape[1] + 1)) if action_ids is None else list(action_ids)
         for k, row in enumerate(probs.tolist()):

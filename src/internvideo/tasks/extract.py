@@ -27,6 +27,15 @@ an interruption by running the same command). The settings are stored in
 refused, so one folder never mixes features of two recipes. An unreadable
 video is logged, listed in the index with its error, and skipped; it is tried
 again on the next run.
+
+**Navigation view features** (``--vln-views DIR`` instead of ``--videos``):
+the 36 view images ``DIR/{scan}/{viewpoint}/{k}.jpg`` of every viewpoint
+become one ``{scan}_{viewpoint}.npy`` of shape ``(36, D)`` in the output
+folder, the store the navigation agent reads
+(:class:`internvideo.data.vln.ViewFeatures`). Each image is a one-frame video:
+the model's test-time sampler repeats it to the model's ``num_frames`` (as for
+image-text pairs), then the same embedding (``pool``). Resume and the settings
+check work as above, per viewpoint.
 """
 from __future__ import annotations
 
@@ -45,7 +54,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import Sampler, VideoError, probe, read_frames, segment_indices
-from ..data.datasets import text_lines
+from ..data.datasets import VideoDataset, text_lines
+from ..data.vln import NUM_VIEWS, ViewFeatures, view_images
 from ..data.transforms import Compose
 from .. import fileio
 from ..fileio import printable
@@ -62,8 +72,8 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", "
 INDEX_NAME = "index.jsonl"
 CONFIG_NAME = "extract_config.json"
 
-__all__ = ["feature_names", "window_starts", "read_video_list", "extract_features", "identity_collate", "clip_batches",
-           "add_arguments", "main", "INDEX_NAME", "CONFIG_NAME"]
+__all__ = ["feature_names", "window_starts", "read_video_list", "extract_features", "extract_view_features",
+           "identity_collate", "clip_batches", "add_arguments", "main", "INDEX_NAME", "CONFIG_NAME"]
 
 
 # ----------------------------------------------------------------------------- embeddings
@@ -433,7 +443,47 @@ def extract_features(model: nn.Module, videos: str | os.PathLike | Sequence[str]
             "out": str(out), "index": str(index)}
 
 
+def extract_view_features(model: nn.Module, views: str | os.PathLike, out_dir: str | os.PathLike, *,
+                          pool: Pool = "auto", batch_size: int = 16, num_workers: int = 0,
+                          device: str | torch.device | None = None, precision: Precision = "fp32",
+                          dtype: Literal["float32", "float16"] = "float32", overwrite: bool = False,
+                          progress: bool = True, model_name: str | None = None) -> dict[str, Any]:
+    """Navigation view features: ``views/{scan}/{viewpoint}/{k}.jpg`` -> ``out_dir/{scan}_{viewpoint}.npy``
+    ``(36, D)`` (see the module docstring); returns a summary dict (``viewpoints``, ``extracted``,
+    ``existing``, ``out``). An unreadable image is an error naming it (a viewpoint without all its views is of no
+    use to the agent)."""
+    out = Path(out_dir)
+    images = {ViewFeatures.key(scan, vp): paths for (scan, vp), paths in view_images(views).items()}
+    spec = common.input_recipe(model)
+    _check_config(out, {"model": model_name or type(model).__name__, "mode": "vln-views", "pool": pool,
+                        "dtype": dtype, "sampling": spec.sampling, "num_frames": spec.num_frames,
+                        "img_size": spec.img_size}, overwrite)
+    todo = [k for k in images if overwrite or _existing_shape(out / f"{k}.npy") is None]
+    dataset = VideoDataset([str(p) for k in todo for p in images[k]], common.eval_view(model))
+    dev = common.resolve_device(device)
+    done, pending = 0, np.zeros((0, 0), np.float32)
+    with common.inference(model, dev, precision):
+        for batch in tqdm(common.loader(dataset, batch_size, num_workers), desc="views", disable=not progress,
+                          unit="batch"):
+            feats = common.run_views(lambda x: common.clip_embedding(model, x, pool), common.as_views(batch["video"]),
+                                     dev, batch_size)[:, 0].numpy()
+            pending = np.concatenate([pending.reshape(-1, feats.shape[1]), feats])
+            while len(pending) >= NUM_VIEWS:  # the dataset is in viewpoint order, 36 images each
+                key, array, pending = todo[done], pending[:NUM_VIEWS], pending[NUM_VIEWS:]
+                if not np.isfinite(array).all():
+                    raise UsageError(f"the model gave non-finite features (NaN/inf) for the views of {key}; "
+                                     "nothing written for it")
+                _save_atomic(out / f"{key}.npy", array.astype(dtype))
+                done += 1
+    return {"task": "extract", "viewpoints": len(images), "extracted": done, "existing": len(images) - len(todo),
+            "out": str(out)}
+
+
 def results_table(summary: dict[str, Any]) -> str:
+    if "viewpoints" in summary:
+        return common.format_table("Navigation view features", [
+            ("viewpoints", summary["viewpoints"]), ("extracted", summary["extracted"]),
+            ("already done (skipped)", summary["existing"]), ("store", summary["out"])])
     rows = [("videos", summary["videos"]), ("extracted", summary["extracted"]),
             ("already done (skipped)", summary["existing"]), ("unreadable (skipped)", len(summary["failed"])),
             ("index", summary["index"])]
@@ -446,8 +496,11 @@ def results_table(summary: dict[str, Any]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``internvideo extract``."""
     parser.add_argument("--model", required=True, help="model checkpoint directory/file")
-    parser.add_argument("--videos", required=True, help="a folder of videos, a list file (one path per line, "
-                                                        "optionally with a label) or a .jsonl with \"video\" fields")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--videos", help="a folder of videos, a list file (one path per line, "
+                                         "optionally with a label) or a .jsonl with \"video\" fields")
+    source.add_argument("--vln-views", help="navigation view images DIR/{scan}/{viewpoint}/{k}.jpg (k = 0..35): "
+                                            "writes {scan}_{viewpoint}.npy (36, D) per viewpoint (docs/vln.md)")
     parser.add_argument("--out", required=True, help="output folder: one .npy per video + index.jsonl")
     parser.add_argument("--root", default=None, help="folder relative paths in the list start from "
                                                      "(default: the list file's folder)")
@@ -469,12 +522,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     model = common.load_model_arg(args.model)
+    name = os.path.abspath(args.model) if os.path.exists(args.model) else args.model
+    if args.vln_views:
+        unused = [f"--{k}" for k in ("window", "stride", "root") if getattr(args, k) is not None]
+        if unused:
+            raise UsageError(f"{', '.join(unused)} do not apply to --vln-views (one image per view)")
+        print(results_table(extract_view_features(
+            model, args.vln_views, args.out, pool=args.pool, batch_size=args.batch_size,
+            num_workers=args.num_workers, device=args.device, precision=args.precision, dtype=args.dtype,
+            overwrite=args.overwrite, progress=args.progress, model_name=name)))
+        return 0
     summary = extract_features(
         model, args.videos, args.out, root=args.root, window=args.window, stride=args.stride, unit=args.unit,
         sampling=args.sampling, frame_interval=args.frame_interval, pool=args.pool, batch_size=args.batch_size,
         num_workers=args.num_workers, device=args.device, precision=args.precision, dtype=args.dtype,
-        overwrite=args.overwrite, progress=args.progress, model_name=os.path.abspath(args.model)
-        if os.path.exists(args.model) else args.model)
+        overwrite=args.overwrite, progress=args.progress, model_name=name)
     print(results_table(summary))
     for failure in summary["failed"]:
         print(f"  unreadable: {printable(failure['video'])}: {printable(failure['error'])}")

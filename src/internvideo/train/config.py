@@ -160,9 +160,23 @@ class AVASection:
     proposal_threshold: float = 0.8  # proposals kept at validation (official VideoMAE AVA: 0.8)
     exclude: str | None = None  # excluded timestamps CSV for validation
     time_offset: float = 0.0  # seconds before frame 0 of the files (900 for AVA's 15:00-30:00 cuts)
-    box_jitter: float = 0.05  # train-time box jitter, fraction of the box side
+    box_jitter: float = 0.05  # train-time box jitter, fraction of the box side (ours; 0 = off)
     box_scale: tuple[float, float] = (1.0, 1.25)  # train-time scale range before the random crop
     freeze_backbone: bool = False  # train the RoI head only
+    # The official InternVideo/AlphAction input and box handling (configs/ava/internvideo_*.yaml turn them on):
+    keep_aspect: bool = False  # short side -> short_side, aspect kept; train: random img_size crop; test: whole frame
+    short_side: int | None = None  # short side of resized frames with keep_aspect (official 256; None: img_size)
+    resize_antialias: bool = True  # low-pass when shrinking (ours); the official cv2 bilinear resize does not
+    box_aug: tuple[float, float, float, float] | None = None  # official random_aug (0.2, 0.1, 0.1, 0.05) after crop
+    box_extend: tuple[float, float] | None = None  # test-time box growth (w, h); official (0.1, 0.05)
+    box_score: bool = False  # action scores times the person detector's score (official)
+    frame_shift: int = 0  # frames added to the sampled indices (official 1: keyframe neighbours -31..+29)
+    # AVA-Kinetics: the Kinetics part (kinetics_{train,val}_v1.0.csv) beside data.train / data.val
+    kinetics_train: str | None = None
+    kinetics_val: str | None = None
+    kinetics_videos: str | None = None  # folder of <youtube_id>_<start>_<end>.<ext> clips (sub-folders too)
+    kinetics_proposals: str | None = None  # person proposals of the Kinetics val keyframes (CSV or pickle)
+    kinetics_missing: Literal["error", "skip"] = "error"  # a keyframe without its clip: error, or skip and count
 
 
 @dataclass
