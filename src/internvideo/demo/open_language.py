@@ -51,7 +51,7 @@ BUDGET = {"smoke": (1, 10), "quick": (4, 300), "default": (6, 1000)}
 #: beam widths tried on the validation captions (1 = greedy)
 CAPTION_BEAMS = (1, 3, 5)
 #: Optimiser steps of the end-to-end ``vtc_cap`` fine-tuning per preset (official: 20 epochs; the default's 200
-#: steps of 32 are 0.9 epoch of the world's 7,000 training questions: what ~30 s of a 2-core CPU holds).
+#: steps of 32 are 0.9 epoch of the world's 7,000 training questions: 31.5 s on an idle 2-core CPU, docs/demo.md).
 VTC_CAP_STEPS = {"smoke": 2, "quick": 50, "default": 200}
 
 
