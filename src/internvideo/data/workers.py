@@ -14,6 +14,7 @@ import os
 import multiprocessing
 import re
 import signal
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -71,30 +72,52 @@ class WorkerWatch:
             except StopIteration:
                 return
             except (RuntimeError, ConnectionError, EOFError) as e:
-                # torch reports a dead worker as a RuntimeError, unless the worker died mid-message: then the
-                # queue it was writing to breaks first (ConnectionResetError / EOFError).
-                text = str(e)
-                dead = [w.pid for w in getattr(it, "_workers", ()) if not w.is_alive()]
-                if isinstance(e, RuntimeError):
-                    if "DataLoader worker" not in text or not re.search(r"exited unexpectedly|killed by signal", text):
-                        raise
-                elif not dead:
-                    raise
-                else:
-                    text = f"DataLoader worker (pid {', '.join(map(str, dead))}) exited unexpectedly"
-                # Until the dead worker is unregistered, torch's SIGCHLD handler re-raises its death wherever the
-                # main thread happens to be (inside this handler too): hold SIGCHLD back until it is.
+                # Until a dead worker is unregistered, torch's SIGCHLD handler re-raises its death wherever the
+                # main thread happens to be (inside this handler too): hold SIGCHLD back until then.
                 held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
                 try:
-                    shutdown = getattr(it, "_shutdown_workers", None)
-                    if callable(shutdown):
-                        shutdown()
+                    error = self._death(it, e)
                 finally:
                     signal.pthread_sigmask(signal.SIG_SETMASK, held)
-                pids = [int(p) for p in re.findall(r"\d+", (re.search(r"pid\(?s?\)?\s*([\d, ]+)", text) or
-                                                            re.search(r"()", text)).group(1))]
-                videos = [v for p in pids for v in self.decoding(p)] or self.decoding()
-                reason = text.split(". ", 1)[0]
-                raise WorkerDied(f"{reason} while decoding {' or '.join(videos) if videos else 'an unknown video'}; "
-                                 "if a video crashes the decoder, check it with `ffprobe` and leave it out") from e
+                if error is None:
+                    raise
+                raise error from e
             yield batch
+
+    def _death(self, it: Any, e: Exception) -> WorkerDied | None:
+        """The :class:`WorkerDied` that ``e`` (raised by the loader iterator ``it``) stands for, after shutting the
+        loader's workers down; None when ``e`` is not a worker's death."""
+        # torch reports a dead worker as a RuntimeError, unless the worker died mid-message: then the queue it was
+        # writing to breaks first (ConnectionResetError / EOFError), possibly before the worker has finished exiting.
+        try:
+            dead = _dead_workers(it, wait=0.0 if isinstance(e, RuntimeError) else 2.0)
+        except RuntimeError as death:  # a SIGCHLD caught before it was held back: torch's own report of the death
+            e, dead = death, []
+        text = str(e)
+        if isinstance(e, RuntimeError):
+            if "DataLoader worker" not in text or not re.search(r"exited unexpectedly|killed by signal", text):
+                return None
+        elif not dead:
+            return None
+        else:
+            text = f"DataLoader worker (pid {', '.join(map(str, dead))}) exited unexpectedly"
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if callable(shutdown):
+            shutdown()
+        pids = [int(p) for p in re.findall(r"\d+", (re.search(r"pid\(?s?\)?\s*([\d, ]+)", text) or
+                                                    re.search(r"()", text)).group(1))]
+        videos = [v for p in pids for v in self.decoding(p)] or self.decoding()
+        reason = text.split(". ", 1)[0]
+        return WorkerDied(f"{reason} while decoding {' or '.join(videos) if videos else 'an unknown video'}; "
+                          "if a video crashes the decoder, check it with `ffprobe` and leave it out")
+
+
+def _dead_workers(it: Any, wait: float) -> list[int]:
+    """Pids of the loader iterator's workers that have exited, waiting up to ``wait`` seconds for one to."""
+    workers = list(getattr(it, "_workers", ()))
+    deadline = time.monotonic() + wait
+    while True:
+        dead = [w.pid for w in workers if not w.is_alive()]
+        if dead or time.monotonic() >= deadline:
+            return dead
+        time.sleep(0.02)
