@@ -364,22 +364,32 @@ class ShardStream(torch.utils.data.IterableDataset):
 
         for shard, skip, take in plan:
             url, first = self.urls[shard], self.index.first(shard)
-            seen = 0
+            want, listed = skip + take, self.index.counts[shard]
+            # A tar cut short ends with a sample whose members are partly missing, and the reader cannot tell:
+            # a sample is passed on only once the next one has started (or the shard ended with every sample it
+            # lists), so a truncated shard is reported as such rather than as a sample without its video.
+            seen, pending, ended = 0, None, True
             try:
                 for sample in tarfile_samples([{"url": url}]):
-                    if seen >= skip:
-                        yield first + seen, url, sample
-                    seen += 1
-                    if seen >= skip + take:
+                    if pending is not None:
+                        yield pending
+                        pending = None
+                    if seen >= want:
+                        ended = False
                         break
+                    if seen >= skip:
+                        pending = (first + seen, url, sample)
+                    seen += 1
             except ShardError:
                 raise
             except Exception as e:  # noqa: BLE001 - tarfile, gzip and URL openers raise many kinds
                 raise ShardError(f"{url}: unreadable shard after {seen} sample(s) ({type(e).__name__}: "
                                  f"{' '.join(str(e).split())[:200]})") from e
-            if seen < skip + take:
-                raise ShardError(f"{url}: ends after {seen} sample(s) but the index lists {self.index.counts[shard]} "
+            if ended and (seen < want or seen != listed):
+                raise ShardError(f"{url}: ends after {seen} sample(s) but the index lists {listed} "
                                  "(truncated or replaced shard; write the shards again)")
+            if pending is not None:
+                yield pending
 
     def _shuffled(self, raw: Iterator, rng: np.random.Generator) -> Iterator:
         if self.shuffle_buffer <= 1:

@@ -100,7 +100,12 @@ class Checkpointer:
             old = [p for p in self._complete() if p != final]
             # The one just written is never pruned: a run always ends with its final checkpoint on disk.
             for p in old[: max(0, len(old) - (self.keep_last - 1))]:
-                shutil.rmtree(p, ignore_errors=True)
+                # Renamed first: a kill mid-delete then leaves a step_N.tmp, which the next run's clean_stale
+                # removes, never a half-deleted step_N that no pruning would ever see again.
+                trash = p.with_name(p.name + ".tmp")
+                shutil.rmtree(trash, ignore_errors=True)
+                os.replace(p, trash)
+                shutil.rmtree(trash, ignore_errors=True)
         return final
 
     def save_best(self, progress: Progress, model: nn.Module, metric: str, d: Dist) -> Path | None:
