@@ -22,12 +22,12 @@ import logging
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NAMING_ONLY", "RENAMED_FIELDS", "config_from_json"]
+__all__ = ["NAMING_ONLY", "RENAMED_FIELDS", "coerce", "config_from_json"]
 
 #: Fields that only name outputs (a missing one leaves label numbers as names); every other field is required.
 NAMING_ONLY = frozenset({"class_names"})
@@ -77,24 +77,32 @@ def _json_kind(value: Any) -> str:
 
 
 def _coerce(value: Any, tp: Any, where: str, error: type[Exception]) -> Any:
+    return coerce(value, tp, where, error, lambda cls, data, at: _build(cls, data, at, error))
+
+
+def coerce(value: Any, tp: Any, where: str, error: type[Exception], build: Callable[[type, Any, str], Any], *,
+           numeric_strings: bool = False) -> Any:
+    """``value`` checked against the type hint ``tp`` (``error(message)`` naming ``where`` otherwise); nested
+    dataclasses are made by ``build(cls, value, where)``. ``numeric_strings``: a string that parses as a number
+    is accepted for a float (YAML reads ``1e-3``, without a dot, as a string)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        for a in args:
-            if a is type(None):
-                continue
+        options = [a for a in args if a is not type(None)]
+        for a in options:
             try:
-                return _coerce(value, a, where, error)
+                return coerce(value, a, where, error, build, numeric_strings=numeric_strings)
             except error:
-                continue
+                if len(options) == 1:  # an optional value: its own message says more than "expected X or None"
+                    raise
         wanted = " or ".join(_type_name(a) for a in args)
         raise error(f"{where}: expected {wanted}, got {_json_kind(value)}")
     if origin is Literal:
         if isinstance(value, bool) or value not in args:
-            raise error(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+            raise error(f"{where}: {value!r} is not one of {list(args)}")
         return value
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
@@ -102,16 +110,29 @@ def _coerce(value: Any, tp: Any, where: str, error: type[Exception]) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise error(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(v, a, f"{where}[{i}]", error) for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(coerce(v, a, f"{where}[{i}]", error, build, numeric_strings=numeric_strings)
+                         for i, (v, a) in enumerate(zip(value, args)))
         inner = args[0] if args else Any
-        out = [_coerce(v, inner, f"{where}[{i}]", error) for i, v in enumerate(value)]
+        out = [coerce(v, inner, f"{where}[{i}]", error, build, numeric_strings=numeric_strings)
+               for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise error(f"{where}: expected a mapping, got {_json_kind(value)}")
+        inner = args[1] if len(args) == 2 else Any
+        return {k: coerce(v, inner, f"{where}[{k!r}]", error, build, numeric_strings=numeric_strings)
+                for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where, error)
+        return build(tp, value, where)
     if tp is bool and isinstance(value, bool):
         return value
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
+    if tp is float and numeric_strings and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
             raise error(f"{where}: expected a finite number, got {value!r}")
