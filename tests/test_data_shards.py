@@ -190,14 +190,19 @@ def _bad_set(folder: Path, world: Path, members: dict[str, bytes], count: int = 
 ShardIndex = shards_mod.ShardIndex
 
 
-@pytest.mark.parametrize("case", ["truncated", "no_video", "no_label", "short"])
+@pytest.mark.parametrize("case", ["truncated", "cut_in_last_header", "no_video", "no_label", "short"])
 def test_bad_shards_are_one_line_errors(world, sharded, tmp_path, case):
     video = (world / "clip000.mp4").read_bytes()
     out, index = sharded
-    if case == "truncated":
+    if case in ("truncated", "cut_in_last_header"):
         data = (out / "000000.tar").read_bytes()
+        # cut_in_last_header: inside the header of the shard's last member, so the last sample reads as a
+        # complete one without its video and the sample count still matches the index
+        with tarfile.open(out / "000000.tar") as tar:
+            last = tar.getmembers()[-1].offset
+        cut = len(data) // 2 + 100 if case == "truncated" else last + 100
         (tmp_path / "t").mkdir()
-        (tmp_path / "t" / "000000.tar").write_bytes(data[: len(data) // 2 + 100])
+        (tmp_path / "t" / "000000.tar").write_bytes(data[:cut])
         (tmp_path / "t" / "shards.json").write_text(json.dumps({
             "format": shards_mod.FORMAT, "complete": True, "kind": "classification", "classes": None,
             "num_classes": 2, "shards": [index["shards"][0]]}))

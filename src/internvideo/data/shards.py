@@ -279,6 +279,18 @@ def write_shards(annotation: PathLike, out: PathLike, *, root: PathLike | None =
 # ----------------------------------------------------------------------------- reading
 
 
+def _has_end_marker(url: str) -> bool:
+    """Whether a local tar file ends with the two zero blocks every complete tar has (``tarfile`` treats a header
+    cut short as the end, so a shard cut inside its last sample reads as a shorter, valid one). Streams and
+    compressed shards cannot be checked this way and count as complete."""
+    path = url[len("file:"):] if url.startswith("file:") else url
+    if not path.endswith(".tar") or not os.path.isfile(path) or os.path.getsize(path) < 1024:
+        return True
+    with open(path, "rb") as f:
+        f.seek(-1024, os.SEEK_END)
+        return not any(f.read(1024))
+
+
 def _slot_ranges(counts: Sequence[int], order: Sequence[int], start: int, stop: int) -> list[tuple[int, int, int]]:
     """(shard, skip, take) covering positions ``[start, stop)`` of the samples in shard order ``order``."""
     out, pos = [], 0
@@ -388,6 +400,9 @@ class ShardStream(torch.utils.data.IterableDataset):
             if ended and (seen < want or seen != listed):
                 raise ShardError(f"{url}: ends after {seen} sample(s) but the index lists {listed} "
                                  "(truncated or replaced shard; write the shards again)")
+            if ended and not _has_end_marker(url):  # cut inside the last sample: the count alone still matches
+                raise ShardError(f"{url}: ends after {seen - 1} complete sample(s), inside the last one, without "
+                                 "the tar end-of-archive blocks (truncated shard; write the shards again)")
             if pending is not None:
                 yield pending
 
