@@ -58,3 +58,25 @@ def test_memory_cap_and_mismatched_short_side(data_world):
     with pytest.raises(ValueError, match="short side"):
         VideoClassificationDataset(lst, decoded=DecodedVideos(short_side=16))
     assert np.array_equal(DecodedVideos(short_side=16).get(videos[0])[0].shape[1:3], (16, 16))
+
+
+def test_keep_decoded_shares_one_decode_between_evaluations(data_world, monkeypatch):
+    from internvideo.data import keep_decoded, recipe_view
+    from internvideo import create_model
+
+    lst = data_world.root / "val.txt"
+    view = recipe_view(create_model("videomae_tiny", num_classes=3).input_recipe())
+    plain = [VideoClassificationDataset(lst, view, training=False)[i]["video"] for i in range(3)]
+    memory_module._SHARED.clear()
+    calls = []
+    real = memory_module.read_frames
+    monkeypatch.setattr(memory_module, "read_frames", lambda p, i, **kw: calls.append(p) or real(p, i, **kw))
+    monkeypatch.setattr(datasets_module, "read_frames", lambda *a, **k: pytest.fail("decoded outside the cache"))
+    with keep_decoded():
+        for _ in range(2):  # two evaluations of the same clips, datasets built without a cache of their own
+            items = [VideoClassificationDataset(lst, view, training=False)[i]["video"] for i in range(3)]
+            assert all(torch.equal(a, b) for a, b in zip(plain, items, strict=True))
+    assert len(calls) == 3  # each video decoded once
+    monkeypatch.setattr(datasets_module, "read_frames", real)
+    assert memory_module.active_decoded_videos(None) is None  # outside the block, datasets decode as before
+    memory_module._SHARED.clear()

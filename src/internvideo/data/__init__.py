@@ -18,7 +18,7 @@ from .datasets import (
     read_activitynet, read_classes, read_classification_list, read_msrvtt, read_qa, read_video_text,
     recipe_view, write_video_text,
 )
-from .memory import DecodedVideos
+from .memory import DecodedVideos, keep_decoded
 from .openset import DEAR_LISTS, openset_test_samples, read_dear_list
 from .retrieval_sets import read_activitynet_captions, read_didemo, read_lsmdc, read_msvd, read_vatex
 from .sampling import (
@@ -42,7 +42,7 @@ __all__ = [
     "read_classification_list", "read_classes", "read_video_text", "write_video_text", "read_msrvtt",
     "read_activitynet", "read_ava_groundtruth", "read_qa",
     "read_msvd", "read_lsmdc", "read_didemo", "read_activitynet_captions", "read_vatex",
-    "View", "recipe_view", "VideoDataset", "DecodedVideos", "VideoClassificationDataset", "VideoTextDataset",
+    "View", "recipe_view", "VideoDataset", "DecodedVideos", "keep_decoded", "VideoClassificationDataset", "VideoTextDataset",
     "collate_videos", "SkipLog",
     "SkipSummary",
     "DEAR_LISTS", "read_dear_list", "openset_test_samples",

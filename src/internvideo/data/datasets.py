@@ -56,7 +56,7 @@ from .. import fileio
 from ..fileio import atomic_path
 from ..errors import UsageError, UserError
 from ..recipe import InputRecipe
-from .memory import DecodedVideos
+from .memory import DecodedVideos, active_decoded_videos
 from .sampling import DenseSampler, Sampler, SegmentSampler, TestLayout, UniformSampler
 from .transforms import EvalTransformConfig, TrainTransformConfig, as_float, build_eval_transform
 from .transforms import build_train_transform, to_cthw
@@ -638,8 +638,9 @@ class VideoDataset(torch.utils.data.Dataset):
         """Decode the frames of every view of video ``index`` in one pass and transform them (``repeats`` times)."""
         path = self.videos[index]
         image = _load_image(path) if Path(path).suffix.lower() in IMAGE_EXTENSIONS else None
-        if image is None and self.decoded is not None:
-            image, fps = self.decoded.get(path)  # the whole video, already in memory
+        decoded = self.decoded if self.decoded is not None else active_decoded_videos(self.decode_short_side)
+        if image is None and decoded is not None:
+            image, fps = decoded.get(path)  # the whole video, already in memory
             num_frames = len(image)
         elif image is not None:
             num_frames, fps = 1, 1.0

@@ -12,19 +12,28 @@ Fill it before a ``DataLoader`` starts its workers (:meth:`DecodedVideos.preload
 forked workers then share the decoded frames copy-on-write instead of each
 decoding its own copy. Videos that would take the cache over ``max_bytes`` are
 simply decoded on demand as before.
+
+A program that evaluates the same small set many times in one process (the
+demo scores its test clips with a dozen models) wraps the work in
+:func:`keep_decoded`: inside it, every dataset built without its own
+``decoded`` reads through the process's shared cache, so each video is decoded
+once however many evaluations read it. Use it with in-process loading
+(``num_workers=0``): a worker's decodes stay in the worker.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
 from .video import PathLike, VideoError, probe, read_frames
 
-__all__ = ["DecodedVideos", "shared_decoded_videos"]
+__all__ = ["DecodedVideos", "shared_decoded_videos", "keep_decoded", "active_decoded_videos"]
 
 _SHARED: dict[int | None, DecodedVideos] = {}
+_KEEP = [0]  # depth of open keep_decoded() blocks
 
 
 def shared_decoded_videos(short_side: int | None = None) -> DecodedVideos:
@@ -33,6 +42,24 @@ def shared_decoded_videos(short_side: int | None = None) -> DecodedVideos:
     if short_side not in _SHARED:
         _SHARED[short_side] = DecodedVideos(short_side=short_side)
     return _SHARED[short_side]
+
+
+@contextmanager
+def keep_decoded() -> Iterator[None]:
+    """Within the block, datasets without their own ``decoded`` read through :func:`shared_decoded_videos` (at
+    their decode size): each video is decoded once for every evaluation in the process. The cache outlives the
+    block (later blocks reuse it); entries follow the file's modification time and size."""
+    _KEEP[0] += 1
+    try:
+        yield
+    finally:
+        _KEEP[0] -= 1
+
+
+def active_decoded_videos(short_side: int | None) -> DecodedVideos | None:
+    """The shared cache a dataset decoding at ``short_side`` reads through now, or None outside
+    :func:`keep_decoded`."""
+    return shared_decoded_videos(short_side) if _KEEP[0] else None
 
 
 class DecodedVideos:
