@@ -67,7 +67,7 @@ def test_keep_decoded_shares_one_decode_between_evaluations(data_world, monkeypa
     lst = data_world.root / "val.txt"
     view = recipe_view(create_model("videomae_tiny", num_classes=3).input_recipe())
     plain = [VideoClassificationDataset(lst, view, training=False)[i]["video"] for i in range(3)]
-    memory_module._SHARED.clear()
+    monkeypatch.setattr(memory_module, "_SHARED", {})  # a cache of this test's own, dropped after it
     calls = []
     real = memory_module.read_frames
     monkeypatch.setattr(memory_module, "read_frames", lambda p, i, **kw: calls.append(p) or real(p, i, **kw))
@@ -79,4 +79,3 @@ def test_keep_decoded_shares_one_decode_between_evaluations(data_world, monkeypa
     assert len(calls) == 3  # each video decoded once
     monkeypatch.setattr(datasets_module, "read_frames", real)
     assert memory_module.active_decoded_videos(None) is None  # outside the block, datasets decode as before
-    memory_module._SHARED.clear()

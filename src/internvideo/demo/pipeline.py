@@ -508,7 +508,7 @@ def _run(out: Path, p: Preset, seed: int, progress: bool, mae_init: bool) -> dic
         "preset": dataclasses.asdict(p), "seed": seed, "mae_init": mae_init, "wall_seconds": round(wall, 1),
         "cpu_seconds": round(cpu, 1), "load_average": [round(x, 2) for x in os.getloadavg()],
         "load_average_at_start": load_started, "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(), "data_workers": 0,
+        "threads": torch.get_num_threads(),
         "table": table_rows(r.results) + r.extra_rows, "claims": claims(r.results), "stages": stages.records,
         "details": r.results,
     }

@@ -149,11 +149,6 @@ def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     return "\n".join([line(head), "  ".join("-" * w for w in widths), *[line(c) for c in cells]])
 
 
-def _decoding(report: dict[str, Any]) -> str:
-    workers = report.get("data_workers", 0)
-    return f"{workers} video-decoding process(es)" if workers else "each video decoded once, in process"
-
-
 def _load(report: dict[str, Any]) -> str:
     start, end = report.get("load_average_at_start"), report.get("load_average")
     if not start or not end:
@@ -173,7 +168,7 @@ def results_markdown(report: dict[str, Any], img_size: int) -> str:
         "", format_table(report["table"], markdown=True), "",
         *claims_markdown(report.get("claims", [])),
         f"Wall time: {duration(report['wall_seconds'])}, CPU time: {duration(report.get('cpu_seconds', 0.0))} "
-        f"({report['threads']} compute thread(s), {_decoding(report)}; "
+        f"({report['threads']} compute thread(s), each video decoded once, in process; "
         f"{report.get('cpu_count', '?')} cores, load average {_load(report)}).", "",
         "| stage | what | wall | CPU | summary |", "|---|---|---:|---:|---|",
     ]
